@@ -1,0 +1,59 @@
+# The two commands a new user needs: `make demo` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= out
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup mosquitto demo test lint typecheck unit bench bench-codec bench-transport bench-chooser clean
+
+setup: $(STAMP) mosquitto
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The embedded broker needs the mosquitto binary; install it where we can (Debian/Ubuntu).
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || [ -x /usr/local/sbin/mosquitto ]; then \
+		true; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto; \
+	else \
+		echo "mosquitto not found: install it (apt-get install mosquitto / brew install mosquitto / dnf install mosquitto)"; exit 1; \
+	fi
+
+demo: setup
+	$(BIN)/splitmq demo --devices 2 --requests 20
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: bench-codec bench-transport bench-chooser
+
+bench-codec: setup
+	@mkdir -p $(OUT)
+	$(BIN)/splitmq bench codec --json $(OUT)/bench-codec.json
+
+bench-transport: setup
+	@mkdir -p $(OUT)
+	$(BIN)/splitmq bench transport --json $(OUT)/bench-transport.json
+
+bench-chooser: setup
+	@mkdir -p $(OUT)
+	$(BIN)/splitmq bench chooser $(addprefix --trace ,$(wildcard ../shared/traces/*.up)) --json $(OUT)/bench-chooser.json
+
+clean:
+	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,5 @@
+"""Errors of the device node."""
+
+
+class DeviceError(Exception):
+    """Base of every error raised by `device_node`."""

@@ -1,0 +1,5 @@
+"""Errors of the split engine."""
+
+
+class SplittingError(Exception):
+    """Base of every error raised by `splitting`."""
