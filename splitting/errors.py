@@ -3,3 +3,39 @@
 
 class SplittingError(Exception):
     """Base of every error raised by `splitting`."""
+
+
+class UnknownModelError(SplittingError, KeyError):
+    """A model name that is not in the registry."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        self.name = name
+        self.available = available
+        super().__init__(f"unknown model {name!r}; registered models: {', '.join(available)}")
+
+    def __str__(self) -> str:  # KeyError would quote the message otherwise
+        return str(self.args[0])
+
+
+class ModelRegistrationError(SplittingError):
+    """A model spec that cannot be registered (duplicate name, bad block list, ...)."""
+
+
+class WeightsUnavailableError(SplittingError):
+    """Requested weights are not on this machine (and splitmq never downloads them)."""
+
+
+class WeightsLoadError(SplittingError):
+    """A weights file exists but does not fit the model (wrong keys or shapes, unreadable)."""
+
+
+class InvalidSplitError(SplittingError, ValueError):
+    """A split index outside [0, n] for the model."""
+
+
+class InvalidInputError(SplittingError, ValueError):
+    """An image or tensor with the wrong dtype, rank or shape for the model."""
+
+
+class ProfileError(SplittingError):
+    """A profile file or dictionary that is malformed or belongs to another model."""
