@@ -35,8 +35,19 @@ class SplitPolicy(Protocol):
         """Pick the split for a request that starts now."""
         ...
 
+    def on_uplink_sent(self, nbytes: int, now: float) -> None:
+        """A publish of `nbytes` (request frame or probe payload) was handed to the client now.
+
+        Paired in order with `on_uplink_sample`: lets the policy notice a transmission that is
+        taking far longer than expected (an outage) before its PUBACK arrives."""
+        ...
+
     def on_uplink_sample(self, nbytes: int, seconds: float, now: float) -> None:
         """A publish of `nbytes` took `seconds` from hand-over to the broker's PUBACK."""
+        ...
+
+    def on_device_time(self, k: int, ms: float, now: float) -> None:
+        """The device measured `ms` for head(k) plus encoding (k = n: the whole model)."""
         ...
 
     def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
@@ -52,19 +63,33 @@ class SplitPolicy(Protocol):
         keep measuring the uplink."""
         ...
 
+    def deadline_ms(self, decision: Decision) -> float | None:
+        """How long after the request started (the `choose` call) the device waits for the
+        server's result before it runs tail(k) locally; None: the device node's own default."""
+        ...
+
 
 class FixedSplit:
     """Always the same split (a baseline, and the runtime's simplest policy)."""
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, *, deadline_ms: float | None = None) -> None:
         if k < 0:
             raise ValueError(f"split index must be >= 0, got {k}")
+        if deadline_ms is not None and deadline_ms <= 0:
+            raise ValueError(f"deadline must be > 0 ms, got {deadline_ms}")
         self.k = k
+        self._deadline_ms = deadline_ms
 
     def choose(self, now: float) -> Decision:
         return Decision(k=self.k, reason="fixed")
 
+    def on_uplink_sent(self, nbytes: int, now: float) -> None:
+        return None
+
     def on_uplink_sample(self, nbytes: int, seconds: float, now: float) -> None:
+        return None
+
+    def on_device_time(self, k: int, ms: float, now: float) -> None:
         return None
 
     def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
@@ -75,3 +100,6 @@ class FixedSplit:
 
     def probe_bytes(self, now: float) -> int:
         return 0
+
+    def deadline_ms(self, decision: Decision) -> float | None:
+        return self._deadline_ms
