@@ -1,0 +1,562 @@
+"""Tensor codecs: how one per-sample tensor becomes bytes on the wire, and back.
+
+A codec turns an array into a *body* (plus, for int8/int4, a small binary *params* section with
+the per-channel scales and minimums); the body is then zstd-compressed, except for "jpeg" whose
+body is already compressed. `FORMAT.md` specifies every byte; this module is the reference.
+
+- "lossless": any supported dtype, bit-exact. Body = the little-endian bytes, byte-shuffled.
+- "fp16": floating input, float16 on the wire (byte-shuffled), decodes to float32.
+- "int8"/"int4": floating input, per-channel affine quantization along axis 0 with 256/16
+  levels; int4 packs two codes per byte. Decodes to float32.
+- "jpeg": a uint8 (H, W, 3) RGB image (split 0), decodes to uint8 (H, W, 3).
+
+Decoding validates every declared size against the bytes present and against a limit before it
+allocates, so hostile input raises a `FrameError` subclass, never a crash or a huge allocation.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zstandard
+from PIL import Image
+
+from schemas.errors import (
+    CodecError,
+    HeaderError,
+    LengthMismatchError,
+    LimitExceededError,
+    PayloadError,
+    ShapeMismatchError,
+    UnknownCodecError,
+)
+
+CODECS = ("lossless", "fp16", "int8", "int4", "jpeg")
+COMPRESSIONS = ("zstd", "none")
+
+# Wire dtypes: every multi-byte value is little-endian.
+DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "float64": np.dtype("<f8"),
+    "uint8": np.dtype("u1"),
+    "int8": np.dtype("i1"),
+    "int16": np.dtype("<i2"),
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+    "bool": np.dtype("?"),
+}
+FLOAT_DTYPES = ("float16", "float32", "float64")
+# Quantization parameters travel as float16 unless that would cost accuracy (see _affine_params).
+PARAM_DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+# Highest code of each quantizing codec: codes are integers in [0, top].
+QUANT_TOP = {"int8": 255, "int4": 15}
+
+DEFAULT_JPEG_QUALITY = 90
+DEFAULT_ZSTD_LEVEL = 1
+DEFAULT_MAX_TENSOR_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_NDIM = 8
+
+_F32 = np.dtype("<f4")
+# float16 parameters are kept when they widen a channel's step by at most this fraction, or
+# when the step is below float16's smallest normal (such steps are accurate in absolute terms).
+_F16_STEP_SLACK = 2.0**-5
+_F16_TINY_STEP = 2.0**-14
+
+
+@dataclass(frozen=True)
+class EncodedTensor:
+    """One encoded tensor: what a frame carries besides its routing fields.
+
+    `dtype` and `shape` describe the tensor the decoder returns. `params` is the binary
+    parameter section (int8/int4 only, else empty); `payload` is the body after `compression`;
+    `raw_bytes` is the body's length before compression.
+    """
+
+    codec: str
+    dtype: str
+    shape: tuple[int, ...]
+    quant: Mapping[str, Any] | None
+    params: bytes | bytearray | memoryview
+    payload: bytes | bytearray | memoryview
+    compression: str
+    raw_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this tensor costs on the wire (params + payload, without the frame header)."""
+        return len(self.params) + len(self.payload)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode_tensor(
+    array: Any,
+    codec: str,
+    *,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    zstd_level: int = DEFAULT_ZSTD_LEVEL,
+) -> EncodedTensor:
+    """Encode one per-sample tensor with `codec`; raises `CodecError` when it cannot."""
+    if codec not in CODECS:
+        raise UnknownCodecError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
+    a = np.asarray(array)
+    if codec == "jpeg":
+        return _encode_jpeg(a, jpeg_quality)
+    shape = tuple(int(n) for n in a.shape)
+    if codec == "lossless":
+        dtype = _dtype_name(a)
+        body = _shuffle(np.ascontiguousarray(a, dtype=DTYPES[dtype]))
+        quant: dict[str, Any] | None = None
+        params = b""
+    elif codec == "fp16":
+        dtype, body, quant, params = "float32", _encode_fp16(a), None, b""
+    else:
+        dtype = "float32"
+        body, quant, params = _encode_affine(a, QUANT_TOP[codec])
+    payload = _compressor(zstd_level).compress(body)
+    return EncodedTensor(codec, dtype, shape, quant, params, payload, "zstd", len(body))
+
+
+def _dtype_name(a: np.ndarray) -> str:
+    name = a.dtype.name
+    if name not in DTYPES:
+        raise CodecError(f"dtype {a.dtype} is not supported; supported: {', '.join(DTYPES)}")
+    return name
+
+
+def _require_float(a: np.ndarray, codec: str) -> None:
+    if a.dtype.name not in FLOAT_DTYPES:
+        raise CodecError(f"codec {codec} takes a floating array, got {a.dtype}; use lossless")
+
+
+def _shuffle(le: np.ndarray) -> bytes:
+    """Byte planes of a little-endian array: all byte 0s, then all byte 1s, ...
+
+    Floats' exponent bytes are alike, so grouping them lets zstd find the redundancy.
+    """
+    flat = le.reshape(-1)
+    size = flat.dtype.itemsize
+    if size == 1:
+        return flat.tobytes()
+    return flat.view(np.uint8).reshape(flat.size, size).T.tobytes()
+
+
+def _encode_fp16(a: np.ndarray) -> bytes:
+    _require_float(a, "fp16")
+    half = np.ascontiguousarray(a, dtype=DTYPES["float16"])
+    if np.isinf(half).any():
+        overflowed = int(np.count_nonzero(np.isinf(half) & np.isfinite(a)))
+        if overflowed:
+            raise CodecError(
+                f"fp16 overflow: {overflowed} finite values are beyond ±65504; use lossless"
+            )
+    return _shuffle(half)
+
+
+def _channels(shape: tuple[int, ...]) -> int:
+    """Quantization channels: axis 0 of the per-sample tensor (a scalar is one channel)."""
+    return shape[0] if shape else 1
+
+
+def _encode_affine(a: np.ndarray, top: int) -> tuple[bytes, dict[str, Any], bytes]:
+    _require_float(a, "int8" if top == QUANT_TOP["int8"] else "int4")
+    channels = _channels(a.shape)
+    x = np.asarray(a, dtype=np.float32).reshape(channels, -1)
+    if x.shape[1] == 0:
+        lo = hi = np.zeros(channels, dtype=np.float32)
+    else:
+        lo, hi = x.min(axis=1), x.max(axis=1)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise CodecError(
+            f"int{8 if top == 255 else 4} cannot carry NaN/Inf ({bad} non-finite values, or "
+            "values beyond float32 range); use lossless or fp16"
+        )
+    param_dtype, scale, minimum = _affine_params(lo, hi, top)
+    codes = _quantize(x, scale.astype(np.float32), minimum.astype(np.float32), top)
+    body = codes.tobytes() if top == QUANT_TOP["int8"] else _pack_nibbles(codes.reshape(-1))
+    params = scale.tobytes() + minimum.tobytes()
+    return body, {"param_dtype": param_dtype}, params
+
+
+def _affine_params(lo: np.ndarray, hi: np.ndarray, top: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """Per-channel (scale, minimum), rounded to the wire dtype so that `minimum <= lo` and
+    `minimum + top * scale >= hi`: the codes cover every value, and encoder and decoder use
+    the same rounded numbers. float16 unless it overflows or widens a step noticeably."""
+    ideal = (hi.astype(np.float64) - lo) / top
+    for name in ("float16", "float32"):
+        dtype = PARAM_DTYPES[name]
+        minimum = _round_down(lo, dtype)
+        span = hi.astype(np.float64) - minimum.astype(np.float64)
+        scale = _round_up(span / top, dtype)
+        if not (np.isfinite(minimum).all() and np.isfinite(scale).all()):
+            continue
+        if name == "float16" and not _steps_close(scale, ideal):
+            continue
+        return name, scale, minimum
+    raise CodecError("a channel's value range does not fit float32 quantization parameters")
+
+
+def _round_down(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    rounded = values.astype(dtype)
+    too_high = rounded.astype(np.float64) > values
+    return np.where(too_high, np.nextafter(rounded, dtype.type(-np.inf)), rounded).astype(dtype)
+
+
+def _round_up(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    rounded = values.astype(dtype)
+    too_low = rounded.astype(np.float64) < values
+    return np.where(too_low, np.nextafter(rounded, dtype.type(np.inf)), rounded).astype(dtype)
+
+
+def _steps_close(scale: np.ndarray, ideal: np.ndarray) -> bool:
+    step = scale.astype(np.float64)
+    return bool(np.all((step <= ideal * (1 + _F16_STEP_SLACK)) | (step <= _F16_TINY_STEP)))
+
+
+def _quantize(x: np.ndarray, scale: np.ndarray, minimum: np.ndarray, top: int) -> np.ndarray:
+    # A constant channel has scale 0: every code is 0 and decodes to the minimum.
+    inverse = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+    q = x - minimum[:, None]
+    q *= inverse[:, None]
+    np.rint(q, out=q)
+    np.clip(q, 0, top, out=q)
+    return q.astype(np.uint8)
+
+
+def _pack_nibbles(codes: np.ndarray) -> bytes:
+    """Two 4-bit codes per byte: element 2i in the low nibble, 2i+1 in the high nibble."""
+    if codes.size % 2:
+        codes = np.append(codes, np.uint8(0))
+    return (codes[0::2] | (codes[1::2] << 4)).tobytes()
+
+
+def _encode_jpeg(a: np.ndarray, quality: int) -> EncodedTensor:
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:
+        raise CodecError(f"jpeg takes a uint8 (H, W, 3) image, got {a.dtype} {a.shape}")
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise CodecError(f"jpeg quality must be an int in 1..100, got {quality!r}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(a)).save(buffer, format="JPEG", quality=quality)
+    body = buffer.getvalue()
+    shape = tuple(int(n) for n in a.shape)
+    return EncodedTensor("jpeg", "uint8", shape, {"quality": quality}, b"", body, "none", len(body))
+
+
+# --------------------------------------------------------------------------------------------
+# Layout: what the declared codec, dtype and shape imply, checked before any payload is read
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes implied by a tensor's declaration. `raw_bytes` is None for jpeg (not derivable)."""
+
+    count: int
+    decoded_bytes: int
+    params_bytes: int
+    raw_bytes: int | None
+
+
+def describe(shape: tuple[int, ...], dtype: str, codec: str) -> str:
+    """Human-readable tensor declaration for error messages: "shape (192, 7, 7) int8"."""
+    return f"shape {tuple(shape)} {codec if codec != 'lossless' else dtype}"
+
+
+def check_layout(
+    *,
+    codec: str,
+    dtype: str,
+    shape: tuple[int, ...],
+    compression: str,
+    quant: Mapping[str, Any] | None,
+    raw_bytes: int,
+    params_bytes: int,
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+    max_ndim: int = DEFAULT_MAX_NDIM,
+) -> Layout:
+    """Validate a tensor's declaration (no payload needed) and return the sizes it implies."""
+    if codec not in CODECS:
+        raise UnknownCodecError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
+    if compression not in COMPRESSIONS:
+        raise HeaderError(f"unknown compression {compression!r}; known: zstd, none")
+    _check_shape(shape, max_ndim)
+    _check_dtype(dtype, codec)
+    if codec == "jpeg" and (len(shape) != 3 or shape[2] != 3 or 0 in shape):
+        raise ShapeMismatchError(f"jpeg carries a (H, W, 3) image with H, W >= 1, got {shape}")
+    count = math.prod(shape)
+    decoded = count * DTYPES[dtype].itemsize
+    if decoded > max_tensor_bytes:
+        raise LimitExceededError(
+            f"shape {shape} {dtype} decodes to {decoded} bytes, over the limit of "
+            f"{max_tensor_bytes}"
+        )
+    params_needed = _check_quant(codec, quant, shape)
+    if params_bytes != params_needed:
+        raise LengthMismatchError(
+            f"params section is {params_bytes} bytes, {describe(shape, dtype, codec)} "
+            f"needs {params_needed}"
+        )
+    expected_raw = _expected_raw(codec, dtype, count)
+    _check_raw_bytes(raw_bytes, expected_raw, shape, dtype, codec, max_tensor_bytes)
+    return Layout(count, decoded, params_needed, expected_raw)
+
+
+def _check_shape(shape: Any, max_ndim: int) -> None:
+    if not isinstance(shape, tuple) or not all(_is_int(n) and n >= 0 for n in shape):
+        raise HeaderError(f"shape must be a list of non-negative integers, got {shape!r}")
+    if len(shape) > max_ndim:
+        raise LimitExceededError(f"shape {shape} has {len(shape)} dimensions, limit {max_ndim}")
+
+
+def _check_dtype(dtype: str, codec: str) -> None:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise HeaderError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
+    allowed = {"lossless": tuple(DTYPES), "jpeg": ("uint8",)}.get(codec, ("float32",))
+    if dtype not in allowed:
+        raise HeaderError(f"codec {codec} decodes to {' or '.join(allowed)}, header says {dtype}")
+
+
+def _check_quant(codec: str, quant: Mapping[str, Any] | None, shape: tuple[int, ...]) -> int:
+    """Validate the header's `quant` object for `codec`; return the params section's length."""
+    if codec in QUANT_TOP:
+        if not isinstance(quant, Mapping) or set(quant) != {"param_dtype"}:
+            raise HeaderError(f"codec {codec} needs quant {{'param_dtype': ...}}, got {quant!r}")
+        param_dtype = quant["param_dtype"]
+        if not isinstance(param_dtype, str) or param_dtype not in PARAM_DTYPES:
+            raise HeaderError(f"quant param_dtype must be float16 or float32, got {param_dtype!r}")
+        return 2 * _channels(shape) * PARAM_DTYPES[param_dtype].itemsize
+    if codec == "jpeg":
+        if not isinstance(quant, Mapping) or set(quant) != {"quality"}:
+            raise HeaderError(f"codec jpeg needs quant {{'quality': int}}, got {quant!r}")
+        quality = quant["quality"]
+        if not _is_int(quality) or not 1 <= quality <= 100:
+            raise HeaderError(f"jpeg quality must be an integer in 1..100, got {quality!r}")
+        return 0
+    if quant is not None:
+        raise HeaderError(f"codec {codec} takes no quant parameters, got {quant!r}")
+    return 0
+
+
+def _expected_raw(codec: str, dtype: str, count: int) -> int | None:
+    if codec == "lossless":
+        return count * DTYPES[dtype].itemsize
+    if codec == "fp16":
+        return 2 * count
+    if codec == "int8":
+        return count
+    if codec == "int4":
+        return (count + 1) // 2
+    return None
+
+
+def _check_raw_bytes(
+    raw_bytes: int,
+    expected: int | None,
+    shape: tuple[int, ...],
+    dtype: str,
+    codec: str,
+    max_tensor_bytes: int,
+) -> None:
+    if not _is_int(raw_bytes) or raw_bytes < 0:
+        raise HeaderError(f"raw_bytes must be a non-negative integer, got {raw_bytes!r}")
+    if expected is None:  # jpeg: any non-empty body up to the limit
+        if raw_bytes > max_tensor_bytes:
+            raise LimitExceededError(
+                f"jpeg body of {raw_bytes} bytes is over the limit of {max_tensor_bytes}"
+            )
+        if raw_bytes == 0:
+            raise LengthMismatchError("jpeg body is empty")
+    elif raw_bytes != expected:
+        raise LengthMismatchError(
+            f"raw_bytes is {raw_bytes}, {describe(shape, dtype, codec)} needs {expected}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode_tensor(
+    encoded: EncodedTensor,
+    *,
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+    max_ndim: int = DEFAULT_MAX_NDIM,
+) -> np.ndarray:
+    """Decode a tensor, validating every size first; raises a `FrameError` subclass.
+
+    The result is a new, writable, native-endian array of `encoded.shape`.
+    """
+    shape = tuple(encoded.shape) if isinstance(encoded.shape, (tuple, list)) else encoded.shape
+    layout = check_layout(
+        codec=encoded.codec,
+        dtype=encoded.dtype,
+        shape=shape,
+        compression=encoded.compression,
+        quant=encoded.quant,
+        raw_bytes=encoded.raw_bytes,
+        params_bytes=len(encoded.params),
+        max_tensor_bytes=max_tensor_bytes,
+        max_ndim=max_ndim,
+    )
+    body = _body(encoded, shape)
+    if encoded.codec == "lossless":
+        return _decode_lossless(body, encoded.dtype, shape, layout.count)
+    if encoded.codec == "fp16":
+        return _unshuffle(body, DTYPES["float16"], layout.count).astype(np.float32).reshape(shape)
+    if encoded.codec == "jpeg":
+        return _decode_jpeg(body, shape)
+    assert encoded.quant is not None  # check_layout guarantees it for int8/int4
+    return _decode_affine(body, encoded, shape, layout.count)
+
+
+def _body(encoded: EncodedTensor, shape: tuple[int, ...]) -> bytes | bytearray | memoryview:
+    """The codec body: the payload itself, or its zstd decompression bounded by raw_bytes."""
+    payload = encoded.payload
+    if encoded.compression == "none":
+        if len(payload) != encoded.raw_bytes:
+            raise LengthMismatchError(
+                f"payload is {len(payload)} bytes, "
+                f"{describe(shape, encoded.dtype, encoded.codec)} needs {encoded.raw_bytes}"
+            )
+        return payload
+    return _decompress(payload, encoded.raw_bytes)
+
+
+def _decompress(payload: bytes | bytearray | memoryview, raw_bytes: int) -> bytes:
+    # The zstd frame must declare its content size, equal to raw_bytes (already checked
+    # against the limit): zstd then refuses to produce more, so a "zstd bomb" cannot expand.
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise PayloadError(f"payload is not a zstd frame: {exc}") from None
+    if declared == -1:
+        raise PayloadError("zstd frame does not declare its content size (required)")
+    if declared != raw_bytes:
+        raise LengthMismatchError(
+            f"zstd frame declares {declared} decompressed bytes, header raw_bytes is {raw_bytes}"
+        )
+    inflater = _decompressor().decompressobj()
+    try:
+        body = inflater.decompress(payload)
+    except zstandard.ZstdError as exc:
+        raise PayloadError(f"corrupt zstd payload: {exc}") from None
+    if not inflater.eof:
+        raise PayloadError("zstd payload ends before its frame does")
+    if inflater.unused_data:
+        raise LengthMismatchError(f"{len(inflater.unused_data)} bytes follow the zstd frame")
+    if len(body) != raw_bytes:
+        raise LengthMismatchError(f"zstd payload holds {len(body)} bytes, expected {raw_bytes}")
+    return body
+
+
+def _unshuffle(
+    body: bytes | bytearray | memoryview, dtype: np.dtype[Any], count: int
+) -> np.ndarray:
+    size = dtype.itemsize
+    planes = np.frombuffer(body, dtype=np.uint8)
+    if size == 1:
+        return planes.view(dtype).copy()
+    return np.ascontiguousarray(planes.reshape(size, count).T).view(dtype).reshape(count)
+
+
+def _decode_lossless(
+    body: bytes | bytearray | memoryview, dtype: str, shape: tuple[int, ...], count: int
+) -> np.ndarray:
+    if dtype == "bool":
+        raw = np.frombuffer(body, dtype=np.uint8)
+        if raw.size and raw.max() > 1:
+            raise PayloadError("bool payload holds bytes other than 0 and 1")
+    flat = _unshuffle(body, DTYPES[dtype], count)
+    return flat.astype(flat.dtype.newbyteorder("="), copy=False).reshape(shape)
+
+
+def _decode_affine(
+    body: bytes | bytearray | memoryview,
+    encoded: EncodedTensor,
+    shape: tuple[int, ...],
+    count: int,
+) -> np.ndarray:
+    assert encoded.quant is not None
+    channels = _channels(shape)
+    scale, minimum = _read_params(encoded.params, encoded.quant["param_dtype"], channels)
+    if encoded.codec == "int8":
+        codes = np.frombuffer(body, dtype=np.uint8)
+    else:
+        codes = _unpack_nibbles(np.frombuffer(body, dtype=np.uint8), count)
+    out = np.multiply(codes.reshape(channels, -1), scale[:, None], dtype=np.float32)
+    out += minimum[:, None]
+    return out.reshape(shape)
+
+
+def _read_params(
+    params: bytes | bytearray | memoryview, param_dtype: str, channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    values = np.frombuffer(params, dtype=PARAM_DTYPES[param_dtype]).astype(np.float32)
+    scale, minimum = values[:channels], values[channels:]
+    if not (np.isfinite(values).all() and (scale >= 0).all()):
+        raise PayloadError("quantization parameters must be finite with scale >= 0")
+    return scale, minimum
+
+
+def _unpack_nibbles(packed: np.ndarray, count: int) -> np.ndarray:
+    codes = np.empty(2 * packed.size, dtype=np.uint8)
+    codes[0::2] = packed & 0x0F
+    codes[1::2] = packed >> 4
+    if codes.size > count and codes[count] != 0:
+        raise PayloadError("int4 padding nibble (high nibble of the last byte) must be 0")
+    return codes[:count]
+
+
+def _decode_jpeg(body: bytes | bytearray | memoryview, shape: tuple[int, ...]) -> np.ndarray:
+    height, width = shape[0], shape[1]
+    try:
+        image = Image.open(io.BytesIO(body), formats=["JPEG"])
+    except Exception as exc:  # Pillow raises many types on malformed input
+        raise PayloadError(f"payload is not a JPEG image: {exc}") from None
+    # Check the declared size before decoding pixels: a JPEG header can claim any size.
+    if image.size != (width, height) or image.mode != "RGB":
+        raise ShapeMismatchError(
+            f"JPEG is {image.mode} {image.size[0]}x{image.size[1]}, header says RGB "
+            f"{width}x{height} (shape {shape})"
+        )
+    try:
+        pixels = np.array(image.convert("RGB"), dtype=np.uint8)
+    except Exception as exc:  # truncated or corrupt entropy-coded data
+        raise PayloadError(f"corrupt JPEG payload: {exc}") from None
+    if pixels.shape != shape:
+        raise ShapeMismatchError(f"JPEG decoded to {pixels.shape}, header says {shape}")
+    return pixels
+
+
+# --------------------------------------------------------------------------------------------
+# zstd contexts: not thread-safe, so one per thread and level
+
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("compressors", {})
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor()
+    decompressor: zstandard.ZstdDecompressor = _local.decompressor
+    return decompressor

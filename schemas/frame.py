@@ -1,0 +1,423 @@
+"""The binary tensor frame: one request = one sample's tensor plus its routing header.
+
+Layout (all integers little-endian; FORMAT.md has the byte-level specification):
+
+    offset 0   4 bytes  magic b"SMQF"
+    offset 4   u8       version (1)
+    offset 5   u8       flags (0; reserved)
+    offset 6   u16      reserved (0)
+    offset 8   u32      header_len   (UTF-8 JSON object)
+    offset 12  u32      params_len   (binary codec parameters: int8/int4 scales and minimums)
+    offset 16  u32      payload_len  (codec body, zstd-compressed unless compression is "none")
+    offset 20  header, then params, then payload; the frame ends exactly there.
+
+`decode_frame` validates every byte before it trusts it and raises a `FrameError` subclass that
+names the problem; it never allocates more than the limits allow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas.codecs import (
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_MAX_NDIM,
+    DEFAULT_MAX_TENSOR_BYTES,
+    DEFAULT_ZSTD_LEVEL,
+    EncodedTensor,
+    check_layout,
+    decode_tensor,
+    encode_tensor,
+)
+from schemas.errors import (
+    BadMagicError,
+    FingerprintMismatchError,
+    HeaderError,
+    LengthMismatchError,
+    LimitExceededError,
+    OversizedFrameError,
+    ShapeMismatchError,
+    TruncatedFrameError,
+    UnknownModelError,
+    UnknownSplitError,
+    UnsupportedVersionError,
+)
+
+MAGIC = b"SMQF"
+VERSION = 1
+PREAMBLE = struct.Struct("<4sBBHIII")
+PREAMBLE_SIZE = PREAMBLE.size  # 20
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """What a decoder accepts at most; every declared size is checked before use."""
+
+    max_frame_bytes: int = 16 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    max_ndim: int = DEFAULT_MAX_NDIM
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a decoder knows of a model: `split_shapes[k]` is the per-sample shape sent at split
+    k (k = 0: the (S, S, 3) image; k = n: `()`, never sent)."""
+
+    name: str
+    fingerprint: str
+    split_shapes: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        shapes = tuple(tuple(int(d) for d in shape) for shape in self.split_shapes)
+        object.__setattr__(self, "split_shapes", shapes)
+        if not shapes:
+            raise ValueError("ModelInfo.split_shapes needs at least split 0")
+
+    @property
+    def n(self) -> int:
+        """Number of blocks: splits 0..n exist, 0..n-1 are sent."""
+        return len(self.split_shapes) - 1
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """The frame's JSON header, validated. Field names are the JSON keys."""
+
+    request_id: str
+    model: str
+    fingerprint: str
+    split: int
+    codec: str
+    dtype: str
+    shape: tuple[int, ...]
+    compression: str
+    quant: Mapping[str, Any] | None
+    raw_bytes: int
+    device_id: str
+    timestamps: dict[str, float] = field(default_factory=dict)
+    deadline_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame: the header and the per-sample tensor (writable, native-endian)."""
+
+    header: FrameHeader
+    tensor: np.ndarray
+
+
+_DEFAULT_LIMITS = FrameLimits()
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode_frame(
+    tensor: Any,
+    *,
+    codec: str,
+    request_id: str,
+    model: str,
+    fingerprint: str,
+    split: int,
+    device_id: str = "",
+    timestamps: Mapping[str, float] | None = None,
+    deadline_ms: float | None = None,
+    zstd_level: int = DEFAULT_ZSTD_LEVEL,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+) -> bytes:
+    """Encode one per-sample tensor (no batch dimension) into a frame.
+
+    Raises `CodecError` when the codec cannot take the tensor, `HeaderError` for a bad field.
+    """
+    encoded = encode_tensor(tensor, codec, jpeg_quality=jpeg_quality, zstd_level=zstd_level)
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "model": model,
+        "fingerprint": fingerprint,
+        "split": _as_int(split),
+        "codec": encoded.codec,
+        "dtype": encoded.dtype,
+        "shape": list(encoded.shape),
+        "compression": encoded.compression,
+        "quant": dict(encoded.quant) if encoded.quant is not None else None,
+        "raw_bytes": encoded.raw_bytes,
+        "device_id": device_id,
+        "timestamps": {key: _as_float(value) for key, value in (timestamps or {}).items()},
+        "deadline_ms": _as_float(deadline_ms),
+    }
+    _header_from_fields(fields)  # the encoder refuses what the decoder would refuse
+    blob = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    preamble = PREAMBLE.pack(
+        MAGIC, VERSION, 0, 0, len(blob), len(encoded.params), len(encoded.payload)
+    )
+    return b"".join((preamble, blob, encoded.params, encoded.payload))
+
+
+def _as_int(value: Any) -> Any:
+    """numpy integers become ints; anything else is left for the validator to name."""
+    return (
+        int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+    )
+
+
+def _as_float(value: Any) -> Any:
+    """numpy floats and ints become floats; anything else is left for the validator to name."""
+    return (
+        float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def peek_header(
+    data: Buffer,
+    *,
+    limits: FrameLimits = _DEFAULT_LIMITS,
+    catalog: Mapping[str, ModelInfo] | None = None,
+) -> FrameHeader:
+    """Validate the preamble and the header (and the catalog, if given) without touching the
+    payload's contents: cheap, for routing and error replies."""
+    header, _, _ = _open(data, limits, catalog)
+    return header
+
+
+def decode_frame(
+    data: Buffer,
+    *,
+    limits: FrameLimits = _DEFAULT_LIMITS,
+    catalog: Mapping[str, ModelInfo] | None = None,
+) -> Frame:
+    """Decode and validate a whole frame; raises a `FrameError` subclass naming the problem."""
+    header, params, payload = _open(data, limits, catalog)
+    encoded = EncodedTensor(
+        codec=header.codec,
+        dtype=header.dtype,
+        shape=header.shape,
+        quant=header.quant,
+        params=params,
+        payload=payload,
+        compression=header.compression,
+        raw_bytes=header.raw_bytes,
+    )
+    tensor = decode_tensor(
+        encoded, max_tensor_bytes=limits.max_tensor_bytes, max_ndim=limits.max_ndim
+    )
+    return Frame(header=header, tensor=tensor)
+
+
+def _open(
+    data: Buffer, limits: FrameLimits, catalog: Mapping[str, ModelInfo] | None
+) -> tuple[FrameHeader, memoryview, memoryview]:
+    """Split the frame into validated header, params and payload (views, no copies)."""
+    view = memoryview(data).cast("B")
+    header_len, params_len, payload_len = _read_preamble(view, limits)
+    header_end = PREAMBLE_SIZE + header_len
+    params_end = header_end + params_len
+    header = _parse_header(view[PREAMBLE_SIZE:header_end])
+    if catalog is not None:
+        _check_catalog(header, catalog)
+    check_layout(
+        codec=header.codec,
+        dtype=header.dtype,
+        shape=header.shape,
+        compression=header.compression,
+        quant=header.quant,
+        raw_bytes=header.raw_bytes,
+        params_bytes=params_len,
+        max_tensor_bytes=limits.max_tensor_bytes,
+        max_ndim=limits.max_ndim,
+    )
+    return header, view[header_end:params_end], view[params_end : params_end + payload_len]
+
+
+def _read_preamble(view: memoryview, limits: FrameLimits) -> tuple[int, int, int]:
+    size = len(view)
+    if size > limits.max_frame_bytes:
+        raise OversizedFrameError(
+            f"frame is {size} bytes, over the limit of {limits.max_frame_bytes}"
+        )
+    start = bytes(view[:4])
+    if start != MAGIC[: len(start)]:
+        raise BadMagicError(f"frame starts with {start!r}, not {MAGIC!r}")
+    if size >= 5 and view[4] != VERSION:
+        raise UnsupportedVersionError(f"frame version {view[4]}, this decoder reads {VERSION}")
+    if size < PREAMBLE_SIZE:
+        raise TruncatedFrameError(f"frame is {size} bytes, the preamble alone needs 20")
+    _, _, flags, reserved, header_len, params_len, payload_len = PREAMBLE.unpack_from(view)
+    if flags or reserved:
+        raise HeaderError(f"preamble flags {flags} / reserved {reserved} must be 0 in version 1")
+    if header_len > limits.max_header_bytes:
+        raise LimitExceededError(
+            f"header_len {header_len} is over the limit of {limits.max_header_bytes}"
+        )
+    declared = PREAMBLE_SIZE + header_len + params_len + payload_len
+    if size < declared:
+        raise TruncatedFrameError(
+            f"frame is {size} bytes, its preamble declares {declared} (20 + header "
+            f"{header_len} + params {params_len} + payload {payload_len})"
+        )
+    if size > declared:
+        raise LengthMismatchError(
+            f"frame is {size} bytes, its preamble declares {declared}: "
+            f"{size - declared} trailing bytes"
+        )
+    return header_len, params_len, payload_len
+
+
+# --------------------------------------------------------------------------------------------
+# Header JSON
+
+
+def _parse_header(raw: memoryview) -> FrameHeader:
+    try:
+        text = bytes(raw).decode("utf-8")
+        fields = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+    except UnicodeDecodeError as exc:
+        raise HeaderError(f"header is not UTF-8: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise HeaderError(f"header is not valid JSON: {exc}") from None
+    return _header_from_fields(fields)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        keys = [key for key, _ in pairs]
+        duplicates = sorted({key for key in keys if keys.count(key) > 1})
+        raise HeaderError(f"header repeats key(s) {', '.join(duplicates)}")
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise HeaderError(f"header contains {name}, which is not JSON")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, float) or _is_int(value)) and math.isfinite(value)
+
+
+def _text(name: str, *, nonempty: bool) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or (nonempty and not value):
+            wanted = "a non-empty string" if nonempty else "a string"
+            raise HeaderError(f"header field {name} must be {wanted}, got {value!r}")
+        return value
+
+    return check
+
+
+def _count(name: str) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not _is_int(value) or value < 0:
+            raise HeaderError(f"header field {name} must be a non-negative integer, got {value!r}")
+        return int(value)
+
+    return check
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(_is_int(n) and n >= 0 for n in value):
+        raise HeaderError(
+            f"header field shape must be a list of non-negative integers, got {value!r}"
+        )
+    return tuple(value)
+
+
+def _quant(value: Any) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise HeaderError(f"header field quant must be an object or null, got {value!r}")
+    return value
+
+
+def _timestamps(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise HeaderError(f"header field timestamps must be an object, got {value!r}")
+    for key, seconds in value.items():
+        if not isinstance(key, str) or not key or not _is_number(seconds):
+            raise HeaderError(
+                f"timestamps maps event names to finite seconds, got {key!r}: {seconds!r}"
+            )
+    return {key: float(seconds) for key, seconds in value.items()}
+
+
+def _deadline(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not _is_number(value) or value <= 0:
+        raise HeaderError(f"deadline_ms must be a positive finite number or null, got {value!r}")
+    return float(value)
+
+
+_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "request_id": _text("request_id", nonempty=True),
+    "model": _text("model", nonempty=True),
+    "fingerprint": _text("fingerprint", nonempty=False),
+    "split": _count("split"),
+    "codec": _text("codec", nonempty=True),
+    "dtype": _text("dtype", nonempty=True),
+    "shape": _shape,
+    "compression": _text("compression", nonempty=True),
+    "quant": _quant,
+    "raw_bytes": _count("raw_bytes"),
+    "device_id": _text("device_id", nonempty=False),
+    "timestamps": _timestamps,
+    "deadline_ms": _deadline,
+}
+
+
+def _header_from_fields(fields: Any) -> FrameHeader:
+    if not isinstance(fields, dict):
+        raise HeaderError(f"header must be a JSON object, got {type(fields).__name__}")
+    missing = [name for name in _FIELDS if name not in fields]
+    if missing:
+        raise HeaderError(f"header lacks field(s): {', '.join(missing)}")
+    unknown = sorted(str(name) for name in fields if name not in _FIELDS)
+    if unknown:
+        raise HeaderError(f"header has unknown field(s): {', '.join(unknown)}")
+    return FrameHeader(**{name: check(fields[name]) for name, check in _FIELDS.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Catalog
+
+
+def _check_catalog(header: FrameHeader, catalog: Mapping[str, ModelInfo]) -> None:
+    info = catalog.get(header.model)
+    if info is None:
+        served = ", ".join(sorted(catalog)) or "none"
+        raise UnknownModelError(f"unknown model {header.model!r}; known: {served}")
+    if header.fingerprint != info.fingerprint:
+        raise FingerprintMismatchError(
+            f"model {header.model} fingerprint {header.fingerprint!r} does not match "
+            f"{info.fingerprint!r}: the two sides run different weights or blocks"
+        )
+    if not header.split < info.n:
+        raise UnknownSplitError(
+            f"split {header.split} is outside 0..{info.n - 1} for {header.model} "
+            f"(split {info.n} runs on the device and is never sent)"
+        )
+    expected = info.split_shapes[header.split]
+    if header.shape != expected:
+        raise ShapeMismatchError(
+            f"split {header.split} of {header.model} carries shape {expected}, "
+            f"frame has {header.shape}"
+        )
