@@ -1,5 +1,49 @@
 """Errors of the broker launcher and client settings."""
 
+from __future__ import annotations
+
+INSTALL_HINT = (
+    "install it with `sudo apt-get install mosquitto` (Debian/Ubuntu), "
+    "`brew install mosquitto` (macOS) or `sudo dnf install mosquitto` (Fedora)"
+)
+
 
 class BrokerError(Exception):
     """Base of every error raised by `broker`."""
+
+
+class MosquittoNotFoundError(BrokerError):
+    """The `mosquitto` binary is not on PATH nor in /usr/sbin or /usr/local/sbin."""
+
+    def __init__(self, searched: list[str]) -> None:
+        super().__init__(
+            f"mosquitto broker binary not found (searched PATH and {', '.join(searched)}): "
+            + INSTALL_HINT
+        )
+
+
+class MosquittoPasswdNotFoundError(BrokerError):
+    """`mosquitto_passwd`, needed to hash a password file, is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__("mosquitto_passwd not found; it ships with the broker: " + INSTALL_HINT)
+
+
+class BrokerStartError(BrokerError):
+    """Mosquitto exited or did not accept connections in time; the message quotes its log."""
+
+
+class BrokerConfigError(BrokerError):
+    """A broker configuration template cannot be rendered (missing file or placeholder)."""
+
+
+class BrokerSettingsError(BrokerError):
+    """Connection settings are invalid (e.g. a TLS file that does not exist)."""
+
+
+class BrokerConnectError(BrokerError):
+    """A client could not connect to the broker within its timeout."""
+
+
+class AuthFileError(BrokerError):
+    """The password or ACL file could not be written."""

@@ -1,0 +1,295 @@
+"""Run a real Mosquitto process with the project's configuration on a given or free port.
+
+    with MosquittoBroker() as broker:          # free port on 127.0.0.1
+        settings = BrokerSettings(host=broker.host, port=broker.port)
+
+The configuration template (broker/mosquitto.conf by default) is rendered into a temporary
+directory together with the broker's log; `stop()` / `restart()` keep the port, so tests can
+take the broker away under running clients and bring it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from broker.errors import (
+    BrokerConfigError,
+    BrokerStartError,
+    MosquittoNotFoundError,
+)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG = PACKAGE_DIR / "mosquitto.conf"
+SECURE_CONFIG = PACKAGE_DIR / "mosquitto-secure.conf"
+# Where package managers put the daemon when sbin is not on a user's PATH (Debian: /usr/sbin).
+SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin")
+# The well-known MQTT port belongs to a system broker on many machines (this one included).
+RESERVED_PORT = 1883
+LOG_TAIL_LINES = 20
+# Mosquitto logs "mosquitto version X running" once its listeners are open.
+RUNNING_MARK = " running"
+UNLOGGED_GRACE_S = 0.5
+
+
+def find_mosquitto() -> str:
+    """Path of the `mosquitto` daemon: PATH first, then the usual sbin directories."""
+    on_path = shutil.which("mosquitto")
+    if on_path:
+        return on_path
+    for directory in SBIN_DIRS:
+        candidate = os.path.join(directory, "mosquitto")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise MosquittoNotFoundError(list(SBIN_DIRS))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now (never 1883)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port != RESERVED_PORT:
+            return port
+
+
+def render_config(template: Path, values: Mapping[str, str]) -> str:
+    """Fill the `${name}` placeholders of a configuration template; all must be given."""
+    try:
+        text = template.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BrokerConfigError(f"cannot read broker config template {template}: {exc}") from exc
+    try:
+        return string.Template(text).substitute(values)
+    except KeyError as exc:
+        raise BrokerConfigError(
+            f"broker config template {template} uses placeholder ${{{exc.args[0]}}}, "
+            f"which the launcher does not fill (it fills: {', '.join(sorted(values))})"
+        ) from exc
+    except ValueError as exc:
+        raise BrokerConfigError(f"broker config template {template} is malformed: {exc}") from exc
+
+
+def port_accepts(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    """True when a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+class MosquittoBroker:
+    """A `mosquitto -c <rendered config>` child process; a context manager.
+
+    `port=None` picks a free port (and retries with another if it was taken in between).
+    `substitutions` fills extra placeholders of a custom template (e.g. the secure one's
+    `${password_file}` and `${acl_file}`).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        config_template: str | Path | None = None,
+        substitutions: Mapping[str, str] | None = None,
+        binary: str | None = None,
+        startup_timeout_s: float = 10.0,
+    ) -> None:
+        if port == RESERVED_PORT:
+            raise BrokerConfigError(
+                f"port {RESERVED_PORT} is left to the system's own broker; "
+                "choose another port or leave it out to get a free one"
+            )
+        if port is not None and not 0 < port < 65536:
+            raise BrokerConfigError(f"port must be in 1..65535, got {port}")
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = port
+        self._template = Path(config_template) if config_template else DEFAULT_CONFIG
+        self._substitutions = dict(substitutions or {})
+        self._binary = binary
+        self._startup_timeout_s = startup_timeout_s
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: int | None = None
+        self._log_offset = 0
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise BrokerStartError("the broker has no port yet: call start() first")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            raise BrokerStartError("the broker has no working directory yet: call start() first")
+        return Path(self._workdir.name)
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "broker.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_text(self) -> str:
+        """Everything the broker has logged so far (all runs of this instance)."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except (OSError, BrokerStartError):
+            return ""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> MosquittoBroker:
+        """Render the config, start mosquitto and wait until its port accepts connections."""
+        if self.is_running():
+            return self
+        binary = self._binary or find_mosquitto()
+        if self._workdir is None:
+            self._workdir = tempfile.TemporaryDirectory(prefix="splitmq-broker-")
+        attempts = 1 if self._requested_port is not None else 3
+        for attempt in range(attempts):
+            if self._port is None or (attempt > 0 and self._requested_port is None):
+                self._port = free_port(self.host)
+            try:
+                self._launch(binary)
+                return self
+            except BrokerStartError:
+                port_taken = "Address already in use" in self._current_run_log()
+                if attempt + 1 >= attempts or not port_taken:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Terminate the broker (SIGTERM, then SIGKILL); the port and workdir are kept."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=timeout_s)
+        self._process = None
+        self._close_log()
+
+    def restart(self) -> MosquittoBroker:
+        """Stop and start again on the same port (clients see a broker outage)."""
+        self.stop()
+        port = self.port
+        self._launch(self._binary or find_mosquitto(), port=port)
+        return self
+
+    def close(self) -> None:
+        """Stop the broker and remove its temporary directory."""
+        self.stop()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> MosquittoBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"MosquittoBroker({self.host}:{self._port}, {state})"
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _launch(self, binary: str, port: int | None = None) -> None:
+        port = port if port is not None else self.port
+        values = {"port": str(port), "bind_address": self.host, **self._substitutions}
+        self.config_path.write_text(render_config(self._template, values), encoding="utf-8")
+        self._close_log()
+        self._log_file = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._log_offset = os.fstat(self._log_file).st_size
+        self._process = subprocess.Popen(
+            [binary, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=self._log_file,
+            cwd=self.workdir,
+        )
+        self._wait_until_ready(port)
+
+    def _wait_until_ready(self, port: int) -> None:
+        """Ready = our process alive, the port accepting, and the log saying "running".
+
+        The log check matters: another socket on the same port would accept connections while
+        our mosquitto is still on its way to failing with "Address already in use". A custom
+        template that does not log at level information is trusted after the port has accepted
+        for a short grace period with the process still alive.
+        """
+        deadline = time.monotonic() + self._startup_timeout_s
+        accepted_since: float | None = None
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = self._process.returncode if self._process else None
+                self._process = None
+                raise BrokerStartError(
+                    f"mosquitto exited with code {code} while starting on {self.host}:{port}"
+                    f"{self._log_tail()}"
+                )
+            if accepted_since is None and port_accepts(self.host, port):
+                accepted_since = time.monotonic()
+            if accepted_since is not None and (
+                RUNNING_MARK in self._current_run_log()
+                or time.monotonic() - accepted_since > UNLOGGED_GRACE_S
+            ):
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise BrokerStartError(
+            f"mosquitto did not accept connections on {self.host}:{port} within "
+            f"{self._startup_timeout_s:g} s{self._log_tail()}"
+        )
+
+    def _current_run_log(self) -> str:
+        return self.log_text()[self._log_offset :]
+
+    def _log_tail(self) -> str:
+        lines = self._current_run_log().strip().splitlines()[-LOG_TAIL_LINES:]
+        return ("; its log ends with:\n  " + "\n  ".join(lines)) if lines else ""
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._log_file)
+            self._log_file = None
