@@ -1,0 +1,174 @@
+"""JSON messages of splitmq: results, telemetry and availability.
+
+Every message is a frozen pydantic model that forbids unknown fields and NaN/Inf. Parsing is
+strict (no "3" for 3); `encode_message` and `parse_*` are the only ways bytes are made or
+read. The JSON Schemas in `schemas/json/` are generated from these models
+(`python -m schemas.generate`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from schemas.errors import MessageError
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+Count = Annotated[int, Field(ge=0)]
+Millis = Annotated[float, Field(ge=0)]
+SplitIndex = Annotated[int, Field(ge=0)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Prediction(_Message):
+    """One of the top classes: class index, its label and its score (softmax probability)."""
+
+    index: Count
+    label: str
+    score: float
+
+
+class ServerTimings(_Message):
+    """Where the worker spent a request's time, in milliseconds."""
+
+    queue_ms: Millis = Field(description="from receipt to the start of its batch")
+    decode_ms: Millis = Field(description="frame validation and tensor decoding")
+    compute_ms: Millis = Field(description="tail(k) for the whole batch")
+    batch_size: int = Field(ge=1, description="requests in the batch this one ran in")
+
+
+class ErrorInfo(_Message):
+    """Why a request was not served: a stable code (e.g. a `SchemaError.code`) and a message."""
+
+    code: NonEmpty
+    message: str
+
+
+class ResultMessage(_Message):
+    """A worker's reply to one request, on the request's ResponseTopic."""
+
+    v: Literal[1] = 1
+    request_id: NonEmpty
+    status: Literal["ok", "error", "expired", "rejected"]
+    model: NonEmpty
+    split: SplitIndex
+    worker_id: NonEmpty
+    top5: list[Prediction] = Field(default_factory=list, max_length=5)
+    timings: ServerTimings | None = None
+    error: ErrorInfo | None = None
+
+    @model_validator(mode="after")
+    def _status_matches_content(self) -> ResultMessage:
+        if self.status == "ok" and self.error is not None:
+            raise ValueError("an ok result carries no error")
+        if self.status == "error" and self.error is None:
+            raise ValueError("an error result needs error {code, message}")
+        if self.status != "ok" and self.top5:
+            raise ValueError(f"a {self.status} result carries no predictions")
+        return self
+
+
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+
+
+def _split_key(value: Any) -> Any:
+    """JSON object keys are strings: accept only the canonical decimal form of a split."""
+    if isinstance(value, str):
+        if not _DECIMAL.fullmatch(value):
+            raise ValueError(f"split key {value!r} is not a decimal integer like 0, 7, 12")
+        return int(value)
+    return value
+
+
+def _split_key_schema(schema: dict[str, Any]) -> None:
+    schema["additionalProperties"]["propertyNames"] = {"pattern": f"^({_DECIMAL.pattern})$"}
+
+
+SplitKey = Annotated[int, Field(ge=0), BeforeValidator(_split_key)]
+ServiceMs = dict[NonEmpty, dict[SplitKey, Millis]]
+
+
+class TelemetryMessage(_Message):
+    """A worker's load, retained on its telemetry topic; the device's chooser reads it."""
+
+    v: Literal[1] = 1
+    worker_id: NonEmpty
+    ts: float = Field(ge=0, description="unix seconds when the sample was taken")
+    seq: Count = Field(description="increases by one per message of this worker")
+    interval_s: float = Field(gt=0, description="the worker's telemetry period")
+    device: NonEmpty = Field(description='where tails run: "cpu", "cuda:0", ...')
+    models: dict[NonEmpty, list[SplitIndex]] = Field(description="model -> served splits")
+    queue_depth: Count
+    queue_capacity: Count
+    in_flight: Count
+    batch_size: float = Field(ge=0, description="recent mean batch size")
+    max_batch: int = Field(ge=1)
+    utilization: float = Field(ge=0, le=1, description="busy fraction of recent time")
+    service_ms: ServiceMs = Field(
+        description="model -> split -> EWMA of per-batch tail ms (JSON keys are decimal strings)",
+        json_schema_extra=_split_key_schema,
+    )
+    served: Count
+    rejected: Count
+    expired: Count
+    errors: Count
+
+
+class StatusMessage(_Message):
+    """A node's availability, retained, with an "offline" last will."""
+
+    v: Literal[1] = 1
+    node_id: NonEmpty
+    role: Literal["worker", "device"]
+    state: Literal["online", "offline"]
+    ts: float = Field(ge=0, description="unix seconds")
+
+
+Message = ResultMessage | TelemetryMessage | StatusMessage
+_M = TypeVar("_M", ResultMessage, TelemetryMessage, StatusMessage)
+
+
+def encode_message(message: Message) -> bytes:
+    """The message as compact UTF-8 JSON."""
+    if not isinstance(message, (ResultMessage, TelemetryMessage, StatusMessage)):
+        raise MessageError(f"not a splitmq message: {type(message).__name__}")
+    return message.model_dump_json().encode("utf-8")
+
+
+def parse_result(data: bytes | bytearray | str) -> ResultMessage:
+    """Parse a result; raises `MessageError` naming the bad field."""
+    return _parse(ResultMessage, data)
+
+
+def parse_telemetry(data: bytes | bytearray | str) -> TelemetryMessage:
+    """Parse telemetry; raises `MessageError` (an empty retained payload means "cleared":
+    check for it before calling)."""
+    return _parse(TelemetryMessage, data)
+
+
+def parse_status(data: bytes | bytearray | str) -> StatusMessage:
+    """Parse an availability message; raises `MessageError`."""
+    return _parse(StatusMessage, data)
+
+
+def _parse(model: type[_M], data: bytes | bytearray | str) -> _M:
+    try:
+        return model.model_validate_json(data, strict=True)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(message)'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise MessageError(f"bad {model.__name__}: {problems}") from None

@@ -1,0 +1,138 @@
+"""MQTT topics of splitmq, built and parsed in one place (never by scattered f-strings).
+
+| topic                            | payload               | QoS | retained | publisher |
+|----------------------------------|-----------------------|-----|----------|-----------|
+| `<prefix>/req/<model>/<k>`       | binary frame          | 1   | no       | device    |
+| `<prefix>/result/<device_id>`    | JSON ResultMessage    | 1   | no       | worker    |
+| `<prefix>/telemetry/<worker_id>` | JSON TelemetryMessage | 1   | yes      | worker    |
+| `<prefix>/status/<node_id>`      | JSON StatusMessage    | 1   | yes      | both      |
+| `<prefix>/probe/<device_id>`     | filler bytes          | 1   | no       | device    |
+
+Workers subscribe to requests through `$share/<group>/<prefix>/req/<model>/<k>` so several
+workers share one split.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.errors import TopicError
+
+# MQTT caps a topic at 65,535 bytes of UTF-8.
+MAX_TOPIC_BYTES = 65535
+_FORBIDDEN = ("/", "+", "#", "\x00")
+
+
+def check_segment(value: Any, what: str) -> str:
+    """A single topic level: a non-empty string without `/ + #` or NUL, not starting with `$`
+    (MQTT reserves `$` topics for the broker)."""
+    if not isinstance(value, str) or not value:
+        raise TopicError(f"{what} must be a non-empty string, got {value!r}")
+    bad = [char for char in _FORBIDDEN if char in value]
+    if bad:
+        raise TopicError(f"{what} {value!r} contains {', '.join(map(repr, bad))}")
+    if value.startswith("$"):
+        raise TopicError(f"{what} {value!r} starts with '$', which MQTT reserves")
+    return value
+
+
+def check_split(k: Any) -> int:
+    """A split index: a non-negative integer (not a bool)."""
+    if isinstance(k, bool):
+        raise TopicError(f"split must be an integer, got {k!r}")
+    try:
+        index = operator.index(k)
+    except TypeError:
+        raise TopicError(f"split must be an integer, got {k!r}") from None
+    if index < 0:
+        raise TopicError(f"split must be >= 0, got {index}")
+    return index
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names under one prefix (which may span several levels, e.g. "site/a/splitmq")."""
+
+    prefix: str = "splitmq"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str) or not self.prefix:
+            raise TopicError(f"topic prefix must be a non-empty string, got {self.prefix!r}")
+        for level in self.prefix.split("/"):
+            check_segment(level, f"level of topic prefix {self.prefix!r}:")
+
+    # Builders -------------------------------------------------------------------------------
+
+    def request(self, model: str, k: int) -> str:
+        """Requests of `model` at split `k`: `<prefix>/req/<model>/<k>`."""
+        return self._join("req", check_segment(model, "model"), str(check_split(k)))
+
+    def request_shared(self, group: str, model: str, k: int) -> str:
+        """Shared subscription of a worker group: `$share/<group>/<prefix>/req/<model>/<k>`."""
+        return f"$share/{check_segment(group, 'share group')}/{self.request(model, k)}"
+
+    def result(self, device_id: str) -> str:
+        """Results for one device (its MQTT v5 ResponseTopic): `<prefix>/result/<device_id>`."""
+        return self._join("result", check_segment(device_id, "device id"))
+
+    def telemetry(self, worker_id: str) -> str:
+        """A worker's retained telemetry: `<prefix>/telemetry/<worker_id>`."""
+        return self._join("telemetry", check_segment(worker_id, "worker id"))
+
+    def telemetry_all(self) -> str:
+        """Filter for every worker's telemetry: `<prefix>/telemetry/+`."""
+        return self._join("telemetry", "+")
+
+    def status(self, node_id: str) -> str:
+        """A node's retained availability (with a last will): `<prefix>/status/<node_id>`."""
+        return self._join("status", check_segment(node_id, "node id"))
+
+    def status_all(self) -> str:
+        """Filter for every node's availability: `<prefix>/status/+`."""
+        return self._join("status", "+")
+
+    def probe(self, device_id: str) -> str:
+        """Uplink probes (bandwidth measurement, nobody subscribes): `<prefix>/probe/<id>`."""
+        return self._join("probe", check_segment(device_id, "device id"))
+
+    # Parsers --------------------------------------------------------------------------------
+
+    def parse_request(self, topic: str) -> tuple[str, int]:
+        """`<prefix>/req/<model>/<k>` -> (model, k)."""
+        model, k = self._levels_after(topic, "req", 2)
+        if not k.isdigit() or not k.isascii() or str(int(k)) != k:
+            raise TopicError(f"topic {topic!r}: split {k!r} is not a canonical integer")
+        return check_segment(model, "model"), int(k)
+
+    def parse_result(self, topic: str) -> str:
+        """`<prefix>/result/<device_id>` -> device_id."""
+        return check_segment(self._levels_after(topic, "result", 1)[0], "device id")
+
+    def parse_telemetry(self, topic: str) -> str:
+        """`<prefix>/telemetry/<worker_id>` -> worker_id."""
+        return check_segment(self._levels_after(topic, "telemetry", 1)[0], "worker id")
+
+    def parse_status(self, topic: str) -> str:
+        """`<prefix>/status/<node_id>` -> node_id."""
+        return check_segment(self._levels_after(topic, "status", 1)[0], "node id")
+
+    # Helpers --------------------------------------------------------------------------------
+
+    def _join(self, *levels: str) -> str:
+        topic = "/".join((self.prefix, *levels))
+        if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+            raise TopicError(f"topic is longer than MQTT's {MAX_TOPIC_BYTES} bytes")
+        return topic
+
+    def _levels_after(self, topic: str, kind: str, count: int) -> list[str]:
+        if not isinstance(topic, str):
+            raise TopicError(f"topic must be a string, got {topic!r}")
+        head = f"{self.prefix}/{kind}/"
+        if not topic.startswith(head):
+            raise TopicError(f"topic {topic!r} does not start with {head!r}")
+        levels = topic[len(head) :].split("/")
+        if len(levels) != count:
+            raise TopicError(f"topic {topic!r} needs {count} level(s) after {head!r}")
+        return levels
