@@ -1,5 +1,46 @@
 """Errors of the device node."""
 
+from __future__ import annotations
+
 
 class DeviceError(Exception):
     """Base of every error raised by `device_node`."""
+
+
+class ConfigError(DeviceError):
+    """A device configuration file that is missing, unreadable or invalid.
+
+    The message names the file and, for a validation error, every bad key with its dotted path.
+    """
+
+
+class SourceError(DeviceError):
+    """An image source that cannot produce images."""
+
+
+class EmptySourceError(SourceError):
+    """A source with no images at all (an empty folder, or one whose every file was unreadable)."""
+
+
+class MissingSourceError(SourceError):
+    """A source path that does not exist or is not a folder."""
+
+
+class UnreadableImageError(SourceError):
+    """An image file that Pillow cannot decode."""
+
+
+class UnknownSourceError(SourceError):
+    """A source kind that is not registered."""
+
+
+class PolicyError(DeviceError):
+    """A split policy that cannot be built from the configuration."""
+
+
+class LinkError(DeviceError):
+    """The device's MQTT link failed (cannot connect, not started, ...)."""
+
+
+class NotConnectedError(LinkError):
+    """A publish attempted while the link is down: the request runs locally instead."""

@@ -1,0 +1,163 @@
+"""Device configuration: YAML validated into typed objects that reject unknown keys.
+
+Every field is documented here and in `configs/device.example.yaml`. `load_device_config`
+reports a bad file with its path and every bad key as a dotted path (`policy.split: ...`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from broker.client import BrokerSettings
+from device_node.errors import ConfigError
+from device_node.sources import SourceConfig
+from schemas.codecs import CODECS
+from schemas.errors import TopicError
+from schemas.topics import Topics
+
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+class PolicyConfig(BaseModel):
+    """How the device picks its split.
+
+    `fixed` always uses `split` (default: the model's best natural bottleneck from its
+    profile); `dynamic` runs the latency-model chooser (`splitting.policy.DynamicSplit`).
+    Other kinds can be registered with `device_node.policies.register_policy`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = Field(default="fixed", description="fixed, dynamic, or a registered kind")
+    split: int | None = Field(default=None, ge=0, description="split index for kind: fixed")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options passed to the policy's factory"
+    )
+
+
+class ProbeConfig(BaseModel):
+    """Uplink probes, sent when the policy asks for them (so a local-only device still
+    measures its uplink)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="send the probes the policy asks for")
+    max_bytes: int = Field(default=64 * 1024, gt=0, description="cap on one probe's size")
+
+
+class DeviceConfig(BaseModel):
+    """One device node: its broker, identity, model, codec, policy, deadline and input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    device_id: str = Field(description="unique device name; also its result topic segment")
+    topic_prefix: str = Field(default="splitmq", description="first segment of every topic")
+    model: str = Field(default=DEFAULT_MODEL, description="registered model name")
+    weights: str | None = Field(
+        default=None, description="None = model default, 'random', a local file, or a name"
+    )
+    codec: str = Field(default="int8", description=f"intermediate codec: {', '.join(CODECS)}")
+    jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality at split 0")
+    zstd_level: int = Field(default=1, ge=1, le=22, description="zstd level behind the codec")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    deadline_ms: float = Field(
+        default=2000.0, gt=0, description="wait this long for a result, then run the tail locally"
+    )
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    rate_hz: float | None = Field(
+        default=None, gt=0, description="requests per second (None: back to back)"
+    )
+    requests: int | None = Field(default=None, ge=0, description="stop after N (None: forever)")
+    slowdown: float = Field(
+        default=1.0, ge=1.0, description="stretch head/local compute by this factor (weak device)"
+    )
+    trace: Path | None = Field(
+        default=None, description="mahimahi uplink trace for the shaper (demo / emulation)"
+    )
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    telemetry_stale_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="telemetry older than this means the worker is gone "
+        "(default: 3 telemetry intervals + 1 s)",
+    )
+    torch_threads: int | None = Field(default=None, ge=1, description="torch threads on device")
+
+    @field_validator("codec")
+    @classmethod
+    def _known_codec(cls, codec: str) -> str:
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+        return codec
+
+    @field_validator("device_id")
+    @classmethod
+    def _valid_device_id(cls, device_id: str) -> str:
+        return _checked_segment(device_id, lambda: Topics().result(device_id))
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _valid_prefix(cls, prefix: str) -> str:
+        return _checked_segment(prefix, lambda: Topics(prefix).result("device"))
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+
+def _checked_segment(value: str, build_topic: Callable[[], str]) -> str:
+    """`value` if the topic built from it is valid (schemas.topics owns the segment rules)."""
+    try:
+        build_topic()
+    except TopicError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per bad key, as a dotted path, after the file it came from."""
+    lines = [f"invalid device configuration in {source}:"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def device_config_from_mapping(data: Mapping[str, Any], *, source: str = "<dict>") -> DeviceConfig:
+    """Validate a mapping (parsed YAML, or overrides merged into it) into a DeviceConfig."""
+    try:
+        return DeviceConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from exc
+
+
+def load_device_config(path: str | Path) -> DeviceConfig:
+    """Read and validate a device YAML file; ConfigError names the file and the bad keys."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read device configuration {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"device configuration {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"device configuration {path} must be a mapping of keys to values")
+    return device_config_from_mapping(data, source=str(path))
+
+
+def with_overrides(config: DeviceConfig, overrides: Mapping[str, Any]) -> DeviceConfig:
+    """A copy of `config` with top-level keys replaced, validated again (for CLI flags)."""
+    data = config.model_dump()
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    return device_config_from_mapping(data, source="command-line overrides")

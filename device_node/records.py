@@ -1,0 +1,87 @@
+"""The one record every request ends with, whether the server or the device computed it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Fallback:
+    """Why a request that was meant for the server ran its tail on the device instead."""
+
+    NO_WORKER = "no_worker"  # no live worker serves this model and split
+    NOT_CONNECTED = "not_connected"  # the link was down when the request was to be published
+    TIMEOUT = "timeout"  # no result before the deadline
+    DISCONNECTED = "disconnected"  # the link went down while waiting
+    WORKER_LOST = "worker_lost"  # every worker of the split went offline while waiting
+    ERROR_REPLY = "error_reply"  # the worker answered with an error ("error_reply:<code>")
+    EXPIRED = "expired"  # the worker found the request stale
+    REJECTED = "rejected"  # the worker refused it (full queue, unknown split, ...)
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class LatencyParts:
+    """Where a request's time went, in milliseconds.
+
+    `uplink_ms` is publish hand-over to the broker's PUBACK; `queue_ms`, `decode_ms` and
+    `compute_ms` come from the worker's reply; `other_ms` is what remains of the total
+    (broker routing, the reply's way back, waiting), so the parts add up to `total_ms`.
+    """
+
+    head_ms: float = 0.0
+    encode_ms: float = 0.0
+    uplink_ms: float = 0.0
+    queue_ms: float = 0.0
+    decode_ms: float = 0.0
+    compute_ms: float = 0.0
+    local_tail_ms: float = 0.0
+    other_ms: float = 0.0
+
+    def accounted_ms(self) -> float:
+        return (
+            self.head_ms
+            + self.encode_ms
+            + self.uplink_ms
+            + self.queue_ms
+            + self.decode_ms
+            + self.compute_ms
+            + self.local_tail_ms
+        )
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """The outcome of one request.
+
+    `split` is the split the request ended at: the chosen k when offloaded; when run locally
+    from the start (policy chose n, or no worker) it is n. `fallback` names why an intended
+    offload ran locally (a `Fallback` value), None otherwise.
+    """
+
+    request_id: str
+    device_id: str
+    image: str
+    split: int
+    offloaded: bool
+    fallback: str | None
+    bytes_sent: int
+    latency: LatencyParts
+    total_ms: float
+    top1: PredictionRecord
+    top5: tuple[PredictionRecord, ...]
+    worker_id: str | None = None
+    chosen_split: int | None = None
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["top5"] = [asdict(p) for p in self.top5]
+        return data
