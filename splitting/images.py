@@ -99,7 +99,7 @@ def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
     resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(resized)
+    return np.array(resized)
 
 
 def _to_rgb(image: np.ndarray) -> np.ndarray:

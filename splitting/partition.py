@@ -90,7 +90,7 @@ class SplitModel:
         resized = Image.fromarray(rgb).resize((resized_w, resized_h), Image.Resampling.BILINEAR)
         left = (resized_w - size) // 2
         top = (resized_h - size) // 2
-        return np.asarray(resized.crop((left, top, left + size, top + size)))
+        return np.array(resized.crop((left, top, left + size, top + size)))
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (S, S, 3) or (B, S, S, 3) -> normalised float32 (B, 3, S, S)."""
@@ -106,7 +106,10 @@ class SplitModel:
                 f"{self.name} takes prepared images of shape ({size}, {size}, 3) or"
                 f" (B, {size}, {size}, 3), got {images.shape}; use prepare_image first"
             )
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255.0
+        pixels = np.ascontiguousarray(batch)
+        if not pixels.flags.writeable:  # torch wants to own writable memory
+            pixels = pixels.copy()
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
         return ((x - self._mean) / self._std).contiguous()
 
     # -- head, tail, forward --------------------------------------------------------------
@@ -147,6 +150,23 @@ class SplitModel:
                 if index + 1 in wanted:
                     kept[index + 1] = x
         return kept
+
+    def run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Blocks [start, stop) on a batch of split-`start` tensors (head and tail in one)."""
+        self._check_split(start)
+        self._check_split(stop)
+        if stop < start:
+            raise InvalidSplitError(f"{self.name}: block range [{start}, {stop}) is reversed")
+        return self._run(x, start, stop)
+
+    def inexact_splits(self, x: torch.Tensor) -> list[int]:
+        """Splits k where tail(head(x, k), k) differs from forward(x): [] for a sound block list."""
+        reference = self.forward(x)
+        return [
+            k
+            for k in range(self.n + 1)
+            if not torch.equal(self.tail(self.head(x, k), k), reference)
+        ]
 
     def _run(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         with torch.inference_mode():

@@ -12,16 +12,29 @@ split's, split 0 always included, plus split n.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from splitting.errors import ProfileError
+from splitting.images import augmented_images
+from splitting.partition import SplitModel
 
 PROFILE_FORMAT_VERSION = 1
 DEFAULT_CODECS: tuple[str, ...] = ("lossless", "fp16", "int8", "int4")
 DEFAULT_DECISION_CODEC = "int8"
+DEFAULT_JPEG_QUALITY = 90
 
 
 def natural_bottlenecks(bytes_by_k: Sequence[int]) -> list[int]:
@@ -150,6 +163,12 @@ class ModelProfile:
         """Natural bottlenecks under `codec` (default: the decision codec), 0 and n included."""
         return natural_bottlenecks([self.bytes_at(k, codec) for k in range(self.n + 1)])
 
+    def with_codec(self, codec: str) -> ModelProfile:
+        """The same measurements with another decision codec (candidate marks recomputed)."""
+        chosen = set(self.candidates(codec))
+        splits = tuple(replace(s, candidate=s.k in chosen) for s in self.splits)
+        return replace(self, codec=codec, splits=splits)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": PROFILE_FORMAT_VERSION,
@@ -215,3 +234,301 @@ class ModelProfile:
         if not isinstance(data, dict):
             raise ProfileError(f"profile {path} must hold a JSON object")
         return cls.from_dict(data)
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+# Frames built while profiling carry ids as long as the runtime's (a uuid4 hex), so the header
+# bytes counted here are those sent later.
+_PROFILE_REQUEST_ID = "0" * 32
+_PROFILE_DEVICE_ID = "profile-device"
+DEFAULT_PROFILE_IMAGES = 8
+DEFAULT_REPEATS = 10
+_WARMUP_RUNS = 2
+
+
+@dataclass
+class CodecSamples:
+    """Per-input frame sizes and codec times of one split under one codec."""
+
+    sizes: list[int] = field(default_factory=list)
+    encode_ms: list[float] = field(default_factory=list)
+    decode_ms: list[float] = field(default_factory=list)
+
+    def add(self, size: int, encode_s: float, decode_s: float) -> None:
+        self.sizes.append(size)
+        self.encode_ms.append(encode_s * 1e3)
+        self.decode_ms.append(decode_s * 1e3)
+
+    @property
+    def median_bytes(self) -> int:
+        return round(statistics.median(self.sizes)) if self.sizes else 0
+
+    @property
+    def median_encode_ms(self) -> float:
+        return statistics.median(self.encode_ms) if self.encode_ms else 0.0
+
+    @property
+    def median_decode_ms(self) -> float:
+        return statistics.median(self.decode_ms) if self.decode_ms else 0.0
+
+
+def profile_model(
+    model: SplitModel,
+    images: np.ndarray | Sequence[np.ndarray] | None = None,
+    *,
+    codecs: Sequence[str] = DEFAULT_CODECS,
+    codec: str = DEFAULT_DECISION_CODEC,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    threads: int = 1,
+    repeats: int = DEFAULT_REPEATS,
+) -> ModelProfile:
+    """Measure every split of `model` on this host.
+
+    `images` are prepared uint8 inputs (default: `DEFAULT_PROFILE_IMAGES` augmented samples);
+    others are passed through `model.prepare_image`. Bytes are the median over the images of
+    the whole encoded frame (header included), codec times the median per frame, and
+    `device_ms[k]` the median over `repeats` of the head time of blocks [0, k) at batch 1 with
+    `threads` torch threads (default 1: a device is modelled as N times slower than one core).
+    """
+    codec_list = checked_codecs(codecs, codec)
+    if threads < 1 or repeats < 1:
+        raise ProfileError(f"threads and repeats must be >= 1, got {threads} and {repeats}")
+    prepared = prepared_batch(model, images)
+    samples = split_samples(model, prepared, codec_list, jpeg_quality=jpeg_quality)
+    with torch_threads(threads):
+        block_ms, device_ms = time_blocks(model, model.preprocess(prepared[:1]), repeats)
+    nothing = CodecSamples()  # split n sends nothing
+    per_split = [samples.get(k, dict.fromkeys(codec_list, nothing)) for k in range(model.n + 1)]
+    candidates = set(natural_bottlenecks([split[codec].median_bytes for split in per_split]))
+    names = ["input", *model.block_names]
+    shapes = model.split_shapes()
+    points = tuple(
+        SplitPoint(
+            k=k,
+            name=names[k],
+            shape=shapes[k],
+            bytes={c: split[c].median_bytes for c in codec_list},
+            device_ms=device_ms[k],
+            encode_ms={c: split[c].median_encode_ms for c in codec_list},
+            decode_ms={c: split[c].median_decode_ms for c in codec_list},
+            candidate=k in candidates,
+        )
+        for k, split in enumerate(per_split)
+    )
+    return ModelProfile(
+        model=model.name,
+        fingerprint=model.fingerprint,
+        n=model.n,
+        codec=codec,
+        input_bytes=points[0].bytes[codec],
+        splits=points,
+        block_ms=tuple(block_ms),
+        host=host_name(),
+        threads=threads,
+        jpeg_quality=jpeg_quality,
+        torch_version=torch.__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def checked_codecs(codecs: Sequence[str], decision_codec: str) -> list[str]:
+    """The tensor codecs to profile, de-duplicated; the decision codec must be among them."""
+    from schemas.codecs import CODECS
+
+    chosen = list(dict.fromkeys(codecs))
+    tensor_codecs = [c for c in CODECS if c != "jpeg"]
+    unknown = [c for c in chosen if c not in tensor_codecs]
+    if unknown or not chosen:
+        raise ProfileError(f"codecs must be among {tensor_codecs}, got {list(codecs)}")
+    if decision_codec not in chosen:
+        raise ProfileError(f"decision codec {decision_codec!r} is not among {chosen}")
+    return chosen
+
+
+def prepared_batch(
+    model: SplitModel, images: np.ndarray | Sequence[np.ndarray] | None
+) -> np.ndarray:
+    """uint8 (N, S, S, 3): the given images, prepared for the model when they are not yet."""
+    size = model.input_size
+    if images is None:
+        return augmented_images(DEFAULT_PROFILE_IMAGES, size, seed=0)
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    batch = [
+        image
+        if image.shape == (size, size, 3) and image.dtype == np.uint8
+        else model.prepare_image(image)
+        for image in images
+    ]
+    if not batch:
+        raise ProfileError("profiling needs at least one image")
+    return np.stack(batch)
+
+
+def split_samples(
+    model: SplitModel,
+    prepared: np.ndarray,
+    codecs: Sequence[str],
+    *,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    splits: Sequence[int] | None = None,
+) -> dict[int, dict[str, CodecSamples]]:
+    """Frame sizes and codec times for every split 0..n-1 (or those in `splits`), per codec.
+
+    Split 0 is the JPEG frame of each image, the same samples under every codec key.
+    """
+    wanted = set(range(model.n)) if splits is None else {k for k in splits if k < model.n}
+    samples: dict[int, dict[str, CodecSamples]] = {}
+    if 0 in wanted:
+        jpeg = CodecSamples()
+        for image in prepared:
+            jpeg.add(*_encode_and_decode(image, model, 0, "jpeg", jpeg_quality))
+        samples[0] = dict.fromkeys(codecs, jpeg)
+    z = model.preprocess(prepared)
+    for k in range(1, max(wanted, default=0) + 1):
+        z = model.run_blocks(z, k - 1, k)  # one block at a time: only one split held in memory
+        if k not in wanted:
+            continue
+        arrays = z.numpy()
+        samples[k] = {}
+        for codec in codecs:
+            measured = samples[k][codec] = CodecSamples()
+            for array in arrays:
+                measured.add(*_encode_and_decode(array, model, k, codec, jpeg_quality))
+    return samples
+
+
+def _encode_and_decode(
+    array: np.ndarray, model: SplitModel, k: int, codec: str, jpeg_quality: int
+) -> tuple[int, float, float]:
+    from schemas.frame import decode_frame, encode_frame
+
+    started = time.perf_counter()
+    frame = encode_frame(
+        array,
+        codec=codec,
+        request_id=_PROFILE_REQUEST_ID,
+        model=model.name,
+        fingerprint=model.fingerprint,
+        split=k,
+        device_id=_PROFILE_DEVICE_ID,
+        jpeg_quality=jpeg_quality,
+    )
+    encoded = time.perf_counter()
+    decode_frame(frame)
+    return len(frame), encoded - started, time.perf_counter() - encoded
+
+
+def time_blocks(
+    model: SplitModel, x: torch.Tensor, repeats: int
+) -> tuple[list[float], list[float]]:
+    """(block_ms per block, device_ms per split): medians over `repeats` runs at x's batch."""
+    for _ in range(_WARMUP_RUNS):
+        model.run_blocks(x, 0, model.n)
+    runs = []
+    for _ in range(repeats):
+        times = []
+        z = x
+        for index in range(model.n):
+            started = time.perf_counter()
+            z = model.run_blocks(z, index, index + 1)
+            times.append((time.perf_counter() - started) * 1e3)
+        runs.append(times)
+    block_ms = [statistics.median(run[i] for run in runs) for i in range(model.n)]
+    head_ms = [statistics.median(sum(run[:k]) for run in runs) for k in range(1, model.n + 1)]
+    return block_ms, [0.0, *head_ms]
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run torch with `threads` intra-op threads, restoring the previous setting after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def host_name() -> str:
+    return platform.node() or "unknown-host"
+
+
+# -- cache ----------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """$SPLITMQ_CACHE_DIR/profiles, else $XDG_CACHE_HOME/splitmq/profiles, else ~/.cache/..."""
+    if os.environ.get("SPLITMQ_CACHE_DIR"):
+        return Path(os.environ["SPLITMQ_CACHE_DIR"]) / "profiles"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "splitmq" / "profiles"
+
+
+def profile_cache_path(
+    model: SplitModel,
+    cache_dir: str | Path | None = None,
+    *,
+    threads: int = 1,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+) -> Path:
+    """Where `load_or_profile` keeps the profile of this model, host and thread count."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", host_name())
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    name = f"{model.name}-{model.fingerprint}-{host}-t{threads}-q{jpeg_quality}.json"
+    return directory / name
+
+
+def load_or_profile(
+    model: SplitModel,
+    cache_dir: str | Path | None = None,
+    *,
+    codecs: Sequence[str] = DEFAULT_CODECS,
+    codec: str = DEFAULT_DECISION_CODEC,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    threads: int = 1,
+    repeats: int = DEFAULT_REPEATS,
+    refresh: bool = False,
+) -> ModelProfile:
+    """The cached profile of this model (same fingerprint, host, threads, codecs), or a new one.
+
+    A missing, unreadable or mismatching cache file is replaced by a fresh measurement.
+    """
+    codec_list = checked_codecs(codecs, codec)
+    path = profile_cache_path(model, cache_dir, threads=threads, jpeg_quality=jpeg_quality)
+    if not refresh and path.is_file():
+        try:
+            cached = ModelProfile.load(path)
+        except ProfileError:
+            cached = None
+        if cached is not None and _fits(cached, model, codec_list, threads, jpeg_quality):
+            return cached.with_codec(codec)
+    profile = profile_model(
+        model,
+        codecs=codec_list,
+        codec=codec,
+        jpeg_quality=jpeg_quality,
+        threads=threads,
+        repeats=repeats,
+    )
+    profile.save(path)
+    return profile
+
+
+def _fits(
+    profile: ModelProfile,
+    model: SplitModel,
+    codecs: Sequence[str],
+    threads: int,
+    jpeg_quality: int,
+) -> bool:
+    return (
+        profile.model == model.name
+        and profile.fingerprint == model.fingerprint
+        and profile.n == model.n
+        and profile.threads == threads
+        and profile.jpeg_quality == jpeg_quality
+        and profile.host == host_name()
+        and set(codecs) <= set(profile.codecs)
+    )

@@ -115,7 +115,7 @@ def load_model(name: str = DEFAULT_MODEL, *, weights: str | None = None) -> Spli
     # A model built for another resolution (e.g. ViT weights at 384) declares it itself.
     declared_size = getattr(module, "image_size", None)
     input_size = declared_size if isinstance(declared_size, int) else spec.input_size
-    return SplitModel(
+    model = SplitModel(
         spec.name,
         module,
         blocks,
@@ -125,6 +125,9 @@ def load_model(name: str = DEFAULT_MODEL, *, weights: str | None = None) -> Spli
         labels=spec.labels,
         weights=choice,
     )
+    if spec.labels is not None:
+        _ = model.labels  # check the label count against the model's outputs now
+    return model
 
 
 def seeded_build(build: Callable[[], nn.Module], seed: int) -> nn.Module:
