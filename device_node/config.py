@@ -21,6 +21,8 @@ from schemas.errors import TopicError
 from schemas.topics import Topics
 
 DEFAULT_MODEL = "efficientnet-lite0"
+# Codecs for an intermediate tensor (split >= 1); split 0 sends its image as JPEG anyway.
+TENSOR_CODECS = tuple(codec for codec in CODECS if codec != "jpeg")
 
 
 class PolicyConfig(BaseModel):
@@ -62,7 +64,9 @@ class DeviceConfig(BaseModel):
     weights: str | None = Field(
         default=None, description="None = model default, 'random', a local file, or a name"
     )
-    codec: str = Field(default="int8", description=f"intermediate codec: {', '.join(CODECS)}")
+    codec: str = Field(
+        default="int8", description=f"intermediate codec: {', '.join(TENSOR_CODECS)}"
+    )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality at split 0")
     zstd_level: int = Field(default=1, ge=1, le=22, description="zstd level behind the codec")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -92,8 +96,11 @@ class DeviceConfig(BaseModel):
     @field_validator("codec")
     @classmethod
     def _known_codec(cls, codec: str) -> str:
-        if codec not in CODECS:
-            raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+        if codec not in TENSOR_CODECS:
+            raise ValueError(
+                f"unknown codec {codec!r}; choose one of {', '.join(TENSOR_CODECS)} "
+                "(split 0 always sends JPEG)"
+            )
         return codec
 
     @field_validator("device_id")

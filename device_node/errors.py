@@ -34,6 +34,10 @@ class UnknownSourceError(SourceError):
     """A source kind that is not registered."""
 
 
+class ModelMismatchError(DeviceError):
+    """A shared model instance that is not the model the device configuration names."""
+
+
 class PolicyError(DeviceError):
     """A split policy that cannot be built from the configuration."""
 

@@ -114,17 +114,17 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 class CyclingSource:
     """Cycles through a fixed list of in-memory images."""
 
-    def __init__(self, images: list[SourceImage]) -> None:
+    def __init__(self, images: list[SourceImage], *, start: int = 0) -> None:
         if not images:
             raise EmptySourceError("the image list is empty")
-        self._images = images
-        self._next = 0
+        self.images = list(images)
+        self._next = start
 
     def __len__(self) -> int:
-        return len(self._images)
+        return len(self.images)
 
     def read(self) -> SourceImage:
-        image = self._images[self._next % len(self._images)]
+        image = self.images[self._next % len(self.images)]
         self._next += 1
         return image
 
@@ -135,10 +135,15 @@ class CyclingSource:
 class SampleSource(CyclingSource):
     """The real photographs bundled with scikit-image and scikit-learn (no download)."""
 
-    def __init__(self, config: SourceConfig | None = None) -> None:
-        from splitting.images import sample_images  # imports torch-free data packages lazily
+    def __init__(self, config: SourceConfig | None = None, *, start: int = 0) -> None:
+        super().__init__(sample_source_images(), start=start)
 
-        super().__init__([SourceImage(name, pixels) for name, pixels in sample_images()])
+
+def sample_source_images() -> list[SourceImage]:
+    """The bundled sample photographs as SourceImages."""
+    from splitting.images import sample_images  # loads the data packages only when asked
+
+    return [SourceImage(name, pixels) for name, pixels in sample_images()]
 
 
 class FolderSource:

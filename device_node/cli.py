@@ -1,0 +1,151 @@
+"""`device-node --config FILE` (also `splitmq device --config FILE`): run one device node.
+
+Flags override the file's top-level settings for a quick try; the file stays the reference for
+real deployments (broker address, credentials, TLS, topic prefix, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from device_node import table
+from device_node.config import DeviceConfig, load_device_config, with_overrides
+from device_node.errors import DeviceError
+from device_node.records import ResultRecord
+from device_node.runtime import build_device
+from device_node.sources import build_source
+from splitting.errors import SplittingError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="device YAML file")
+    parser.add_argument("--device-id", help="override device_id")
+    parser.add_argument("--host", help="override broker.host")
+    parser.add_argument("--port", type=int, help="override broker.port")
+    parser.add_argument("--requests", type=int, help="stop after N requests")
+    parser.add_argument("--rate", dest="rate_hz", type=float, help="requests per second")
+    parser.add_argument("--split", type=int, help="use a fixed split k")
+    parser.add_argument("--policy", choices=("fixed", "dynamic"), help="override policy.kind")
+    parser.add_argument("--codec", help="override codec")
+    parser.add_argument("--deadline-ms", type=float, help="override deadline_ms")
+    parser.add_argument("--folder", type=Path, help="classify the images of this folder")
+    parser.add_argument("--slowdown", type=float, help="override slowdown")
+    parser.add_argument("--jsonl", type=Path, help="append one JSON record per request here")
+    parser.add_argument("--quiet", action="store_true", help="no table, only the summary line")
+    parser.add_argument("--log-level", default="WARNING", help="Python logging level")
+
+
+def config_from_args(args: argparse.Namespace) -> DeviceConfig:
+    config = load_device_config(args.config)
+    data: dict[str, Any] = {
+        "device_id": args.device_id,
+        "requests": args.requests,
+        "rate_hz": args.rate_hz,
+        "codec": args.codec,
+        "deadline_ms": args.deadline_ms,
+        "slowdown": args.slowdown,
+    }
+    if args.host is not None or args.port is not None:
+        broker = config.broker.model_dump()
+        broker.update({k: v for k, v in (("host", args.host), ("port", args.port)) if v})
+        data["broker"] = broker
+    if args.split is not None or args.policy is not None:
+        policy = config.policy.model_dump()
+        if args.split is not None:
+            policy.update(kind="fixed", split=args.split)
+        if args.policy is not None:
+            policy["kind"] = args.policy
+        data["policy"] = policy
+    if args.folder is not None:
+        data["source"] = {**config.source.model_dump(), "kind": "folder", "path": args.folder}
+    return with_overrides(config, data)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        node = build_device(config)
+        source = build_source(config.source)
+    except (DeviceError, SplittingError) as exc:
+        print(f"device-node: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    printer = _RecordPrinter(sys.stdout, args.jsonl, quiet=args.quiet)
+    try:
+        with node:
+            records = node.run(
+                source,
+                requests=config.requests,
+                rate_hz=config.rate_hz,
+                on_record=printer,
+                should_stop=stop.is_set,
+            )
+    except DeviceError as exc:
+        print(f"device-node: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        printer.close()
+        source.close()
+    offloaded = sum(r.offloaded for r in records)
+    print(
+        f"{config.device_id}: {len(records)} requests, {offloaded} offloaded, "
+        f"{len(records) - offloaded} local"
+    )
+    return 0
+
+
+class _RecordPrinter:
+    def __init__(self, out: TextIO, jsonl: Path | None, *, quiet: bool) -> None:
+        self.out = out
+        self.quiet = quiet
+        self.jsonl = jsonl.open("a") if jsonl else None
+        self.rows = 0
+
+    def __call__(self, record: ResultRecord) -> None:
+        if not self.quiet:
+            if self.rows % 40 == 0:
+                print(table.header(), file=self.out)
+            print(table.row(record), file=self.out, flush=True)
+        self.rows += 1
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps(record.to_dict()) + "\n")
+            self.jsonl.flush()
+
+    def close(self) -> None:
+        if self.jsonl is not None:
+            self.jsonl.close()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="device-node", description="Run a splitmq device node against an MQTT broker."
+    )
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""The device node: head(k) here, tail(k) on an edge worker, or everything here when it must.
+
+`DeviceNode.run_request(image)` always returns exactly one `ResultRecord`:
+
+1. the policy picks k; k = n, or no live worker serving (model, k), or a link that is down
+   means the whole model runs here;
+2. otherwise head(k) runs here (stretched by `slowdown`), the tensor is encoded into a frame and
+   published; the node waits for the result until the deadline;
+3. a result "ok" is the record; a timeout, an error/expired/rejected reply, the loss of every
+   worker of the split or a disconnect runs tail(k) here from the intermediate already computed,
+   and the request is withdrawn from the link, so a late reply is dropped, never recorded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from device_node.config import DeviceConfig
+from device_node.errors import NotConnectedError
+from device_node.link import DeviceLink, Outcome, PendingRequest
+from device_node.policies import LockedPolicy
+from device_node.records import Fallback, LatencyParts, PredictionRecord, ResultRecord
+from device_node.sources import ImageSource, SourceImage
+from schemas.frame import encode_frame
+from schemas.messages import ResultMessage
+from splitting.partition import SplitModel
+from splitting.policy import Decision, SplitPolicy
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+TOP_K = 5
+
+
+def top_predictions(
+    logits: torch.Tensor, labels: list[str], k: int = TOP_K
+) -> tuple[PredictionRecord, ...]:
+    """Top-k classes of one sample's logits, scored by softmax probability (fp32)."""
+    flat = logits.reshape(-1).float()
+    probs = torch.softmax(flat, dim=0)
+    scores, indices = torch.topk(probs, min(k, flat.numel()))
+    return tuple(
+        PredictionRecord(int(i), labels[int(i)], float(s))
+        for s, i in zip(scores.tolist(), indices.tolist(), strict=True)
+    )
+
+
+@dataclass
+class _Timed:
+    """A computation's value and its wall time in ms (slowdown included)."""
+
+    value: torch.Tensor
+    ms: float
+
+
+@dataclass
+class _Request:
+    """What one request has gathered on its way."""
+
+    request_id: str
+    image: str
+    decision: Decision
+    started: float
+    deadline_ms: float
+    head_ms: float = 0.0
+    encode_ms: float = 0.0
+    bytes_sent: int = 0
+
+
+class DeviceNode:
+    """One device: a model, a policy and an MQTT link (started by the caller)."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        model: SplitModel,
+        policy: SplitPolicy,
+        *,
+        link: DeviceLink | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.policy = policy if isinstance(policy, LockedPolicy) else LockedPolicy(policy)
+        self.clock = clock
+        self.link = link or DeviceLink(
+            config.broker,
+            config.device_id,
+            topics=config.topics,
+            observer=self.policy,
+            telemetry_stale_s=config.telemetry_stale_s,
+            clock=clock,
+        )
+        self._sequence = itertools.count(1)
+        self._session = uuid.uuid4().hex[:8]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, *, wait_s: float | None = 10.0) -> DeviceNode:
+        self.link.start(wait_s=wait_s)
+        return self
+
+    def stop(self) -> None:
+        self.link.stop()
+
+    def __enter__(self) -> DeviceNode:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- requests -------------------------------------------------------------------------
+
+    def run(
+        self,
+        source: ImageSource,
+        *,
+        requests: int | None = None,
+        rate_hz: float | None = None,
+        on_record: Callable[[ResultRecord], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> list[ResultRecord]:
+        """Classify images from `source`: `requests` of them (None: until `should_stop`), at
+        most `rate_hz` per second (None: back to back)."""
+        records: list[ResultRecord] = []
+        period = 1.0 / rate_hz if rate_hz else 0.0
+        next_start = self.clock()
+        for _ in _count_to(requests):
+            if should_stop():
+                break
+            delay = next_start - self.clock()
+            if delay > 0:
+                time.sleep(delay)
+            next_start = max(next_start + period, self.clock()) if period else self.clock()
+            record = self.run_request(source.read())
+            records.append(record)
+            if on_record is not None:
+                on_record(record)
+        return records
+
+    def run_request(self, image: SourceImage | np.ndarray) -> ResultRecord:
+        """Classify one image; exactly one record, offloaded or computed here."""
+        if not isinstance(image, SourceImage):
+            image = SourceImage("image", image)
+        started = self.clock()
+        decision = self.policy.choose(started)
+        self._send_probe(started)
+        deadline_ms = self.policy.deadline_ms(decision) or self.config.deadline_ms
+        request = _Request(self._next_request_id(), image.name, decision, started, deadline_ms)
+        prepared = self.model.prepare_image(image.pixels)
+        k = decision.k
+        if k >= self.model.n:
+            return self._run_all_here(request, prepared, fallback=None)
+        if not self.link.connected:
+            return self._run_all_here(request, prepared, fallback=Fallback.NOT_CONNECTED)
+        if not self.link.alive_workers(self.model.name, k, started):
+            return self._run_all_here(request, prepared, fallback=Fallback.NO_WORKER)
+        return self._offload(request, prepared, k)
+
+    # -- the offload path -----------------------------------------------------------------
+
+    def _offload(self, request: _Request, prepared: np.ndarray, k: int) -> ResultRecord:
+        x = self.model.preprocess(prepared)
+        head = self._compute(lambda: self.model.head(x, k))
+        request.head_ms = head.ms
+        frame = self._encode(request, prepared, head.value, k)
+        self.policy.on_device_time(k, request.head_ms + request.encode_ms, self.clock())
+        try:
+            pending = self.link.publish_request(
+                frame,
+                request_id=request.request_id,
+                model=self.model.name,
+                split=k,
+                expiry_s=request.deadline_ms / 1000.0,
+            )
+        except NotConnectedError:
+            return self._finish_here(request, head.value, k, Fallback.NOT_CONNECTED, None)
+        request.bytes_sent = len(frame)
+        outcome = self._wait(pending, request.started + request.deadline_ms / 1000.0)
+        message = outcome.message
+        if message is not None and message.status == "ok":
+            return self._offloaded_record(request, k, message, pending, outcome)
+        return self._finish_here(request, head.value, k, _fallback_reason(outcome), pending)
+
+    def _encode(self, request: _Request, prepared: np.ndarray, z: torch.Tensor, k: int) -> bytes:
+        # Split 0 sends the prepared image itself as JPEG; other splits one sample's tensor.
+        tensor = prepared if k == 0 else z[0].numpy()
+        codec = "jpeg" if k == 0 else self.config.codec
+        t0 = time.perf_counter()
+        frame = encode_frame(
+            tensor,
+            codec=codec,
+            request_id=request.request_id,
+            model=self.model.name,
+            fingerprint=self.model.fingerprint,
+            split=k,
+            device_id=self.config.device_id,
+            timestamps={"sent": time.time()},
+            deadline_ms=request.deadline_ms,
+            zstd_level=self.config.zstd_level,
+            jpeg_quality=self.config.jpeg_quality,
+        )
+        request.encode_ms = (time.perf_counter() - t0) * 1000.0
+        return frame
+
+    def _wait(self, pending: PendingRequest, deadline: float) -> Outcome:
+        try:
+            return pending.future.result(timeout=max(0.0, deadline - self.clock()))
+        except FutureTimeout:
+            self.link.cancel(pending.request_id)
+            # A result that slipped in between the timeout and the cancel still counts.
+            if pending.future.done():
+                return pending.future.result()
+            return Outcome(None, self.clock(), Fallback.TIMEOUT)
+
+    def _offloaded_record(
+        self,
+        request: _Request,
+        k: int,
+        message: ResultMessage,
+        pending: PendingRequest,
+        outcome: Outcome,
+    ) -> ResultRecord:
+        timings = message.timings
+        top5 = tuple(PredictionRecord(p.index, p.label, p.score) for p in message.top5)
+        parts = LatencyParts(
+            head_ms=request.head_ms,
+            encode_ms=request.encode_ms,
+            uplink_ms=(pending.uplink_s or 0.0) * 1000.0,
+            queue_ms=timings.queue_ms if timings else 0.0,
+            decode_ms=timings.decode_ms if timings else 0.0,
+            compute_ms=timings.compute_ms if timings else 0.0,
+        )
+        return self._record(
+            request,
+            k,
+            parts,
+            top5,
+            offloaded=True,
+            fallback=None,
+            worker=message.worker_id,
+            end=outcome.received_at,
+        )
+
+    # -- computing here -------------------------------------------------------------------
+
+    def _run_all_here(
+        self, request: _Request, prepared: np.ndarray, *, fallback: str | None
+    ) -> ResultRecord:
+        x = self.model.preprocess(prepared)
+        n = self.model.n
+        logits = self._compute(lambda: self.model.head(x, n))
+        self.policy.on_device_time(n, logits.ms, self.clock())
+        parts = LatencyParts(head_ms=logits.ms)
+        top5 = top_predictions(logits.value, self.model.labels)
+        return self._record(request, n, parts, top5, offloaded=False, fallback=fallback)
+
+    def _finish_here(
+        self,
+        request: _Request,
+        z: torch.Tensor,
+        k: int,
+        reason: str,
+        pending: PendingRequest | None,
+    ) -> ResultRecord:
+        logits = self._compute(lambda: self.model.tail(z, k))
+        parts = LatencyParts(
+            head_ms=request.head_ms,
+            encode_ms=request.encode_ms,
+            uplink_ms=(pending.uplink_s or 0.0) * 1000.0 if pending else 0.0,
+            local_tail_ms=logits.ms,
+        )
+        top5 = top_predictions(logits.value, self.model.labels)
+        return self._record(request, k, parts, top5, offloaded=False, fallback=reason)
+
+    def _compute(self, run: Callable[[], torch.Tensor]) -> _Timed:
+        """Run model code and, for an emulated weaker device, sleep (slowdown - 1) times as long."""
+        t0 = time.perf_counter()
+        value = run()
+        elapsed = time.perf_counter() - t0
+        if self.config.slowdown > 1.0:
+            time.sleep(elapsed * (self.config.slowdown - 1.0))
+        return _Timed(value, (time.perf_counter() - t0) * 1000.0)
+
+    # -- records --------------------------------------------------------------------------
+
+    def _record(
+        self,
+        request: _Request,
+        k: int,
+        parts: LatencyParts,
+        top5: tuple[PredictionRecord, ...],
+        *,
+        offloaded: bool,
+        fallback: str | None,
+        worker: str | None = None,
+        end: float | None = None,
+    ) -> ResultRecord:
+        finished = end if end is not None else self.clock()
+        total_ms = (finished - request.started) * 1000.0
+        parts = replace(parts, other_ms=max(0.0, total_ms - parts.accounted_ms()))
+        self.policy.on_result(k, offloaded, total_ms, finished)
+        return ResultRecord(
+            request_id=request.request_id,
+            device_id=self.config.device_id,
+            image=request.image,
+            split=k,
+            offloaded=offloaded,
+            fallback=fallback,
+            bytes_sent=request.bytes_sent,
+            latency=parts,
+            total_ms=total_ms,
+            top1=top5[0],
+            top5=top5,
+            worker_id=worker,
+            chosen_split=request.decision.k,
+            reason=request.decision.reason,
+        )
+
+    def _send_probe(self, now: float) -> None:
+        nbytes = self.policy.probe_bytes(now)
+        if nbytes > 0 and self.config.probe.enabled:
+            self.link.publish_probe(min(nbytes, self.config.probe.max_bytes))
+
+    def _next_request_id(self) -> str:
+        return f"{self.config.device_id}-{self._session}-{next(self._sequence)}"
+
+
+def _fallback_reason(outcome: Outcome) -> str:
+    message = outcome.message
+    if message is None:
+        return outcome.failure or Fallback.TIMEOUT
+    if message.status == "error":
+        code = message.error.code if message.error else "unknown"
+        return f"{Fallback.ERROR_REPLY}:{code}"
+    if message.status == "expired":
+        return Fallback.EXPIRED
+    return Fallback.REJECTED
+
+
+def _count_to(limit: int | None) -> Iterator[int]:
+    return iter(range(limit)) if limit is not None else itertools.count()

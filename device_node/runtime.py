@@ -1,0 +1,61 @@
+"""Assembling a device node from its configuration: model, policy, link."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from device_node.config import DeviceConfig
+from device_node.errors import ModelMismatchError
+from device_node.node import DeviceNode
+from device_node.policies import PolicyContext, build_policy
+from splitting.partition import SplitModel
+from splitting.policy import SplitPolicy
+from splitting.profiling import ModelProfile, load_or_profile
+from splitting.registry import load_model
+
+
+def load_device_model(config: DeviceConfig) -> SplitModel:
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
+    return load_model(config.model, weights=config.weights)
+
+
+def policy_context(
+    config: DeviceConfig, model: SplitModel, *, cache_dir: Path | None = None
+) -> PolicyContext:
+    @cache
+    def profile() -> ModelProfile:
+        # Cached per model fingerprint and host: profiling takes seconds, a cache hit none.
+        return load_or_profile(
+            model, cache_dir, codec=config.codec, jpeg_quality=config.jpeg_quality
+        )
+
+    return PolicyContext(
+        model_name=model.name,
+        n=model.n,
+        codec=config.codec,
+        deadline_ms=config.deadline_ms,
+        slowdown=config.slowdown,
+        profile=profile,
+    )
+
+
+def build_device(
+    config: DeviceConfig,
+    *,
+    model: SplitModel | None = None,
+    policy: SplitPolicy | None = None,
+    cache_dir: Path | None = None,
+) -> DeviceNode:
+    """A DeviceNode (not started) for `config`; `model` lets several devices share weights."""
+    model = model or load_device_model(config)
+    if model.name != config.model:
+        raise ModelMismatchError(
+            f"device {config.device_id} wants {config.model}, given {model.name}"
+        )
+    if policy is None:
+        policy = build_policy(config.policy, policy_context(config, model, cache_dir=cache_dir))
+    return DeviceNode(config, model, policy)

@@ -1,0 +1,70 @@
+"""`splitmq demo`: embedded broker + one edge worker + N device nodes on real sample images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from schemas.codecs import CODECS
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="run a broker, an edge worker and N device nodes; print a live table and a summary",
+    )
+    parser.add_argument("--devices", type=int, default=2, help="device nodes (default 2)")
+    parser.add_argument("--requests", type=int, default=20, help="requests per device")
+    parser.add_argument("--split", type=int, help="fixed split k (default: the policy's)")
+    parser.add_argument("--policy", choices=("fixed", "dynamic"), default="fixed")
+    parser.add_argument("--codec", choices=CODECS, default="int8", help="intermediate codec")
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--trace", type=Path, help="mahimahi uplink trace to shape each device")
+    parser.add_argument("--deadline-ms", type=float, default=5000.0, help="fallback deadline")
+    parser.add_argument("--rate", dest="rate_hz", type=float, help="requests/s per device")
+    parser.add_argument("--slowdown", type=float, default=1.0, help="device compute stretch")
+    parser.add_argument("--max-batch", type=int, default=8, help="worker batch limit")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--json", dest="json_path", type=Path, help="write the summary here")
+    parser.add_argument("--quiet", action="store_true", help="summary only, no live table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from broker.errors import BrokerError
+    from device_node.errors import DeviceError
+    from edge_worker.errors import WorkerError
+    from splitmq.demo import DemoOptions, format_summary, run_demo, summarize, write_json
+    from splitmq.errors import SplitmqError
+    from splitting.errors import SplittingError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        options = DemoOptions(
+            devices=args.devices,
+            requests=args.requests,
+            split=args.split,
+            policy=args.policy,
+            codec=args.codec,
+            model=args.model,
+            trace=args.trace,
+            deadline_ms=args.deadline_ms,
+            rate_hz=args.rate_hz,
+            slowdown=args.slowdown,
+            max_batch=args.max_batch,
+            torch_threads=args.threads,
+            quiet=args.quiet,
+        )
+        demo_run = run_demo(options)
+    except (SplitmqError, DeviceError, WorkerError, BrokerError, SplittingError) as exc:
+        print(f"splitmq demo: {exc}", file=sys.stderr)
+        return 2
+    summary = summarize(demo_run)
+    print(format_summary(summary))
+    if args.json_path is not None:
+        write_json(summary, args.json_path)
+        print(f"  summary written to {args.json_path}")
+    return 0 if summary["lost"] == 0 and not summary["duplicates"] else 1

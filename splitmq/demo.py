@@ -1,0 +1,352 @@
+"""The demo: an embedded Mosquitto, one edge worker and N device nodes, all on this machine.
+
+Each device classifies real sample images, one request after another, and every record is
+printed as it arrives; the summary (also written as JSON) counts requests, results, lost
+requests (requests without a result), offloads and local fallbacks, and latency percentiles.
+
+The broker is a real `mosquitto` process on a free port; the worker and the devices run in
+this process, each with its own MQTT connection and threads. With a trace, each device talks to
+the broker through its own trace-driven shaper (`device_node.shaper`), which emulates a cellular
+uplink on the device -> broker direction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from broker.client import BrokerSettings
+from broker.launcher import MosquittoBroker
+from device_node import table
+from device_node.config import DeviceConfig, PolicyConfig
+from device_node.node import DeviceNode
+from device_node.records import ResultRecord
+from device_node.runtime import build_device
+from device_node.sources import CyclingSource, SourceImage, sample_source_images
+from edge_worker.config import ModelEntry, WorkerConfig
+from edge_worker.worker import EdgeWorker
+from splitmq.errors import SplitmqError
+from splitting.partition import SplitModel
+from splitting.registry import load_model
+
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+class DemoError(SplitmqError):
+    """The demo could not start (no worker became visible, a device could not connect, ...)."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `splitmq demo` runs. `requests` is per device."""
+
+    devices: int = 2
+    requests: int = 20
+    split: int | None = None
+    policy: str = "fixed"
+    codec: str = "int8"
+    model: str = DEFAULT_MODEL
+    trace: Path | None = None
+    deadline_ms: float = 5000.0
+    rate_hz: float | None = None
+    slowdown: float = 1.0
+    max_batch: int = 8
+    torch_threads: int | None = None
+    worker_wait_s: float = 30.0
+    warm_up: bool = True
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.devices < 1 or self.requests < 0:
+            raise DemoError("the demo needs at least one device and a request count >= 0")
+        if self.policy == "dynamic" and self.split is not None:
+            raise DemoError("--split fixes the split; it does not combine with --policy dynamic")
+
+
+@dataclass
+class DemoRun:
+    """What the demo collected."""
+
+    options: DemoOptions
+    records: list[ResultRecord] = field(default_factory=list)
+    device_errors: dict[str, str] = field(default_factory=dict)
+    late_results: int = 0
+    wall_s: float = 0.0
+    worker: dict[str, Any] = field(default_factory=dict)
+
+
+class _LivePrinter:
+    """Prints records from several device threads, one whole line at a time."""
+
+    def __init__(self, out: TextIO, *, quiet: bool) -> None:
+        self.out = out
+        self.quiet = quiet
+        self.lock = threading.Lock()
+        self.rows = 0
+
+    def __call__(self, record: ResultRecord) -> None:
+        if self.quiet:
+            return
+        with self.lock:
+            if self.rows % 40 == 0:
+                print(table.header(), file=self.out)
+            print(table.row(record), file=self.out, flush=True)
+            self.rows += 1
+
+
+def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> DemoRun:
+    """Start everything, run the devices to completion, stop everything."""
+    if options.torch_threads is not None:
+        torch.set_num_threads(options.torch_threads)
+    _say(out, f"loading {options.model} ...")
+    device_model = load_model(options.model)
+    images = sample_source_images()
+    run = DemoRun(options)
+    with MosquittoBroker() as broker:
+        _say(out, f"broker: mosquitto on {broker.host}:{broker.port}")
+        with _edge_worker(options, broker) as worker:
+            _say(out, f"worker: {worker.config.worker_id} serving {options.model}")
+            started = time.monotonic()
+            _run_devices(options, broker, device_model, images, run, out)
+            run.wall_s = time.monotonic() - started
+            run.worker = _worker_stats(worker)
+    return run
+
+
+def _say(out: TextIO, text: str) -> None:
+    print(text, file=out, flush=True)
+
+
+# -- the worker -------------------------------------------------------------------------------
+
+
+def worker_config(options: DemoOptions, settings: BrokerSettings) -> WorkerConfig:
+    return WorkerConfig(
+        broker=settings,
+        worker_id="edge-1",
+        models=[ModelEntry(name=options.model)],
+        device="cpu",
+        max_batch=options.max_batch,
+        torch_threads=options.torch_threads,
+    )
+
+
+@contextlib.contextmanager
+def _edge_worker(options: DemoOptions, broker: MosquittoBroker) -> Iterator[EdgeWorker]:
+    settings = BrokerSettings(host=broker.host, port=broker.port, reconnect_max_delay_s=2)
+    worker = EdgeWorker(worker_config(options, settings))
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def _worker_stats(worker: EdgeWorker) -> dict[str, Any]:
+    snapshot = worker.stats.snapshot()
+    return {
+        "served": snapshot.served,
+        "rejected": snapshot.rejected,
+        "expired": snapshot.expired,
+        "errors": snapshot.errors,
+        "batch_size_ewma": snapshot.batch_size,
+        "service_ms": snapshot.service_ms,
+    }
+
+
+# -- the devices ------------------------------------------------------------------------------
+
+
+def device_config(options: DemoOptions, index: int, settings: BrokerSettings) -> DeviceConfig:
+    policy = PolicyConfig(
+        kind=options.policy, split=options.split if options.policy == "fixed" else None
+    )
+    return DeviceConfig(
+        broker=settings,
+        device_id=f"dev{index}",
+        model=options.model,
+        codec=options.codec,
+        policy=policy,
+        deadline_ms=options.deadline_ms,
+        slowdown=options.slowdown,
+        trace=options.trace,
+    )
+
+
+def _run_devices(
+    options: DemoOptions,
+    broker: MosquittoBroker,
+    model: SplitModel,
+    images: list[SourceImage],
+    run: DemoRun,
+    out: TextIO,
+) -> None:
+    settings = BrokerSettings(host=broker.host, port=broker.port, reconnect_max_delay_s=2)
+    nodes = [
+        build_device(device_config(options, i + 1, settings), model=model)
+        for i in range(options.devices)
+    ]
+    printer = _LivePrinter(out, quiet=options.quiet)
+    lock = threading.Lock()
+    with contextlib.ExitStack() as stack:
+        for node in nodes:
+            stack.enter_context(node)
+        _wait_for_worker(nodes, options.worker_wait_s)
+        if options.warm_up:
+            _say(out, "warming up: one uncounted request per device (first calls are slow)")
+            for node in nodes:
+                node.run_request(images[0])
+        threads = [
+            threading.Thread(
+                target=_device_loop,
+                # Each device walks the samples from its own starting point.
+                args=(node, CyclingSource(images, start=7 * i), options, printer, run, lock),
+                name=node.config.device_id,
+            )
+            for i, node in enumerate(nodes)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    run.late_results = sum(node.link.counters.late_results for node in nodes)
+
+
+def _wait_for_worker(nodes: list[DeviceNode], timeout_s: float) -> None:
+    """Start only once every device sees the worker's telemetry for its first split, so the
+    first requests measure offloading, not the worker's start-up."""
+    deadline = time.monotonic() + timeout_s
+    for node in nodes:
+        k = node.policy.choose(time.monotonic()).k
+        if k >= node.model.n:
+            continue
+        while not node.link.alive_workers(node.model.name, k):
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"{node.config.device_id}: no worker serving {node.model.name} split {k} "
+                    f"appeared within {timeout_s:g} s"
+                )
+            time.sleep(0.05)
+
+
+def _device_loop(
+    node: DeviceNode,
+    source: CyclingSource,
+    options: DemoOptions,
+    printer: _LivePrinter,
+    run: DemoRun,
+    lock: threading.Lock,
+) -> None:
+    def keep(record: ResultRecord) -> None:
+        with lock:
+            run.records.append(record)
+        printer(record)
+
+    try:
+        node.run(source, requests=options.requests, rate_hz=options.rate_hz, on_record=keep)
+    except Exception as exc:  # a device that dies counts its unanswered requests as lost
+        with lock:
+            run.device_errors[node.config.device_id] = f"{type(exc).__name__}: {exc}"
+
+
+# -- the summary ------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def summarize(run: DemoRun) -> dict[str, Any]:
+    """The demo's summary: the keys of the issue plus what helps to read them."""
+    options = run.options
+    records = run.records
+    requested = options.devices * options.requests
+    unique_ids = {r.request_id for r in records}
+    totals = [r.total_ms for r in records]
+    offloaded = [r for r in records if r.offloaded]
+    fallbacks = [r for r in records if r.fallback is not None]
+    return {
+        "requests": requested,
+        "results": len(unique_ids),
+        "lost": requested - len(unique_ids),
+        "duplicates": len(records) - len(unique_ids),
+        "offloaded": len(offloaded),
+        "local_fallback": len(fallbacks),
+        "local_by_choice": len(records) - len(offloaded) - len(fallbacks),
+        "fallback_reasons": dict(Counter(r.fallback for r in fallbacks)),
+        "latency_ms": {
+            "p50": percentile(totals, 50),
+            "p95": percentile(totals, 95),
+            "mean": statistics.fmean(totals) if totals else None,
+            "max": max(totals) if totals else None,
+        },
+        "offloaded_parts_ms": _mean_parts(offloaded),
+        "splits": {str(k): n for k, n in sorted(Counter(r.split for r in records).items())},
+        "bytes_sent_mean": statistics.fmean([r.bytes_sent for r in offloaded]) if offloaded else 0,
+        "late_results_dropped": run.late_results,
+        "device_errors": run.device_errors,
+        "devices": options.devices,
+        "requests_per_device": options.requests,
+        "model": options.model,
+        "codec": options.codec,
+        "policy": options.policy,
+        "split": options.split,
+        "trace": str(options.trace) if options.trace else None,
+        "wall_s": run.wall_s,
+        "worker": run.worker,
+        "records": [r.to_dict() for r in records],
+    }
+
+
+def _mean_parts(records: list[ResultRecord]) -> dict[str, float]:
+    if not records:
+        return {}
+    names = list(records[0].latency.__dataclass_fields__)
+    return {name: statistics.fmean(getattr(r.latency, name) for r in records) for name in names}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    latency = summary["latency_ms"]
+    lines = [
+        "",
+        "summary",
+        f"  requests        {summary['requests']}",
+        f"  results         {summary['results']}",
+        f"  lost            {summary['lost']}",
+        f"  offloaded       {summary['offloaded']}",
+        f"  local_fallback  {summary['local_fallback']}"
+        + (f"  {summary['fallback_reasons']}" if summary["fallback_reasons"] else ""),
+        f"  local (chosen)  {summary['local_by_choice']}",
+        f"  splits          {summary['splits']}",
+    ]
+    if latency["p50"] is not None:
+        lines.append(
+            f"  latency ms      p50 {latency['p50']:.1f}  p95 {latency['p95']:.1f}  "
+            f"mean {latency['mean']:.1f}  max {latency['max']:.1f}"
+        )
+    if summary["offloaded_parts_ms"]:
+        parts = "  ".join(
+            f"{name.removesuffix('_ms')} {value:.1f}"
+            for name, value in summary["offloaded_parts_ms"].items()
+        )
+        lines.append(f"  offloaded, mean ms: {parts}")
+    for device, error in summary["device_errors"].items():
+        lines.append(f"  device {device} failed: {error}")
+    return "\n".join(lines)
+
+
+def write_json(summary: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1) + "\n")
