@@ -1,5 +1,58 @@
-"""Errors of the edge worker."""
+"""Errors of the edge worker.
+
+`RequestError` subclasses describe one bad request; their `code` goes into the error reply
+(`ErrorInfo.code`) next to the schema's own frame error codes.
+"""
+
+from __future__ import annotations
 
 
 class WorkerError(Exception):
     """Base of every error raised by `edge_worker`."""
+
+
+class ConfigError(WorkerError):
+    """A worker configuration file that is missing, unreadable or invalid.
+
+    The message names the file and every bad key with its dotted path.
+    """
+
+
+class RunnerError(WorkerError):
+    """The tail runner cannot be built (unknown model, split out of range, no CUDA, ...)."""
+
+
+class RequestError(WorkerError):
+    """One request cannot be served; `code` is the stable reason sent back to the device."""
+
+    code = "bad_request"
+
+
+class TopicMismatchError(RequestError):
+    """The frame's model or split differs from the request topic it was published on."""
+
+    code = "topic_mismatch"
+
+
+class SplitNotServedError(RequestError):
+    """The frame asks for a split this worker does not serve."""
+
+    code = "split_not_served"
+
+
+class BadInputError(RequestError):
+    """The decoded tensor has a dtype the tail cannot take (e.g. a float image at split 0)."""
+
+    code = "bad_input"
+
+
+class QueueFullError(RequestError):
+    """The bounded queue was full (the broker ignored our ReceiveMaximum): rejected, not lost."""
+
+    code = "queue_full"
+
+
+class ComputeError(RequestError):
+    """The tail raised while computing a batch."""
+
+    code = "internal"

@@ -1,0 +1,141 @@
+"""The worker's bounded request queue and its dynamic batcher.
+
+Requests wait in one queue per (model, split) key. The batcher takes the oldest request of all,
+then gathers more of the same key until it has `max_batch` of them or `max_wait_s` has passed
+since that first request arrived (a request that already waited that long starts its batch at
+once). Nothing here touches MQTT or a model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from edge_worker.errors import QueueFullError
+
+BatchKey = tuple[str, int]  # (model, split)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What the queue needs of a request: its batch key and when it arrived (monotonic s)."""
+
+    key: BatchKey
+    received: float
+
+
+T = TypeVar("T", bound=Queued)
+
+
+@dataclass
+class _Lane(Generic[T]):
+    items: deque[T] = field(default_factory=deque)
+
+
+class RequestQueue(Generic[T]):
+    """A bounded multi-key FIFO with a dynamic batcher; thread-safe.
+
+    `put` never blocks (it runs in paho's network thread) and raises `QueueFullError` past
+    `capacity`; the worker's MQTT ReceiveMaximum equals `capacity`, so with acknowledgements sent
+    on `take_batch` the broker never delivers more than fit.
+    """
+
+    def __init__(self, capacity: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._clock = clock
+        self._lanes: dict[BatchKey, _Lane[T]] = {}
+        self._size = 0
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def __len__(self) -> int:
+        with self._changed:
+            return self._size
+
+    def put(self, item: T) -> None:
+        with self._changed:
+            if self._size >= self.capacity:
+                raise QueueFullError(
+                    f"worker queue is full ({self.capacity} requests); the broker delivered "
+                    "more than the advertised ReceiveMaximum"
+                )
+            self._lanes.setdefault(item.key, _Lane()).items.append(item)
+            self._size += 1
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Wake the batcher; `take_batch` returns [] once the queue is empty."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def drain(self) -> list[T]:
+        """Remove and return everything still queued (oldest first), e.g. at shutdown."""
+        with self._changed:
+            items = sorted(
+                (item for lane in self._lanes.values() for item in lane.items),
+                key=lambda item: item.received,
+            )
+            self._lanes.clear()
+            self._size = 0
+            return items
+
+    def take_batch(
+        self,
+        max_batch: int,
+        max_wait_s: float,
+        timeout_s: float | None = None,
+        on_take: Callable[[T], None] | None = None,
+    ) -> list[T]:
+        """The next batch: 1..max_batch requests of one key, oldest request first.
+
+        Blocks up to `timeout_s` (None = until a request comes or the queue closes) for the
+        first request; returns [] on timeout or when closed and empty. `on_take` is called for
+        each request as it leaves the queue (the worker acknowledges it there, so the broker
+        can deliver the next one while the batch is still gathering); it must not block.
+        """
+        take = on_take or (lambda item: None)
+        with self._changed:
+            first = self._wait_first(timeout_s)
+            if first is None:
+                return []
+            take(first)
+            batch = [first]
+            lane = self._lanes[first.key]
+            gather_until = first.received + max_wait_s
+            while len(batch) < max_batch:
+                if lane.items:
+                    item = self._pop(lane)
+                    take(item)
+                    batch.append(item)
+                    continue
+                remaining = gather_until - self._clock()
+                if remaining <= 0 or self._closed:
+                    break
+                self._changed.wait(remaining)
+            return batch
+
+    def _wait_first(self, timeout_s: float | None) -> T | None:
+        deadline = None if timeout_s is None else self._clock() + timeout_s
+        while self._size == 0:
+            if self._closed:
+                return None
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._changed.wait(remaining)
+        oldest = min(
+            (lane for lane in self._lanes.values() if lane.items),
+            key=lambda lane: lane.items[0].received,
+        )
+        return self._pop(oldest)
+
+    def _pop(self, lane: _Lane[T]) -> T:
+        self._size -= 1
+        return lane.items.popleft()

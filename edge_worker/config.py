@@ -1,0 +1,230 @@
+"""Worker configuration: YAML validated into typed objects that reject unknown keys.
+
+`load_worker_config` reports a bad file with its path and every bad key as a dotted path
+(`models.0.splits: ...`). `configs/worker.example.yaml` shows every key.
+
+Batching and bit-exactness: a batched CPU convolution or matmul may sum in a different order than
+batch 1 and round differently in the last bits. `max_batch: 1` makes every tail run alone, so its
+logits are bit-identical to the unsplit model's; larger batches trade that for throughput (the
+top-5 classes agree in practice, the scores may differ by a few ulps).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from broker.client import BrokerSettings
+from edge_worker.errors import ConfigError
+from schemas.codecs import CODECS
+from schemas.errors import TopicError
+from schemas.frame import FrameLimits
+from schemas.topics import Topics, check_segment
+
+DEFAULT_MODEL = "efficientnet-lite0"
+SplitSelection = Literal["candidates", "all"] | list[int]
+
+
+def default_worker_id() -> str:
+    """`worker-<host>-<pid>`, made topic-safe."""
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return f"worker-{host or 'host'}-{os.getpid()}"
+
+
+class ModelEntry(BaseModel):
+    """One model this worker serves, and at which splits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(DEFAULT_MODEL, description="registered model name (splitting.registry)")
+    weights: str | None = Field(
+        None, description="None = the model's default, 'random', a local file, or a name"
+    )
+    splits: SplitSelection = Field(
+        "all",
+        description='"all" (0..n-1), "candidates" (natural bottlenecks under candidate_codec, '
+        "found at start-up from a sample image), or an explicit list of split indices",
+    )
+    candidate_codec: str = Field("int8", description='codec that decides "candidates"')
+
+    @field_validator("splits")
+    @classmethod
+    def _distinct_splits(cls, splits: SplitSelection) -> SplitSelection:
+        if isinstance(splits, list):
+            if not splits:
+                raise ValueError("an explicit split list needs at least one split")
+            if any(k < 0 for k in splits):
+                raise ValueError(f"split indices are >= 0, got {splits}")
+            if len(set(splits)) != len(splits):
+                raise ValueError(f"split list has duplicates: {splits}")
+        return splits
+
+    @field_validator("candidate_codec")
+    @classmethod
+    def _known_codec(cls, codec: str) -> str:
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+        return codec
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        return _checked(lambda: Topics().request(name, 0), name)
+
+
+class FrameLimitsConfig(BaseModel):
+    """What the worker's frame decoder accepts at most (schemas.frame.FrameLimits)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_frame_bytes: int = Field(FrameLimits.max_frame_bytes, gt=0)
+    max_header_bytes: int = Field(FrameLimits.max_header_bytes, gt=0)
+    max_tensor_bytes: int = Field(FrameLimits.max_tensor_bytes, gt=0)
+    max_ndim: int = Field(FrameLimits.max_ndim, ge=1)
+
+    def limits(self) -> FrameLimits:
+        return FrameLimits(**self.model_dump())
+
+
+class WorkerConfig(BaseModel):
+    """One edge worker: broker, identity, models, device, batching, queue and telemetry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    worker_id: str = Field(
+        default_factory=default_worker_id, description="unique worker name (telemetry/status)"
+    )
+    topic_prefix: str = Field("splitmq", description="first level(s) of every topic")
+    share_group: str = Field(
+        "splitmq-workers", description="MQTT v5 shared-subscription group of the workers"
+    )
+    models: list[ModelEntry] = Field(
+        default_factory=lambda: [ModelEntry()], min_length=1, description="models served"
+    )
+    runner: Literal["model", "echo"] = Field(
+        "model",
+        description='"model" runs the tails; "echo" skips the model and answers a fixed top-5 '
+        "(transport benchmark; frames are still decoded and validated)",
+    )
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "auto", description='where tails run; "auto" = cuda when available, else cpu (fp32)'
+    )
+    max_batch: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="most requests in one tail call; 1 = logits bit-identical to the unsplit "
+        "model (batched kernels may round differently)",
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="how long a batch waits for more requests after its first one"
+    )
+    queue_capacity: int = Field(
+        64,
+        ge=1,
+        le=65535,
+        description="requests held by this worker; also its MQTT ReceiveMaximum, so the broker "
+        "keeps the overflow",
+    )
+    telemetry_interval_s: float = Field(1.0, gt=0, description="periodic telemetry interval")
+    telemetry_min_gap_s: float = Field(
+        0.1, ge=0, description="least time between two telemetry messages (on-change rate limit)"
+    )
+    frame_limits: FrameLimitsConfig = Field(default_factory=FrameLimitsConfig)
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
+
+    @field_validator("worker_id")
+    @classmethod
+    def _valid_worker_id(cls, worker_id: str) -> str:
+        return _checked(lambda: Topics().telemetry(worker_id), worker_id)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _valid_prefix(cls, prefix: str) -> str:
+        return _checked(lambda: Topics(prefix), prefix)
+
+    @field_validator("share_group")
+    @classmethod
+    def _valid_group(cls, group: str) -> str:
+        return _checked(lambda: check_segment(group, "share group"), group)
+
+    @field_validator("models")
+    @classmethod
+    def _distinct_models(cls, models: list[ModelEntry]) -> list[ModelEntry]:
+        names = [entry.name for entry in models]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"model listed twice: {', '.join(duplicates)}")
+        return models
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+
+def _checked(build: Callable[[], object], value: str) -> str:
+    """`value` if `build` accepts it (schemas.topics owns the topic segment rules)."""
+    try:
+        build()
+    except TopicError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per bad key, as a dotted path, after the file it came from."""
+    lines = [f"invalid worker configuration in {source}:"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def worker_config_from_mapping(data: Mapping[str, Any], *, source: str = "<dict>") -> WorkerConfig:
+    """Validate a mapping (parsed YAML, or overrides merged into it) into a WorkerConfig."""
+    try:
+        return WorkerConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from exc
+
+
+def load_worker_config(path: str | Path) -> WorkerConfig:
+    """Read and validate a worker YAML file; ConfigError names the file and the bad keys."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read worker configuration {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"worker configuration {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"worker configuration {path} must be a mapping of keys to values")
+    return worker_config_from_mapping(data, source=str(path))
+
+
+def with_overrides(config: WorkerConfig, overrides: Mapping[str, Any]) -> WorkerConfig:
+    """A copy of `config` with keys replaced (None = keep), validated again (CLI flags).
+
+    `broker` overrides may be a partial mapping: {"host": ..., "port": ...}.
+    """
+    data = config.model_dump()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "broker" and isinstance(value, Mapping):
+            data["broker"] = {**data["broker"], **{k: v for k, v in value.items() if v is not None}}
+        else:
+            data[key] = value
+    return worker_config_from_mapping(data, source="command-line options")

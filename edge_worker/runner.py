@@ -1,0 +1,283 @@
+"""Tail runners: decode and validate frames, run tail(k) on a batch, return the top-5.
+
+`ModelTailRunner` serves real split models (splitting.registry); `EchoTailRunner` decodes and
+validates the same way but skips the model and answers a fixed top-5, so the transport
+benchmark measures MQTT and framing only. The worker sees only the `TailRunner` protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from edge_worker.config import ModelEntry, WorkerConfig
+from edge_worker.errors import (
+    BadInputError,
+    RunnerError,
+    SplitNotServedError,
+    TopicMismatchError,
+)
+from schemas.frame import Frame, FrameLimits, ModelInfo, decode_frame, encode_frame
+from schemas.messages import Prediction
+from splitting.errors import SplittingError
+from splitting.partition import SplitModel
+from splitting.profiling import natural_bottlenecks
+
+LOG = logging.getLogger(__name__)
+TOP_K = 5
+
+
+class TailRunner(Protocol):
+    """What the worker needs from a tail runner."""
+
+    @property
+    def device(self) -> str:
+        """Where tails run: "cpu", "cuda:0", ..."""
+        ...
+
+    def served(self) -> dict[str, list[int]]:
+        """model -> the splits this runner serves (what the worker subscribes)."""
+        ...
+
+    def decode(self, payload: bytes, model: str, split: int) -> Frame:
+        """Decode and validate one frame that arrived on the topic of (model, split).
+
+        Raises a `schemas.errors.FrameError` or an `edge_worker.errors.RequestError`.
+        """
+        ...
+
+    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
+        """tail(split) over the frames (same model and split), top-5 per frame, in order."""
+        ...
+
+    def warm_up(self) -> None:
+        """Pay one-time costs (kernel selection, allocations) before the first request."""
+        ...
+
+
+class _DecodingRunner:
+    """Frame decoding and validation shared by every runner."""
+
+    def __init__(
+        self,
+        catalog: Mapping[str, ModelInfo],
+        served: Mapping[str, Sequence[int]],
+        limits: FrameLimits,
+    ) -> None:
+        self._catalog = dict(catalog)
+        self._served = {model: sorted(splits) for model, splits in served.items()}
+        self._limits = limits
+
+    def served(self) -> dict[str, list[int]]:
+        return {model: list(splits) for model, splits in self._served.items()}
+
+    def decode(self, payload: bytes, model: str, split: int) -> Frame:
+        frame = decode_frame(payload, limits=self._limits, catalog=self._catalog)
+        header = frame.header
+        if (header.model, header.split) != (model, split):
+            raise TopicMismatchError(
+                f"frame is for {header.model} split {header.split} but came on the request "
+                f"topic of {model} split {split}"
+            )
+        if split not in self._served.get(model, ()):
+            raise SplitNotServedError(
+                f"this worker serves {model} at splits {self._served.get(model, [])}, not {split}"
+            )
+        _check_dtype(frame)
+        return frame
+
+
+class ModelTailRunner(_DecodingRunner):
+    """Runs tail(k) of real split models on CPU or CUDA (fp32)."""
+
+    def __init__(
+        self,
+        models: Mapping[str, SplitModel],
+        served: Mapping[str, Sequence[int]],
+        *,
+        device: str = "cpu",
+        limits: FrameLimits | None = None,
+    ) -> None:
+        for name, splits in served.items():
+            if name not in models:
+                raise RunnerError(f"splits given for {name!r}, which is not loaded")
+            bad = [k for k in splits if not 0 <= k < models[name].n]
+            if bad:
+                raise RunnerError(
+                    f"{name} has splits 0..{models[name].n - 1} to serve (split "
+                    f"{models[name].n} runs on the device); got {bad}"
+                )
+        # model_info() runs one dry pass on the CPU and caches the block shapes that tail()'s
+        # input check uses, so it must happen before the blocks move to another device.
+        catalog = {name: model.model_info() for name, model in models.items()}
+        super().__init__(catalog, served, limits or FrameLimits())
+        self._device = torch.device(device)
+        self._models = dict(models)
+        for model in self._models.values():
+            model.module.to(self._device)
+
+    @classmethod
+    def from_config(cls, config: WorkerConfig) -> ModelTailRunner:
+        """Load every configured model (no download) and resolve its split selection."""
+        from splitting.registry import load_model
+
+        device = resolve_device(config.device)
+        models: dict[str, SplitModel] = {}
+        served: dict[str, list[int]] = {}
+        for entry in config.models:
+            try:
+                model = load_model(entry.name, weights=entry.weights)
+            except SplittingError as exc:
+                raise RunnerError(f"cannot load model {entry.name!r}: {exc}") from exc
+            models[entry.name] = model
+            served[entry.name] = resolve_splits(model, entry)
+        return cls(models, served, device=device, limits=config.frame_limits.limits())
+
+    @property
+    def device(self) -> str:
+        if self._device.type == "cuda":
+            return f"cuda:{self._device.index or 0}"
+        return str(self._device)
+
+    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
+        split_model = self._models[model]
+        batch = self._to_batch(split_model, split, frames)
+        with torch.inference_mode():
+            logits = split_model.tail(batch.to(self._device), split)
+            probabilities = torch.softmax(logits.float().flatten(1), dim=1)
+            top = torch.topk(probabilities, k=min(TOP_K, probabilities.shape[1]), dim=1)
+        return top5_predictions(
+            top.values.cpu().numpy(), top.indices.cpu().numpy(), split_model.labels
+        )
+
+    def warm_up(self) -> None:
+        """One tail call per model at its first served split: the first call of a model costs
+        about a second of one-time setup on CPU, which must not land on a real request."""
+        for name, splits in self._served.items():
+            if not splits:
+                continue
+            model, split = self._models[name], splits[0]
+            shape = self._catalog[name].split_shapes[split]
+            with torch.inference_mode():
+                if split == 0:
+                    sample = model.preprocess(np.zeros(shape, dtype=np.uint8))
+                else:
+                    sample = torch.zeros((1, *shape))
+                model.tail(sample.to(self._device), split)
+
+    @staticmethod
+    def _to_batch(model: SplitModel, split: int, frames: Sequence[Frame]) -> torch.Tensor:
+        stacked = np.stack([frame.tensor for frame in frames])
+        if split == 0:
+            return model.preprocess(stacked)
+        return torch.from_numpy(stacked.astype(np.float32, copy=False))
+
+
+class EchoTailRunner(_DecodingRunner):
+    """Decodes and validates like the real runner, then answers a fixed top-5 (no model)."""
+
+    def __init__(self, infos: Sequence[ModelInfo], *, limits: FrameLimits | None = None) -> None:
+        catalog = {info.name: info for info in infos}
+        served = {info.name: list(range(info.n)) for info in infos}
+        super().__init__(catalog, served, limits or FrameLimits())
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
+        return [list(ECHO_TOP5) for _ in frames]
+
+    def warm_up(self) -> None:
+        """Nothing to warm: no model."""
+
+
+def _check_dtype(frame: Frame) -> None:
+    """Split 0 carries a uint8 image; later splits carry floating activations."""
+    dtype, split = frame.tensor.dtype, frame.header.split
+    if split == 0 and dtype != np.uint8:
+        raise BadInputError(f"split 0 takes a uint8 image, the frame carries {dtype}")
+    if split > 0 and not np.issubdtype(dtype, np.floating):
+        raise BadInputError(f"split {split} takes a floating tensor, the frame carries {dtype}")
+
+
+ECHO_TOP5 = tuple(
+    Prediction(index=i, label=f"echo-{i}", score=score)
+    for i, score in enumerate((0.5, 0.2, 0.15, 0.1, 0.05))
+)
+
+
+def echo_model_info(
+    name: str = "echo", *, shapes: Sequence[tuple[int, ...]] = ((16, 16, 3), (64,))
+) -> ModelInfo:
+    """A model that exists only for the transport benchmark: tiny tensors at splits 0..n-1."""
+    return ModelInfo(name=name, fingerprint="ec40" * 4, split_shapes=(*shapes, ()))
+
+
+def top5_predictions(
+    scores: np.ndarray, indices: np.ndarray, labels: Sequence[str]
+) -> list[list[Prediction]]:
+    """Per row: the top classes as Predictions (index, label, softmax score)."""
+    return [
+        [
+            Prediction(index=int(index), label=labels[int(index)], score=float(score))
+            for score, index in zip(row_scores, row_indices, strict=True)
+        ]
+        for row_scores, row_indices in zip(scores, indices, strict=True)
+    ]
+
+
+def resolve_device(choice: str) -> str:
+    """ "auto" -> cuda when available, else cpu; "cuda" without a GPU is an error."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RunnerError('device "cuda" requested but torch sees no CUDA device')
+    return choice
+
+
+def resolve_splits(model: SplitModel, entry: ModelEntry) -> list[int]:
+    """The splits a worker serves for one model entry (never split n: that runs locally)."""
+    if entry.splits == "all":
+        return list(range(model.n))
+    if entry.splits == "candidates":
+        return candidate_splits(model, entry.candidate_codec)
+    bad = [k for k in entry.splits if not 0 <= k < model.n]
+    if bad:
+        raise RunnerError(
+            f"{model.name} splits {bad} are out of range: a worker serves 0..{model.n - 1}"
+        )
+    return sorted(entry.splits)
+
+
+def candidate_splits(model: SplitModel, codec: str) -> list[int]:
+    """Natural bottlenecks of `model` under `codec`, measured on one real sample image.
+
+    Bytes on the wire decide: split 0 sends the JPEG of the prepared image, split k the frame
+    of block k-1's output under `codec`. Split n is left out (it never reaches a worker).
+    """
+    from splitting.images import sample_images
+
+    _, image = sample_images()[0]
+    prepared = model.prepare_image(image)
+    outputs = model.head_outputs(model.preprocess(prepared), range(1, model.n))
+    bytes_by_k = [_frame_bytes(model, prepared, "jpeg", 0)]
+    bytes_by_k += [_frame_bytes(model, outputs[k][0].numpy(), codec, k) for k in range(1, model.n)]
+    chosen = natural_bottlenecks([*bytes_by_k, 0])
+    return [k for k in chosen if k < model.n]
+
+
+def _frame_bytes(model: SplitModel, tensor: np.ndarray, codec: str, k: int) -> int:
+    frame = encode_frame(
+        tensor,
+        codec=codec,
+        request_id="probe",
+        model=model.name,
+        fingerprint=model.fingerprint,
+        split=k,
+    )
+    return len(frame)

@@ -1,0 +1,239 @@
+"""Worker load statistics and the retained telemetry they become.
+
+`WorkerStats` is updated by the compute thread (batches, outcomes) and read by the telemetry
+thread; `TelemetryReporter` publishes a `schemas.messages.TelemetryMessage` every interval and,
+rate-limited, whenever the load changes noticeably (queue depth moved by an eighth of the
+capacity, a split got its first service time, a request was rejected), so a device's chooser
+sees a burst without waiting a whole interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.messages import TelemetryMessage, encode_message
+
+LOG = logging.getLogger(__name__)
+Outcome = Literal["served", "rejected", "expired", "errors"]
+EWMA_ALPHA = 0.2  # weight of the newest sample: about the last 10 batches matter
+
+
+def ewma(previous: float | None, sample: float, alpha: float = EWMA_ALPHA) -> float:
+    return sample if previous is None else previous + alpha * (sample - previous)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    in_flight: int
+    batch_size: float
+    utilization: float
+    service_ms: dict[str, dict[int, float]]
+    served: int
+    rejected: int
+    expired: int
+    errors: int
+
+
+class WorkerStats:
+    """Counters and moving averages of one worker; thread-safe."""
+
+    def __init__(self, *, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[Outcome, int] = {"served": 0, "rejected": 0, "expired": 0, "errors": 0}
+        self._service_ms: dict[str, dict[int, float]] = {}
+        self._batch_size: float | None = None
+        self._in_flight = 0
+        self._busy_since: float | None = None
+        self._busy: deque[tuple[float, float]] = deque()  # finished busy periods (start, end)
+
+    def count(self, outcome: Outcome, n: int = 1) -> None:
+        with self._lock:
+            self._counts[outcome] += n
+
+    def batch_started(self, size: int) -> None:
+        with self._lock:
+            self._in_flight = size
+            self._busy_since = self._clock()
+
+    def batch_finished(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._busy_since is not None:
+                self._busy.append((self._busy_since, now))
+            self._busy_since = None
+            self._in_flight = 0
+            self._prune(now)
+
+    def record_compute(self, model: str, split: int, batch_size: int, compute_ms: float) -> None:
+        """One tail call: its time (per batch) and size feed the EWMAs."""
+        with self._lock:
+            per_model = self._service_ms.setdefault(model, {})
+            per_model[split] = ewma(per_model.get(split), compute_ms)
+            self._batch_size = ewma(self._batch_size, float(batch_size))
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            now = self._clock()
+            self._prune(now)
+            return StatsSnapshot(
+                in_flight=self._in_flight,
+                batch_size=self._batch_size or 0.0,
+                utilization=self._utilization(now),
+                service_ms={model: dict(splits) for model, splits in self._service_ms.items()},
+                **self._counts,
+            )
+
+    def _utilization(self, now: float) -> float:
+        """Busy fraction of the last `window_s` seconds, the running batch included."""
+        start = now - self._window_s
+        busy = sum(min(end, now) - max(begin, start) for begin, end in self._busy if end > start)
+        if self._busy_since is not None:
+            busy += now - max(self._busy_since, start)
+        return min(1.0, max(0.0, busy / self._window_s))
+
+    def _prune(self, now: float) -> None:
+        while self._busy and self._busy[0][1] < now - self._window_s:
+            self._busy.popleft()
+
+
+class TelemetryReporter:
+    """Publishes retained telemetry on a thread: periodically and on significant change."""
+
+    def __init__(
+        self,
+        stats: WorkerStats,
+        *,
+        worker_id: str,
+        device: str,
+        models: Mapping[str, Sequence[int]],
+        queue_capacity: int,
+        max_batch: int,
+        interval_s: float,
+        min_gap_s: float,
+        queue_depth: Callable[[], int],
+        publish: Callable[[bytes], None],
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stats = stats
+        self._worker_id = worker_id
+        self._device = device
+        self._models = {model: list(splits) for model, splits in models.items()}
+        self._queue_capacity = queue_capacity
+        self._max_batch = max_batch
+        self._interval_s = interval_s
+        self._min_gap_s = min_gap_s
+        self._queue_depth = queue_depth
+        self._publish = publish
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._seq = 0
+        self._last: TelemetryMessage | None = None
+        self._last_at = float("-inf")
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def depth_step(self) -> int:
+        """Queue-depth change that counts as significant."""
+        return max(1, self._queue_capacity // 8)
+
+    def build(self) -> TelemetryMessage:
+        """The current telemetry message (advances `seq`)."""
+        stats = self._stats.snapshot()
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        return TelemetryMessage(
+            worker_id=self._worker_id,
+            ts=self._wall_clock(),
+            seq=seq,
+            interval_s=self._interval_s,
+            device=self._device,
+            models=self._models,
+            queue_depth=self._queue_depth(),
+            queue_capacity=self._queue_capacity,
+            in_flight=stats.in_flight,
+            batch_size=stats.batch_size,
+            max_batch=self._max_batch,
+            utilization=stats.utilization,
+            service_ms=stats.service_ms,
+            served=stats.served,
+            rejected=stats.rejected,
+            expired=stats.expired,
+            errors=stats.errors,
+        )
+
+    def publish_now(self) -> TelemetryMessage:
+        message = self.build()
+        try:
+            self._publish(encode_message(message))
+        except Exception:  # a publish failure must not end the telemetry thread
+            LOG.exception("worker %s: telemetry publish failed", self._worker_id)
+        self._last = message
+        self._last_at = self._clock()
+        return message
+
+    def nudge(self) -> None:
+        """Something changed (cheap; called from the network and compute threads)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"telemetry-{self._worker_id}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        self.publish_now()
+        while not self._stopping.is_set():
+            due_in = self._last_at + self._interval_s - self._clock()
+            woken = self._wake.wait(timeout=max(0.0, due_in))
+            if self._stopping.is_set():
+                return
+            now = self._clock()
+            if now - self._last_at >= self._interval_s:
+                self.publish_now()
+            elif woken:
+                if now - self._last_at < self._min_gap_s:
+                    # Rate limit: look again once the gap has passed (keep the wake flag).
+                    self._stopping.wait(self._min_gap_s - (now - self._last_at))
+                    continue
+                self._wake.clear()
+                if self._changed_significantly():
+                    self.publish_now()
+
+    def _changed_significantly(self) -> bool:
+        last = self._last
+        if last is None:
+            return True
+        stats = self._stats.snapshot()
+        depth = self._queue_depth()
+        new_split = any(
+            split not in last.service_ms.get(model, {})
+            for model, splits in stats.service_ms.items()
+            for split in splits
+        )
+        return (
+            abs(depth - last.queue_depth) >= self.depth_step
+            or new_split
+            or stats.rejected != last.rejected
+        )

@@ -1,0 +1,293 @@
+"""The edge worker: queue -> batch -> decode -> tail(k) -> reply, off paho's network thread.
+
+    with EdgeWorker(config) as worker:      # connects, subscribes, publishes "online"
+        worker.wait_stopped()               # or do other things; __exit__ stops it cleanly
+
+Every request taken from the queue ends with exactly one reply when it names a response topic:
+"ok" with the top-5 and timings, "error" with the code of what was wrong with it, "expired"
+when it waited past its deadline (not computed), or "rejected" if the queue overflowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+import torch
+
+from edge_worker.batching import RequestQueue
+from edge_worker.config import WorkerConfig
+from edge_worker.errors import ComputeError, QueueFullError, RequestError
+from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, WorkerLink
+from edge_worker.runner import EchoTailRunner, ModelTailRunner, TailRunner, echo_model_info
+from edge_worker.telemetry import TelemetryReporter, WorkerStats
+from schemas.errors import SchemaError
+from schemas.frame import Frame
+from schemas.messages import (
+    ErrorInfo,
+    Prediction,
+    ResultMessage,
+    ServerTimings,
+    StatusMessage,
+    encode_message,
+)
+
+LOG = logging.getLogger(__name__)
+FailureStatus = Literal["error", "expired", "rejected"]
+UNKNOWN_REQUEST_ID = "unknown"
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    request: InboundRequest
+    frame: Frame
+    queue_ms: float
+    decode_ms: float
+
+
+def build_runner(config: WorkerConfig) -> TailRunner:
+    """The runner the config asks for ("model": real tails; "echo": the transport benchmark's)."""
+    limits = config.frame_limits.limits()
+    if config.runner == "echo":
+        return EchoTailRunner(
+            [echo_model_info(entry.name) for entry in config.models], limits=limits
+        )
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
+    return ModelTailRunner.from_config(config)
+
+
+class EdgeWorker:
+    """One worker process's runtime: an MQTT link, a bounded queue, a compute thread, telemetry."""
+
+    def __init__(self, config: WorkerConfig, runner: TailRunner | None = None) -> None:
+        self.config = config
+        self.worker_id = config.worker_id
+        self.runner = runner if runner is not None else build_runner(config)
+        self.queue: RequestQueue[InboundRequest] = RequestQueue(config.queue_capacity)
+        self.stats = WorkerStats(window_s=config.telemetry_interval_s)
+        self.link = WorkerLink(
+            config.broker,
+            worker_id=config.worker_id,
+            topics=config.topics,
+            share_group=config.share_group,
+            served=self.runner.served(),
+            receive_maximum=config.queue_capacity,
+            sink=self._enqueue,
+            on_unroutable=self._unroutable,
+            status_payload=self._status_payload,
+            on_connected=self._connected,
+        )
+        self.telemetry = TelemetryReporter(
+            self.stats,
+            worker_id=config.worker_id,
+            device=self.runner.device,
+            models=self.runner.served(),
+            queue_capacity=config.queue_capacity,
+            max_batch=config.max_batch,
+            interval_s=config.telemetry_interval_s,
+            min_gap_s=config.telemetry_min_gap_s,
+            queue_depth=lambda: len(self.queue),
+            publish=self.link.publish_telemetry,
+        )
+        self._compute_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, *, wait_s: float | None = 10.0) -> EdgeWorker:
+        """Start computing, connect and subscribe (with `wait_s`: wait for the SUBACK)."""
+        self._stopped.clear()
+        self.runner.warm_up()
+        self._compute_thread = threading.Thread(
+            target=self._compute_loop, name=f"compute-{self.worker_id}", daemon=True
+        )
+        self._compute_thread.start()
+        self.link.start(wait_s=wait_s)
+        self.telemetry.start()
+        LOG.info(
+            "worker %s serving %s on %s (%s)",
+            self.worker_id,
+            self.runner.served(),
+            self.config.broker.url,
+            self.runner.device,
+        )
+        return self
+
+    def stop(self) -> None:
+        """Answer what is queued, publish "offline", clear the telemetry, disconnect."""
+        if self._compute_thread is None:
+            return
+        self.queue.close()
+        self._compute_thread.join()
+        self._compute_thread = None
+        self.telemetry.stop()
+        self.link.stop(clear_telemetry=True)
+        self._stopped.set()
+
+    def wait_stopped(self, timeout_s: float | None = None) -> bool:
+        return self._stopped.wait(timeout_s)
+
+    def __enter__(self) -> EdgeWorker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- network thread -------------------------------------------------------------------------
+
+    def _enqueue(self, request: InboundRequest) -> None:
+        try:
+            self.queue.put(request)
+        except QueueFullError as exc:
+            self.link.ack(request)
+            self.stats.count("rejected")
+            self._reply_failure(request, "rejected", ErrorInfo(code=exc.code, message=str(exc)))
+        self.telemetry.nudge()
+
+    def _unroutable(self, message: UnroutableMessage) -> None:
+        self.stats.count("errors")
+        LOG.warning("worker %s: message on %s: %s", self.worker_id, message.topic, message.reason)
+
+    def _connected(self) -> None:
+        # Retained telemetry does not survive a broker restart (no persistence): send it again.
+        self.telemetry.nudge()
+
+    def _status_payload(self, state: NodeState) -> bytes:
+        message = StatusMessage(node_id=self.worker_id, role="worker", state=state, ts=time.time())
+        return encode_message(message)
+
+    # -- compute thread -------------------------------------------------------------------------
+
+    def _compute_loop(self) -> None:
+        max_wait_s = self.config.max_wait_ms / 1000.0
+        while True:
+            batch = self.queue.take_batch(
+                self.config.max_batch, max_wait_s, timeout_s=None, on_take=self.link.ack
+            )
+            if not batch:
+                return
+            self.stats.batch_started(len(batch))
+            try:
+                self._process(batch)
+            except Exception:  # keep serving whatever one batch did
+                LOG.exception("worker %s: batch failed", self.worker_id)
+            finally:
+                self.stats.batch_finished()
+                self.telemetry.nudge()
+
+    def _process(self, batch: Sequence[InboundRequest]) -> None:
+        taken = time.monotonic()
+        decoded = [d for d in (self._admit(request, taken) for request in batch) if d is not None]
+        if not decoded:
+            return
+        model, split = decoded[0].request.key
+        started = time.perf_counter()
+        try:
+            top5 = self.runner.run_batch(model, split, [d.frame for d in decoded])
+        except Exception as exc:
+            error = exc if isinstance(exc, RequestError) else ComputeError(f"tail failed: {exc!r}")
+            if not isinstance(exc, RequestError):
+                LOG.exception("worker %s: tail(%d) of %s failed", self.worker_id, split, model)
+            for item in decoded:
+                self._fail(item.request, error, item.frame)
+            return
+        compute_ms = (time.perf_counter() - started) * 1000.0
+        self.stats.record_compute(model, split, len(decoded), compute_ms)
+        for item, predictions in zip(decoded, top5, strict=True):
+            self._reply_ok(item, predictions, compute_ms, len(decoded))
+
+    def _admit(self, request: InboundRequest, taken: float) -> _Decoded | None:
+        """Decode and validate one request, or answer it (expired/error) and return None."""
+        if _expired(request.received, request.expiry_s, taken):
+            self._expire(request, None, "message expiry interval passed in the queue")
+            return None
+        started = time.perf_counter()
+        try:
+            frame = self.runner.decode(request.payload, request.model, request.split)
+        except (SchemaError, RequestError) as exc:
+            self._fail(request, exc, None)
+            return None
+        decode_ms = (time.perf_counter() - started) * 1000.0
+        deadline_ms = frame.header.deadline_ms
+        if deadline_ms is not None and _expired(request.received, deadline_ms / 1000.0, taken):
+            self._expire(request, frame, f"deadline of {deadline_ms:g} ms passed in the queue")
+            return None
+        return _Decoded(request, frame, (taken - request.received) * 1000.0, decode_ms)
+
+    # -- replies --------------------------------------------------------------------------------
+
+    def _reply_ok(
+        self, item: _Decoded, predictions: list[Prediction], compute_ms: float, batch_size: int
+    ) -> None:
+        self.stats.count("served")
+        request = item.request
+        if request.response_topic is None:
+            return
+        message = ResultMessage(
+            request_id=item.frame.header.request_id,
+            status="ok",
+            model=request.model,
+            split=request.split,
+            worker_id=self.worker_id,
+            top5=predictions,
+            timings=ServerTimings(
+                queue_ms=item.queue_ms,
+                decode_ms=item.decode_ms,
+                compute_ms=compute_ms,
+                batch_size=batch_size,
+            ),
+        )
+        self.link.reply(request.response_topic, request.correlation_data, encode_message(message))
+
+    def _fail(self, request: InboundRequest, exc: Exception, frame: Frame | None) -> None:
+        self.stats.count("errors")
+        code = getattr(exc, "code", ComputeError.code)
+        LOG.info("worker %s: request on %s/%d refused: %s", self.worker_id, *request.key, exc)
+        self._reply_failure(request, "error", ErrorInfo(code=code, message=str(exc)), frame)
+
+    def _expire(self, request: InboundRequest, frame: Frame | None, why: str) -> None:
+        self.stats.count("expired")
+        self._reply_failure(request, "expired", ErrorInfo(code="expired", message=why), frame)
+
+    def _reply_failure(
+        self,
+        request: InboundRequest,
+        status: FailureStatus,
+        error: ErrorInfo,
+        frame: Frame | None = None,
+    ) -> None:
+        if request.response_topic is None:
+            return
+        message = ResultMessage(
+            request_id=_request_id(request, frame),
+            status=status,
+            model=request.model,
+            split=request.split,
+            worker_id=self.worker_id,
+            error=error,
+        )
+        self.link.reply(request.response_topic, request.correlation_data, encode_message(message))
+
+
+def _expired(received: float, allowed_s: float | None, now: float) -> bool:
+    return allowed_s is not None and now - received > allowed_s
+
+
+def _request_id(request: InboundRequest, frame: Frame | None) -> str:
+    """The frame's request id; else the CorrelationData (which carries the same id)."""
+    if frame is not None:
+        return frame.header.request_id
+    if request.correlation_data:
+        return request.correlation_data.decode("utf-8", errors="replace")
+    return UNKNOWN_REQUEST_ID
