@@ -1,0 +1,147 @@
+"""`splitmq profile --model NAME`: bytes and device time of every split of a model.
+
+Prints a table of every split k (block, output shape, frame bytes per codec, device ms, and
+whether k is a candidate under the decision codec), or with `--json` exactly one JSON object:
+`model`, `input_bytes`, `candidates`, `splits` (each with `k`, `name`, `shape`, `bytes`,
+`device_ms`, `candidate`) and the rest of the profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from schemas.errors import SchemaError
+from splitting.errors import SplittingError
+from splitting.images import augmented_images
+from splitting.profiling import (
+    DEFAULT_CODECS,
+    DEFAULT_DECISION_CODEC,
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_PROFILE_IMAGES,
+    DEFAULT_REPEATS,
+    ModelProfile,
+    profile_model,
+)
+from splitting.registry import DEFAULT_MODEL, load_model
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def jpeg_quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"JPEG quality must be 1..100, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "profile",
+        help="bytes on the wire and device time of every split of a model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
+    parser.add_argument(
+        "--codec",
+        default=DEFAULT_DECISION_CODEC,
+        choices=DEFAULT_CODECS,
+        help="the codec whose bytes decide the candidate splits (default %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--images",
+        type=positive_int,
+        default=DEFAULT_PROFILE_IMAGES,
+        help="augmented sample images the bytes are the median over (default %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch threads for the device-side timings (default %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=DEFAULT_REPEATS, help="timing runs per block"
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="'random', a local state_dict file, or cached named weights (default: the model's)",
+    )
+    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=DEFAULT_JPEG_QUALITY)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the image augmentation")
+    parser.add_argument("--save", metavar="PATH", help="also write the full profile as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        profile = _measure(args)
+    except (SplittingError, SchemaError) as exc:
+        print(f"splitmq profile: error: {exc}", file=sys.stderr)
+        return 2
+    if args.save:
+        profile.save(args.save)
+    if args.json:
+        print(json.dumps(profile.to_dict(), allow_nan=False))
+    else:
+        print(format_profile(profile))
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> ModelProfile:
+    model = load_model(args.model, weights=args.weights)
+    images = augmented_images(args.images, model.input_size, seed=args.seed)
+    return profile_model(
+        model,
+        images,
+        codec=args.codec,
+        jpeg_quality=args.jpeg_quality,
+        threads=args.threads,
+        repeats=args.repeats,
+    )
+
+
+def format_profile(profile: ModelProfile) -> str:
+    """A readable table: one row per split, bytes per codec, `*` on candidates."""
+    codecs = list(profile.codecs)
+    header = ["k", "block", "shape", *[f"{c} B" for c in codecs], "device ms", "cand"]
+    rows = [header]
+    for point in profile.splits:
+        shape = "x".join(str(d) for d in point.shape) or "-"
+        sizes = [f"{point.bytes[c]:,}" for c in codecs]
+        mark = "*" if point.candidate else ""
+        rows.append([str(point.k), point.name, shape, *sizes, f"{point.device_ms:.2f}", mark])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        f"{profile.model}  fingerprint {profile.fingerprint}  host {profile.host}"
+        f"  threads {profile.threads}  torch {profile.torch_version}",
+        f"split 0 sends the JPEG (quality {profile.jpeg_quality}) of the input:"
+        f" {profile.input_bytes:,} B; split {profile.n} runs everything on the device",
+        "",
+    ]
+    for row in rows:
+        cells = [
+            cell.ljust(width) if i in (1, 2) else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    candidates = profile.candidates()
+    inner = [k for k in candidates if 0 < k < profile.n]
+    lines += [
+        "",
+        f"candidates under {profile.codec} (bytes below every earlier split, plus 0 and"
+        f" {profile.n}): {candidates}  ({len(inner)} besides 0 and n)",
+        "candidates per codec: "
+        + ", ".join(f"{codec} {profile.candidates(codec)}" for codec in codecs),
+    ]
+    return "\n".join(lines)
