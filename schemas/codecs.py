@@ -152,7 +152,8 @@ def _shuffle(le: np.ndarray) -> bytes:
 
 def _encode_fp16(a: np.ndarray) -> bytes:
     _require_float(a, "fp16")
-    half = np.ascontiguousarray(a, dtype=DTYPES["float16"])
+    with np.errstate(over="ignore"):  # overflow is reported below, by count
+        half = np.ascontiguousarray(a, dtype=DTYPES["float16"])
     if np.isinf(half).any():
         overflowed = int(np.count_nonzero(np.isinf(half) & np.isfinite(a)))
         if overflowed:
@@ -170,7 +171,9 @@ def _channels(shape: tuple[int, ...]) -> int:
 def _encode_affine(a: np.ndarray, top: int) -> tuple[bytes, dict[str, Any], bytes]:
     _require_float(a, "int8" if top == QUANT_TOP["int8"] else "int4")
     channels = _channels(a.shape)
-    x = np.asarray(a, dtype=np.float32).reshape(channels, -1)
+    per_channel = a.size // channels if channels else 0
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: refused just below
+        x = np.asarray(a, dtype=np.float32).reshape(channels, per_channel)
     if x.shape[1] == 0:
         lo = hi = np.zeros(channels, dtype=np.float32)
     else:
@@ -194,16 +197,29 @@ def _affine_params(lo: np.ndarray, hi: np.ndarray, top: int) -> tuple[str, np.nd
     the same rounded numbers. float16 unless it overflows or widens a step noticeably."""
     ideal = (hi.astype(np.float64) - lo) / top
     for name in ("float16", "float32"):
-        dtype = PARAM_DTYPES[name]
-        minimum = _round_down(lo, dtype)
-        span = hi.astype(np.float64) - minimum.astype(np.float64)
-        scale = _round_up(span / top, dtype)
-        if not (np.isfinite(minimum).all() and np.isfinite(scale).all()):
+        with np.errstate(over="ignore"):  # an overflowing dtype is skipped just below
+            minimum, scale = _rounded_params(lo, hi, top, PARAM_DTYPES[name])
+        if not _decodable(scale, minimum, top):
             continue
         if name == "float16" and not _steps_close(scale, ideal):
             continue
         return name, scale, minimum
     raise CodecError("a channel's value range does not fit float32 quantization parameters")
+
+
+def _decodable(scale: np.ndarray, minimum: np.ndarray, top: int) -> bool:
+    """True if the parameters are finite and the top code decodes to a finite float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        highest = np.float32(top) * scale.astype(np.float32) + minimum.astype(np.float32)
+    return bool(np.isfinite(highest).all() and np.isfinite(minimum).all())
+
+
+def _rounded_params(
+    lo: np.ndarray, hi: np.ndarray, top: int, dtype: np.dtype[Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    minimum = _round_down(lo, dtype)
+    span = hi.astype(np.float64) - minimum.astype(np.float64)
+    return minimum, _round_up(span / top, dtype)
 
 
 def _round_down(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
@@ -226,6 +242,7 @@ def _steps_close(scale: np.ndarray, ideal: np.ndarray) -> bool:
 def _quantize(x: np.ndarray, scale: np.ndarray, minimum: np.ndarray, top: int) -> np.ndarray:
     # A constant channel has scale 0: every code is 0 and decodes to the minimum.
     inverse = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+    np.minimum(inverse, np.finfo(np.float32).max, out=inverse)  # 1 / subnormal stays finite
     q = x - minimum[:, None]
     q *= inverse[:, None]
     np.rint(q, out=q)
@@ -469,7 +486,7 @@ def _unshuffle(
     planes = np.frombuffer(body, dtype=np.uint8)
     if size == 1:
         return planes.view(dtype).copy()
-    return np.ascontiguousarray(planes.reshape(size, count).T).view(dtype).reshape(count)
+    return planes.reshape(size, count).T.copy().view(dtype).reshape(count)
 
 
 def _decode_lossless(
@@ -491,23 +508,28 @@ def _decode_affine(
 ) -> np.ndarray:
     assert encoded.quant is not None
     channels = _channels(shape)
-    scale, minimum = _read_params(encoded.params, encoded.quant["param_dtype"], channels)
+    top = QUANT_TOP[encoded.codec]
+    scale, minimum = _read_params(encoded.params, encoded.quant["param_dtype"], channels, top)
     if encoded.codec == "int8":
         codes = np.frombuffer(body, dtype=np.uint8)
     else:
         codes = _unpack_nibbles(np.frombuffer(body, dtype=np.uint8), count)
-    out = np.multiply(codes.reshape(channels, -1), scale[:, None], dtype=np.float32)
+    per_channel = count // channels if channels else 0
+    out = np.multiply(codes.reshape(channels, per_channel), scale[:, None], dtype=np.float32)
     out += minimum[:, None]
     return out.reshape(shape)
 
 
 def _read_params(
-    params: bytes | bytearray | memoryview, param_dtype: str, channels: int
+    params: bytes | bytearray | memoryview, param_dtype: str, channels: int, top: int
 ) -> tuple[np.ndarray, np.ndarray]:
     values = np.frombuffer(params, dtype=PARAM_DTYPES[param_dtype]).astype(np.float32)
     scale, minimum = values[:channels], values[channels:]
-    if not (np.isfinite(values).all() and (scale >= 0).all()):
-        raise PayloadError("quantization parameters must be finite with scale >= 0")
+    if not ((scale >= 0).all() and _decodable(scale, minimum, top)):
+        raise PayloadError(
+            "quantization parameters must be finite, with scale >= 0 and the top code "
+            "decoding to a finite float32"
+        )
     return scale, minimum
 
 
@@ -551,7 +573,11 @@ _local = threading.local()
 def _compressor(level: int) -> zstandard.ZstdCompressor:
     cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("compressors", {})
     if level not in cache:
-        cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        # Content size: lets the decoder bound decompression. Checksum: 4 bytes that turn a
+        # corrupted payload into an error instead of a silently different tensor.
+        cache[level] = zstandard.ZstdCompressor(
+            level=level, write_content_size=True, write_checksum=True
+        )
     return cache[level]
 
 
