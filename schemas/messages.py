@@ -56,8 +56,29 @@ class ErrorInfo(_Message):
     message: str
 
 
+# The status rules of ResultMessage, stated in its JSON Schema too for other-language clients.
+_RESULT_RULES: dict[str, Any] = {
+    "allOf": [
+        {
+            "if": {"properties": {"status": {"const": "ok"}}},
+            "then": {"properties": {"error": {"type": "null"}}},
+        },
+        {
+            "if": {"properties": {"status": {"const": "error"}}},
+            "then": {"required": ["error"], "properties": {"error": {"type": "object"}}},
+        },
+        {
+            "if": {"properties": {"status": {"enum": ["error", "expired", "rejected"]}}},
+            "then": {"properties": {"top5": {"maxItems": 0}}},
+        },
+    ]
+}
+
+
 class ResultMessage(_Message):
     """A worker's reply to one request, on the request's ResponseTopic."""
+
+    model_config = ConfigDict(json_schema_extra=_RESULT_RULES)
 
     v: Literal[1] = 1
     request_id: NonEmpty

@@ -1,0 +1,108 @@
+"""Topic names: built and parsed in one place, every level validated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from schemas.errors import TopicError
+from schemas.topics import Topics
+
+
+def test_builders() -> None:
+    topics = Topics()
+    assert topics.request("efficientnet-lite0", 9) == "splitmq/req/efficientnet-lite0/9"
+    assert (
+        topics.request_shared("workers", "resnet18", 0) == "$share/workers/splitmq/req/resnet18/0"
+    )
+    assert topics.result("cam-1") == "splitmq/result/cam-1"
+    assert topics.telemetry("w1") == "splitmq/telemetry/w1"
+    assert topics.telemetry_all() == "splitmq/telemetry/+"
+    assert topics.status("w1") == "splitmq/status/w1"
+    assert topics.status_all() == "splitmq/status/+"
+    assert topics.probe("cam-1") == "splitmq/probe/cam-1"
+
+
+def test_multi_level_prefix() -> None:
+    topics = Topics("site/a/splitmq")
+    assert topics.request("m", 3) == "site/a/splitmq/req/m/3"
+    assert topics.parse_request("site/a/splitmq/req/m/3") == ("m", 3)
+    with pytest.raises(TopicError):
+        topics.parse_request("splitmq/req/m/3")
+
+
+@pytest.mark.parametrize("prefix", ["", "a//b", "/a", "a/", "a/+", "#", "$SYS", "a\x00b", 5])
+def test_bad_prefixes(prefix: Any) -> None:
+    with pytest.raises(TopicError):
+        Topics(prefix)
+
+
+def test_parsers_invert_the_builders() -> None:
+    topics = Topics("lab")
+    for model, k in [("m", 0), ("efficientnet-lite0", 12), ("vit_b_16", 123456)]:
+        assert topics.parse_request(topics.request(model, k)) == (model, k)
+    assert topics.parse_telemetry(topics.telemetry("gpu-7")) == "gpu-7"
+    assert topics.parse_status(topics.status("node é")) == "node é"
+    assert topics.parse_result(topics.result("cam.1")) == "cam.1"
+
+
+@pytest.mark.parametrize("segment", ["", "a/b", "a+b", "a#", "$x", "nul\x00", None, 7])
+def test_bad_segments(segment: Any) -> None:
+    topics = Topics()
+    for build in (
+        lambda: topics.request(segment, 1),
+        lambda: topics.request_shared(segment, "m", 1),
+        lambda: topics.result(segment),
+        lambda: topics.telemetry(segment),
+        lambda: topics.status(segment),
+        lambda: topics.probe(segment),
+    ):
+        with pytest.raises(TopicError):
+            build()
+
+
+@pytest.mark.parametrize("k", [-1, True, 1.5, "3", None])
+def test_bad_splits(k: Any) -> None:
+    with pytest.raises(TopicError, match="split"):
+        Topics().request("m", k)
+
+
+def test_numpy_split_is_an_integer() -> None:
+    assert Topics().request("m", np.int64(4)) == "splitmq/req/m/4"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "splitmq/req/m",
+        "splitmq/req/m/3/extra",
+        "splitmq/req//3",
+        "splitmq/req/m/03",
+        "splitmq/req/m/-1",
+        "splitmq/req/m/+3",
+        "splitmq/req/m/x",
+        "splitmq/req/m/３",
+        "splitmq/req/m/",
+        "other/req/m/3",
+        "$share/g/splitmq/req/m/3",
+        "splitmq/telemetry/m",
+    ],
+)
+def test_parse_request_refuses_other_topics(topic: str) -> None:
+    with pytest.raises(TopicError):
+        Topics().parse_request(topic)
+
+
+@pytest.mark.parametrize(
+    "topic", ["splitmq/telemetry/", "splitmq/telemetry/a/b", "splitmq/status/w"]
+)
+def test_parse_telemetry_refuses_other_topics(topic: str) -> None:
+    with pytest.raises(TopicError):
+        Topics().parse_telemetry(topic)
+
+
+def test_topic_length_limit() -> None:
+    with pytest.raises(TopicError, match="65535"):
+        Topics().result("d" * 70000)
