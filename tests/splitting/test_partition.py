@@ -121,3 +121,27 @@ def test_prepare_image_resizes_and_center_crops(resnet18: SplitModel) -> None:
         resnet18.prepare_image(np.zeros((10, 10, 2), dtype=np.uint8))
     with pytest.raises(InvalidInputError, match="uint8"):
         resnet18.prepare_image(np.zeros((10, 10, 3)))
+
+
+def test_model_info_describes_the_frames_a_worker_accepts(resnet18: SplitModel) -> None:
+    from schemas.errors import FingerprintMismatchError, ShapeMismatchError
+    from schemas.frame import decode_frame, encode_frame
+
+    info = resnet18.model_info()
+    assert info.name == "resnet18" and info.fingerprint == resnet18.fingerprint
+    assert info.split_shapes == resnet18.split_shapes()
+    catalog = {info.name: info}
+    x = resnet18.preprocess(augmented_images(1, 224, seed=6))
+    z = resnet18.head(x, 4)[0].numpy()
+
+    def frame(tensor: np.ndarray, fingerprint: str) -> bytes:
+        return encode_frame(
+            tensor, codec="int8", request_id="r", model="resnet18", fingerprint=fingerprint, split=4
+        )
+
+    decoded = decode_frame(frame(z, resnet18.fingerprint), catalog=catalog)
+    assert decoded.tensor.shape == z.shape
+    with pytest.raises(FingerprintMismatchError):
+        decode_frame(frame(z, "0" * 16), catalog=catalog)
+    with pytest.raises(ShapeMismatchError):
+        decode_frame(frame(z[:32], resnet18.fingerprint), catalog=catalog)
