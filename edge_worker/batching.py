@@ -1,5 +1,12 @@
 """The worker's bounded request queue and its dynamic batcher.
 
+Two bounds: `capacity` is what the worker advertises as its MQTT ReceiveMaximum, so a broker
+that enforces it never delivers more; `max_bytes` is the hard memory bound. Mosquitto 2.0.11
+does not enforce a client's ReceiveMaximum once acknowledgements flow (measured: 225
+unacknowledged deliveries to a client that asked for 8), so the queue accepts requests past
+`capacity` (they were delivered; dropping them would lose them) and refuses only past
+`max_bytes`, where the worker answers "rejected" instead of holding more.
+
 Requests wait in one queue per (model, split) key. The batcher takes the oldest request of all,
 then gathers more of the same key until it has `max_batch` of them or `max_wait_s` has passed
 since that first request arrived (a request that already waited that long starts its batch at
@@ -22,10 +29,12 @@ BatchKey = tuple[str, int]  # (model, split)
 
 @dataclass(frozen=True)
 class Queued:
-    """What the queue needs of a request: its batch key and when it arrived (monotonic s)."""
+    """What the queue needs of a request: its batch key, when it arrived (monotonic s) and
+    how many bytes it holds."""
 
     key: BatchKey
     received: float
+    nbytes: int
 
 
 T = TypeVar("T", bound=Queued)
@@ -37,20 +46,26 @@ class _Lane(Generic[T]):
 
 
 class RequestQueue(Generic[T]):
-    """A bounded multi-key FIFO with a dynamic batcher; thread-safe.
+    """A multi-key FIFO with a dynamic batcher; thread-safe.
 
-    `put` never blocks (it runs in paho's network thread) and raises `QueueFullError` past
-    `capacity`; the worker's MQTT ReceiveMaximum equals `capacity`, so with acknowledgements sent
-    on `take_batch` the broker never delivers more than fit.
+    `put` never blocks (it runs in paho's network thread). It raises `QueueFullError` only when
+    the request would push the held bytes past `max_bytes` (one request is always admitted).
     """
 
-    def __init__(self, capacity: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, capacity: int, max_bytes: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"queue capacity must be >= 1, got {capacity}")
+        if max_bytes < 1:
+            raise ValueError(f"queue byte limit must be >= 1, got {max_bytes}")
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._clock = clock
         self._lanes: dict[BatchKey, _Lane[T]] = {}
         self._size = 0
+        self._bytes = 0
+        self.peak = 0  # most requests held at once
         self._closed = False
         self._changed = threading.Condition()
 
@@ -58,15 +73,22 @@ class RequestQueue(Generic[T]):
         with self._changed:
             return self._size
 
+    @property
+    def held_bytes(self) -> int:
+        with self._changed:
+            return self._bytes
+
     def put(self, item: T) -> None:
         with self._changed:
-            if self._size >= self.capacity:
+            if self._size and self._bytes + item.nbytes > self.max_bytes:
                 raise QueueFullError(
-                    f"worker queue is full ({self.capacity} requests); the broker delivered "
-                    "more than the advertised ReceiveMaximum"
+                    f"worker holds {self._size} requests ({self._bytes} bytes); one more of "
+                    f"{item.nbytes} bytes would pass its limit of {self.max_bytes} bytes"
                 )
             self._lanes.setdefault(item.key, _Lane()).items.append(item)
             self._size += 1
+            self._bytes += item.nbytes
+            self.peak = max(self.peak, self._size)
             self._changed.notify_all()
 
     def close(self) -> None:
@@ -84,6 +106,7 @@ class RequestQueue(Generic[T]):
             )
             self._lanes.clear()
             self._size = 0
+            self._bytes = 0
             return items
 
     def take_batch(
@@ -137,5 +160,7 @@ class RequestQueue(Generic[T]):
         return self._pop(oldest)
 
     def _pop(self, lane: _Lane[T]) -> T:
+        item = lane.items.popleft()
         self._size -= 1
-        return lane.items.popleft()
+        self._bytes -= item.nbytes
+        return item

@@ -133,6 +133,12 @@ class WorkerConfig(BaseModel):
         description="requests held by this worker; also its MQTT ReceiveMaximum, so the broker "
         "keeps the overflow",
     )
+    max_held_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1,
+        description="hard bound on request bytes held; past it requests are answered "
+        '"rejected" (a broker that ignores ReceiveMaximum can deliver past queue_capacity)',
+    )
     telemetry_interval_s: float = Field(1.0, gt=0, description="periodic telemetry interval")
     telemetry_min_gap_s: float = Field(
         0.1, ge=0, description="least time between two telemetry messages (on-change rate limit)"

@@ -3,9 +3,12 @@
 Flow control: the client connects with MQTT v5 ReceiveMaximum = queue capacity and manual
 acknowledgements. `on_message` does no decoding and no model work; it hands the raw payload
 with its routing properties to `sink` (the worker's bounded queue) and returns. The PUBACK is
-sent when the batcher takes the request from the queue (`ack`), so the broker never has more
-than `queue capacity` unacknowledged deliveries out to this worker: a burst waits in the broker
-(whose per-client queue is sized for it in broker/mosquitto.conf), and none is dropped here.
+sent when the batcher takes the request from the queue (`ack`), so a broker that enforces
+ReceiveMaximum never has more than `queue capacity` unacknowledged deliveries out to this
+worker, and a burst waits in the broker (whose per-client queue is sized for it in
+broker/mosquitto.conf). Mosquitto 2.0.11 over-delivers once acks flow (see
+edge_worker.batching); the queue then holds the extra requests up to its byte limit rather
+than drop what was delivered.
 """
 
 from __future__ import annotations
@@ -229,11 +232,13 @@ class WorkerLink:
                 UnroutableMessage(message.topic, str(exc), response_topic, correlation)
             )
             return
+        payload = bytes(message.payload)
         self._sink(
             InboundRequest(
                 key=key,
                 received=received,
-                payload=bytes(message.payload),
+                nbytes=len(payload),
+                payload=payload,
                 response_topic=response_topic,
                 correlation_data=correlation,
                 expiry_s=getattr(props, "MessageExpiryInterval", None),

@@ -69,7 +69,10 @@ class EdgeWorker:
         self.config = config
         self.worker_id = config.worker_id
         self.runner = runner if runner is not None else build_runner(config)
-        self.queue: RequestQueue[InboundRequest] = RequestQueue(config.queue_capacity)
+        self.queue: RequestQueue[InboundRequest] = RequestQueue(
+            config.queue_capacity, config.max_held_bytes
+        )
+        self._warned_over_capacity = False
         self.stats = WorkerStats(window_s=config.telemetry_interval_s)
         self.link = WorkerLink(
             config.broker,
@@ -153,6 +156,14 @@ class EdgeWorker:
             self.link.ack(request)
             self.stats.count("rejected")
             self._reply_failure(request, "rejected", ErrorInfo(code=exc.code, message=str(exc)))
+        if not self._warned_over_capacity and len(self.queue) > self.queue.capacity:
+            self._warned_over_capacity = True
+            LOG.warning(
+                "worker %s: the broker delivered more than ReceiveMaximum=%d unacknowledged "
+                "requests (Mosquitto 2.0.11 was measured not to enforce it); holding them",
+                self.worker_id,
+                self.queue.capacity,
+            )
         self.telemetry.nudge()
 
     def _unroutable(self, message: UnroutableMessage) -> None:
