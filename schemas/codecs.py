@@ -121,7 +121,7 @@ def encode_tensor(
         dtype, body, quant, params = "float32", _encode_fp16(a), None, b""
     else:
         dtype = "float32"
-        body, quant, params = _encode_affine(a, QUANT_TOP[codec])
+        body, quant, params = _encode_affine(a, codec)
     payload = _compressor(zstd_level).compress(body)
     return EncodedTensor(codec, dtype, shape, quant, params, payload, "zstd", len(body))
 
@@ -168,8 +168,9 @@ def _channels(shape: tuple[int, ...]) -> int:
     return shape[0] if shape else 1
 
 
-def _encode_affine(a: np.ndarray, top: int) -> tuple[bytes, dict[str, Any], bytes]:
-    _require_float(a, "int8" if top == QUANT_TOP["int8"] else "int4")
+def _encode_affine(a: np.ndarray, codec: str) -> tuple[bytes, dict[str, Any], bytes]:
+    _require_float(a, codec)
+    top = QUANT_TOP[codec]
     channels = _channels(a.shape)
     per_channel = a.size // channels if channels else 0
     with np.errstate(over="ignore"):  # float64 beyond float32's range: refused just below
@@ -181,12 +182,12 @@ def _encode_affine(a: np.ndarray, top: int) -> tuple[bytes, dict[str, Any], byte
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise CodecError(
-            f"int{8 if top == 255 else 4} cannot carry NaN/Inf ({bad} non-finite values, or "
-            "values beyond float32 range); use lossless or fp16"
+            f"{codec} cannot carry NaN/Inf: {bad} values are NaN, ±Inf or beyond float32 "
+            "range; use lossless or fp16"
         )
     param_dtype, scale, minimum = _affine_params(lo, hi, top)
     codes = _quantize(x, scale.astype(np.float32), minimum.astype(np.float32), top)
-    body = codes.tobytes() if top == QUANT_TOP["int8"] else _pack_nibbles(codes.reshape(-1))
+    body = codes.tobytes() if codec == "int8" else _pack_nibbles(codes.reshape(-1))
     params = scale.tobytes() + minimum.tobytes()
     return body, {"param_dtype": param_dtype}, params
 
