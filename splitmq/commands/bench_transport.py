@@ -1,0 +1,60 @@
+"""`splitmq bench transport --json PATH`: loopback round trip and a QoS 1 burst."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RTT_TARGET_P50_MS = 1.0
+RTT_TARGET_P99_MS = 5.0
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "transport", help="round trip and burst over a real Mosquitto (echo tail)"
+    )
+    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    parser.add_argument("--rtt-requests", type=int, default=2000, help="timed round trips")
+    parser.add_argument("--burst", type=int, default=5000, help="requests in the burst")
+    parser.add_argument("--devices", type=int, default=10, help="devices in the burst")
+    parser.add_argument("--host", help="use this broker instead of an embedded one")
+    parser.add_argument("--port", type=int, default=1883, help="port of --host")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from broker.client import BrokerSettings
+    from broker.errors import BrokerError
+    from device_node.errors import DeviceError
+    from edge_worker.errors import WorkerError
+    from splitmq.errors import SplitmqError
+    from splitmq.transport_bench import TransportOptions, format_table, run_transport_bench
+
+    settings = BrokerSettings(host=args.host, port=args.port) if args.host else None
+    try:
+        options = TransportOptions(
+            rtt_requests=args.rtt_requests,
+            burst_requests=args.burst,
+            burst_devices=args.devices,
+        )
+        result = run_transport_bench(options, settings=settings)
+    except (SplitmqError, BrokerError, DeviceError, WorkerError) as exc:
+        print(f"splitmq bench transport: {exc}", file=sys.stderr)
+        return 2
+    result["targets"] = {
+        "rtt_p50_ms": RTT_TARGET_P50_MS,
+        "rtt_p99_ms": RTT_TARGET_P99_MS,
+        "met": result["rtt_ms"]["p50"] < RTT_TARGET_P50_MS
+        and result["rtt_ms"]["p99"] < RTT_TARGET_P99_MS
+        and result["burst"]["lost"] == 0,
+    }
+    print(format_table(result))
+    print(f"  targets met: {result['targets']['met']}")
+    if args.json_path is not None:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"  written to {args.json_path}")
+    return 0 if result["burst"]["lost"] == 0 else 1

@@ -1,0 +1,411 @@
+"""Transport benchmark: MQTT + framing only, with the worker's echo runner as the tail.
+
+1. Round trip on loopback: one device link publishes a tiny frame (64 float32, lossless codec)
+   and waits for its result, one request at a time. Timed from just before the frame is
+   encoded to the moment paho's network thread hands the device the result: framing, publish,
+   broker, the worker's queue, decode and reply, and the result's way back. The worker gathers
+   no batch (`max_wait_ms: 0`), since batching is a worker policy, not transport.
+2. Burst: D devices publish N requests in total at QoS 1 as fast as paho takes them, then wait
+   for every result. `lost` counts requests without an "ok" result.
+
+What made bursts stall or lose messages, and what prevents it here:
+- Stalls: not reproduced with the project's settings, nor with Mosquitto's defaults and no
+  TCP_NODELAY on either side: 3,000 QoS 1 messages to one paho subscriber arrived at about
+  10,000 msg/s both ways (in-flight window 20). What did stall: with the worker, ten device
+  links and their publishers in one Python process on two busy cores, results arrived with gaps
+  of up to ~1 s and ~900/s (GIL and CPU contention). The benchmark therefore runs the worker in
+  its own process, as deployed (`worker_mode="process"`). TCP_NODELAY (clients and broker)
+  is what the round trip needs: Nagle's algorithm meeting delayed ACKs made it 88 ms
+  (DESIGN.md), against well under 1 ms here.
+- Loss, in the broker: a QoS 1 message for a client whose in-flight window is full waits in the
+  broker's per-client queue; past `max_queued_messages` (default 1000) Mosquitto drops it
+  silently. Raised to 100,000 messages / 1 GiB (broker/mosquitto.conf).
+- Loss, at the worker: the worker advertises ReceiveMaximum = its queue capacity and acknowledges
+  a request only when it takes it from its queue, meaning to leave the backlog in the broker.
+  Mosquitto 2.0.11 does not enforce a client's ReceiveMaximum once PUBACKs flow: its own log
+  showed up to 876 unacknowledged PUBLISHes to a subscriber that advertised 8 (10 publishers,
+  1,000 messages, acks 1 ms after receipt; the limit holds only while no PUBACK comes back).
+  A worker that rejected the excess answered hundreds of a burst with "rejected" (159 of 1,000
+  in this benchmark). The worker now holds whatever was delivered, bounded by bytes
+  (edge_worker's `max_held_bytes`), and rejects only past that memory bound, which a device
+  answers with its local fallback rather than losing the request.
+- paho's own outgoing queue is unbounded (`max_queued_messages_set(0)`), so publish() never
+  refuses a request in a burst.
+- Expiry: the broker discards a queued request whose MessageExpiryInterval has passed, and the
+  worker answers "expired" for one that waited past its deadline. Both are intended for live
+  requests; here the expiry is set longer than the burst can take, so an expired request would
+  still show up as lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from broker.client import BrokerSettings
+from broker.launcher import MosquittoBroker
+from device_node.errors import DeviceError
+from device_node.link import DeviceLink, Outcome, PendingRequest
+from edge_worker.cli import add_worker_arguments, config_from_args
+from edge_worker.config import WorkerConfig
+from edge_worker.runner import echo_model_info
+from edge_worker.worker import EdgeWorker
+from schemas.frame import ModelInfo, encode_frame
+from splitmq.errors import SplitmqError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WORKER_ID = "bench-worker"
+ECHO_MODEL = "echo"
+ECHO_SPLIT = 1  # a (64,) float32 tensor: the smallest frame the echo model takes
+
+
+class TransportBenchError(SplitmqError):
+    """The benchmark could not run (no broker, no worker, a device that cannot connect)."""
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    rtt_requests: int = 2000
+    warmup: int = 100
+    burst_requests: int = 5000
+    burst_devices: int = 10
+    expiry_s: float = 120.0
+    burst_timeout_s: float = 120.0
+    worker_max_batch: int = 32
+    worker_queue: int = 64
+    worker_mode: Literal["process", "thread"] = "process"
+    worker_start_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.rtt_requests < 1 or self.burst_requests < 1 or self.burst_devices < 1:
+            raise TransportBenchError("request and device counts must be >= 1")
+
+
+def run_transport_bench(
+    options: TransportOptions, *, settings: BrokerSettings | None = None
+) -> dict[str, Any]:
+    """Run both parts against `settings` (default: an embedded Mosquitto on a free port)."""
+    with contextlib.ExitStack() as stack:
+        if settings is None:
+            broker = stack.enter_context(MosquittoBroker())
+            settings = BrokerSettings(host=broker.host, port=broker.port)
+        stack.enter_context(_echo_worker(options, settings))
+        observer = stack.enter_context(_connected(DeviceLink(settings, "bench-observer")))
+        _wait_for_worker(observer, options.worker_start_s)
+        info = echo_model_info(ECHO_MODEL)
+        rtt = measure_rtt(settings, info, options)
+        burst = measure_burst(settings, info, options)
+        telemetry = _final_telemetry(observer, served_at_least=burst["answered"])
+    return {
+        "rtt_ms": rtt,
+        "burst": burst,
+        "worker": {
+            "runner": "echo",
+            "mode": options.worker_mode,
+            "max_batch": options.worker_max_batch,
+            "max_wait_ms": 0.0,
+            "queue_capacity": options.worker_queue,
+            **telemetry,
+        },
+        "frame_bytes": len(_frame(info, "size-probe", "bench")),
+    }
+
+
+def _worker_args(options: TransportOptions, settings: BrokerSettings) -> list[str]:
+    return [
+        "--broker-host", settings.host,
+        "--broker-port", str(settings.port),
+        "--worker-id", WORKER_ID,
+        "--model", ECHO_MODEL,
+        "--runner", "echo",
+        "--device", "cpu",
+        "--max-batch", str(options.worker_max_batch),
+        "--max-wait-ms", "0",
+        "--queue-capacity", str(options.worker_queue),
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _echo_worker(options: TransportOptions, settings: BrokerSettings) -> Iterator[None]:
+    """The worker in its own process (as deployed: no GIL shared with the devices), or in
+    this one (`worker_mode="thread"`)."""
+    if options.worker_mode == "thread":
+        config = worker_config_from_args(_worker_args(options, settings))
+        with EdgeWorker(config):
+            yield
+        return
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge_worker.cli", *_worker_args(options, settings)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": _python_path()},
+    )
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def worker_config_from_args(argv: list[str]) -> WorkerConfig:
+    """The config `edge-worker` would build from these flags (the in-process worker's)."""
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def _python_path() -> str:
+    existing = os.environ.get("PYTHONPATH")
+    return f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
+
+
+def _wait_for_worker(observer: DeviceLink, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not observer.alive_workers(ECHO_MODEL, ECHO_SPLIT):
+        if time.monotonic() > deadline:
+            raise TransportBenchError(f"the echo worker did not appear within {timeout_s:g} s")
+        time.sleep(0.05)
+
+
+def _final_telemetry(observer: DeviceLink, *, served_at_least: int) -> dict[str, Any]:
+    """The worker's counters from its telemetry, once they include the burst (or after 3 s)."""
+    deadline = time.monotonic() + 3.0
+    while True:
+        view = observer.workers().get(WORKER_ID)
+        telemetry = view.telemetry if view is not None else None
+        done = telemetry is not None and telemetry.served >= served_at_least
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if telemetry is None:
+        return {}
+    return {
+        "served": telemetry.served,
+        "rejected": telemetry.rejected,
+        "expired": telemetry.expired,
+        "errors": telemetry.errors,
+    }
+
+
+def _frame(info: ModelInfo, request_id: str, device_id: str) -> bytes:
+    tensor = np.linspace(-1.0, 1.0, num=info.split_shapes[ECHO_SPLIT][0], dtype=np.float32)
+    return encode_frame(
+        tensor,
+        codec="lossless",
+        request_id=request_id,
+        model=info.name,
+        fingerprint=info.fingerprint,
+        split=ECHO_SPLIT,
+        device_id=device_id,
+    )
+
+
+def _connected_link(settings: BrokerSettings, device_id: str) -> DeviceLink:
+    link = DeviceLink(settings, device_id)
+    try:
+        return link.start(wait_s=10.0)
+    except DeviceError as exc:
+        raise TransportBenchError(f"device {device_id} cannot connect: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _connected(link: DeviceLink) -> Iterator[DeviceLink]:
+    try:
+        link.start(wait_s=10.0)
+    except DeviceError as exc:
+        raise TransportBenchError(f"device {link.device_id} cannot connect: {exc}") from exc
+    try:
+        yield link
+    finally:
+        link.stop()
+
+
+# -- round trip -------------------------------------------------------------------------------
+
+
+def measure_rtt(
+    settings: BrokerSettings, info: ModelInfo, options: TransportOptions
+) -> dict[str, Any]:
+    link = _connected_link(settings, "rtt-device")
+    samples: list[float] = []
+    try:
+        for i in range(options.warmup + options.rtt_requests):
+            started = link.clock()
+            request_id = f"rtt-{i}"
+            pending = link.publish_request(
+                _frame(info, request_id, link.device_id),
+                request_id=request_id,
+                model=info.name,
+                split=ECHO_SPLIT,
+                expiry_s=options.expiry_s,
+            )
+            outcome = pending.future.result(timeout=10.0)
+            if outcome.message is None or outcome.message.status != "ok":
+                raise TransportBenchError(f"round trip {i} failed: {_describe(outcome)}")
+            if i >= options.warmup:
+                samples.append((outcome.received_at - started) * 1000.0)
+    finally:
+        link.stop()
+    return _stats(samples)
+
+
+def _stats(samples: list[float]) -> dict[str, Any]:
+    values = np.asarray(samples)
+    return {
+        "p50": float(np.percentile(values, 50)),
+        "p90": float(np.percentile(values, 90)),
+        "p99": float(np.percentile(values, 99)),
+        "mean": float(values.mean()),
+        "max": float(values.max()),
+        "n": int(values.size),
+    }
+
+
+# -- burst ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _DeviceBurst:
+    link: DeviceLink
+    count: int
+    pending: list[PendingRequest]
+    publish_failures: int = 0
+    error: str | None = None
+
+
+def measure_burst(
+    settings: BrokerSettings, info: ModelInfo, options: TransportOptions
+) -> dict[str, Any]:
+    counts = _share(options.burst_requests, options.burst_devices)
+    devices = [
+        _DeviceBurst(_connected_link(settings, f"burst-{d}"), count, [])
+        for d, count in enumerate(counts)
+    ]
+    go = threading.Event()
+    threads = [
+        threading.Thread(target=_publish_all, args=(device, info, options, go), daemon=True)
+        for device in devices
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        started = time.monotonic()
+        go.set()
+        for thread in threads:
+            thread.join()
+        published_s = time.monotonic() - started
+        outcomes = _collect(devices, started + options.burst_timeout_s)
+    finally:
+        for device in devices:
+            device.link.stop()
+    return _burst_summary(devices, outcomes, started, published_s)
+
+
+def _share(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _publish_all(
+    device: _DeviceBurst, info: ModelInfo, options: TransportOptions, go: threading.Event
+) -> None:
+    go.wait()
+    link = device.link
+    try:
+        for i in range(device.count):
+            request_id = f"{link.device_id}-{i}"
+            device.pending.append(
+                link.publish_request(
+                    _frame(info, request_id, link.device_id),
+                    request_id=request_id,
+                    model=info.name,
+                    split=ECHO_SPLIT,
+                    expiry_s=options.expiry_s,
+                )
+            )
+    except Exception as exc:  # counted: every request not published is lost
+        device.error = f"{type(exc).__name__}: {exc}"
+
+
+def _collect(devices: list[_DeviceBurst], deadline: float) -> list[Outcome | None]:
+    outcomes: list[Outcome | None] = []
+    for device in devices:
+        for pending in device.pending:
+            try:
+                outcomes.append(
+                    pending.future.result(timeout=max(0.0, deadline - time.monotonic()))
+                )
+            except TimeoutError:
+                outcomes.append(None)
+    return outcomes
+
+
+def _burst_summary(
+    devices: list[_DeviceBurst], outcomes: list[Outcome | None], started: float, published_s: float
+) -> dict[str, Any]:
+    requested = sum(device.count for device in devices)
+    sent = sum(len(device.pending) for device in devices)
+    ok = [
+        o for o in outcomes if o is not None and o.message is not None and o.message.status == "ok"
+    ]
+    statuses: dict[str, int] = {}
+    for outcome in outcomes:
+        key = "no_reply" if outcome is None else _describe(outcome)
+        statuses[key] = statuses.get(key, 0) + 1
+    arrivals = sorted(o.received_at for o in ok)
+    span_s = (arrivals[-1] - started) if arrivals else 0.0
+    gaps = np.diff(arrivals) * 1000.0 if len(arrivals) > 1 else np.zeros(1)
+    return {
+        "devices": len(devices),
+        "requested": requested,
+        "sent": sent,
+        "answered": len(ok),
+        "lost": requested - len(ok),
+        "per_s": len(ok) / span_s if span_s > 0 else 0.0,
+        "publish_per_s": sent / published_s if published_s > 0 else 0.0,
+        "duration_s": span_s,
+        "max_gap_ms": float(gaps.max()),
+        "outcomes": statuses,
+        "device_errors": {d.link.device_id: d.error for d in devices if d.error},
+    }
+
+
+def _describe(outcome: Outcome) -> str:
+    if outcome.message is not None:
+        return outcome.message.status
+    return outcome.failure or "unknown"
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def format_table(result: dict[str, Any]) -> str:
+    rtt, burst = result["rtt_ms"], result["burst"]
+    return "\n".join(
+        [
+            f"transport benchmark (echo tail, {result['frame_bytes']}-byte frames, loopback)",
+            "",
+            "round trip, ms        p50      p90      p99     mean      max       n",
+            f"                 {rtt['p50']:8.3f} {rtt['p90']:8.3f} {rtt['p99']:8.3f} "
+            f"{rtt['mean']:8.3f} {rtt['max']:8.3f} {rtt['n']:7d}",
+            "",
+            "burst        devices     sent answered     lost    per_s  max gap ms",
+            f"             {burst['devices']:7d} {burst['sent']:8d} {burst['answered']:8d} "
+            f"{burst['lost']:8d} {burst['per_s']:8.0f} {burst['max_gap_ms']:11.1f}",
+            f"  outcomes: {burst['outcomes']}",
+        ]
+    )
