@@ -124,7 +124,10 @@ class WorkerConfig(BaseModel):
         "model (batched kernels may round differently)",
     )
     max_wait_ms: float = Field(
-        2.0, ge=0, description="how long a batch waits for more requests after its first one"
+        0.0,
+        ge=0,
+        description="how long a batch waits for more requests after its first one arrived; "
+        "0 = take what queued up while the previous batch ran (no added latency when idle)",
     )
     queue_capacity: int = Field(
         64,
