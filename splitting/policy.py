@@ -7,25 +7,25 @@ time is always passed in (`now`, seconds on a monotonic clock), never read insid
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+import math
+from pathlib import Path
+from typing import Any, Protocol
 
+from splitting.chooser import ChooserInputs, ChooserParams, Decision, FallbackRule, choose
+from splitting.estimators import (
+    DeviceTimes,
+    LinkEstimate,
+    OffloadFeedback,
+    Prober,
+    ServerView,
+    UplinkEstimator,
+)
+from splitting.latency import DeviceProfile, estimate_server
+from splitting.profiling import ModelProfile
+from splitting.server_profile import ServerProfile
+from splitting.traces import DEFAULT_ONE_WAY_MS
 
-@dataclass(frozen=True)
-class Decision:
-    """The split chosen for one request.
-
-    `k` is the split index (0 = send the input, n = run everything locally). `predicted_ms`
-    holds the latency model's estimate per considered split (empty for fixed policies).
-    """
-
-    k: int
-    reason: str
-    predicted_ms: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def expected_ms(self) -> float | None:
-        return self.predicted_ms.get(self.k)
+__all__ = ["Decision", "DynamicSplit", "FixedSplit", "SplitPolicy"]
 
 
 class SplitPolicy(Protocol):
@@ -103,3 +103,161 @@ class FixedSplit:
 
     def deadline_ms(self, decision: Decision) -> float | None:
         return self._deadline_ms
+
+
+class DynamicSplit:
+    """The latency-model chooser with its estimators: the device node's default policy.
+
+    It keeps an uplink-rate estimate from the device's own publishes (probing when it has run
+    locally for a while), the workers' load from their telemetry (aged out; no worker means no
+    offload) and the measured head times, and asks the pure `splitting.chooser.choose` for each
+    request. `pin=k` always answers k but keeps estimating, so that a fixed split gets the same
+    prediction-based fallback deadline (the simulator's fixed strategies use it).
+    `rate_mode="last"` with `load_aware=False` is the Neurosurgeon-style baseline.
+    """
+
+    def __init__(
+        self,
+        device: DeviceProfile,
+        *,
+        server_profile: ServerProfile | None = None,
+        one_way_ms: float = DEFAULT_ONE_WAY_MS,
+        rate_mode: str = "decayed",
+        half_life_s: float = 2.0,
+        load_aware: bool = True,
+        probe_size: int = 6000,
+        probe_quiet_s: float = 1.0,
+        probe_interval_s: float = 1.0,
+        stale_after_s: float = 3.0,
+        hysteresis: float = 0.0,
+        offload_margin_ms: float = 0.0,
+        risk: float = 0.0,
+        fallback: FallbackRule | None = None,
+        feedback: bool = True,
+        pin: int | None = None,
+    ) -> None:
+        if pin is not None and not 0 <= pin <= device.n:
+            raise ValueError(f"pinned split {pin} outside 0..{device.n}")
+        self.device = device
+        self.server_profile = server_profile
+        self.load_aware = load_aware
+        self.params = ChooserParams(
+            hysteresis=hysteresis, offload_margin_ms=offload_margin_ms, risk=risk
+        )
+        self.fallback = fallback or FallbackRule()
+        self.pin = pin
+        self.uplink = UplinkEstimator(
+            rtt_s=2 * one_way_ms / 1000, half_life_s=half_life_s, mode=rate_mode
+        )
+        self.prober = Prober(size=probe_size, quiet_s=probe_quiet_s, interval_s=probe_interval_s)
+        self.server_view = ServerView(device.model, stale_after_s=stale_after_s)
+        self.device_times = DeviceTimes()
+        self.feedback = OffloadFeedback() if feedback else None
+        self._speed_ratio: float | None = None  # measured / profiled device time
+        self._last: Decision | None = None
+        self.fallbacks = 0
+        self.results = 0
+
+    @classmethod
+    def for_device(
+        cls,
+        *,
+        profile: ModelProfile,
+        codec: str | None = None,
+        slowdown: float = 1.0,
+        deadline_ms: float | None = None,
+        server_profile: str | Path | ServerProfile | None = None,
+        **options: Any,
+    ) -> DynamicSplit:
+        """Build from what a device node has: its model profile, codec, slowdown, deadline cap
+        (the configured deadline) and optionally a server profile (path or object)."""
+        device = DeviceProfile.from_model_profile(profile, slowdown=slowdown, codec=codec)
+        if isinstance(server_profile, str | Path):
+            server_profile = ServerProfile.load(server_profile)
+        if deadline_ms is not None and "fallback" not in options:
+            options["fallback"] = FallbackRule(cap_ms=deadline_ms)
+        return cls(device, server_profile=server_profile, **options)
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def choose(self, now: float) -> Decision:
+        decision = choose(self.inputs(now))
+        if self.pin is not None:
+            decision = Decision(k=self.pin, reason="fixed", predicted_ms=decision.predicted_ms)
+        self._last = decision
+        if self.feedback is not None and decision.k < self.device.n:
+            self.feedback.on_offload(now, decision.predicted_ms.get(decision.k, math.inf))
+        return decision
+
+    def inputs(self, now: float) -> ChooserInputs:
+        """What the chooser sees now (exposed for tests and for the simulator's plots)."""
+        link: LinkEstimate | None = self.uplink.estimate(now)
+        server = estimate_server(
+            self.server_view.fresh(now),
+            self.device,
+            self.server_profile,
+            load_aware=self.load_aware,
+        )
+        if server is not None and self.feedback is not None:
+            penalty = self.feedback.penalty_ms(now, self.server_view.latest_at())
+            server = server.with_extra_wait(penalty)
+        return ChooserInputs(
+            device=self.device,
+            link=link,
+            server=server,
+            params=self.params,
+            previous_k=self._last.k if self._last is not None else None,
+            device_ms=self._device_ms(),
+        )
+
+    def _device_ms(self) -> dict[int, float]:
+        """Measured head+encode per split; unmeasured splits scaled by the measured ratio."""
+        measured = self.device_times.measured()
+        if self._speed_ratio is None:
+            return measured
+        scaled = {c.k: c.device_ms * self._speed_ratio for c in self.device.costs}
+        scaled.update(measured)
+        return scaled
+
+    def deadline_ms(self, decision: Decision) -> float | None:
+        if decision.k >= self.device.n:
+            return None  # nothing to wait for
+        return self.fallback.deadline_ms(decision.predicted_ms.get(decision.k))
+
+    def probe_bytes(self, now: float) -> int:
+        if self.pin is not None:
+            return 0
+        local = self._last is None or self._last.k == self.device.n
+        if not local or not self.server_view.fresh(now):
+            return 0  # offloading measures the link by itself; no worker, nothing to learn
+        return self.prober.probe_bytes(self.uplink, now)
+
+    # -- observations ---------------------------------------------------------------------
+
+    def on_uplink_sent(self, nbytes: int, now: float) -> None:
+        self.uplink.on_sent(nbytes, now)
+
+    def on_uplink_sample(self, nbytes: int, seconds: float, now: float) -> None:
+        self.uplink.on_sample(nbytes, seconds, now)
+
+    def on_device_time(self, k: int, ms: float, now: float) -> None:
+        if not 0 <= k <= self.device.n:
+            return
+        self.device_times.on_measured(k, ms)
+        profiled = self.device.costs[k].device_ms
+        if profiled > 0:
+            ratio = ms / profiled
+            old = self._speed_ratio
+            self._speed_ratio = ratio if old is None else old + 0.2 * (ratio - old)
+
+    def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
+        self.server_view.on_telemetry(worker_id, telemetry, now)  # type: ignore[arg-type]
+
+    def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
+        self.results += 1
+        if k >= self.device.n:
+            return
+        if not offloaded:
+            self.fallbacks += 1
+        if self.feedback is not None:
+            self.feedback.on_result(latency_ms, now)

@@ -1,0 +1,112 @@
+"""The strategies compared on every trace, all run through the same simulated system.
+
+- `local`: the whole model on the device; `offload`: split 0 (the JPEG); `fixed_<k>`: every
+  split k = 0..n (fixed_0 is offload, fixed_n is local). Fixed splits get the same
+  prediction-based fallback deadline as `dynamic` (a pinned `DynamicSplit`), so the
+  comparison isolates the choice of split.
+- `static_best`: the fixed split with the lowest mean on this trace, known only in hindsight.
+- `neurosurgeon`: argmin of the latency model with the last observed uplink rate and no load
+  awareness (the server taken as idle); it probes like `dynamic`, so it does not get stuck.
+- `dynamic`: `splitting.policy.DynamicSplit`, the device node's default.
+- `oracle`: per request, the split that actually finished first (hindsight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from splitmq.sim.runner import Simulation, StrategyRun
+from splitting.policy import DynamicSplit
+from splitting.server_profile import ServerProfile
+
+BASELINES = ("local", "offload", "static_best", "neurosurgeon", "dynamic", "oracle")
+
+
+@dataclass
+class TraceResult:
+    """Every strategy's run on one trace, with the hindsight picks."""
+
+    trace: str
+    runs: dict[str, StrategyRun]
+    static_best_k: int
+    oracle_agreement: float
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "strategies": {name: run.stats() for name, run in self.runs.items()},
+            "static_best_k": self.static_best_k,
+            "oracle_agreement": self.oracle_agreement,
+            "requests": int(self.runs["oracle"].k.size),
+            "fallbacks": {name: int(run.fallback.sum()) for name, run in self.runs.items()},
+            "probes": {name: run.probes for name, run in self.runs.items() if run.probes},
+        }
+
+
+def policy_factories(
+    sim: Simulation, server_profile: ServerProfile, **dynamic_options: Any
+) -> dict[str, Callable[[], DynamicSplit]]:
+    """Factories of every non-oracle strategy's policy, by strategy name."""
+    device = sim.device
+    one_way = sim.settings.one_way_ms
+    common: dict[str, Any] = {"server_profile": server_profile, "one_way_ms": one_way}
+
+    def pinned(k: int) -> Callable[[], DynamicSplit]:
+        return lambda: DynamicSplit(device, pin=k, probe_size=0, **common)
+
+    factories: dict[str, Callable[[], DynamicSplit]] = {
+        f"fixed_{k}": pinned(k) for k in range(device.n + 1)
+    }
+    factories["neurosurgeon"] = lambda: DynamicSplit(
+        device, rate_mode="last", load_aware=False, **common
+    )
+    factories["dynamic"] = lambda: DynamicSplit(device, **common, **dynamic_options)
+    return factories
+
+
+def evaluate(
+    sim: Simulation,
+    server_profile: ServerProfile,
+    *,
+    only: Iterable[str] | None = None,
+    **dynamic_options: Any,
+) -> TraceResult:
+    """Run every strategy on `sim` and pick the hindsight baselines."""
+    n = sim.device.n
+    factories = policy_factories(sim, server_profile, **dynamic_options)
+    wanted = set(only) if only is not None else None
+    runs: dict[str, StrategyRun] = {}
+    for name, factory in factories.items():
+        if wanted is None or name in wanted or name.startswith("fixed_"):
+            runs[name] = sim.run_policy(name, factory())
+    runs["oracle"] = sim.run_oracle()
+    runs["offload"] = _renamed(runs["fixed_0"], "offload")
+    runs["local"] = _renamed(runs[f"fixed_{n}"], "local")
+    fixed = [k for k in range(n + 1)]
+    static_k = min(fixed, key=lambda k: (float(np.mean(runs[f"fixed_{k}"].latency_ms)), k))
+    runs["static_best"] = _renamed(runs[f"fixed_{static_k}"], "static_best")
+    agreement = float("nan")
+    if "dynamic" in runs:
+        agreement = float(np.mean(runs["dynamic"].k == runs["oracle"].k))
+    return TraceResult(sim.trace.name, _ordered(runs, n), static_k, agreement)
+
+
+def _renamed(run: StrategyRun, name: str) -> StrategyRun:
+    return StrategyRun(
+        name,
+        run.arrival_s,
+        run.k,
+        run.latency_ms,
+        run.offloaded,
+        run.fallback,
+        run.rate_estimate_bps,
+        run.probes,
+    )
+
+
+def _ordered(runs: dict[str, StrategyRun], n: int) -> dict[str, StrategyRun]:
+    order = [*BASELINES, *(f"fixed_{k}" for k in range(n + 1))]
+    return {name: runs[name] for name in order if name in runs}
