@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from broker.auth import BrokerUser, write_auth_files
 from broker.errors import (
     BrokerConfigError,
     BrokerStartError,
@@ -90,12 +92,31 @@ def port_accepts(host: str, port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
+def _readable_by_broker_user(workdir: Path, files: list[Path]) -> None:
+    """Run as root, mosquitto drops to the `mosquitto` user (or `nobody`) before it reads the
+    password and ACL files: hand them to that user and let it through the private workdir."""
+    if os.geteuid() != 0:
+        return
+    for name in ("mosquitto", "nobody"):
+        try:
+            account = pwd.getpwnam(name)
+            break
+        except KeyError:
+            continue
+    else:
+        return
+    os.chmod(workdir, 0o711)  # traverse only: the directory listing stays private
+    for path in (files[0].parent, *files):
+        os.chown(path, account.pw_uid, account.pw_gid)
+
+
 class MosquittoBroker:
     """A `mosquitto -c <rendered config>` child process; a context manager.
 
     `port=None` picks a free port (and retries with another if it was taken in between).
-    `substitutions` fills extra placeholders of a custom template (e.g. the secure one's
-    `${password_file}` and `${acl_file}`).
+    `substitutions` fills extra placeholders of a custom template. With `users`, the broker
+    runs mosquitto-secure.conf: no anonymous clients, a password file and a per-role ACL written
+    into its temporary directory (broker.auth).
     """
 
     def __init__(
@@ -107,6 +128,8 @@ class MosquittoBroker:
         substitutions: Mapping[str, str] | None = None,
         binary: str | None = None,
         startup_timeout_s: float = 10.0,
+        users: Mapping[str, BrokerUser] | None = None,
+        topic_prefix: str = "splitmq",
     ) -> None:
         if port == RESERVED_PORT:
             raise BrokerConfigError(
@@ -118,7 +141,10 @@ class MosquittoBroker:
         self.host = host
         self._requested_port = port
         self._port: int | None = port
-        self._template = Path(config_template) if config_template else DEFAULT_CONFIG
+        default = SECURE_CONFIG if users else DEFAULT_CONFIG
+        self._template = Path(config_template) if config_template else default
+        self._users = dict(users or {})
+        self._topic_prefix = topic_prefix
         self._substitutions = dict(substitutions or {})
         self._binary = binary
         self._startup_timeout_s = startup_timeout_s
@@ -176,6 +202,10 @@ class MosquittoBroker:
         binary = self._binary or find_mosquitto()
         if self._workdir is None:
             self._workdir = tempfile.TemporaryDirectory(prefix="splitmq-broker-")
+            if self._users:
+                files = write_auth_files(self.workdir / "auth", self._users, self._topic_prefix)
+                _readable_by_broker_user(self.workdir, [files.password_file, files.acl_file])
+                self._substitutions.update(files.substitutions())
         attempts = 1 if self._requested_port is not None else 3
         for attempt in range(attempts):
             if self._port is None or (attempt > 0 and self._requested_port is None):
