@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from edge_worker.errors import QueueFullError
+from edge_worker.errors import QueueFullError, WorkerStoppingError
 
 BatchKey = tuple[str, int]  # (model, split)
 
@@ -49,7 +49,8 @@ class RequestQueue(Generic[T]):
     """A multi-key FIFO with a dynamic batcher; thread-safe.
 
     `put` never blocks (it runs in paho's network thread). It raises `QueueFullError` only when
-    the request would push the held bytes past `max_bytes` (one request is always admitted).
+    the request would push the held bytes past `max_bytes` (one request is always admitted), and
+    `WorkerStoppingError` once the queue is closed.
     """
 
     def __init__(
@@ -80,6 +81,8 @@ class RequestQueue(Generic[T]):
 
     def put(self, item: T) -> None:
         with self._changed:
+            if self._closed:
+                raise WorkerStoppingError("the worker is shutting down")
             if self._size and self._bytes + item.nbytes > self.max_bytes:
                 raise QueueFullError(
                     f"worker holds {self._size} requests ({self._bytes} bytes); one more of "
@@ -92,7 +95,7 @@ class RequestQueue(Generic[T]):
             self._changed.notify_all()
 
     def close(self) -> None:
-        """Wake the batcher; `take_batch` returns [] once the queue is empty."""
+        """Refuse new requests and wake the batcher; `take_batch` returns [] once empty."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()

@@ -52,6 +52,12 @@ class QueueFullError(RequestError):
     code = "queue_full"
 
 
+class WorkerStoppingError(RequestError):
+    """The request arrived while the worker was shutting down (answered, not lost)."""
+
+    code = "worker_stopping"
+
+
 class ComputeError(RequestError):
     """The tail raised while computing a batch."""
 

@@ -100,6 +100,7 @@ class WorkerLink:
         self._on_connected = on_connected
         self._connection = 0
         self._subscribed = threading.Event()
+        self._unsubscribed = threading.Event()
         self._lock = threading.Lock()
         self.client = make_client(
             settings,
@@ -111,6 +112,7 @@ class WorkerLink:
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_subscribe = self._handle_subscribe
+        self.client.on_unsubscribe = lambda *args: self._unsubscribed.set()
         self.client.on_message = self._handle_message
 
     @property
@@ -127,6 +129,15 @@ class WorkerLink:
 
     def wait_subscribed(self, timeout_s: float) -> bool:
         return self._subscribed.wait(timeout_s)
+
+    def unsubscribe(self, timeout_s: float = 2.0) -> None:
+        """Leave the share groups, so the broker sends new requests to the other workers."""
+        if not self.client.is_connected():
+            return
+        self._unsubscribed.clear()
+        self.client.unsubscribe(self._filters)
+        if not self._unsubscribed.wait(timeout_s):
+            LOG.warning("worker %s: no UNSUBACK within %.1f s", self.worker_id, timeout_s)
 
     def stop(self, *, clear_telemetry: bool = True, timeout_s: float = 5.0) -> None:
         """Publish "offline" (and clear the retained telemetry), then disconnect cleanly."""

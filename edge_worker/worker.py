@@ -22,7 +22,7 @@ import torch
 
 from edge_worker.batching import RequestQueue
 from edge_worker.config import WorkerConfig
-from edge_worker.errors import ComputeError, QueueFullError, RequestError
+from edge_worker.errors import ComputeError, RequestError
 from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, WorkerLink
 from edge_worker.runner import EchoTailRunner, ModelTailRunner, TailRunner, echo_model_info
 from edge_worker.telemetry import TelemetryReporter, WorkerStats
@@ -107,11 +107,11 @@ class EdgeWorker:
         """Start computing, connect and subscribe (with `wait_s`: wait for the SUBACK)."""
         self._stopped.clear()
         self.runner.warm_up()
+        self.link.start(wait_s=wait_s)  # raises BrokerConnectError; requests wait in the queue
         self._compute_thread = threading.Thread(
             target=self._compute_loop, name=f"compute-{self.worker_id}", daemon=True
         )
         self._compute_thread.start()
-        self.link.start(wait_s=wait_s)
         self.telemetry.start()
         LOG.info(
             "worker %s serving %s on %s (%s)",
@@ -123,9 +123,11 @@ class EdgeWorker:
         return self
 
     def stop(self) -> None:
-        """Answer what is queued, publish "offline", clear the telemetry, disconnect."""
+        """Leave the share groups, answer what is queued, publish "offline", clear the
+        telemetry, disconnect. A request that still arrives is answered "rejected"."""
         if self._compute_thread is None:
             return
+        self.link.unsubscribe()
         self.queue.close()
         self._compute_thread.join()
         self._compute_thread = None
@@ -152,7 +154,7 @@ class EdgeWorker:
     def _enqueue(self, request: InboundRequest) -> None:
         try:
             self.queue.put(request)
-        except QueueFullError as exc:
+        except RequestError as exc:  # QueueFullError, WorkerStoppingError
             self.link.ack(request)
             self.stats.count("rejected")
             self._reply_failure(request, "rejected", ErrorInfo(code=exc.code, message=str(exc)))

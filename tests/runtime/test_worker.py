@@ -463,3 +463,48 @@ def test_link_advertises_receive_maximum_and_acks_manually(
         assert {r.correlation_data for r in delivered} == {f"r{i}".encode() for i in range(30)}
     finally:
         link.stop()
+
+
+class PacedEchoRunner(EchoTailRunner):
+    """Echo runner that takes `batch_s` per batch, so requests queue up behind it."""
+
+    def __init__(self, batch_s: float) -> None:
+        super().__init__([echo_model_info()])
+        self.batch_s = batch_s
+
+    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
+        time.sleep(self.batch_s)
+        return super().run_batch(model, split, frames)
+
+
+def test_a_worker_leaving_mid_stream_answers_what_it_took(
+    broker_settings: BrokerSettings, requester: Requester
+) -> None:
+    """One of two workers stops while requests stream in: it leaves the share group, answers
+    its backlog, and every request still gets exactly one result."""
+    configs = [
+        worker_config(
+            broker_settings,
+            worker_id=f"w{i}",
+            models=[{"name": "echo"}],
+            runner="echo",
+            max_batch=2,
+        )
+        for i in range(2)
+    ]
+    ids = [f"m{i}" for i in range(300)]
+    leaving = EdgeWorker(configs[0], PacedEchoRunner(0.002)).start()
+    with EdgeWorker(configs[1], PacedEchoRunner(0.002)):
+        for i, rid in enumerate(ids):
+            requester.send("echo", 1, echo_frame(rid), rid)
+            if i == 150:
+                threading.Thread(target=leaving.stop).start()
+            time.sleep(0.0005)
+        results = requester.wait(ids, timeout_s=30)
+    leaving.wait_stopped(10)
+    assert {r.request_id for r in results} == set(ids)
+    assert len(requester.correlations) == len(ids)  # no request answered twice
+    statuses = {r.status for r in results}
+    assert statuses <= {"ok", "rejected"}
+    assert {r.worker_id for r in results[:150]} == {"w0", "w1"}
+    assert "w0" not in {r.worker_id for r in results[200:]}, "w0 left the share group"

@@ -25,6 +25,7 @@ from edge_worker.errors import (
     QueueFullError,
     RunnerError,
     SplitNotServedError,
+    WorkerStoppingError,
 )
 from edge_worker.runner import (
     EchoTailRunner,
@@ -112,9 +113,12 @@ def test_close_wakes_the_batcher_and_drain_returns_the_rest() -> None:
     queue.close()
     waiter.join(2)
     assert result == [[]]
-    queue.put(item("late", age_s=1))
-    queue.put(item("later"))
-    assert [i.name for i in queue.drain()] == ["late", "later"] and len(queue) == 0
+    with pytest.raises(WorkerStoppingError):
+        queue.put(item("too late"))
+    other: RequestQueue[Item] = RequestQueue(capacity=4, max_bytes=1000)
+    other.put(item("later"))
+    other.put(item("late", ("m", 2), age_s=1))
+    assert [i.name for i in other.drain()] == ["late", "later"] and len(other) == 0
 
 
 # -- statistics and telemetry -----------------------------------------------------------------
