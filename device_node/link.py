@@ -55,6 +55,8 @@ Clock = Callable[[], float]
 # PUBACK reason "No matching subscribers": the broker took the request but no worker subscribes
 # to its split, so no result can ever come.
 NO_MATCHING_SUBSCRIBERS = 16
+# How long a PUBACK may wait for its publish() call to return the mid (microseconds in practice).
+EARLY_ACK_TTL_S = 10.0
 
 
 class UplinkObserver(Protocol):
@@ -182,6 +184,7 @@ class DeviceLink:
         self._early_acks: dict[int, tuple[float, int]] = {}
         self._workers: dict[str, WorkerView] = {}
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # SUBACK of the current connection
         self._started = False
         self.client = make_client(
             settings,
@@ -192,18 +195,23 @@ class DeviceLink:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, *, wait_s: float | None = 10.0) -> DeviceLink:
-        """Connect (paho reconnects by itself afterwards); with `wait_s`, wait until the
-        subscriptions are in place or raise LinkError."""
+        """Connect (paho reconnects by itself afterwards). With `wait_s`, wait until the
+        subscriptions are in place and the retained telemetry and status have arrived, or
+        raise LinkError; without it, return at once (requests run locally until connected)."""
         try:
             start_client(self.client, wait_s=None)
         except BrokerError as exc:
             raise LinkError(str(exc)) from exc
         self._started = True
-        if wait_s is not None and not self._connected.wait(wait_s):
+        if wait_s is None:
+            return self
+        deadline = time.monotonic() + wait_s
+        if not (self._subscribed.wait(wait_s) and self._sync(deadline)):
             self.client.loop_stop()
             self._started = False
             raise LinkError(
@@ -211,6 +219,19 @@ class DeviceLink:
                 f"{self.client.host}:{self.client.port} within {wait_s:g} s"
             )
         return self
+
+    def _sync(self, deadline: float) -> bool:
+        """A QoS 1 round trip after the SUBACK: the broker sends a new subscription's retained
+        messages before it answers anything later on the same connection, and paho handles
+        packets in order, so once this PUBACK is in, the workers' state is known."""
+        props = Properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = 1
+        info = self.client.publish(self.topics.probe(self.device_id), b"", qos=1, properties=props)
+        try:
+            info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
 
     def stop(self) -> None:
         """Say "offline" (retained), disconnect cleanly and fail whatever still waits."""
@@ -356,6 +377,19 @@ class DeviceLink:
         self.counters.connects += 1
         self._connected.set()
 
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            logger.error("device %s: broker refused subscriptions: %s", self.device_id, refused)
+        self._subscribed.set()
+
     def _on_disconnect(
         self,
         client: mqtt.Client,
@@ -365,6 +399,7 @@ class DeviceLink:
         properties: Properties | None,
     ) -> None:
         self._connected.clear()
+        self._subscribed.clear()
         self.counters.disconnects += 1
         with self._lock:
             self._unacked.clear()  # their PUBACKs will not come on this connection
@@ -384,6 +419,11 @@ class DeviceLink:
         with self._lock:
             entry = self._unacked.pop(mid, None)
             if entry is None:
+                # Either publish() has not returned the mid yet, or nobody tracks this publish
+                # (status, sync): keep it briefly, and forget the untracked ones.
+                self._early_acks = {
+                    m: ack for m, ack in self._early_acks.items() if now - ack[0] < EARLY_ACK_TTL_S
+                }
                 self._early_acks[mid] = (now, code)
                 return
         self._acknowledged(*entry, now, code)

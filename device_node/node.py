@@ -169,10 +169,8 @@ class DeviceNode:
     # -- the offload path -----------------------------------------------------------------
 
     def _offload(self, request: _Request, prepared: np.ndarray, k: int) -> ResultRecord:
-        x = self.model.preprocess(prepared)
-        head = self._compute(lambda: self.model.head(x, k))
-        request.head_ms = head.ms
-        frame = self._encode(request, prepared, head.value, k)
+        z = self._head(request, prepared, k)
+        frame = self._encode(request, prepared, z, k)
         self.policy.on_device_time(k, request.head_ms + request.encode_ms, self.clock())
         try:
             pending = self.link.publish_request(
@@ -183,17 +181,28 @@ class DeviceNode:
                 expiry_s=request.deadline_ms / 1000.0,
             )
         except NotConnectedError:
-            return self._finish_here(request, head.value, k, Fallback.NOT_CONNECTED, None)
+            return self._finish_here(request, prepared, z, k, Fallback.NOT_CONNECTED, None)
         request.bytes_sent = len(frame)
         outcome = self._wait(pending, request.started + request.deadline_ms / 1000.0)
         message = outcome.message
         if message is not None and message.status == "ok":
             return self._offloaded_record(request, k, message, pending, outcome)
-        return self._finish_here(request, head.value, k, _fallback_reason(outcome), pending)
+        return self._finish_here(request, prepared, z, k, _fallback_reason(outcome), pending)
 
-    def _encode(self, request: _Request, prepared: np.ndarray, z: torch.Tensor, k: int) -> bytes:
-        # Split 0 sends the prepared image itself as JPEG; other splits one sample's tensor.
-        tensor = prepared if k == 0 else z[0].numpy()
+    def _head(self, request: _Request, prepared: np.ndarray, k: int) -> torch.Tensor | None:
+        """head(k) on the device; None at split 0, which sends the prepared image itself."""
+        if k == 0:
+            return None
+        x = self.model.preprocess(prepared)
+        head = self._compute(lambda: self.model.head(x, k))
+        request.head_ms = head.ms
+        return head.value
+
+    def _encode(
+        self, request: _Request, prepared: np.ndarray, z: torch.Tensor | None, k: int
+    ) -> bytes:
+        # Split 0 sends the prepared image as JPEG; other splits one sample's tensor.
+        tensor = prepared if z is None else z[0].numpy()
         codec = "jpeg" if k == 0 else self.config.codec
         t0 = time.perf_counter()
         frame = encode_frame(
@@ -267,12 +276,15 @@ class DeviceNode:
     def _finish_here(
         self,
         request: _Request,
-        z: torch.Tensor,
+        prepared: np.ndarray,
+        z: torch.Tensor | None,
         k: int,
         reason: str,
         pending: PendingRequest | None,
     ) -> ResultRecord:
-        logits = self._compute(lambda: self.model.tail(z, k))
+        """tail(k) here, from the intermediate already computed (split 0: from the image)."""
+        start = z if z is not None else self.model.preprocess(prepared)
+        logits = self._compute(lambda: self.model.tail(start, k))
         parts = LatencyParts(
             head_ms=request.head_ms,
             encode_ms=request.encode_ms,

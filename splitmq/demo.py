@@ -106,8 +106,10 @@ class _LivePrinter:
             self.rows += 1
 
 
-def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> DemoRun:
-    """Start everything, run the devices to completion, stop everything."""
+def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> DemoRun:
+    """Start everything, run the devices to completion, stop everything (prints to `out`,
+    default stdout)."""
+    out = out or sys.stdout
     if options.torch_threads is not None:
         torch.set_num_threads(options.torch_threads)
     _say(out, f"loading {options.model} ...")

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -101,9 +101,9 @@ def run_transport_bench(
         if settings is None:
             broker = stack.enter_context(MosquittoBroker())
             settings = BrokerSettings(host=broker.host, port=broker.port)
-        stack.enter_context(_echo_worker(options, settings))
+        worker_exited = stack.enter_context(_echo_worker(options, settings))
         observer = stack.enter_context(_connected(DeviceLink(settings, "bench-observer")))
-        _wait_for_worker(observer, options.worker_start_s)
+        _wait_for_worker(observer, options.worker_start_s, worker_exited)
         info = echo_model_info(ECHO_MODEL)
         rtt = measure_rtt(settings, info, options)
         burst = measure_burst(settings, info, options)
@@ -138,13 +138,16 @@ def _worker_args(options: TransportOptions, settings: BrokerSettings) -> list[st
 
 
 @contextlib.contextmanager
-def _echo_worker(options: TransportOptions, settings: BrokerSettings) -> Iterator[None]:
+def _echo_worker(
+    options: TransportOptions, settings: BrokerSettings
+) -> Iterator[Callable[[], int | None]]:
     """The worker in its own process (as deployed: no GIL shared with the devices), or in
-    this one (`worker_mode="thread"`)."""
+    this one (`worker_mode="thread"`). Yields a function that gives the worker process's exit
+    code once it has exited (None while it runs)."""
     if options.worker_mode == "thread":
         config = worker_config_from_args(_worker_args(options, settings))
         with EdgeWorker(config):
-            yield
+            yield lambda: None
         return
     process = subprocess.Popen(
         [sys.executable, "-m", "edge_worker.cli", *_worker_args(options, settings)],
@@ -152,7 +155,7 @@ def _echo_worker(options: TransportOptions, settings: BrokerSettings) -> Iterato
         env={**os.environ, "PYTHONPATH": _python_path()},
     )
     try:
-        yield
+        yield process.poll
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -174,9 +177,14 @@ def _python_path() -> str:
     return f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
 
 
-def _wait_for_worker(observer: DeviceLink, timeout_s: float) -> None:
+def _wait_for_worker(
+    observer: DeviceLink, timeout_s: float, exited: Callable[[], int | None]
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not observer.alive_workers(ECHO_MODEL, ECHO_SPLIT):
+        code = exited()
+        if code is not None:
+            raise TransportBenchError(f"the echo worker process exited with code {code}")
         if time.monotonic() > deadline:
             raise TransportBenchError(f"the echo worker did not appear within {timeout_s:g} s")
         time.sleep(0.05)

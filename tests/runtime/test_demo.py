@@ -1,0 +1,75 @@
+"""`splitmq demo`: embedded broker, one worker, N devices; nothing lost, one result each."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from splitmq.cli import main
+from splitmq.demo import DemoError, DemoOptions, DemoRun, format_summary, summarize
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def profile_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh profile cache shared by this module's demos: the first one profiles the model
+    (as on a fresh machine), the next reuses it; the user's own cache stays untouched."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPLITMQ_CACHE_DIR", str(cache))
+        yield cache
+
+
+def test_demo_two_devices_every_request_has_exactly_one_result(
+    tmp_path: Path, profile_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo.json"
+    code = main(["demo", "--devices", "2", "--requests", "4", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert summary["requests"] == 8
+    assert summary["results"] == 8
+    assert summary["lost"] == 0
+    assert summary["duplicates"] == 0
+    assert summary["offloaded"] + summary["local_fallback"] + summary["local_by_choice"] == 8
+    assert summary["offloaded"] == 8  # a healthy worker answers every request
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
+    records = summary["records"]
+    assert len({r["request_id"] for r in records}) == 8
+    assert {r["device_id"] for r in records} == {"dev1", "dev2"}
+    # The default fixed split is an inner natural bottleneck of the model's profile.
+    (split,) = {r["split"] for r in records}
+    assert 0 < split < 18
+    assert list((profile_cache / "profiles").glob("efficientnet-lite0-*.json"))
+    # The live table shows each request with its prediction, then the summary.
+    assert printed.count(" edge edge-1 ") == 8
+    assert "lost            0" in printed
+
+
+def test_demo_with_the_dynamic_policy_loses_nothing(tmp_path: Path, profile_cache: Path) -> None:
+    out = tmp_path / "demo.json"
+    argv = ["demo", "--devices", "1", "--requests", "4", "--policy", "dynamic", "--quiet"]
+    code = main([*argv, "--json", str(out)])
+    summary = json.loads(out.read_text())
+    assert code == 0
+    assert (summary["results"], summary["lost"], summary["policy"]) == (4, 0, "dynamic")
+
+
+def test_demo_options_are_checked() -> None:
+    with pytest.raises(DemoError, match="at least one device"):
+        DemoOptions(devices=0)
+    with pytest.raises(DemoError, match="does not combine"):
+        DemoOptions(policy="dynamic", split=3)
+
+
+def test_summary_counts_a_device_that_died_as_lost_requests() -> None:
+    run = DemoRun(DemoOptions(devices=2, requests=3))
+    run.device_errors["dev2"] = "LinkError: gone"
+    summary = summarize(run)
+    assert (summary["requests"], summary["results"], summary["lost"]) == (6, 0, 6)
+    assert "device dev2 failed: LinkError: gone" in format_summary(summary)

@@ -1,0 +1,348 @@
+"""The device node end to end: a real Mosquitto, a real edge worker, the real model and photos.
+
+Every test checks the runtime's promise: each request ends with exactly one result record,
+offloaded when a worker can answer, computed on the device otherwise, and a late server reply
+never becomes a second record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.client import BrokerSettings
+from broker.launcher import MosquittoBroker
+from device_node import cli as device_cli
+from device_node.config import DeviceConfig, PolicyConfig
+from device_node.node import DeviceNode, top_predictions
+from device_node.records import Fallback, PredictionRecord, ResultRecord
+from device_node.runtime import build_device
+from device_node.sources import CyclingSource, SourceImage, sample_source_images
+from edge_worker.config import ModelEntry, WorkerConfig
+from edge_worker.worker import EdgeWorker
+from schemas.codecs import decode_tensor, encode_tensor
+from splitting.partition import SplitModel
+from splitting.registry import load_model
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "efficientnet-lite0"
+MID_SPLIT = 5  # an inner split whose tensor is far from the input and the logits
+
+
+@pytest.fixture(scope="module")
+def model() -> SplitModel:
+    return load_model(MODEL)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[SourceImage]:
+    return sample_source_images()
+
+
+def worker_config(settings: BrokerSettings, worker_id: str = "edge-1") -> WorkerConfig:
+    # max_batch 1: every tail runs alone, so its logits are bit-identical to the unsplit model's.
+    return WorkerConfig(
+        broker=settings,
+        worker_id=worker_id,
+        models=[ModelEntry(name=MODEL, splits=[0, MID_SPLIT, 13])],
+        device="cpu",
+        max_batch=1,
+        max_wait_ms=0.0,
+    )
+
+
+@pytest.fixture
+def worker(broker_settings: BrokerSettings) -> Iterator[EdgeWorker]:
+    with EdgeWorker(worker_config(broker_settings)) as running:
+        yield running
+
+
+def make_device(
+    settings: BrokerSettings,
+    model: SplitModel,
+    *,
+    split: int = MID_SPLIT,
+    codec: str = "int8",
+    deadline_ms: float = 20000.0,
+    device_id: str = "dev1",
+    telemetry_stale_s: float | None = None,
+) -> DeviceNode:
+    config = DeviceConfig(
+        broker=settings,
+        device_id=device_id,
+        model=MODEL,
+        codec=codec,
+        policy=PolicyConfig(kind="fixed", split=split),
+        deadline_ms=deadline_ms,
+        telemetry_stale_s=telemetry_stale_s,
+    )
+    return build_device(config, model=model)
+
+
+def wait_until(condition: object, timeout_s: float = 20.0, what: str = "condition") -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_for_worker(node: DeviceNode, split: int = MID_SPLIT) -> None:
+    wait_until(lambda: node.link.alive_workers(MODEL, split), what=f"a worker for split {split}")
+
+
+def unsplit_top5(model: SplitModel, image: SourceImage) -> tuple[PredictionRecord, ...]:
+    x = model.preprocess(model.prepare_image(image.pixels))
+    return top_predictions(model.forward(x), model.labels)
+
+
+def assert_one_record_each(records: list[ResultRecord], count: int) -> None:
+    assert len(records) == count
+    assert len({r.request_id for r in records}) == count
+
+
+def test_offloaded_lossless_top5_equals_the_unsplit_model(
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+) -> None:
+    with make_device(broker_settings, model, codec="lossless") as node:
+        wait_for_worker(node)
+        records = [node.run_request(image) for image in photos[:3]]
+    assert_one_record_each(records, 3)
+    for record, image in zip(records, photos, strict=False):
+        assert record.offloaded, record
+        assert (record.split, record.fallback, record.worker_id) == (MID_SPLIT, None, "edge-1")
+        assert record.bytes_sent > 0
+        assert record.latency.compute_ms > 0
+        # Indices and scores: the worker's softmax over bit-identical logits, through JSON.
+        assert record.top5 == unsplit_top5(model, image)
+
+
+def test_int8_offload_agrees_with_the_unsplit_model_on_top1(
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+) -> None:
+    with make_device(broker_settings, model, split=13, codec="int8") as node:
+        wait_for_worker(node, 13)
+        records = [node.run_request(image) for image in photos[:4]]
+    assert all(r.offloaded and r.split == 13 for r in records)
+    agree = sum(
+        r.top1.index == unsplit_top5(model, p)[0].index
+        for r, p in zip(records, photos, strict=False)
+    )
+    assert agree >= 3  # int8 is lossy; the measured agreement is 99%+ (BENCHMARKS.md)
+
+
+def test_split_zero_sends_the_jpeg_and_is_answered(
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+) -> None:
+    with make_device(broker_settings, model, split=0) as node:
+        wait_for_worker(node, 0)
+        record = node.run_request(photos[0])
+    assert record.offloaded and record.split == 0
+    assert record.latency.head_ms == 0.0  # nothing runs on the device at split 0
+    # The worker classified exactly the JPEG of the prepared image (quality 90).
+    prepared = model.prepare_image(photos[0].pixels)
+    decoded = decode_tensor(encode_tensor(prepared, "jpeg", jpeg_quality=90))
+    assert record.top5 == top_predictions(model.forward(model.preprocess(decoded)), model.labels)
+
+
+def test_local_split_never_touches_the_broker(
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+) -> None:
+    with make_device(broker_settings, model, split=model.n) as node:
+        record = node.run_request(photos[1])
+    assert not record.offloaded and record.fallback is None
+    assert (record.split, record.bytes_sent) == (model.n, 0)
+    assert record.top5 == unsplit_top5(model, photos[1])
+
+
+def test_no_worker_runs_locally(
+    broker_settings: BrokerSettings, model: SplitModel, photos: list[SourceImage]
+) -> None:
+    with make_device(broker_settings, model) as node:
+        record = node.run_request(photos[0])
+    assert (record.offloaded, record.fallback, record.split) == (False, Fallback.NO_WORKER, model.n)
+    assert record.top5 == unsplit_top5(model, photos[0])
+
+
+def test_clean_worker_stop_makes_the_device_run_locally(
+    broker_settings: BrokerSettings, model: SplitModel, photos: list[SourceImage]
+) -> None:
+    worker = EdgeWorker(worker_config(broker_settings)).start()
+    with make_device(broker_settings, model) as node:
+        wait_for_worker(node)
+        first = node.run_request(photos[0])
+        worker.stop()  # "offline" status and cleared telemetry, retained
+        wait_until(lambda: not node.link.alive_workers(MODEL, MID_SPLIT), what="worker gone")
+        second = node.run_request(photos[1])
+    assert first.offloaded
+    assert (second.offloaded, second.fallback) == (False, Fallback.NO_WORKER)
+    assert second.top5 == unsplit_top5(model, photos[1])
+
+
+def start_worker_process(settings: BrokerSettings, worker_id: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["--broker-host", settings.host, "--broker-port", str(settings.port)]
+    args += ["--worker-id", worker_id, "--model", MODEL, "--device", "cpu", "--max-batch", "1"]
+    return subprocess.Popen([sys.executable, "-m", "edge_worker.cli", *args], cwd=ROOT, env=env)
+
+
+def test_killed_worker_mid_run_falls_back_with_one_record_each(
+    broker_settings: BrokerSettings, model: SplitModel, photos: list[SourceImage]
+) -> None:
+    process = start_worker_process(broker_settings, "edge-doomed")
+    records: list[ResultRecord] = []
+    try:
+        node = make_device(broker_settings, model, deadline_ms=3000, telemetry_stale_s=2.0)
+        with node:
+            wait_until(lambda: node.link.alive_workers(MODEL, MID_SPLIT), 60, "worker process")
+
+            def kill_after_two(record: ResultRecord) -> None:
+                records.append(record)
+                if len(records) == 2:
+                    process.send_signal(signal.SIGKILL)
+
+            node.run(CyclingSource(photos), requests=6, rate_hz=4.0, on_record=kill_after_two)
+            time.sleep(0.5)  # room for a late reply, which must not become a record
+            late = node.link.counters.late_results
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    assert_one_record_each(records, 6)
+    assert all(r.offloaded for r in records[:2])
+    after = records[2:]
+    assert not any(r.offloaded for r in after)
+    reasons = {r.fallback for r in after}
+    assert reasons <= {Fallback.WORKER_LOST, Fallback.TIMEOUT, Fallback.NO_WORKER}, reasons
+    for record, image in zip(records, CyclingSource(photos).images, strict=False):
+        assert record.top5[0].index == unsplit_top5(model, image)[0].index
+    assert late == 0
+
+
+def test_deadline_fallback_drops_the_late_reply(
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+) -> None:
+    # A deadline the worker cannot meet: the device computes the tail itself, and the worker's
+    # answer (a result, or "expired") arrives for a request nobody waits for any more.
+    with make_device(broker_settings, model, deadline_ms=0.001) as node:
+        wait_for_worker(node)
+        records = [node.run_request(image) for image in photos[:3]]
+        wait_until(lambda: node.link.counters.late_results == 3, what="three late replies")
+    assert_one_record_each(records, 3)
+    for record, image in zip(records, photos, strict=False):
+        assert (record.offloaded, record.fallback, record.split) == (
+            False,
+            Fallback.TIMEOUT,
+            MID_SPLIT,
+        )
+        assert record.latency.local_tail_ms > 0
+        assert record.top5[0].index == unsplit_top5(model, image)[0].index
+
+
+def test_broker_restart_device_reconnects_and_offloads_again(
+    broker: MosquittoBroker,
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+) -> None:
+    with make_device(broker_settings, model) as node:
+        wait_for_worker(node)
+        before = node.run_request(photos[0])
+        broker.restart()
+        wait_until(lambda: not node.link.connected, 10, "the device to notice the outage")
+        during = node.run_request(photos[1])
+        wait_until(lambda: node.link.connected, 30, "the device to reconnect")
+        wait_for_worker(node)  # the worker republishes its telemetry after reconnecting
+        after = [node.run_request(image) for image in photos[2:5]]
+    assert before.offloaded
+    assert (during.offloaded, during.fallback) == (False, Fallback.NOT_CONNECTED)
+    assert all(r.offloaded for r in after)
+    assert node.link.counters.connects >= 2
+
+
+def test_two_devices_share_one_worker(
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+) -> None:
+    nodes = [make_device(broker_settings, model, device_id=f"dev{i}") for i in (1, 2)]
+    results: dict[str, list[ResultRecord]] = {}
+    for node in nodes:
+        node.start()
+    try:
+        for node in nodes:
+            wait_for_worker(node)
+        threads = [
+            threading.Thread(
+                target=lambda n=node, start=i: results.__setitem__(
+                    n.config.device_id, n.run(CyclingSource(photos, start=start), requests=5)
+                )
+            )
+            for i, node in enumerate(nodes)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for node in nodes:
+            node.stop()
+    everything = results["dev1"] + results["dev2"]
+    assert_one_record_each(everything, 10)
+    assert all(r.offloaded for r in everything)
+    assert {r.device_id for r in results["dev1"]} == {"dev1"}
+
+
+def test_device_cli_runs_a_config_file(
+    tmp_path: Path, broker_settings: BrokerSettings, worker: EdgeWorker
+) -> None:
+    config = tmp_path / "device.yaml"
+    config.write_text(
+        f"broker: {{host: {broker_settings.host}, port: {broker_settings.port}}}\n"
+        "device_id: cli-device\npolicy: {kind: fixed, split: 13}\n"
+    )
+    jsonl = tmp_path / "records.jsonl"
+    # No waiting for the worker here: the device learns the retained telemetry on start-up.
+    code = device_cli.main(["--config", str(config), "--requests", "3", "--jsonl", str(jsonl)])
+    assert code == 0
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(lines) == 3 and len({line["request_id"] for line in lines}) == 3
+    assert all(line["offloaded"] and line["split"] == 13 for line in lines)
+
+
+def test_device_cli_reports_a_bad_config_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "device.yaml"
+    config.write_text("device_id: d\nsource: {kind: folder, paht: /tmp}\n")
+    assert device_cli.main(["--config", str(config)]) == 2
+    assert "source.paht: unknown key" in capsys.readouterr().err
