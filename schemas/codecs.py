@@ -1,13 +1,14 @@
 """Tensor codecs: how one per-sample tensor becomes bytes on the wire, and back.
 
-A codec turns an array into a *body* (plus, for int8/int4, a small binary *params* section with
+A codec turns an array into a *body* (plus, for int8/int5/int4, a small binary *params* section with
 the per-channel scales and minimums); the body is then zstd-compressed, except for "jpeg" whose
 body is already compressed. `FORMAT.md` specifies every byte; this module is the reference.
 
 - "lossless": any supported dtype, bit-exact. Body = the little-endian bytes, byte-shuffled.
 - "fp16": floating input, float16 on the wire (byte-shuffled), decodes to float32.
-- "int8"/"int4": floating input, per-channel affine quantization along axis 0 with 256/16
-  levels; int4 packs two codes per byte. Decodes to float32.
+- "int8"/"int5"/"int4": floating input, per-channel affine quantization along axis 0 with
+  256/32/16 levels; int8 and int5 store one code per byte (zstd's entropy stage squeezes
+  int5's unused top bits), int4 packs two codes per byte. Decodes to float32.
 - "jpeg": a uint8 (H, W, 3) RGB image (split 0), decodes to uint8 (H, W, 3).
 
 Decoding validates every declared size against the bytes present and against a limit before it
@@ -37,7 +38,7 @@ from schemas.errors import (
     UnknownCodecError,
 )
 
-CODECS = ("lossless", "fp16", "int8", "int4", "jpeg")
+CODECS = ("lossless", "fp16", "int8", "int5", "int4", "jpeg")
 COMPRESSIONS = ("zstd", "none")
 
 # Wire dtypes: every multi-byte value is little-endian.
@@ -56,7 +57,7 @@ FLOAT_DTYPES = ("float16", "float32", "float64")
 # Quantization parameters travel as float16 unless that would cost accuracy (see _affine_params).
 PARAM_DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 # Highest code of each quantizing codec: codes are integers in [0, top].
-QUANT_TOP = {"int8": 255, "int4": 15}
+QUANT_TOP = {"int8": 255, "int5": 31, "int4": 15}
 
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_ZSTD_LEVEL = 1
@@ -75,7 +76,7 @@ class EncodedTensor:
     """One encoded tensor: what a frame carries besides its routing fields.
 
     `dtype` and `shape` describe the tensor the decoder returns. `params` is the binary
-    parameter section (int8/int4 only, else empty); `payload` is the body after `compression`;
+    parameter section (int8/int5/int4 only, else empty); `payload` is the body after `compression`;
     `raw_bytes` is the body's length before compression.
     """
 
@@ -187,7 +188,7 @@ def _encode_affine(a: np.ndarray, codec: str) -> tuple[bytes, dict[str, Any], by
         )
     param_dtype, scale, minimum = _affine_params(lo, hi, top)
     codes = _quantize(x, scale.astype(np.float32), minimum.astype(np.float32), top)
-    body = codes.tobytes() if codec == "int8" else _pack_nibbles(codes.reshape(-1))
+    body = _pack_nibbles(codes.reshape(-1)) if codec == "int4" else codes.tobytes()
     params = scale.tobytes() + minimum.tobytes()
     return body, {"param_dtype": param_dtype}, params
 
@@ -369,7 +370,7 @@ def _expected_raw(codec: str, dtype: str, count: int) -> int | None:
         return count * DTYPES[dtype].itemsize
     if codec == "fp16":
         return 2 * count
-    if codec == "int8":
+    if codec in ("int8", "int5"):
         return count
     if codec == "int4":
         return (count + 1) // 2
@@ -436,7 +437,7 @@ def decode_tensor(
         return _unshuffle(body, DTYPES["float16"], layout.count).astype(np.float32).reshape(shape)
     if encoded.codec == "jpeg":
         return _decode_jpeg(body, shape)
-    assert encoded.quant is not None  # check_layout guarantees it for int8/int4
+    assert encoded.quant is not None  # check_layout guarantees it for int8/int5/int4
     return _decode_affine(body, encoded, shape, layout.count)
 
 
@@ -511,10 +512,12 @@ def _decode_affine(
     channels = _channels(shape)
     top = QUANT_TOP[encoded.codec]
     scale, minimum = _read_params(encoded.params, encoded.quant["param_dtype"], channels, top)
-    if encoded.codec == "int8":
-        codes = np.frombuffer(body, dtype=np.uint8)
-    else:
+    if encoded.codec == "int4":
         codes = _unpack_nibbles(np.frombuffer(body, dtype=np.uint8), count)
+    else:
+        codes = np.frombuffer(body, dtype=np.uint8)
+        if top < 255 and codes.size and int(codes.max()) > top:
+            raise PayloadError(f"{encoded.codec} body holds a code above {top}")
     per_channel = count // channels if channels else 0
     out = np.multiply(codes.reshape(channels, per_channel), scale[:, None], dtype=np.float32)
     out += minimum[:, None]

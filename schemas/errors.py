@@ -98,7 +98,7 @@ class PayloadError(FrameError):
 
 class CodecError(SchemaError):
     """The encoder cannot represent this array with this codec (wrong dtype or shape,
-    NaN/Inf under int8/int4, fp16 overflow). Raised on the sending side only."""
+    NaN/Inf under int8/int5/int4, fp16 overflow). Raised on the sending side only."""
 
     code = "bad_tensor"
 

@@ -7,7 +7,7 @@ Layout (all integers little-endian; FORMAT.md has the byte-level specification):
     offset 5   u8       flags (0; reserved)
     offset 6   u16      reserved (0)
     offset 8   u32      header_len   (UTF-8 JSON object)
-    offset 12  u32      params_len   (binary codec parameters: int8/int4 scales and minimums)
+    offset 12  u32      params_len   (binary codec parameters: int8/int5/int4 scales, minimums)
     offset 16  u32      payload_len  (codec body, zstd-compressed unless compression is "none")
     offset 20  header, then params, then payload; the frame ends exactly there.
 

@@ -32,8 +32,8 @@ from splitting.images import augmented_images
 from splitting.partition import SplitModel
 
 PROFILE_FORMAT_VERSION = 1
-DEFAULT_CODECS: tuple[str, ...] = ("lossless", "fp16", "int8", "int4")
-DEFAULT_DECISION_CODEC = "int8"
+DEFAULT_CODECS: tuple[str, ...] = ("lossless", "fp16", "int8", "int5", "int4")
+DEFAULT_DECISION_CODEC = "int5"
 DEFAULT_JPEG_QUALITY = 90
 
 

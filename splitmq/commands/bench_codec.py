@@ -1,7 +1,7 @@
 """`splitmq bench codec --json PATH`: every codec at every candidate split, on real inputs.
 
 For N augmented real images (skimage.data and sklearn's sample images: random crops, flips,
-scales) and each codec (lossless, fp16, int8, int4) at each candidate split, it measures the
+scales) and each codec (lossless, fp16, int8, int5, int4) at each candidate split, it measures the
 mean bytes of the whole frame, the median encode and decode time per frame, and the top-1
 agreement of tail(decoded tensor) with the uncompressed fp32 model's top-1. Split 0 (the JPEG
 of the input) is measured the same way.

@@ -10,7 +10,14 @@ import zstandard
 from numpy.lib.stride_tricks import as_strided
 from PIL import Image
 
-from schemas.codecs import CODECS, DTYPES, EncodedTensor, decode_tensor, encode_tensor
+from schemas.codecs import (
+    CODECS,
+    DTYPES,
+    QUANT_TOP,
+    EncodedTensor,
+    decode_tensor,
+    encode_tensor,
+)
 from schemas.errors import CodecError, UnknownCodecError
 
 RNG = np.random.default_rng(20240601)
@@ -130,7 +137,7 @@ def _channel_spread(channels: int, width: int) -> np.ndarray:
     return (RNG.standard_normal((channels, width)) * scales + offsets).astype(np.float32)
 
 
-@pytest.mark.parametrize(("codec", "top"), [("int8", 255), ("int4", 15)])
+@pytest.mark.parametrize(("codec", "top"), [("int8", 255), ("int5", 31), ("int4", 15)])
 def test_affine_error_is_within_half_a_step_per_channel(codec: str, top: int) -> None:
     array = _channel_spread(24, 49).reshape(24, 7, 7)
     encoded = encode_tensor(array, codec)
@@ -138,7 +145,8 @@ def test_affine_error_is_within_half_a_step_per_channel(codec: str, top: int) ->
     scale, minimum = _params(encoded)
     flat = array.reshape(24, -1)
     error = np.abs(decoded - flat).max(axis=1)
-    ideal_step = (flat.max(axis=1) - flat.min(axis=1)) / top
+    # In float64, as the encoder computes it: float32 rounding here could exceed the scale.
+    ideal_step = (flat.max(axis=1).astype(np.float64) - flat.min(axis=1)) / top
     assert np.all(scale >= ideal_step)  # rounded up: the codes cover the range
     assert np.all(scale <= ideal_step * (1 + 2**-5) + 2**-14)  # ... without widening much
     assert np.all(minimum <= flat.min(axis=1))
@@ -159,6 +167,18 @@ def test_int8_decodes_with_the_normative_formula() -> None:
     assert np.array_equal(decode_tensor(encoded), expected)
 
 
+def test_int5_stores_one_code_per_byte_with_the_normative_formula() -> None:
+    # One channel spanning 0..31 exactly: code v for value v, one byte each, no packing.
+    array = np.array([[*range(32), 7.4, 7.6]], dtype=np.float32)
+    encoded = encode_tensor(array, "int5")
+    scale, minimum = _params(encoded)
+    assert (scale[0], minimum[0]) == (1.0, 0.0)
+    assert encoded.raw_bytes == array.size
+    body = zstandard.ZstdDecompressor().decompress(encoded.payload)
+    assert body == bytes([*range(32), 7, 8])
+    assert np.array_equal(decode_tensor(encoded), np.array([[*range(32), 7, 8]], np.float32))
+
+
 def test_int4_packs_two_codes_per_byte_low_nibble_first() -> None:
     # One channel spanning 0..15 exactly: code v for value v, so the packing is visible.
     array = np.array([[*range(16), 5]], dtype=np.float32)  # 17 values: one padding nibble
@@ -170,7 +190,7 @@ def test_int4_packs_two_codes_per_byte_low_nibble_first() -> None:
     assert np.array_equal(decode_tensor(encoded), array)
 
 
-@pytest.mark.parametrize("codec", ["int8", "int4"])
+@pytest.mark.parametrize("codec", ["int8", "int5", "int4"])
 def test_constant_channels_decode_exactly(codec: str) -> None:
     array = np.stack([np.full(10, 0.1), np.zeros(10), np.full(10, -3.0), np.linspace(0, 1, 10)])
     decoded = _round_trip(array.astype(np.float32), codec)
@@ -178,14 +198,14 @@ def test_constant_channels_decode_exactly(codec: str) -> None:
     assert np.all(decoded[1] == 0.0) and np.all(decoded[2] == -3.0)
 
 
-@pytest.mark.parametrize("codec", ["int8", "int4"])
+@pytest.mark.parametrize("codec", ["int8", "int5", "int4"])
 def test_affine_handles_awkward_layouts(codec: str) -> None:
     base = RNG.standard_normal(30).astype(np.float64)
     for name, array in _awkward(base).items():
         decoded = _round_trip(array, codec)
         assert decoded.dtype == np.float32, name
         if array.size:
-            step = (np.ptp(array) if array.size > 1 else 0.0) / (255 if codec == "int8" else 15)
+            step = (np.ptp(array) if array.size > 1 else 0.0) / QUANT_TOP[codec]
             assert np.abs(decoded - array).max() <= step + 1e-3, name
 
 
@@ -207,7 +227,7 @@ def test_float16_params_fall_back_to_float32_when_they_would_lose_accuracy() -> 
     assert len(encode_tensor(typical, "int8").params) == 2 * 8 * 2
 
 
-@pytest.mark.parametrize("codec", ["int8", "int4"])
+@pytest.mark.parametrize("codec", ["int8", "int5", "int4"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_affine_refuses_non_finite_values(codec: str, bad: float) -> None:
     array = np.ones((3, 4), dtype=np.float32)
@@ -223,7 +243,7 @@ def test_affine_refuses_values_beyond_float32() -> None:
         encode_tensor(np.array([[-3e38, 3e38]], dtype=np.float32), "int8")
 
 
-@pytest.mark.parametrize("codec", ["fp16", "int8", "int4"])
+@pytest.mark.parametrize("codec", ["fp16", "int8", "int5", "int4"])
 @pytest.mark.parametrize("dtype", ["uint8", "int32", "bool"])
 def test_lossy_codecs_take_only_floats(codec: str, dtype: str) -> None:
     with pytest.raises(CodecError, match="floating array"):
@@ -286,4 +306,4 @@ def test_jpeg_quality_must_be_an_int_in_range(quality: object) -> None:
 def test_every_codec_reports_its_wire_bytes() -> None:
     array = RNG.standard_normal((16, 7, 7)).astype(np.float32)
     sizes = {codec: encode_tensor(array, codec).nbytes for codec in CODECS if codec != "jpeg"}
-    assert sizes["int4"] < sizes["int8"] < sizes["fp16"] < sizes["lossless"]
+    assert sizes["int4"] < sizes["int5"] < sizes["int8"] < sizes["fp16"] < sizes["lossless"]

@@ -77,7 +77,7 @@ def _valid_lossless(values: np.ndarray | None = None, **fields: Any) -> bytes:
 # Round trips
 
 
-@pytest.mark.parametrize("codec", ["lossless", "fp16", "int8", "int4"])
+@pytest.mark.parametrize("codec", ["lossless", "fp16", "int8", "int5", "int4"])
 def test_round_trip_keeps_every_header_field(codec: str) -> None:
     tensor = _activation()
     frame = decode_frame(_encode(tensor, codec), catalog=CATALOG)
@@ -93,7 +93,8 @@ def test_round_trip_keeps_every_header_field(codec: str) -> None:
         assert np.array_equal(frame.tensor, tensor)
     else:
         assert (
-            np.abs(frame.tensor - tensor).max() < {"fp16": 0.01, "int8": 0.05, "int4": 0.7}[codec]
+            np.abs(frame.tensor - tensor).max()
+            < {"fp16": 0.01, "int8": 0.05, "int5": 0.35, "int4": 0.7}[codec]
         )
 
 
@@ -506,6 +507,18 @@ def test_int4_padding_nibble_must_be_zero() -> None:
     ).tensor.tolist() == [[1.0, 2.0, 3.0]]
     with pytest.raises(PayloadError, match="padding nibble"):
         decode_frame(build_frame(fields, params=params, payload=b"\x21\x53"))
+
+
+def test_int5_codes_above_31_are_refused() -> None:
+    fields = header_fields(
+        codec="int5", shape=[1, 3], raw_bytes=3, quant={"param_dtype": "float16"}
+    )
+    params = np.array([0.5, -1.0], dtype="<f2").tobytes()
+    assert decode_frame(
+        build_frame(fields, params=params, payload=b"\x00\x02\x1f")
+    ).tensor.tolist() == [[-1.0, 0.0, 14.5]]
+    with pytest.raises(PayloadError, match="code above 31"):
+        decode_frame(build_frame(fields, params=params, payload=b"\x00\x20\x1f"))
 
 
 @pytest.mark.parametrize("params", [[np.nan, 0.0], [1.0, np.inf], [-1.0, 0.0]])

@@ -29,6 +29,7 @@ def _frames() -> dict[str, tuple[bytes, ModelInfo]]:
         "lossless": RNG.standard_normal((8, 5, 5)).astype(np.float32),
         "fp16": RNG.standard_normal((4, 5)).astype(np.float32),
         "int8": RNG.standard_normal((16, 3, 3)).astype(np.float32),
+        "int5": RNG.standard_normal((16, 3, 3)).astype(np.float32),
         "int4": RNG.standard_normal((15, 3, 3)).astype(np.float32),  # odd count: padding
         "int8-f32-params": np.array([[1000.3 + 0.001 * i for i in range(9)]], dtype=np.float32),
         "bool": RNG.integers(0, 2, 7).astype(bool),

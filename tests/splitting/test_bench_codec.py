@@ -12,7 +12,7 @@ from splitmq.cli import main
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-CODECS = {"lossless", "fp16", "int8", "int4"}
+CODECS = {"lossless", "fp16", "int8", "int5", "int4"}
 
 
 @pytest.mark.slow
@@ -43,7 +43,9 @@ def test_bench_writes_the_contracted_json_and_a_table(
     for k in measured:
         lossless = result["codecs"]["lossless"]["splits"][k]
         assert lossless["top1_agreement"] == 1.0  # bit-exact tensors give the same answer
-        sizes = [result["codecs"][c]["splits"][k]["bytes"] for c in ("lossless", "fp16", "int8")]
+        sizes = [
+            result["codecs"][c]["splits"][k]["bytes"] for c in ("lossless", "fp16", "int8", "int5")
+        ]
         assert sizes == sorted(sizes, reverse=True)
     table = capsys.readouterr().out
     assert "jpeg" in table and "int4" in table and str(path) in table

@@ -29,11 +29,12 @@ def test_json_lists_every_split_with_bytes_per_codec(capsys: pytest.CaptureFixtu
     assert [s["k"] for s in splits] == list(range(19))
     for split in splits:
         assert set(split) >= {"k", "name", "shape", "bytes", "device_ms", "candidate"}
-        assert set(split["bytes"]) == {"lossless", "fp16", "int8", "int4"}
+        assert set(split["bytes"]) == {"lossless", "fp16", "int8", "int5", "int4"}
     assert splits[0]["bytes"] == dict.fromkeys(splits[0]["bytes"], data["input_bytes"])
     assert splits[0]["shape"] == [224, 224, 3] and splits[-1]["shape"] == []
     assert splits[13]["name"] == "blocks.11" and splits[13]["shape"] == [192, 7, 7]
-    assert data["candidates"] == natural_bottlenecks([s["bytes"]["int8"] for s in splits])
+    assert data["codec"] == "int5"  # the default decision codec
+    assert data["candidates"] == natural_bottlenecks([s["bytes"]["int5"] for s in splits])
     assert data["candidates"] == [s["k"] for s in splits if s["candidate"]]
     assert ModelProfile.from_dict(data).n == 18
 
@@ -56,7 +57,7 @@ def test_table_marks_candidates(capsys: pytest.CaptureFixture[str], tmp_path: Pa
         row = rows[str(point.k)]
         assert point.name in row and f"{point.bytes['int8']:,}" in row
         assert row.rstrip().endswith("*") == point.candidate
-    assert "candidates under int8" in table
+    assert "candidates under int5" in table
 
 
 def test_errors_are_reported_not_raised(

@@ -27,7 +27,7 @@ from splitting.registry import load_model
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-CODECS = ("lossless", "fp16", "int8", "int4")
+CODECS = ("lossless", "fp16", "int8", "int5", "int4")
 
 
 def test_natural_bottlenecks_keep_each_new_minimum_and_both_ends() -> None:
@@ -93,15 +93,15 @@ def test_bytes_are_whole_frames_of_the_head_outputs(
         assert point.shape == lite0.split_shapes()[k]
         # fewer bits per value, fewer bytes: each codec beats the one above it
         assert point.bytes["lossless"] > point.bytes["fp16"] > point.bytes["int8"]
-        assert point.bytes["int8"] > point.bytes["int4"]
+        assert point.bytes["int8"] > point.bytes["int5"] > point.bytes["int4"]
 
 
 def test_candidates_are_the_natural_bottlenecks_of_the_decision_codec(
     profile: ModelProfile,
 ) -> None:
-    assert profile.codec == "int8"
-    int8_bytes = [s.bytes["int8"] for s in profile.splits]
-    assert profile.candidates() == natural_bottlenecks(int8_bytes)
+    assert profile.codec == "int5"
+    int5_bytes = [s.bytes["int5"] for s in profile.splits]
+    assert profile.candidates() == natural_bottlenecks(int5_bytes)
     assert [s.k for s in profile.splits if s.candidate] == profile.candidates()
     assert profile.candidates()[0] == 0 and profile.candidates()[-1] == profile.n
     int4 = profile.with_codec("int4")
@@ -121,7 +121,7 @@ def test_device_times_accumulate_block_by_block(profile: ModelProfile) -> None:
 
 def test_profiling_restores_the_thread_count(lite0: SplitModel, images: np.ndarray) -> None:
     before = torch.get_num_threads()
-    profile_model(lite0, images[:1], codecs=["int8"], threads=1, repeats=1)
+    profile_model(lite0, images[:1], codecs=["int5"], threads=1, repeats=1)
     assert torch.get_num_threads() == before
 
 
