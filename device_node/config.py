@@ -28,14 +28,14 @@ TENSOR_CODECS = tuple(codec for codec in CODECS if codec != "jpeg")
 class PolicyConfig(BaseModel):
     """How the device picks its split.
 
-    `fixed` always uses `split` (default: the model's best natural bottleneck from its
-    profile); `dynamic` runs the latency-model chooser (`splitting.policy.DynamicSplit`).
+    `dynamic` (the default) runs the latency-model chooser (`splitting.policy.DynamicSplit`);
+    `fixed` always uses `split` (default: the model's best natural bottleneck from its profile).
     Other kinds can be registered with `device_node.policies.register_policy`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: str = Field(default="fixed", description="fixed, dynamic, or a registered kind")
+    kind: str = Field(default="dynamic", description="dynamic, fixed, or a registered kind")
     split: int | None = Field(default=None, ge=0, description="split index for kind: fixed")
     options: dict[str, Any] = Field(
         default_factory=dict, description="keyword options passed to the policy's factory"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.codecs import CODECS
+from device_node.config import TENSOR_CODECS
 
 
 def register(subparsers: Any) -> None:
@@ -18,14 +18,20 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--devices", type=int, default=2, help="device nodes (default 2)")
     parser.add_argument("--requests", type=int, default=20, help="requests per device")
-    parser.add_argument("--split", type=int, help="fixed split k (default: the policy's)")
-    parser.add_argument("--policy", choices=("fixed", "dynamic"), default="fixed")
-    parser.add_argument("--codec", choices=CODECS, default="int8", help="intermediate codec")
+    parser.add_argument("--split", type=int, help="fixed split k (implies --policy fixed)")
+    parser.add_argument(
+        "--policy",
+        choices=("fixed", "dynamic"),
+        help="dynamic (default; the chooser) or fixed (--split, else the best bottleneck)",
+    )
+    parser.add_argument("--codec", choices=TENSOR_CODECS, default="int8", help="intermediate codec")
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--trace", type=Path, help="mahimahi uplink trace to shape each device")
     parser.add_argument("--deadline-ms", type=float, default=5000.0, help="fallback deadline")
     parser.add_argument("--rate", dest="rate_hz", type=float, help="requests/s per device")
-    parser.add_argument("--slowdown", type=float, default=1.0, help="device compute stretch")
+    parser.add_argument(
+        "--slowdown", type=float, help="device compute stretch (default 4: a weak device)"
+    )
     parser.add_argument("--max-batch", type=int, default=8, help="worker batch limit")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--json", dest="json_path", type=Path, help="write the summary here")
@@ -37,27 +43,35 @@ def run(args: argparse.Namespace) -> int:
     from broker.errors import BrokerError
     from device_node.errors import DeviceError
     from edge_worker.errors import WorkerError
-    from splitmq.demo import DemoOptions, format_summary, run_demo, summarize, write_json
+    from splitmq.demo import (
+        DemoOptions,
+        format_summary,
+        run_demo,
+        summarize,
+        write_json,
+    )
     from splitmq.errors import SplitmqError
     from splitting.errors import SplittingError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        options = DemoOptions(
-            devices=args.devices,
-            requests=args.requests,
-            split=args.split,
-            policy=args.policy,
-            codec=args.codec,
-            model=args.model,
-            trace=args.trace,
-            deadline_ms=args.deadline_ms,
-            rate_hz=args.rate_hz,
-            slowdown=args.slowdown,
-            max_batch=args.max_batch,
-            torch_threads=args.threads,
-            quiet=args.quiet,
-        )
+        given = {
+            "devices": args.devices,
+            "requests": args.requests,
+            "split": args.split,
+            "policy": args.policy or ("fixed" if args.split is not None else "dynamic"),
+            "codec": args.codec,
+            "model": args.model,
+            "trace": args.trace,
+            "deadline_ms": args.deadline_ms,
+            "rate_hz": args.rate_hz,
+            "slowdown": args.slowdown,
+            "max_batch": args.max_batch,
+            "torch_threads": args.threads,
+            "quiet": args.quiet,
+        }
+        # Flags left out keep DemoOptions' defaults.
+        options = DemoOptions(**{k: v for k, v in given.items() if v is not None})
         demo_run = run_demo(options)
     except (SplitmqError, DeviceError, WorkerError, BrokerError, SplittingError) as exc:
         print(f"splitmq demo: {exc}", file=sys.stderr)

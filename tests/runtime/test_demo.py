@@ -28,7 +28,8 @@ def test_demo_two_devices_every_request_has_exactly_one_result(
     tmp_path: Path, profile_cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo.json"
-    code = main(["demo", "--devices", "2", "--requests", "4", "--json", str(out)])
+    argv = ["demo", "--devices", "2", "--requests", "4", "--policy", "fixed", "--slowdown", "1"]
+    code = main([*argv, "--json", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
     summary = json.loads(out.read_text())
