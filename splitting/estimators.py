@@ -152,7 +152,7 @@ class UplinkEstimator:
         """The rate from samples alone (bytes/s), before the in-flight cap."""
         if self.mode == "last":
             return self._last_rate
-        if self._seconds <= 0:
+        if self._seconds <= 0 or self._bytes <= 0:
             return None
         return self._bytes / self._seconds
 
@@ -320,25 +320,47 @@ class ServerView:
 
 
 class OffloadFeedback:
-    """Offloads that took far longer than predicted, remembered until telemetry catches up.
+    """What the device's own offloads say about its predictions.
 
-    Telemetry is up to an interval old: when the worker's load jumps, the device learns it
-    from its own late results first. A result later than predicted by more than
-    `max(min_excess_ms, rel_excess * predicted)` adds its excess to every offload's expected
-    wait, until telemetry received after it (which shows the new load) or `hold_s` passes.
+    Every offloaded request's latency (fallbacks included: they are what choosing to offload
+    cost) is compared with the prediction it was chosen on.
+
+    - Bias: a decayed mean of (actual - predicted), shrunk toward 0 by `prior_weight` pseudo
+      results. Offloads are chosen when their prediction is low, and on a volatile link a low
+      prediction is too often luck: this is the winner's curse, and the bias measures it. It
+      decays with `bias_half_life_s`, so a device that stopped offloading tries again.
+    - Surprise: telemetry is up to an interval old, so when the worker's load jumps the device
+      learns it from its own late results first. A result later than predicted by more than
+      `max(min_excess_ms, rel_excess * predicted)` adds its excess to the expected wait until
+      telemetry received after it (which shows the new load) or `hold_s` passes.
     """
 
     def __init__(
-        self, *, min_excess_ms: float = 25.0, rel_excess: float = 0.5, hold_s: float = 2.0
+        self,
+        *,
+        min_excess_ms: float = 25.0,
+        rel_excess: float = 0.5,
+        hold_s: float = 2.0,
+        bias_half_life_s: float = 20.0,
+        prior_weight: float = 2.0,
+        bias: bool = True,
     ) -> None:
         if min_excess_ms < 0 or rel_excess < 0 or hold_s <= 0:
             raise EstimatorError("feedback thresholds must be >= 0 and hold > 0 s")
+        if bias_half_life_s <= 0 or prior_weight < 0:
+            raise EstimatorError("bias half-life must be > 0 and prior weight >= 0")
         self.min_excess_ms = min_excess_ms
         self.rel_excess = rel_excess
         self.hold_s = hold_s
+        self.bias_half_life_s = bias_half_life_s
+        self.prior_weight = prior_weight
+        self.learn_bias = bias
         self._predicted: dict[float, float] = {}  # request start -> predicted ms
         self._excess_ms = 0.0
         self._since: float | None = None
+        self._residual_sum = 0.0  # decayed sums of (actual - predicted) and of weights
+        self._weight = 0.0
+        self._bias_at: float | None = None
 
     def on_offload(self, started: float, predicted_ms: float) -> None:
         if math.isfinite(predicted_ms):
@@ -353,9 +375,26 @@ class OffloadFeedback:
         for old in [t for t in self._predicted if t < match - 60]:
             del self._predicted[old]  # results that never came
         excess = latency_ms - predicted
+        self._decay_to(now)
+        self._residual_sum += excess
+        self._weight += 1.0
         if excess > max(self.min_excess_ms, self.rel_excess * predicted):
             self._excess_ms = max(excess, self._excess_ms if self.active(now, None) else 0.0)
             self._since = now
+
+    def _decay_to(self, now: float) -> None:
+        if self._bias_at is not None and now > self._bias_at:
+            factor = 0.5 ** ((now - self._bias_at) / self.bias_half_life_s)
+            self._residual_sum *= factor
+            self._weight *= factor
+        self._bias_at = now if self._bias_at is None else max(self._bias_at, now)
+
+    def bias_ms(self, now: float) -> float:
+        """How much later than predicted offloads have been finishing lately."""
+        if not self.learn_bias or self._bias_at is None:
+            return 0.0
+        factor = 0.5 ** (max(0.0, now - self._bias_at) / self.bias_half_life_s)
+        return self._residual_sum * factor / (self._weight * factor + self.prior_weight)
 
     def active(self, now: float, telemetry_at: float | None) -> bool:
         if self._since is None or now - self._since > self.hold_s:
@@ -363,8 +402,9 @@ class OffloadFeedback:
         return telemetry_at is None or telemetry_at <= self._since
 
     def penalty_ms(self, now: float, telemetry_at: float | None) -> float:
-        """Extra expected wait for an offload now."""
-        return self._excess_ms if self.active(now, telemetry_at) else 0.0
+        """Extra expected time for an offload now (may be negative: predictions too high)."""
+        surprise = self._excess_ms if self.active(now, telemetry_at) else 0.0
+        return surprise + self.bias_ms(now)
 
 
 # -- device head times ------------------------------------------------------------------------

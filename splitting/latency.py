@@ -135,11 +135,12 @@ class ServerEstimate:
         return k in self.service_ms
 
     def with_extra_wait(self, extra_ms: float) -> ServerEstimate:
-        """The same estimate with `extra_ms` more expected wait at every split."""
-        if extra_ms <= 0:
+        """The same estimate with `extra_ms` more expected wait at every split (never
+        below no wait)."""
+        if extra_ms == 0:
             return self
         return ServerEstimate(
-            queue_ms={k: v + extra_ms for k, v in self.queue_ms.items()},
+            queue_ms={k: max(0.0, v + extra_ms) for k, v in self.queue_ms.items()},
             service_ms=self.service_ms,
         )
 

@@ -27,6 +27,9 @@ from splitting.traces import DEFAULT_ONE_WAY_MS
 
 __all__ = ["Decision", "DynamicSplit", "FixedSplit", "SplitPolicy"]
 
+#: Largest probe chosen automatically (a model whose input frame is larger probes with this).
+MAX_AUTO_PROBE_BYTES = 32 * 1024
+
 
 class SplitPolicy(Protocol):
     """What the device node needs from a policy. Observers default to no-ops in FixedSplit."""
@@ -125,7 +128,7 @@ class DynamicSplit:
         rate_mode: str = "decayed",
         half_life_s: float = 2.0,
         load_aware: bool = True,
-        probe_size: int = 6000,
+        probe_size: int | None = None,
         probe_quiet_s: float = 1.0,
         probe_interval_s: float = 1.0,
         stale_after_s: float = 3.0,
@@ -134,6 +137,7 @@ class DynamicSplit:
         risk: float = 0.0,
         fallback: FallbackRule | None = None,
         feedback: bool = True,
+        learn_bias: bool = True,
         pin: int | None = None,
     ) -> None:
         if pin is not None and not 0 <= pin <= device.n:
@@ -147,12 +151,18 @@ class DynamicSplit:
         self.fallback = fallback or FallbackRule()
         self.pin = pin
         self.uplink = UplinkEstimator(
-            rtt_s=2 * one_way_ms / 1000, half_life_s=half_life_s, mode=rate_mode
+            rtt_s=2 * one_way_ms / 1000,
+            half_life_s=half_life_s,
+            mode=rate_mode,
         )
+        if probe_size is None:
+            # Probe with what an offload would send (split 0's frame): a transfer's time is not
+            # proportional to its size on a bursty link, so a smaller probe mispredicts it.
+            probe_size = min(device.costs[0].payload_bytes, MAX_AUTO_PROBE_BYTES)
         self.prober = Prober(size=probe_size, quiet_s=probe_quiet_s, interval_s=probe_interval_s)
         self.server_view = ServerView(device.model, stale_after_s=stale_after_s)
         self.device_times = DeviceTimes()
-        self.feedback = OffloadFeedback() if feedback else None
+        self.feedback = OffloadFeedback(bias=learn_bias) if feedback else None
         self._speed_ratio: float | None = None  # measured / profiled device time
         self._last: Decision | None = None
         self.fallbacks = 0

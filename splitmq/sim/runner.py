@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +19,8 @@ import numpy as np
 
 from schemas.messages import TelemetryMessage
 from splitmq.errors import SplitmqError
-from splitmq.sim.scenarios import ServerLoad
-from splitmq.sim.system import DeviceState, EdgeServer, Outcome
+from splitmq.sim.scenarios import LOAD_STEP_S, ServerLoad
+from splitmq.sim.system import WORKER_QUEUE_CAPACITY, DeviceState, EdgeServer, Outcome
 from splitting.latency import DeviceProfile
 from splitting.policy import DynamicSplit, SplitPolicy
 from splitting.server_profile import ServerProfile
@@ -40,14 +41,16 @@ class SimSettings:
     duration_s: float = 1000.0
     one_way_ms: float = DEFAULT_ONE_WAY_MS
     telemetry_interval_s: float = 1.0
+    telemetry_min_gap_s: float = 0.1
     arrivals: str = "periodic"
     seed: int = 0
     worker_id: str = "edge-sim"
     dtype: str = "fp32"
     start_s: float = 1.0
-    #: Also ask the policy for a probe this long before each next arrival (None: only at
-    #: arrivals), as a device node with a known frame rate can.
-    probe_lead_s: float | None = None
+    #: False: one request at a time, as the live device node runs (the next starts when the
+    #: previous has finished, at the earliest at its slot). True: requests start at their
+    #: arrival whatever is still running (a pipelined device).
+    pipelined: bool = False
 
     def __post_init__(self) -> None:
         if self.rate_hz <= 0 or self.duration_s <= self.start_s:
@@ -89,6 +92,42 @@ def arrival_times(settings: SimSettings) -> np.ndarray:
     count = int(settings.rate_hz * settings.duration_s * 1.2) + 10
     times = settings.start_s + np.cumsum(rng.exponential(1 / settings.rate_hz, count))
     return times[times < settings.duration_s]
+
+
+class _Recorder:
+    """Collects one strategy's outcomes into a StrategyRun."""
+
+    def __init__(self, name: str, *, estimates: bool = False) -> None:
+        self.name = name
+        self.rows: list[tuple[float, int, float, bool, bool]] = []
+        self.rates: list[float] | None = [] if estimates else None
+        self.last_done_s = -math.inf
+
+    def add(self, outcome: Outcome, rate: float | None) -> None:
+        self.rows.append(
+            (outcome.arrival_s, outcome.k, outcome.latency_ms, outcome.offloaded, outcome.fallback)
+        )
+        self.last_done_s = max(self.last_done_s, outcome.done_s)
+        if self.rates is not None:
+            self.rates.append(math.nan if rate is None else rate)
+
+    def finish(self, probes: int) -> StrategyRun:
+        if not self.rows:
+            raise SimulationError(f"{self.name}: no request fits in the simulated time")
+        t, k, latency, offloaded, fallback = (
+            np.array(column) for column in zip(*self.rows, strict=True)
+        )
+        rates = np.array(self.rates) if self.rates is not None else None
+        return StrategyRun(
+            self.name,
+            t.astype(float),
+            k.astype(np.int64),
+            latency.astype(float),
+            offloaded.astype(bool),
+            fallback.astype(bool),
+            rates,
+            probes,
+        )
 
 
 class _Observations:
@@ -137,14 +176,29 @@ class Simulation:
         self.telemetry = self._telemetry_stream()
 
     def _telemetry_stream(self) -> list[tuple[float, str, TelemetryMessage]]:
+        """The worker's telemetry as the device receives it (one-way delay later).
+
+        Like `edge_worker.telemetry.TelemetryReporter`: every interval, and between intervals
+        when the queue depth moved by an eighth of the queue capacity since the last message,
+        at most one message per `telemetry_min_gap_s`. Checked on the load's time grid.
+        """
         s = self.settings
         one_way = s.one_way_ms / 1000
-        stream = []
-        for seq, t in enumerate(np.arange(0.0, s.duration_s, s.telemetry_interval_s)):
+        step = max(1, WORKER_QUEUE_CAPACITY // 8)
+        stream: list[tuple[float, str, TelemetryMessage]] = []
+        last_at, last_depth = -math.inf, 0
+        for t in np.arange(0.0, s.duration_s, LOAD_STEP_S):
+            now = float(t)
+            depth = self.load.at(now)[1]
+            due = now - last_at >= s.telemetry_interval_s - 1e-9
+            changed = abs(depth - last_depth) >= step and now - last_at >= s.telemetry_min_gap_s
+            if not (due or changed):
+                continue
             message = self.server.telemetry(
-                float(t), seq, interval_s=s.telemetry_interval_s, worker_id=s.worker_id
+                now, len(stream), interval_s=s.telemetry_interval_s, worker_id=s.worker_id
             )
-            stream.append((float(t) + one_way, s.worker_id, message))
+            stream.append((now + one_way, s.worker_id, message))
+            last_at, last_depth = now, depth
         return stream
 
     def new_state(self) -> DeviceState:
@@ -157,32 +211,62 @@ class Simulation:
         """Run a policy over every request: what it chose and what it got."""
         state = self.new_state()
         pending = _Observations(self.telemetry)
-        count = len(self.arrivals)
-        ks = np.empty(count, dtype=np.int64)
-        latency = np.empty(count)
-        offloaded = np.zeros(count, dtype=bool)
-        fallback = np.zeros(count, dtype=bool)
-        estimates = np.full(count, np.nan) if isinstance(policy, DynamicSplit) else None
+        record = _Recorder(name, estimates=isinstance(policy, DynamicSplit))
         probes = 0
-        for i, t in enumerate(self.arrivals):
-            now = float(t)
+        for now in self._starts(record):
             pending.deliver(policy, now)
             decision = policy.choose(now)
+            probes += self._maybe_probe(policy, state, pending, now)
             outcome = state.run(decision.k, now, policy.deadline_ms(decision))
             self._observe(pending, outcome)
-            probes += self._maybe_probe(policy, state, pending, now)
-            lead = self.settings.probe_lead_s
-            if lead is not None and i + 1 < count and self.arrivals[i + 1] - lead > now:
-                ahead = float(self.arrivals[i + 1]) - lead
-                pending.deliver(policy, ahead)
-                probes += self._maybe_probe(policy, state, pending, ahead)
-            ks[i], latency[i] = outcome.k, outcome.latency_ms
-            offloaded[i], fallback[i] = outcome.offloaded, outcome.fallback
-            if estimates is not None:
-                assert isinstance(policy, DynamicSplit)
-                rate = policy.uplink.smoothed_rate()
-                estimates[i] = np.nan if rate is None else rate
-        return StrategyRun(name, self.arrivals, ks, latency, offloaded, fallback, estimates, probes)
+            rate = policy.uplink.smoothed_rate() if isinstance(policy, DynamicSplit) else None
+            record.add(outcome, rate)
+        return record.finish(probes)
+
+    def run_oracle(self, name: str = "oracle") -> StrategyRun:
+        """For each request, the split that actually finished first from the current state.
+
+        It knows the outcome, so it never waits for a late result: a split whose result would
+        be late loses to running locally, and no fallback is needed.
+        """
+        state = self.new_state()
+        record = _Recorder(name)
+        for now in self._starts(record):
+            best: tuple[Outcome, DeviceState] | None = None
+            for k in range(self.device.n + 1):
+                trial = state.copy()
+                outcome = trial.run(k, now, None)
+                if best is None or outcome.done_s < best[0].done_s:
+                    best = (outcome, trial)
+            assert best is not None
+            outcome, state = best
+            record.add(outcome, None)
+        return record.finish(0)
+
+    def _starts(self, record: _Recorder) -> Iterator[float]:
+        """Start times of the requests. Pipelined: the arrivals. Sequential (the live device
+        node): a request starts at its slot or when the previous one finished, and the next
+        slot is a period after the later of the two (`DeviceNode.run`'s schedule)."""
+        if self.settings.pipelined:
+            for t in self.arrivals:
+                yield float(t)
+            return
+        periodic = self.settings.arrivals == "periodic"
+        period = 1 / self.settings.rate_hz
+        slot = float(self.arrivals[0]) if self.arrivals.size else self.settings.duration_s
+        index = 0
+        while slot < self.settings.duration_s:
+            start = max(slot, record.last_done_s)
+            if start >= self.settings.duration_s:
+                return
+            yield start
+            index += 1
+            if periodic:
+                slot = max(slot + period, start)
+            elif index < self.arrivals.size:
+                slot = float(self.arrivals[index])
+            else:
+                return
 
     @staticmethod
     def _maybe_probe(
@@ -205,30 +289,6 @@ class Simulation:
                 delivery.acked_s, "on_uplink_sample", outcome.payload_bytes, delivery.sample_s
             )
         pending.at(outcome.done_s, "on_result", outcome.k, outcome.offloaded, outcome.latency_ms)
-
-    def run_oracle(self, name: str = "oracle") -> StrategyRun:
-        """For each request, the split that actually finished first from the current state.
-
-        It knows the outcome, so it never waits for a late result: a split whose result would
-        be late loses to running locally, and no fallback is needed.
-        """
-        state = self.new_state()
-        count = len(self.arrivals)
-        ks = np.empty(count, dtype=np.int64)
-        latency = np.empty(count)
-        offloaded = np.zeros(count, dtype=bool)
-        for i, t in enumerate(self.arrivals):
-            now = float(t)
-            best: tuple[Outcome, DeviceState] | None = None
-            for k in range(self.device.n + 1):
-                trial = state.copy()
-                outcome = trial.run(k, now, None)
-                if best is None or outcome.done_s < best[0].done_s:
-                    best = (outcome, trial)
-            assert best is not None
-            outcome, state = best
-            ks[i], latency[i], offloaded[i] = outcome.k, outcome.latency_ms, outcome.offloaded
-        return StrategyRun(name, self.arrivals, ks, latency, offloaded, np.zeros(count, bool))
 
     def evaluate_each_split(self, state: DeviceState, now: float) -> dict[int, float]:
         """Latency (ms) of a request at each split from `state` (the oracle's view)."""

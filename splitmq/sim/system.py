@@ -24,6 +24,10 @@ from splitting.latency import DeviceProfile
 from splitting.server_profile import ServerProfile
 from splitting.traces import Delivery, Uplink, wire_bytes
 
+#: The simulated worker holds this many requests (its MQTT ReceiveMaximum): enough that its
+#: telemetry shows the whole backlog of the heavy scenario rather than a broker-side overflow.
+WORKER_QUEUE_CAPACITY = 4096
+
 
 class DeviceCpu:
     """Busy intervals of the device's single CPU; jobs placed in the earliest gap that fits."""
@@ -136,7 +140,7 @@ class EdgeServer:
             device=self.profile.device,
             models={self.model: list(range(self.device.n))},
             queue_depth=queue,
-            queue_capacity=max(queue, 4096),
+            queue_capacity=max(queue, WORKER_QUEUE_CAPACITY),
             in_flight=batch,
             batch_size=float(batch),
             max_batch=64,
