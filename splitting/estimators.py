@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -235,14 +235,22 @@ class Prober:
 class TelemetryLike(Protocol):
     """The fields of schemas.messages.TelemetryMessage the chooser reads."""
 
-    interval_s: float
-    models: Mapping[str, list[int]]
-    queue_depth: int
-    in_flight: int
-    batch_size: float
-    max_batch: int
-    utilization: float
-    service_ms: Mapping[str, Mapping[int, float]]
+    @property
+    def interval_s(self) -> float: ...
+    @property
+    def models(self) -> Mapping[str, Sequence[int]]: ...
+    @property
+    def queue_depth(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def batch_size(self) -> float: ...
+    @property
+    def max_batch(self) -> int: ...
+    @property
+    def utilization(self) -> float: ...
+    @property
+    def service_ms(self) -> Mapping[str, Mapping[int, float]]: ...
 
 
 @dataclass(frozen=True)
