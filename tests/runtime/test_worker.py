@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -38,6 +41,7 @@ pytestmark = pytest.mark.integration
 
 MODEL = "efficientnet-lite0"
 TOPICS = Topics()
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -508,3 +512,40 @@ def test_a_worker_leaving_mid_stream_answers_what_it_took(
     assert statuses <= {"ok", "rejected"}
     assert {r.worker_id for r in results[:150]} == {"w0", "w1"}
     assert "w0" not in {r.worker_id for r in results[200:]}, "w0 left the share group"
+
+
+def test_a_killed_worker_process_leaves_its_last_will(broker_settings: BrokerSettings) -> None:
+    """`edge-worker` as a real process: "online" while it runs, "offline" (the broker's
+    last will) once it is killed without a chance to say goodbye."""
+    command = [
+        sys.executable,
+        "-m",
+        "edge_worker.cli",
+        "--broker-port",
+        str(broker_settings.port),
+        "--worker-id",
+        "doomed",
+        "--runner",
+        "echo",
+        "--model",
+        "echo",
+    ]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+
+        def online(payload: bytes) -> bool:
+            return bool(payload) and parse_status(payload).state == "online"
+
+        seen = wait_for_retained(broker_settings, TOPICS.status("doomed"), online, 60)
+        assert seen and online(seen[-1]), "the worker process never came online"
+    finally:
+        process.kill()
+        process.wait(10)
+        assert process.stdout is not None
+        process.stdout.close()
+
+    def offline(payload: bytes) -> bool:
+        return bool(payload) and parse_status(payload).state == "offline"
+
+    seen = wait_for_retained(broker_settings, TOPICS.status("doomed"), offline, 10)
+    assert seen and offline(seen[-1]), "no last will after the worker was killed"
