@@ -51,7 +51,11 @@ class ModelEntry(BaseModel):
         description='"all" (0..n-1), "candidates" (natural bottlenecks under candidate_codec, '
         "found at start-up from a sample image), or an explicit list of split indices",
     )
-    candidate_codec: str = Field("int8", description='codec that decides "candidates"')
+    candidate_codec: str = Field(
+        "int5",
+        description='codec that decides "candidates" (the devices\' decision codec, '
+        "splitting.profiling.DEFAULT_DECISION_CODEC)",
+    )
 
     @field_validator("splits")
     @classmethod

@@ -14,6 +14,7 @@ import torch
 from edge_worker.batching import Queued, RequestQueue
 from edge_worker.cli import main as worker_main
 from edge_worker.config import (
+    ModelEntry,
     WorkerConfig,
     load_worker_config,
     with_overrides,
@@ -291,6 +292,12 @@ def lite0() -> SplitModel:
     return load_model("efficientnet-lite0")
 
 
+def test_candidate_codec_default_follows_the_devices() -> None:
+    from splitting.profiling import DEFAULT_DECISION_CODEC
+
+    assert ModelEntry().candidate_codec == DEFAULT_DECISION_CODEC
+
+
 def test_split_selection(lite0: SplitModel) -> None:
     entry = WorkerConfig.model_validate({"models": [{"name": "efficientnet-lite0"}]}).models[0]
     assert resolve_splits(lite0, entry) == list(range(lite0.n))
@@ -301,7 +308,7 @@ def test_split_selection(lite0: SplitModel) -> None:
     too_far = chosen.model_copy(update={"splits": [lite0.n]})
     with pytest.raises(RunnerError, match="out of range"):
         resolve_splits(lite0, too_far)
-    candidates = candidate_splits(lite0, "int8")
+    candidates = candidate_splits(lite0, "int5")
     assert candidates[0] == 0 and candidates == sorted(candidates) and lite0.n not in candidates
 
 
