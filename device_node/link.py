@@ -140,8 +140,11 @@ class WorkerView:
             and age <= self.stale_after_s(stale_after_s)
         )
 
-    def serves(self, model: str, k: int) -> bool:
-        return self.telemetry is not None and k in self.telemetry.models.get(model, [])
+    def serves(self, model: str, k: int | None) -> bool:
+        if self.telemetry is None:
+            return False
+        splits = self.telemetry.models.get(model, [])
+        return bool(splits) if k is None else k in splits
 
 
 @dataclass
@@ -334,8 +337,8 @@ class DeviceLink:
 
     # -- workers --------------------------------------------------------------------------
 
-    def alive_workers(self, model: str, split: int, now: float | None = None) -> list[str]:
-        """Workers alive now that serve `split` of `model`."""
+    def alive_workers(self, model: str, split: int | None, now: float | None = None) -> list[str]:
+        """Workers alive now that serve `split` of `model` (None: any split of it)."""
         now = self.clock() if now is None else now
         with self._lock:
             return sorted(

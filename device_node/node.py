@@ -147,15 +147,19 @@ class DeviceNode:
                 on_record(record)
         return records
 
-    def run_request(self, image: SourceImage | np.ndarray) -> ResultRecord:
-        """Classify one image; exactly one record, offloaded or computed here."""
+    def run_request(
+        self, image: SourceImage | np.ndarray, *, request_id: str | None = None
+    ) -> ResultRecord:
+        """Classify one image; exactly one record, offloaded or computed here. `request_id`
+        defaults to `<device>-<session>-<sequence>`; a given one must be unique too."""
         if not isinstance(image, SourceImage):
             image = SourceImage("image", image)
         started = self.clock()
         decision = self.policy.choose(started)
         self._send_probe(started)
         deadline_ms = self.policy.deadline_ms(decision) or self.config.deadline_ms
-        request = _Request(self._next_request_id(), image.name, decision, started, deadline_ms)
+        request_id = request_id or self._next_request_id()
+        request = _Request(request_id, image.name, decision, started, deadline_ms)
         prepared = self.model.prepare_image(image.pixels)
         k = decision.k
         if k >= self.model.n:

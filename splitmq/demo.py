@@ -212,7 +212,7 @@ def _run_devices(
         if options.warm_up:
             _say(out, "warming up: one uncounted request per device (first calls are slow)")
             for node in nodes:
-                node.run_request(images[0])
+                node.run_request(images[0], request_id=f"{node.config.device_id}-warmup")
         threads = [
             threading.Thread(
                 target=_device_loop,
@@ -230,17 +230,14 @@ def _run_devices(
 
 
 def _wait_for_worker(nodes: list[DeviceNode], timeout_s: float) -> None:
-    """Start only once every device sees the worker's telemetry for its first split, so the
-    first requests measure offloading, not the worker's start-up."""
+    """Start only once every device sees a live worker for its model, so the first requests
+    measure offloading, not the worker's start-up."""
     deadline = time.monotonic() + timeout_s
     for node in nodes:
-        k = node.policy.choose(time.monotonic()).k
-        if k >= node.model.n:
-            continue
-        while not node.link.alive_workers(node.model.name, k):
+        while not node.link.alive_workers(node.model.name, None):
             if time.monotonic() > deadline:
                 raise DemoError(
-                    f"{node.config.device_id}: no worker serving {node.model.name} split {k} "
+                    f"{node.config.device_id}: no worker serving {node.model.name} "
                     f"appeared within {timeout_s:g} s"
                 )
             time.sleep(0.05)
