@@ -1,0 +1,73 @@
+"""`splitmq bench chooser` end to end on a short synthetic trace (no ../shared needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splitmq.cli import main
+from tests.splitting.test_latency import toy_model_profile, toy_server
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    """A 4 Mbit/s trace with a 3-s outage, a toy device profile and its server profile."""
+    ms = np.arange(1, 20_001, 3)  # one packet every 3 ms: 4 Mbit/s
+    ms = ms[(ms < 8_000) | (ms >= 11_000)]
+    trace = tmp_path / "synthetic.up"
+    trace.write_text("\n".join(str(t) for t in ms) + "\n20000\n")
+    device = tmp_path / "device.json"
+    toy_model_profile().save(device)
+    server = tmp_path / "server.json"
+    toy_server().save(server)
+    return {"trace": trace, "device": device, "server": server}
+
+
+def bench(inputs: dict[str, Path], out: Path, *extra: str) -> int:
+    return main(
+        [
+            "bench", "chooser",
+            "--trace", str(inputs["trace"]),
+            "--model", "toy",
+            "--device-profile", str(inputs["device"]),
+            "--server-profile", str(inputs["server"]),
+            "--duration", "60",
+            "--json", str(out),
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+def test_bench_writes_every_strategy_for_every_trace(inputs, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench(inputs, out, "--plots", str(tmp_path / "plots")) == 0
+    report = json.loads(out.read_text())
+    entry = report["traces"]["synthetic.up"]
+    expected = {"local", "offload", "static_best", "neurosurgeon", "dynamic", "oracle"}
+    expected |= {f"fixed_{k}" for k in range(5)}
+    assert set(entry["strategies"]) == expected
+    for stats in entry["strategies"].values():
+        assert set(stats) == {"mean_ms", "p50_ms", "p95_ms", "p99_ms"}
+        assert stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
+    assert entry["static_best_k"] in range(5)
+    assert 0.0 <= entry["oracle_agreement"] <= 1.0
+    assert entry["requests"] > 100
+    assert report["settings"]["load"] == "switching"
+    assert report["settings"]["slowdown"] == 4.0
+    assert Path(entry["plot"]).stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "synthetic.up" in printed and "dynamic" in printed and "targets" in printed
+
+
+def test_bench_reports_a_missing_server_profile_clearly(inputs, tmp_path, capsys):
+    inputs["server"] = tmp_path / "absent.json"
+    assert bench(inputs, tmp_path / "out.json") == 2
+    assert "absent.json" in capsys.readouterr().err
+
+
+def test_bench_refuses_a_bad_rate(inputs, tmp_path, capsys):
+    assert bench(inputs, tmp_path / "out.json", "--rate", "0") == 2
+    assert "--rate" in capsys.readouterr().err
