@@ -21,7 +21,7 @@ from device_node import table
 from device_node.config import DeviceConfig, load_device_config, with_overrides
 from device_node.errors import DeviceError
 from device_node.records import ResultRecord
-from device_node.runtime import build_device
+from device_node.runtime import build_device, load_device_model, shaped_uplink
 from device_node.sources import build_source
 from splitting.errors import SplittingError
 
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
-        node = build_device(config)
+        model = load_device_model(config)
         source = build_source(config.source)
     except (DeviceError, SplittingError) as exc:
         print(f"device-node: {exc}", file=sys.stderr)
@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     _stop_on_signals(stop)
     printer = _RecordPrinter(sys.stdout, args.jsonl, quiet=args.quiet)
     try:
-        with node:
+        # With `trace` set, the device reaches its broker through a trace-driven shaper.
+        with shaped_uplink(config) as shaped, build_device(shaped, model=model) as node:
             records = node.run(
                 source,
                 requests=config.requests,
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 on_record=printer,
                 should_stop=stop.is_set,
             )
-    except DeviceError as exc:
+    except (DeviceError, SplittingError) as exc:
         print(f"device-node: {exc}", file=sys.stderr)
         return 1
     finally:

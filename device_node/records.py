@@ -32,7 +32,9 @@ class LatencyParts:
 
     `uplink_ms` is publish hand-over to the broker's PUBACK; `queue_ms`, `decode_ms` and
     `compute_ms` come from the worker's reply; `other_ms` is what remains of the total
-    (broker routing, the reply's way back, waiting), so the parts add up to `total_ms`.
+    (broker routing, the reply's way back, waiting), so the parts add up to `total_ms`. On a
+    slow link the PUBACK's way back overlaps the worker's compute; `other_ms` is then 0 and the
+    parts add up to a little more than the total.
     """
 
     head_ms: float = 0.0

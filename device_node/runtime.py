@@ -1,7 +1,9 @@
-"""Assembling a device node from its configuration: model, policy, link."""
+"""Assembling a device node from its configuration: model, policy, link (and its shaper)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from device_node.config import DeviceConfig
 from device_node.errors import ModelMismatchError
 from device_node.node import DeviceNode
 from device_node.policies import PolicyContext, build_policy
+from device_node.shaper import TraceShaper
 from splitting.partition import SplitModel
 from splitting.policy import SplitPolicy
 from splitting.profiling import ModelProfile, load_or_profile
@@ -59,3 +62,17 @@ def build_device(
     if policy is None:
         policy = build_policy(config.policy, policy_context(config, model, cache_dir=cache_dir))
     return DeviceNode(config, model, policy)
+
+
+@contextlib.contextmanager
+def shaped_uplink(config: DeviceConfig) -> Iterator[DeviceConfig]:
+    """With `config.trace`, a trace-driven shaper between this device and its broker, and the
+    config that connects through it; without a trace, the config unchanged."""
+    if config.trace is None:
+        yield config
+        return
+    upstream = (config.broker.host, config.broker.port)
+    with TraceShaper(config.trace, upstream) as shaper:
+        host, port = shaper.address
+        broker = config.broker.model_copy(update={"host": host, "port": port})
+        yield config.model_copy(update={"broker": broker})

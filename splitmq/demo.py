@@ -33,7 +33,7 @@ from device_node import table
 from device_node.config import DeviceConfig, PolicyConfig
 from device_node.node import DeviceNode
 from device_node.records import ResultRecord
-from device_node.runtime import build_device
+from device_node.runtime import build_device, shaped_uplink
 from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.worker import EdgeWorker
@@ -86,6 +86,7 @@ class DemoRun:
     records: list[ResultRecord] = field(default_factory=list)
     device_errors: dict[str, str] = field(default_factory=dict)
     late_results: int = 0
+    probes: int = 0
     wall_s: float = 0.0
     worker: dict[str, Any] = field(default_factory=dict)
 
@@ -199,15 +200,16 @@ def _run_devices(
     out: TextIO,
 ) -> None:
     settings = BrokerSettings(host=broker.host, port=broker.port, reconnect_max_delay_s=2)
-    nodes = [
-        build_device(device_config(options, i + 1, settings), model=model)
-        for i in range(options.devices)
-    ]
     printer = _LivePrinter(out, quiet=options.quiet)
     lock = threading.Lock()
     with contextlib.ExitStack() as stack:
-        for node in nodes:
-            stack.enter_context(node)
+        nodes = []
+        for i in range(options.devices):
+            # With a trace, each device gets its own shaped uplink to the broker.
+            config = stack.enter_context(shaped_uplink(device_config(options, i + 1, settings)))
+            nodes.append(stack.enter_context(build_device(config, model=model)))
+        if options.trace is not None:
+            _say(out, f"uplink: every device shaped by the trace {options.trace}")
         _wait_for_worker(nodes, options.worker_wait_s)
         if options.warm_up:
             _say(out, "warming up: one uncounted request per device (first calls are slow)")
@@ -227,6 +229,7 @@ def _run_devices(
         for thread in threads:
             thread.join()
     run.late_results = sum(node.link.counters.late_results for node in nodes)
+    run.probes = sum(node.link.counters.probes for node in nodes)
 
 
 def _wait_for_worker(nodes: list[DeviceNode], timeout_s: float) -> None:
@@ -298,6 +301,7 @@ def summarize(run: DemoRun) -> dict[str, Any]:
         "splits": {str(k): n for k, n in sorted(Counter(r.split for r in records).items())},
         "bytes_sent_mean": statistics.fmean([r.bytes_sent for r in offloaded]) if offloaded else 0,
         "late_results_dropped": run.late_results,
+        "probes": run.probes,
         "device_errors": run.device_errors,
         "devices": options.devices,
         "requests_per_device": options.requests,

@@ -10,8 +10,11 @@ import pytest
 
 from splitmq.cli import main
 from splitmq.demo import DemoError, DemoOptions, DemoRun, format_summary, summarize
+from splitting.traces import DEFAULT_ONE_WAY_MS
 
 pytestmark = pytest.mark.integration
+
+TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +77,27 @@ def test_summary_counts_a_device_that_died_as_lost_requests() -> None:
     summary = summarize(run)
     assert (summary["requests"], summary["results"], summary["lost"]) == (6, 0, 6)
     assert "device dev2 failed: LinkError: gone" in format_summary(summary)
+
+
+def uplink_trace(tmp_path: Path) -> Path:
+    """A real cellular trace from ../shared/traces; in a checkout without it, a mahimahi trace
+    of a steady 2.3 Mbit/s link (one 1500-byte packet every 5 ms)."""
+    real = TRACES / "TMobile-LTE-short.up"
+    if real.is_file():
+        return real
+    steady = tmp_path / "steady.up"
+    steady.write_text("".join(f"{ms}\n" for ms in range(5, 1001, 5)))
+    return steady
+
+
+def test_demo_through_a_trace_shaped_uplink(tmp_path: Path, profile_cache: Path) -> None:
+    out = tmp_path / "demo.json"
+    argv = ["demo", "--devices", "1", "--requests", "3", "--split", "0", "--quiet"]
+    argv += ["--trace", str(uplink_trace(tmp_path)), "--json", str(out)]
+    assert main(argv) == 0
+    summary = json.loads(out.read_text())
+    assert (summary["results"], summary["lost"], summary["offloaded"]) == (3, 0, 3)
+    # Through the shaper, a publish waits for the trace's delivery opportunities and the
+    # one-way delay each way before its PUBACK is back: never less than the two delays.
+    for record in summary["records"]:
+        assert record["latency"]["uplink_ms"] >= 2 * DEFAULT_ONE_WAY_MS
