@@ -107,7 +107,8 @@ def run_transport_bench(
         info = echo_model_info(ECHO_MODEL)
         rtt = measure_rtt(settings, info, options)
         burst = measure_burst(settings, info, options)
-        telemetry = _final_telemetry(observer, served_at_least=burst["answered"])
+        answered = options.warmup + rtt["n"] + burst["answered"]
+        telemetry = _final_telemetry(observer, served_at_least=answered)
     return {
         "rtt_ms": rtt,
         "burst": burst,
@@ -191,8 +192,9 @@ def _wait_for_worker(
 
 
 def _final_telemetry(observer: DeviceLink, *, served_at_least: int) -> dict[str, Any]:
-    """The worker's counters from its telemetry, once they include the burst (or after 3 s)."""
-    deadline = time.monotonic() + 3.0
+    """The worker's counters from its telemetry, once they count every answered request
+    (telemetry follows changes within 0.1 s and comes every second; give up after 5 s)."""
+    deadline = time.monotonic() + 5.0
     while True:
         view = observer.workers().get(WORKER_ID)
         telemetry = view.telemetry if view is not None else None
