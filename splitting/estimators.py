@@ -349,7 +349,7 @@ class OffloadFeedback:
         min_excess_ms: float = 25.0,
         rel_excess: float = 0.5,
         hold_s: float = 2.0,
-        bias_half_life_s: float = 20.0,
+        bias_half_life_s: float = 60.0,
         prior_weight: float = 2.0,
         bias: bool = True,
     ) -> None:

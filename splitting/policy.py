@@ -138,6 +138,7 @@ class DynamicSplit:
         fallback: FallbackRule | None = None,
         feedback: bool = True,
         learn_bias: bool = True,
+        bias_half_life_s: float = 60.0,
         pin: int | None = None,
     ) -> None:
         if pin is not None and not 0 <= pin <= device.n:
@@ -162,7 +163,11 @@ class DynamicSplit:
         self.prober = Prober(size=probe_size, quiet_s=probe_quiet_s, interval_s=probe_interval_s)
         self.server_view = ServerView(device.model, stale_after_s=stale_after_s)
         self.device_times = DeviceTimes()
-        self.feedback = OffloadFeedback(bias=learn_bias) if feedback else None
+        self.feedback = (
+            OffloadFeedback(bias=learn_bias, bias_half_life_s=bias_half_life_s)
+            if feedback
+            else None
+        )
         self._speed_ratio: float | None = None  # measured / profiled device time
         self._last: Decision | None = None
         self.fallbacks = 0

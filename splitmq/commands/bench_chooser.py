@@ -31,12 +31,15 @@ from splitmq.sim.plots import plot_trace
 from splitmq.sim.runner import ARRIVALS, SimSettings, Simulation
 from splitmq.sim.scenarios import SCENARIOS, make_load
 from splitmq.sim.strategies import TraceResult, evaluate
+from splitting.errors import SplittingError
 from splitting.latency import DEFAULT_SLOWDOWN
+from splitting.server_profile import measure_server_profile
 from splitting.traces import DEFAULT_ONE_WAY_MS
 
 DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_LOAD = "switching"
 DEFAULT_RATE_HZ = 2.0
+MEASURED_BATCHES = (1, 2, 4, 8)
 TABLE_STRATEGIES = ("oracle", "dynamic", "static_best", "neurosurgeon", "local", "offload")
 
 
@@ -61,6 +64,12 @@ def register(subparsers: Any) -> None:
         "--server-profile",
         metavar="PATH",
         help=f"server profile JSON (default {DEFAULT_SERVER_PROFILE})",
+    )
+    parser.add_argument(
+        "--measure-server-profile",
+        metavar="PATH",
+        help="time the model's tails on this host's CPU (batches 1, 2, 4, 8), write them to "
+        "PATH and use them as the server profile (the live demo's worker runs here)",
     )
     parser.add_argument(
         "--device-profile", metavar="PATH", help="ModelProfile JSON (default: measure here)"
@@ -94,6 +103,14 @@ def run(args: argparse.Namespace) -> int:
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     _check_positive(rate=args.rate, slowdown=args.slowdown, duration=args.duration)
+    if args.measure_server_profile:
+        if args.server_profile:
+            raise SplitmqError("give --server-profile or --measure-server-profile, not both")
+        try:
+            measure_server_profile(args.model, MEASURED_BATCHES, path=args.measure_server_profile)
+        except SplittingError as exc:
+            raise SplitmqError(f"cannot measure a server profile: {exc}") from exc
+        args.server_profile = args.measure_server_profile
     server = server_profile(args.server_profile)
     device = device_profile(args.model, slowdown=args.slowdown, path=args.device_profile)
     traces: dict[str, Any] = {}

@@ -71,3 +71,11 @@ def test_bench_reports_a_missing_server_profile_clearly(inputs, tmp_path, capsys
 def test_bench_refuses_a_bad_rate(inputs, tmp_path, capsys):
     assert bench(inputs, tmp_path / "out.json", "--rate", "0") == 2
     assert "--rate" in capsys.readouterr().err
+
+
+def test_bench_takes_one_server_profile_source(inputs, tmp_path, capsys):
+    code = bench(
+        inputs, tmp_path / "out.json", "--measure-server-profile", str(tmp_path / "m.json")
+    )
+    assert code == 2
+    assert "not both" in capsys.readouterr().err
