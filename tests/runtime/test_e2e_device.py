@@ -216,7 +216,7 @@ def test_killed_worker_mid_run_falls_back_with_one_record_each(
     process = start_worker_process(broker_settings, "edge-doomed")
     records: list[ResultRecord] = []
     try:
-        node = make_device(broker_settings, model, deadline_ms=3000, telemetry_stale_s=2.0)
+        node = make_device(broker_settings, model, deadline_ms=10000, telemetry_stale_s=2.0)
         with node:
             wait_until(lambda: node.link.alive_workers(MODEL, MID_SPLIT), 60, "worker process")
 
