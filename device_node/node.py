@@ -218,7 +218,8 @@ class DeviceNode:
             split=k,
             device_id=self.config.device_id,
             timestamps={"sent": time.time()},
-            deadline_ms=request.deadline_ms,
+            # What is left of the deadline: the worker skips a request the device gave up on.
+            deadline_ms=max(1.0, request.deadline_ms - (self.clock() - request.started) * 1000),
             zstd_level=self.config.zstd_level,
             jpeg_quality=self.config.jpeg_quality,
         )
