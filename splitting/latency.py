@@ -188,13 +188,13 @@ def _worker_split(
 ) -> tuple[float, float]:
     if not load_aware:
         idle = _profile_tail(profile, device, k, 1.0)
-        return 0.0, idle if idle is not None else snap.service_ms.get(k, device.local_tail_ms(k))
+        return 0.0, idle if idle is not None else _guessed_tail(snap, k, device)
     batch = max(1.0, snap.batch_size)
     tail = snap.service_ms.get(k)
     if tail is None:
         tail = _profile_tail(profile, device, k, batch)
-    if tail is None:  # nothing known: assume the server no faster than the device
-        tail = max(snap.service_ms.values(), default=device.local_tail_ms(k))
+    if tail is None:
+        tail = _guessed_tail(snap, k, device)
     per_batch = (
         sum(snap.service_ms.values()) / len(snap.service_ms)
         if snap.service_ms
@@ -202,6 +202,23 @@ def _worker_split(
     )
     wait = snap.queue_depth / batch * per_batch + snap.utilization * per_batch / 2
     return wait, tail
+
+
+def _guessed_tail(snap: ServerSnapshot, k: int, device: DeviceProfile) -> float:
+    """Tail time of split k on a worker with no profile and no service time for k.
+
+    From a split j it does report, scaled by the blocks' relative cost on the device (blocks
+    keep their relative cost across CPUs); with none reported, the device's own tail without
+    its slowdown: a worker as fast as the host the device was profiled on. Not assuming the
+    worker as slow as the device matters: a device that believed so would never offload, and
+    so never see a service time that proves otherwise.
+    """
+    own = device.local_tail_ms(k)
+    for j, service in sorted(snap.service_ms.items()):
+        reference = device.local_tail_ms(j) if 0 <= j < device.n else 0.0
+        if reference > 0:
+            return service * own / reference
+    return own / device.slowdown
 
 
 def _profile_tail(

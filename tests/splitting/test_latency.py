@@ -183,3 +183,20 @@ def test_offload_is_impossible_without_link_server_or_served_split():
     assert math.isinf(predict(0, device, None, server).total_ms)
     assert math.isinf(predict(0, device, link, None).total_ms)
     assert math.isinf(predict(2, device, link, server).total_ms)  # split 2 not served
+
+
+def test_without_profile_a_tail_is_scaled_from_a_reported_split():
+    device = toy_device()
+    reported = snapshot(service_ms={2: 7.0})
+    estimate = estimate_server([reported], device, None)
+    assert estimate is not None
+    assert estimate.service_ms[2] == 7.0
+    # Blocks [0, 4) cost 160 ms on the device and [2, 4) 140 ms: split 0 takes 160/140 as long.
+    assert estimate.service_ms[0] == pytest.approx(7.0 * 160 / 140)
+
+
+def test_without_profile_or_report_the_worker_is_taken_as_fast_as_the_profiling_host():
+    device = toy_device(slowdown=4.0)
+    estimate = estimate_server([snapshot()], device, None)
+    assert estimate is not None
+    assert estimate.service_ms[0] == pytest.approx(160.0 / 4)
