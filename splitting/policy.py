@@ -117,6 +117,13 @@ class DynamicSplit:
     request. `pin=k` always answers k but keeps estimating, so that a fixed split gets the same
     prediction-based fallback deadline (the simulator's fixed strategies use it).
     `rate_mode="last"` with `load_aware=False` is the Neurosurgeon-style baseline.
+
+    Options: `server_profile` (tail times by batch size; without one, the workers' reported
+    service times are used and scaled), `one_way_ms` (the prior of the base RTT, learned down),
+    `half_life_s` (of the uplink estimate), `probe_*` (size None: split 0's frame), `stale_after_s`
+    (telemetry age limit), `hysteresis` / `offload_margin_ms` / `risk` (see `ChooserParams`),
+    `fallback` (the deadline rule), `feedback` / `learn_bias` / `bias_half_life_s` (learning
+    from its own offloads' latencies, see `OffloadFeedback`).
     """
 
     def __init__(
