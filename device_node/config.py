@@ -65,7 +65,7 @@ class DeviceConfig(BaseModel):
         default=None, description="None = model default, 'random', a local file, or a name"
     )
     codec: str = Field(
-        default="int8", description=f"intermediate codec: {', '.join(TENSOR_CODECS)}"
+        default="int5", description=f"intermediate codec: {', '.join(TENSOR_CODECS)}"
     )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality at split 0")
     zstd_level: int = Field(default=1, ge=1, le=22, description="zstd level behind the codec")

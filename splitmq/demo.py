@@ -59,7 +59,7 @@ class DemoOptions:
     requests: int = 20
     split: int | None = None
     policy: str = "dynamic"
-    codec: str = "int8"
+    codec: str = "int5"
     model: str = DEFAULT_MODEL
     trace: Path | None = None
     deadline_ms: float = 5000.0

@@ -26,7 +26,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_example_configs_load() -> None:
     example = load_device_config(CONFIGS / "device.example.yaml")
     assert example.device_id == "camera-1"
-    assert example.codec == "int8"
+    assert example.codec == "int5"
     assert example.policy.kind == "dynamic"
     compose = load_device_config(CONFIGS / "device.compose.yaml")
     assert compose.broker.host == "broker"
