@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from broker.client import BrokerSettings
+from broker.config_file import read_yaml_mapping, validate_config
 from device_node.errors import ConfigError
 from device_node.sources import SourceConfig
 from schemas.codecs import CODECS
@@ -23,6 +23,7 @@ from schemas.topics import Topics
 DEFAULT_MODEL = "efficientnet-lite0"
 # Codecs for an intermediate tensor (split >= 1); split 0 sends its image as JPEG anyway.
 TENSOR_CODECS = tuple(codec for codec in CODECS if codec != "jpeg")
+CONFIG_WHAT = "device configuration"
 
 
 class PolicyConfig(BaseModel):
@@ -127,39 +128,14 @@ def _checked_segment(value: str, build_topic: Callable[[], str]) -> str:
     return value
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per bad key, as a dotted path, after the file it came from."""
-    lines = [f"invalid device configuration in {source}:"]
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
-
-
 def device_config_from_mapping(data: Mapping[str, Any], *, source: str = "<dict>") -> DeviceConfig:
     """Validate a mapping (parsed YAML, or overrides merged into it) into a DeviceConfig."""
-    try:
-        return DeviceConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from exc
+    return validate_config(DeviceConfig, data, what=CONFIG_WHAT, source=source, error=ConfigError)
 
 
 def load_device_config(path: str | Path) -> DeviceConfig:
     """Read and validate a device YAML file; ConfigError names the file and the bad keys."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read device configuration {path}: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"device configuration {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"device configuration {path} must be a mapping of keys to values")
+    data = read_yaml_mapping(Path(path), what=CONFIG_WHAT, error=ConfigError)
     return device_config_from_mapping(data, source=str(path))
 
 

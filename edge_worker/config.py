@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from broker.client import BrokerSettings
+from broker.config_file import read_yaml_mapping, validate_config
 from edge_worker.errors import ConfigError
 from schemas.codecs import CODECS
 from schemas.errors import TopicError
@@ -29,6 +29,7 @@ from schemas.topics import Topics, check_segment
 
 DEFAULT_MODEL = "efficientnet-lite0"
 SplitSelection = Literal["candidates", "all"] | list[int]
+CONFIG_WHAT = "worker configuration"
 
 
 def default_worker_id() -> str:
@@ -191,39 +192,14 @@ def _checked(build: Callable[[], object], value: str) -> str:
     return value
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per bad key, as a dotted path, after the file it came from."""
-    lines = [f"invalid worker configuration in {source}:"]
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
-
-
 def worker_config_from_mapping(data: Mapping[str, Any], *, source: str = "<dict>") -> WorkerConfig:
     """Validate a mapping (parsed YAML, or overrides merged into it) into a WorkerConfig."""
-    try:
-        return WorkerConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from exc
+    return validate_config(WorkerConfig, data, what=CONFIG_WHAT, source=source, error=ConfigError)
 
 
 def load_worker_config(path: str | Path) -> WorkerConfig:
     """Read and validate a worker YAML file; ConfigError names the file and the bad keys."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read worker configuration {path}: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"worker configuration {path} is not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"worker configuration {path} must be a mapping of keys to values")
+    data = read_yaml_mapping(Path(path), what=CONFIG_WHAT, error=ConfigError)
     return worker_config_from_mapping(data, source=str(path))
 
 

@@ -1,0 +1,43 @@
+"""The YAML configuration loader both runtimes share (broker.config_file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from device_node.config import load_device_config
+from device_node.errors import ConfigError as DeviceConfigError
+from edge_worker.config import WorkerConfig, load_worker_config
+from edge_worker.errors import ConfigError as WorkerConfigError
+
+
+def test_an_empty_file_means_every_default(tmp_path: Path) -> None:
+    path = tmp_path / "worker.yaml"
+    path.write_text("# nothing set\n")
+    assert load_worker_config(path).max_batch == WorkerConfig.model_fields["max_batch"].default
+
+
+def test_an_empty_device_file_names_the_key_it_lacks(tmp_path: Path) -> None:
+    path = tmp_path / "device.yaml"
+    path.write_text("")
+    with pytest.raises(DeviceConfigError) as error:
+        load_device_config(path)
+    assert str(path) in str(error.value)
+    assert "device_id: Field required" in str(error.value)
+
+
+def test_each_runtime_gets_its_own_error_class(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(DeviceConfigError, match="cannot read device configuration"):
+        load_device_config(missing)
+    with pytest.raises(WorkerConfigError, match="cannot read worker configuration"):
+        load_worker_config(missing)
+
+
+def test_validator_messages_are_reported_without_pydantic_prefix(tmp_path: Path) -> None:
+    path = tmp_path / "worker.yaml"
+    path.write_text("models:\n  - name: m\n  - name: m\n")
+    with pytest.raises(WorkerConfigError) as error:
+        load_worker_config(path)
+    assert "  models: model listed twice: m" in str(error.value).splitlines()
