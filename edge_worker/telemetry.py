@@ -18,14 +18,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from schemas.messages import TelemetryMessage, encode_message
+from splitting.estimators import ewma
 
 LOG = logging.getLogger(__name__)
 Outcome = Literal["served", "rejected", "expired", "errors"]
 EWMA_ALPHA = 0.2  # weight of the newest sample: about the last 10 batches matter
-
-
-def ewma(previous: float | None, sample: float, alpha: float = EWMA_ALPHA) -> float:
-    return sample if previous is None else previous + alpha * (sample - previous)
 
 
 @dataclass(frozen=True)
@@ -76,8 +73,8 @@ class WorkerStats:
         """One tail call: its time (per batch) and size feed the EWMAs."""
         with self._lock:
             per_model = self._service_ms.setdefault(model, {})
-            per_model[split] = ewma(per_model.get(split), compute_ms)
-            self._batch_size = ewma(self._batch_size, float(batch_size))
+            per_model[split] = ewma(per_model.get(split), compute_ms, EWMA_ALPHA)
+            self._batch_size = ewma(self._batch_size, float(batch_size), EWMA_ALPHA)
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:

@@ -24,6 +24,13 @@ class EstimatorError(SplittingError):
     """An observation that no estimator can make sense of (negative bytes or durations)."""
 
 
+def ewma(previous: float | None, sample: float, weight: float) -> float:
+    """Exponentially weighted moving average: `sample` weighs `weight`, the history the rest;
+    the first sample (`previous` None) starts the average. The device's head times and the
+    worker's service times are smoothed the same way."""
+    return sample if previous is None else previous + weight * (sample - previous)
+
+
 # -- uplink rate -----------------------------------------------------------------------------
 
 
@@ -430,8 +437,7 @@ class DeviceTimes:
     def on_measured(self, k: int, ms: float) -> None:
         if ms < 0 or not math.isfinite(ms):
             raise EstimatorError(f"bad device time {ms} ms for split {k}")
-        old = self._ms.get(k)
-        self._ms[k] = ms if old is None else old + self.weight * (ms - old)
+        self._ms[k] = ewma(self._ms.get(k), ms, self.weight)
 
     def get(self, k: int) -> float | None:
         return self._ms.get(k)
