@@ -29,6 +29,7 @@ import torch
 
 from splitting.errors import ProfileError
 from splitting.images import augmented_images
+from splitting.jsonfile import read_json_object
 from splitting.partition import SplitModel
 
 PROFILE_FORMAT_VERSION = 1
@@ -224,16 +225,7 @@ class ModelProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelProfile:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise ProfileError(f"cannot read profile {path}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise ProfileError(f"profile {path} is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ProfileError(f"profile {path} must hold a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(Path(path), "profile"))
 
 
 # -- measuring ----------------------------------------------------------------------------------

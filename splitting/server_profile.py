@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from splitting.errors import ProfileError
+from splitting.jsonfile import read_json_object
 
 DEFAULT_DTYPE = "fp32"
 
@@ -51,16 +52,7 @@ class ServerProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> ServerProfile:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise ProfileError(f"cannot read server profile {path}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise ProfileError(f"server profile {path} is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ProfileError(f"server profile {path} must hold a JSON object")
-        return cls(data, source=str(path))
+        return cls(read_json_object(Path(path), "server profile"), source=str(path))
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
