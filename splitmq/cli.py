@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+
+from splitmq.commands import register_modules
 
 # Modules under splitmq.commands, in the order `--help` lists them.
 COMMAND_MODULES = (
@@ -22,15 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitmq", description="Dynamic split computing over MQTT."
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"splitmq.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"splitmq.commands.{name}":
-                continue  # not built yet
-            raise
-        module.register(subparsers)
+    register_modules(parser.add_subparsers(dest="command", required=True), COMMAND_MODULES)
     return parser
 
 
