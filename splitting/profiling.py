@@ -247,10 +247,10 @@ class CodecSamples:
     encode_ms: list[float] = field(default_factory=list)
     decode_ms: list[float] = field(default_factory=list)
 
-    def add(self, size: int, encode_s: float, decode_s: float) -> None:
-        self.sizes.append(size)
-        self.encode_ms.append(encode_s * 1e3)
-        self.decode_ms.append(decode_s * 1e3)
+    def add(self, trip: FrameRoundTrip) -> None:
+        self.sizes.append(trip.nbytes)
+        self.encode_ms.append(trip.encode_s * 1e3)
+        self.decode_ms.append(trip.decode_s * 1e3)
 
     @property
     def median_bytes(self) -> int:
@@ -375,7 +375,7 @@ def split_samples(
     if 0 in wanted:
         jpeg = CodecSamples()
         for image in prepared:
-            jpeg.add(*_encode_and_decode(image, model, 0, "jpeg", jpeg_quality))
+            jpeg.add(_timed_frame(image, model, 0, "jpeg", jpeg_quality))
         samples[0] = dict.fromkeys(codecs, jpeg)
     z = model.preprocess(prepared)
     for k in range(1, max(wanted, default=0) + 1):
@@ -387,13 +387,39 @@ def split_samples(
         for codec in codecs:
             measured = samples[k][codec] = CodecSamples()
             for array in arrays:
-                measured.add(*_encode_and_decode(array, model, k, codec, jpeg_quality))
+                measured.add(_timed_frame(array, model, k, codec, jpeg_quality))
     return samples
 
 
-def _encode_and_decode(
+def _timed_frame(
     array: np.ndarray, model: SplitModel, k: int, codec: str, jpeg_quality: int
-) -> tuple[int, float, float]:
+) -> FrameRoundTrip:
+    """A profiling round trip: its frame carries a device id, like the runtime's frames."""
+    return frame_round_trip(
+        array, model, k, codec, jpeg_quality=jpeg_quality, device_id=_PROFILE_DEVICE_ID
+    )
+
+
+@dataclass(frozen=True)
+class FrameRoundTrip:
+    """One tensor sent through a frame: the frame's size, both codec times, what came out."""
+
+    nbytes: int
+    encode_s: float
+    decode_s: float
+    tensor: np.ndarray
+
+
+def frame_round_trip(
+    array: np.ndarray,
+    model: SplitModel,
+    k: int,
+    codec: str,
+    *,
+    jpeg_quality: int,
+    device_id: str = "",
+) -> FrameRoundTrip:
+    """Encode `array` as split k's frame under `codec`, decode it back, and time both."""
     from schemas.frame import decode_frame, encode_frame
 
     started = time.perf_counter()
@@ -404,12 +430,12 @@ def _encode_and_decode(
         model=model.name,
         fingerprint=model.fingerprint,
         split=k,
-        device_id=_PROFILE_DEVICE_ID,
+        device_id=device_id,
         jpeg_quality=jpeg_quality,
     )
     encoded = time.perf_counter()
-    decode_frame(frame)
-    return len(frame), encoded - started, time.perf_counter() - encoded
+    tensor = decode_frame(frame).tensor
+    return FrameRoundTrip(len(frame), encoded - started, time.perf_counter() - encoded, tensor)
 
 
 def time_blocks(

@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from schemas.errors import SchemaError
-from schemas.frame import decode_frame, encode_frame
 from splitmq.commands.profile import jpeg_quality, positive_int
 from splitting.errors import SplittingError
 from splitting.images import augmented_images
@@ -36,7 +35,9 @@ from splitting.partition import SplitModel
 from splitting.profiling import (
     DEFAULT_CODECS,
     DEFAULT_JPEG_QUALITY,
+    CodecSamples,
     ModelProfile,
+    frame_round_trip,
     profile_model,
     torch_threads,
 )
@@ -46,7 +47,6 @@ DEFAULT_INPUTS = 200
 DEFAULT_BATCH = 25
 PROFILE_INPUTS = 16  # inputs the candidate splits are chosen from
 LOSSLESS_CODECS = frozenset({"lossless"})
-REQUEST_ID = "0" * 32  # as long as the runtime's uuid4 hex ids
 
 
 def register(subparsers: Any) -> None:
@@ -96,12 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 @dataclass
-class Measured:
-    """Accumulated results of one codec at one split."""
+class Measured(CodecSamples):
+    """Accumulated results of one codec at one split: frame samples and top-1 agreement."""
 
-    sizes: list[int] = field(default_factory=list)
-    encode_ms: list[float] = field(default_factory=list)
-    decode_ms: list[float] = field(default_factory=list)
     agree: int = 0
     total: int = 0
 
@@ -184,23 +181,9 @@ def _round_trip(
     into: Measured,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> np.ndarray:
-    started = time.perf_counter()
-    frame = encode_frame(
-        array,
-        codec=codec,
-        request_id=REQUEST_ID,
-        model=model.name,
-        fingerprint=model.fingerprint,
-        split=k,
-        jpeg_quality=jpeg_quality,
-    )
-    encoded = time.perf_counter()
-    tensor = decode_frame(frame).tensor
-    decoded = time.perf_counter()
-    into.sizes.append(len(frame))
-    into.encode_ms.append((encoded - started) * 1e3)
-    into.decode_ms.append((decoded - encoded) * 1e3)
-    return tensor
+    trip = frame_round_trip(array, model, k, codec, jpeg_quality=jpeg_quality)
+    into.add(trip)
+    return trip.tensor
 
 
 def _report(
