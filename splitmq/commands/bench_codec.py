@@ -29,6 +29,7 @@ import torch
 
 from schemas.errors import SchemaError
 from splitmq.commands.profile import jpeg_quality, positive_int
+from splitmq.text_table import aligned_rows
 from splitting.errors import SplittingError
 from splitting.images import augmented_images
 from splitting.partition import SplitModel
@@ -241,19 +242,14 @@ def format_table(result: dict[str, Any]) -> str:
         for k, summary in entry["splits"].items():
             name = result["split_names"][k]
             rows.append(_row(codec, k, name, summary, summary["candidate"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         f"{result['model']} ({result['weights']} weights), {result['inputs']} inputs,"
         f" JPEG quality {result['jpeg_quality']}, torch {result['torch']} on {result['host']}",
         "",
+        *aligned_rows(rows, left={0, 2}),
+        "",
+        "cand: a natural bottleneck under that codec (bytes below every earlier split)",
     ]
-    for row in rows:
-        cells = [
-            cell.ljust(width) if i in (0, 2) else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    lines += ["", "cand: a natural bottleneck under that codec (bytes below every earlier split)"]
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from schemas.errors import SchemaError
+from splitmq.text_table import aligned_rows
 from splitting.errors import SplittingError
 from splitting.images import augmented_images
 from splitting.profiling import (
@@ -121,20 +122,14 @@ def format_profile(profile: ModelProfile) -> str:
         sizes = [f"{point.bytes[c]:,}" for c in codecs]
         mark = "*" if point.candidate else ""
         rows.append([str(point.k), point.name, shape, *sizes, f"{point.device_ms:.2f}", mark])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         f"{profile.model}  fingerprint {profile.fingerprint}  host {profile.host}"
         f"  threads {profile.threads}  torch {profile.torch_version}",
         f"split 0 sends the JPEG (quality {profile.jpeg_quality}) of the input:"
         f" {profile.input_bytes:,} B; split {profile.n} runs everything on the device",
         "",
+        *aligned_rows(rows, left={1, 2}),
     ]
-    for row in rows:
-        cells = [
-            cell.ljust(width) if i in (1, 2) else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
     candidates = profile.candidates()
     inner = [k for k in candidates if 0 < k < profile.n]
     lines += [
