@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup mosquitto demo test lint typecheck unit bench bench-codec bench-transport bench-chooser clean
+.PHONY: setup mosquitto demo test lint typecheck unit bench bench-codec bench-transport bench-chooser bench-live clean
 
 setup: $(STAMP) mosquitto
 
@@ -51,9 +51,13 @@ bench-transport: setup
 	@mkdir -p $(OUT)
 	$(BIN)/splitmq bench transport --json $(OUT)/bench-transport.json
 
+# Real cellular traces live beside the project (../shared/traces); point TRACES elsewhere if not.
+TRACES ?= $(wildcard ../shared/traces/*.up)
+
 bench-chooser: setup
-	@mkdir -p $(OUT)
-	$(BIN)/splitmq bench chooser $(addprefix --trace ,$(wildcard ../shared/traces/*.up)) --json $(OUT)/bench-chooser.json
+	@test -n "$(TRACES)" || { echo "no traces: set TRACES='a.up b.up' (mahimahi uplink traces)"; exit 1; }
+	@mkdir -p $(OUT)/plots
+	$(BIN)/splitmq bench chooser $(addprefix --trace ,$(TRACES)) --json $(OUT)/bench-chooser.json --plots $(OUT)/plots
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache
