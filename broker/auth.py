@@ -11,7 +11,6 @@ gives each role only the topics it needs.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from broker.errors import AuthFileError, MosquittoPasswdNotFoundError
+from broker.programs import find_program
 
 Role = Literal["worker", "device", "admin"]
 # Where packages put mosquitto_passwd (Debian: /usr/bin) when it is not on PATH.
@@ -48,14 +48,10 @@ class AuthFiles:
 
 
 def find_mosquitto_passwd() -> str:
-    found = shutil.which("mosquitto_passwd")
-    if found:
-        return found
-    for directory in BIN_DIRS:
-        candidate = os.path.join(directory, "mosquitto_passwd")
-        if os.access(candidate, os.X_OK):
-            return candidate
-    raise MosquittoPasswdNotFoundError()
+    found = find_program("mosquitto_passwd", BIN_DIRS)
+    if found is None:
+        raise MosquittoPasswdNotFoundError()
+    return found
 
 
 def acl_rules(role: Role, prefix: str) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import shutil
 import signal
 import socket
 import string
@@ -30,6 +29,7 @@ from broker.errors import (
     BrokerStartError,
     MosquittoNotFoundError,
 )
+from broker.programs import find_program
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PACKAGE_DIR / "mosquitto.conf"
@@ -46,14 +46,10 @@ UNLOGGED_GRACE_S = 0.5
 
 def find_mosquitto() -> str:
     """Path of the `mosquitto` daemon: PATH first, then the usual sbin directories."""
-    on_path = shutil.which("mosquitto")
-    if on_path:
-        return on_path
-    for directory in SBIN_DIRS:
-        candidate = os.path.join(directory, "mosquitto")
-        if os.access(candidate, os.X_OK):
-            return candidate
-    raise MosquittoNotFoundError(list(SBIN_DIRS))
+    found = find_program("mosquitto", SBIN_DIRS)
+    if found is None:
+        raise MosquittoNotFoundError(list(SBIN_DIRS))
+    return found
 
 
 def free_port(host: str = "127.0.0.1") -> int:

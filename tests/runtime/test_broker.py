@@ -137,7 +137,7 @@ def test_template_placeholder_without_value_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_binary_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("broker.launcher.shutil.which", lambda name: None)
+    monkeypatch.setattr("broker.programs.shutil.which", lambda name: None)
     monkeypatch.setattr("broker.launcher.SBIN_DIRS", ("/nonexistent/sbin",))
     with pytest.raises(MosquittoNotFoundError, match="apt-get install mosquitto") as info:
         find_mosquitto()
