@@ -1,0 +1,81 @@
+"""`splitmq bench live`: one trace's live mean latency against the simulator's, same settings.
+
+Runs one device of the demo (real Mosquitto, the demo's CPU edge worker) through a trace
+shaper, then the trace simulator on the same trace from the same trace time, with the same
+rate, number of requests, one-way delay, slowdown, codec and policy, an idle server measured
+on this host (a CPU profile of the worker's tails, cached), and reports both and the
+difference of the means ((live - sim) / sim).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from splitting.traces import DEFAULT_ONE_WAY_MS
+
+DEFAULT_REQUESTS = 100
+DEFAULT_RATE_HZ = 2.0
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "live",
+        help="live (broker + worker + shaped device) versus simulated latency on one trace",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--trace", type=Path, required=True, metavar="PATH", help="uplink trace")
+    parser.add_argument("--policy", choices=("dynamic", "fixed"), help="default dynamic")
+    parser.add_argument("--split", type=int, help="fixed split k (implies --policy fixed)")
+    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS)
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, help="requests/s")
+    parser.add_argument("--one-way-ms", type=float, default=DEFAULT_ONE_WAY_MS)
+    parser.add_argument("--slowdown", type=float, help="device compute stretch (default 4)")
+    parser.add_argument(
+        "--server-profile",
+        type=Path,
+        metavar="PATH",
+        help="server profile to simulate (default: this host's CPU worker, measured and cached)",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch threads of the device and the worker (default 1)"
+    )
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from broker.errors import BrokerError
+    from device_node.errors import DeviceError
+    from edge_worker.errors import WorkerError
+    from splitmq.errors import SplitmqError
+    from splitmq.live_bench import LiveBenchOptions, format_report, run_bench, write_report
+    from splitting.errors import SplittingError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    given: dict[str, Any] = {
+        "trace": args.trace,
+        "policy": args.policy or ("fixed" if args.split is not None else "dynamic"),
+        "split": args.split,
+        "requests": args.requests,
+        "rate_hz": args.rate,
+        "one_way_ms": args.one_way_ms,
+        "slowdown": args.slowdown,
+        "server_profile": args.server_profile,
+        "torch_threads": args.threads,
+    }
+    try:
+        options = LiveBenchOptions(**{k: v for k, v in given.items() if v is not None})
+        report = run_bench(options)
+    except (SplitmqError, DeviceError, WorkerError, BrokerError, SplittingError) as exc:
+        print(f"splitmq bench live: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json is not None:
+        write_report(report, args.json)
+        print(f"\nwrote {args.json}")
+    return 0
