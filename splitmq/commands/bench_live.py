@@ -44,6 +44,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--threads", type=int, help="torch threads of the device and the worker (default 1)"
     )
+    parser.add_argument(
+        "--cached-profile",
+        action="store_true",
+        help="reuse the cached device profile (default: measure it again before the run)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     parser.set_defaults(func=run)
 
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         "slowdown": args.slowdown,
         "server_profile": args.server_profile,
         "torch_threads": args.threads,
+        "fresh_device_profile": not args.cached_profile,
     }
     try:
         options = LiveBenchOptions(**{k: v for k, v in given.items() if v is not None})
