@@ -41,7 +41,7 @@ unit: setup
 
 test: lint typecheck unit
 
-bench: bench-codec bench-transport bench-chooser
+bench: bench-codec bench-transport bench-chooser bench-live
 
 bench-codec: setup
 	@mkdir -p $(OUT)
@@ -61,3 +61,12 @@ bench-chooser: setup
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache
+
+LIVE_TRACE ?= ../shared/traces/TMobile-LTE-short.up
+
+# The live system through a trace against the simulator, dynamic policy and a fixed split 0.
+bench-live: setup
+	@test -f "$(LIVE_TRACE)" || { echo "no trace: set LIVE_TRACE=path/to/trace.up"; exit 1; }
+	@mkdir -p $(OUT)
+	$(BIN)/splitmq bench live --trace $(LIVE_TRACE) --policy dynamic --requests 150 --json $(OUT)/bench-live-dynamic.json
+	$(BIN)/splitmq bench live --trace $(LIVE_TRACE) --split 0 --requests 150 --json $(OUT)/bench-live-fixed0.json
