@@ -106,8 +106,18 @@ class DeviceNode:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, *, wait_s: float | None = 10.0) -> DeviceNode:
+        self.warm_up_model()
         self.link.start(wait_s=wait_s)
         return self
+
+    def warm_up_model(self) -> None:
+        """Run the whole model once on a blank image: the first call of each block pays
+        one-time kernel setup (hundreds of ms on CPU), which must land neither on a request's
+        deadline nor in the device times the policy learns from."""
+        size = self.model.input_size
+        blank = np.zeros((size, size, 3), dtype=np.uint8)
+        with torch.inference_mode():
+            self.model.forward(self.model.preprocess(blank))
 
     def stop(self) -> None:
         self.link.stop()

@@ -66,7 +66,9 @@ class DemoOptions:
     rate_hz: float | None = None
     slowdown: float = DEFAULT_SLOWDOWN
     max_batch: int = 8
-    torch_threads: int | None = None
+    #: One intra-op thread: the devices' profiles are measured on one core, and devices and
+    #: worker each running a team of threads on a small host slow each other down.
+    torch_threads: int | None = 1
     worker_wait_s: float = 30.0
     warm_up: bool = True
     quiet: bool = False

@@ -33,7 +33,11 @@ def register(subparsers: Any) -> None:
         "--slowdown", type=float, help="device compute stretch (default 4: a weak device)"
     )
     parser.add_argument("--max-batch", type=int, default=8, help="worker batch limit")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default 1: devices run as profiled, on one core each)",
+    )
     parser.add_argument("--json", dest="json_path", type=Path, help="write the summary here")
     parser.add_argument("--quiet", action="store_true", help="summary only, no live table")
     parser.set_defaults(func=run)
