@@ -32,6 +32,7 @@ from schemas.topics import Topics
 
 LOG = logging.getLogger(__name__)
 NodeState = Literal["online", "offline"]
+MAX_TOPIC_BYTES = 65535  # an MQTT UTF-8 string's length prefix is 16 bits
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class InboundRequest(Queued):
 
 @dataclass(frozen=True)
 class UnroutableMessage:
-    """A message whose topic is not a request topic of this prefix (acknowledged, counted)."""
+    """A message that cannot be served or answered (acknowledged, counted): its topic is not a
+    request topic of this prefix, or its ResponseTopic cannot be published to."""
 
     topic: str
     reason: str
@@ -243,6 +245,15 @@ class WorkerLink:
                 UnroutableMessage(message.topic, str(exc), response_topic, correlation)
             )
             return
+        bad_reply_topic = _unpublishable(response_topic)
+        if bad_reply_topic is not None:
+            # paho raises on such a reply (wildcards) or the broker drops the connection over
+            # it (empty topic, resent after every reconnect): refuse it here, alone.
+            self._ack_now(message)
+            self._on_unroutable(
+                UnroutableMessage(message.topic, bad_reply_topic, response_topic, correlation)
+            )
+            return
         payload = bytes(message.payload)
         self._sink(
             InboundRequest(
@@ -262,3 +273,17 @@ class WorkerLink:
     def _ack_now(self, message: mqtt.MQTTMessage) -> None:
         if message.qos > 0:
             self.client.ack(message.mid, message.qos)
+
+
+def _unpublishable(response_topic: str | None) -> str | None:
+    """Why a reply cannot be published to `response_topic`; None when it can (or none is
+    wanted)."""
+    if response_topic is None:
+        return None
+    if not response_topic:
+        return "empty ResponseTopic"
+    if "+" in response_topic or "#" in response_topic:
+        return f"ResponseTopic {response_topic!r} contains a wildcard"
+    if len(response_topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        return f"ResponseTopic is longer than {MAX_TOPIC_BYTES} bytes"
+    return None
