@@ -41,7 +41,8 @@ class SplitNotServedError(RequestError):
 
 
 class BadInputError(RequestError):
-    """The decoded tensor has a dtype the tail cannot take (e.g. a float image at split 0)."""
+    """The decoded tensor cannot go into the tail: a wrong dtype (e.g. a float image at split 0)
+    or NaN/infinite values."""
 
     code = "bad_input"
 

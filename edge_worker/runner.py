@@ -197,12 +197,16 @@ class EchoTailRunner(_DecodingRunner):
 
 
 def _check_dtype(frame: Frame) -> None:
-    """Split 0 carries a uint8 image; later splits carry floating activations."""
+    """Split 0 carries a uint8 image; later splits carry finite floating activations."""
     dtype, split = frame.tensor.dtype, frame.header.split
     if split == 0 and dtype != np.uint8:
         raise BadInputError(f"split 0 takes a uint8 image, the frame carries {dtype}")
     if split > 0 and not np.issubdtype(dtype, np.floating):
         raise BadInputError(f"split {split} takes a floating tensor, the frame carries {dtype}")
+    if split > 0 and not np.isfinite(frame.tensor).all():
+        # NaN/Inf would make this sample's scores NaN, which no reply can carry: refused here,
+        # alone, instead of failing the whole batch it would join.
+        raise BadInputError(f"split {split} tensor holds NaN or infinite values")
 
 
 ECHO_TOP5 = tuple(

@@ -14,12 +14,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker.client import BrokerSettings, make_client, start_client, stop_client
-from edge_worker.runner import EchoTailRunner, echo_model_info
+from edge_worker.runner import EchoTailRunner, ModelTailRunner, echo_model_info
 from edge_worker.worker import EdgeWorker
 from schemas.frame import Frame, encode_frame
 from schemas.messages import Prediction, ResultMessage, parse_result
 from schemas.topics import Topics
-from tests.runtime.review_support import worker_config
+from tests.runtime.review_support import TINY, TINY_SPLIT, tiny_model, worker_config
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +133,33 @@ def test_a_request_with_an_unusable_response_topic_does_not_lose_its_batch(
         replies.send("echo", 1, echo_frame("after"), "after")
         assert replies.wait(["after"])["after"].status == "ok"
         assert "bad" not in [rid for batch in runner.batches for rid in batch]
+
+
+def test_a_non_finite_tensor_is_refused_alone_and_its_batch_mates_are_served(
+    broker_settings: BrokerSettings, replies: Replies
+) -> None:
+    model = tiny_model()
+    runner = ModelTailRunner({TINY: model}, {TINY: [TINY_SPLIT]})
+    shape = model.split_shapes()[TINY_SPLIT]
+    rng = np.random.default_rng(0)
+    tensors = {f"ok-{i}": rng.standard_normal(shape).astype(np.float32) for i in range(3)}
+    poisoned = rng.standard_normal(shape).astype(np.float32)
+    poisoned[0, 0, 0] = np.nan
+    tensors["nan"] = poisoned
+    config = worker_config(broker_settings, max_batch=8, max_wait_ms=300.0)
+    with EdgeWorker(config, runner):
+        for rid, tensor in tensors.items():
+            frame = encode_frame(
+                tensor,
+                codec="lossless",
+                request_id=rid,
+                model=TINY,
+                fingerprint=model.fingerprint,
+                split=TINY_SPLIT,
+            )
+            replies.send(TINY, TINY_SPLIT, frame, rid)
+        results = replies.wait(list(tensors))
+    refused = results.pop("nan")
+    assert refused.status == "error"
+    assert refused.error is not None and refused.error.code == "bad_input"
+    assert all(result.status == "ok" and len(result.top5) == 5 for result in results.values())
