@@ -6,7 +6,8 @@
    means the whole model runs here;
 2. otherwise head(k) runs here (stretched by `slowdown`), the tensor is encoded into a frame and
    published; the node waits for the result until the deadline;
-3. a result "ok" is the record; a timeout, an error/expired/rejected reply, the loss of every
+3. a result "ok" with predictions is the record; a timeout, an intermediate the codec refuses,
+   an "ok" without predictions, an error/expired/rejected reply, the loss of every
    worker of the split or a disconnect runs tail(k) here from the intermediate already computed,
    and the request is withdrawn from the link, so a late reply is dropped, never recorded.
 """
@@ -30,6 +31,7 @@ from device_node.link import DeviceLink, Outcome, PendingRequest
 from device_node.policies import LockedPolicy
 from device_node.records import Fallback, LatencyParts, PredictionRecord, ResultRecord
 from device_node.sources import ImageSource, SourceImage
+from schemas.errors import SchemaError
 from schemas.frame import encode_frame
 from schemas.messages import ResultMessage
 from splitting.partition import SplitModel
@@ -184,7 +186,11 @@ class DeviceNode:
 
     def _offload(self, request: _Request, prepared: np.ndarray, k: int) -> ResultRecord:
         z = self._head(request, prepared, k)
-        frame = self._encode(request, prepared, z, k)
+        try:
+            frame = self._encode(request, prepared, z, k)
+        except SchemaError as exc:  # CodecError: NaN/Inf under int codecs, fp16 overflow
+            logger.warning("request %s: cannot encode split %d: %s", request.request_id, k, exc)
+            return self._finish_here(request, prepared, z, k, Fallback.ENCODE_ERROR, None)
         self.policy.on_device_time(k, request.head_ms + request.encode_ms, self.clock())
         try:
             pending = self.link.publish_request(
@@ -199,7 +205,7 @@ class DeviceNode:
         request.bytes_sent = len(frame)
         outcome = self._wait(pending, request.started + request.deadline_ms / 1000.0)
         message = outcome.message
-        if message is not None and message.status == "ok":
+        if message is not None and message.status == "ok" and message.top5:
             return self._offloaded_record(request, k, message, pending, outcome)
         return self._finish_here(request, prepared, z, k, _fallback_reason(outcome), pending)
 
@@ -369,6 +375,8 @@ def _fallback_reason(outcome: Outcome) -> str:
     if message.status == "error":
         code = message.error.code if message.error else "unknown"
         return f"{Fallback.ERROR_REPLY}:{code}"
+    if message.status == "ok":  # valid on the wire, but no prediction to record
+        return Fallback.BAD_REPLY
     if message.status == "expired":
         return Fallback.EXPIRED
     return Fallback.REJECTED

@@ -17,6 +17,8 @@ class Fallback:
     ERROR_REPLY = "error_reply"  # the worker answered with an error ("error_reply:<code>")
     EXPIRED = "expired"  # the worker found the request stale
     REJECTED = "rejected"  # the worker refused it (full queue, unknown split, ...)
+    ENCODE_ERROR = "encode_error"  # the codec refused the intermediate (e.g. fp16 overflow)
+    BAD_REPLY = "bad_reply"  # the worker answered "ok" without any prediction
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,92 @@
+"""Review findings on the device node, against a real Mosquitto and a real worker:
+`run_request` ends with exactly one record when its own encoder refuses the intermediate, or
+when a worker's "ok" reply carries no predictions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+from broker.client import BrokerSettings
+from device_node.config import DeviceConfig, PolicyConfig
+from device_node.node import DeviceNode
+from device_node.records import Fallback
+from edge_worker.runner import ModelTailRunner
+from edge_worker.worker import EdgeWorker
+from schemas.frame import Frame
+from schemas.messages import Prediction
+from splitting.images import sample_images
+from splitting.partition import SplitModel
+from splitting.policy import FixedSplit
+from tests.runtime.review_support import TINY, TINY_SPLIT, tiny_model, worker_config
+
+pytestmark = pytest.mark.integration
+
+
+# -- device: run_request ends with exactly one record whatever happens on the way --------------
+
+
+def tiny_device(settings: BrokerSettings, model: SplitModel, codec: str) -> DeviceNode:
+    config = DeviceConfig(
+        broker=settings,
+        device_id="review-dev",
+        model=TINY,
+        codec=codec,
+        policy=PolicyConfig(kind="fixed", split=TINY_SPLIT),
+        deadline_ms=10000.0,
+    )
+    return DeviceNode(config, model, FixedSplit(TINY_SPLIT))
+
+
+def wait_for_worker(node: DeviceNode, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not node.link.alive_workers(TINY, TINY_SPLIT):
+        assert time.monotonic() < deadline, "the worker never showed up"
+        time.sleep(0.02)
+
+
+def test_an_encoder_refusal_falls_back_to_one_local_record(
+    broker_settings: BrokerSettings,
+) -> None:
+    model = tiny_model(scale=1e6)  # block 1's output is far beyond fp16's range
+    runner = ModelTailRunner({TINY: model}, {TINY: [TINY_SPLIT]})
+    _, image = sample_images()[0]
+    worker = EdgeWorker(worker_config(broker_settings), runner)
+    with worker, tiny_device(broker_settings, model, codec="fp16") as node:
+        wait_for_worker(node)
+        record = node.run_request(image)
+    assert record.offloaded is False
+    assert record.fallback == Fallback.ENCODE_ERROR
+    assert record.split == TINY_SPLIT and record.bytes_sent == 0
+    x = model.preprocess(model.prepare_image(image))
+    expected = int(torch.argmax(model.forward(x)))
+    assert record.top1.index == expected
+    assert worker.stats.snapshot().served == 0
+
+
+class EmptyOkRunner(ModelTailRunner):
+    """A worker that answers "ok" with no predictions: valid on the wire, useless as a result."""
+
+    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
+        return [[] for _ in frames]
+
+
+def test_an_ok_reply_without_predictions_falls_back_to_one_local_record(
+    broker_settings: BrokerSettings,
+) -> None:
+    model = tiny_model()
+    runner = EmptyOkRunner({TINY: model}, {TINY: [TINY_SPLIT]})
+    _, image = sample_images()[0]
+    worker = EdgeWorker(worker_config(broker_settings), runner)
+    with worker, tiny_device(broker_settings, model, codec="lossless") as node:
+        wait_for_worker(node)
+        record = node.run_request(image)
+    assert worker.stats.snapshot().served == 1  # the reply did come
+    assert record.offloaded is False
+    assert record.fallback == Fallback.BAD_REPLY
+    assert len(record.top5) == 5
+    x = model.preprocess(model.prepare_image(image))
+    assert record.top1.index == int(torch.argmax(model.forward(x)))
