@@ -7,15 +7,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import torch
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
@@ -26,9 +23,7 @@ from edge_worker.worker import EdgeWorker
 from schemas.frame import Frame, encode_frame
 from schemas.messages import (
     Prediction,
-    ResultMessage,
     TelemetryMessage,
-    parse_result,
     parse_status,
     parse_telemetry,
 )
@@ -36,6 +31,7 @@ from schemas.topics import Topics
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model
+from tests.runtime.worker_clients import Requester, SlowFirstRunner, echo_frame
 
 pytestmark = pytest.mark.integration
 
@@ -62,77 +58,6 @@ def candidate(lite0: SplitModel) -> int:
     inner = [k for k in candidate_splits(lite0, "int8") if k > 0]
     assert inner, "efficientnet-lite0 has no inner natural bottleneck"
     return inner[len(inner) // 2]
-
-
-# -- a device-side test client ------------------------------------------------------------------
-
-
-@dataclass
-class Requester:
-    """Publishes frames as a device would and collects the replies by correlation id."""
-
-    settings: BrokerSettings
-    device_id: str = "test-device"
-    results: dict[str, ResultMessage] = field(default_factory=dict)
-    correlations: list[bytes] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._changed = threading.Condition()
-        subscribed = threading.Event()
-        self.client = make_client(self.settings, self.device_id)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
-        self.client.on_message = self._on_message
-        start_client(self.client)
-        assert subscribed.wait(5)
-
-    @property
-    def topic(self) -> str:
-        return TOPICS.result(self.device_id)
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        result = parse_result(msg.payload)
-        with self._changed:
-            self.correlations.append(bytes(msg.properties.CorrelationData))  # type: ignore[union-attr]
-            self.results[result.request_id] = result
-            self._changed.notify_all()
-
-    def send(
-        self,
-        model: str,
-        split: int,
-        payload: bytes,
-        request_id: str,
-        *,
-        expiry_s: int | None = 30,
-        client: mqtt.Client | None = None,
-    ) -> None:
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = self.topic
-        props.CorrelationData = request_id.encode()
-        if expiry_s is not None:
-            props.MessageExpiryInterval = expiry_s
-        (client or self.client).publish(TOPICS.request(model, split), payload, 1, properties=props)
-
-    def wait(self, request_ids: Sequence[str], timeout_s: float = 30) -> list[ResultMessage]:
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while not all(rid in self.results for rid in request_ids):
-                left = deadline - time.monotonic()
-                missing = [rid for rid in request_ids if rid not in self.results]
-                assert left > 0, f"{len(missing)} of {len(request_ids)} without a result"
-                self._changed.wait(left)
-            return [self.results[rid] for rid in request_ids]
-
-    def close(self) -> None:
-        stop_client(self.client)
-
-
-@pytest.fixture
-def requester(broker_settings: BrokerSettings) -> Iterator[Requester]:
-    device = Requester(broker_settings)
-    yield device
-    device.close()
 
 
 def worker_config(settings: BrokerSettings, **overrides: object) -> WorkerConfig:
@@ -234,36 +159,6 @@ def test_bad_frames_get_error_replies_and_the_worker_keeps_serving(
     assert requester.wait(["good"])[0].status == "ok"
     snapshot = lite0_worker.stats.snapshot()
     assert snapshot.errors == 4 and snapshot.served == 1
-
-
-class SlowFirstRunner(EchoTailRunner):
-    """Echo runner whose first batch takes `delay_s` (keeps later requests waiting in the queue)
-    and which records every batch it computes."""
-
-    def __init__(self, delay_s: float) -> None:
-        super().__init__([echo_model_info()])
-        self.delay_s = delay_s
-        self.computed: list[str] = []
-
-    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
-        if not self.computed:
-            time.sleep(self.delay_s)
-        self.computed += [frame.header.request_id for frame in frames]
-        return super().run_batch(model, split, frames)
-
-
-def echo_frame(request_id: str, *, split: int = 1, deadline_ms: float | None = None) -> bytes:
-    info = echo_model_info()
-    dtype = np.uint8 if split == 0 else np.float32
-    return encode_frame(
-        np.zeros(info.split_shapes[split], dtype=dtype),
-        codec="lossless",
-        request_id=request_id,
-        model=info.name,
-        fingerprint=info.fingerprint,
-        split=split,
-        deadline_ms=deadline_ms,
-    )
 
 
 def test_expired_requests_are_not_computed_and_are_counted(

@@ -1,0 +1,114 @@
+"""Device-side helpers for the worker tests: a raw MQTT requester, an echo runner whose first
+batch is slow, and echo frames. Shared by test_worker.py and test_review_worker.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from broker.client import BrokerSettings, make_client, start_client, stop_client
+from edge_worker.runner import EchoTailRunner, echo_model_info
+from schemas.frame import Frame, encode_frame
+from schemas.messages import Prediction, ResultMessage, parse_result
+from schemas.topics import Topics
+
+TOPICS = Topics()
+
+
+@dataclass
+class Requester:
+    """Publishes frames as a device would and collects the replies by correlation id."""
+
+    settings: BrokerSettings
+    device_id: str = "test-device"
+    results: dict[str, ResultMessage] = field(default_factory=dict)
+    correlations: list[bytes] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._changed = threading.Condition()
+        subscribed = threading.Event()
+        self.client = make_client(self.settings, self.device_id)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self.client.on_message = self._on_message
+        start_client(self.client)
+        assert subscribed.wait(5)
+
+    @property
+    def topic(self) -> str:
+        return TOPICS.result(self.device_id)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        result = parse_result(msg.payload)
+        with self._changed:
+            self.correlations.append(bytes(msg.properties.CorrelationData))  # type: ignore[union-attr]
+            self.results[result.request_id] = result
+            self._changed.notify_all()
+
+    def send(
+        self,
+        model: str,
+        split: int,
+        payload: bytes,
+        request_id: str,
+        *,
+        expiry_s: int | None = 30,
+        client: mqtt.Client | None = None,
+        reply_to: str | None = None,
+    ) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = self.topic if reply_to is None else reply_to
+        props.CorrelationData = request_id.encode()
+        if expiry_s is not None:
+            props.MessageExpiryInterval = expiry_s
+        (client or self.client).publish(TOPICS.request(model, split), payload, 1, properties=props)
+
+    def wait(self, request_ids: Sequence[str], timeout_s: float = 30) -> list[ResultMessage]:
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not all(rid in self.results for rid in request_ids):
+                left = deadline - time.monotonic()
+                missing = [rid for rid in request_ids if rid not in self.results]
+                assert left > 0, f"{len(missing)} of {len(request_ids)} without a result"
+                self._changed.wait(left)
+            return [self.results[rid] for rid in request_ids]
+
+    def close(self) -> None:
+        stop_client(self.client)
+
+
+class SlowFirstRunner(EchoTailRunner):
+    """Echo runner whose first batch takes `delay_s` (keeps later requests waiting in the queue)
+    and which records every batch it computes."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__([echo_model_info()])
+        self.delay_s = delay_s
+        self.computed: list[str] = []
+
+    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
+        if not self.computed:
+            time.sleep(self.delay_s)
+        self.computed += [frame.header.request_id for frame in frames]
+        return super().run_batch(model, split, frames)
+
+
+def echo_frame(request_id: str, *, split: int = 1, deadline_ms: float | None = None) -> bytes:
+    info = echo_model_info()
+    dtype = np.uint8 if split == 0 else np.float32
+    return encode_frame(
+        np.zeros(info.split_shapes[split], dtype=dtype),
+        codec="lossless",
+        request_id=request_id,
+        model=info.name,
+        fingerprint=info.fingerprint,
+        split=split,
+        deadline_ms=deadline_ms,
+    )
