@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +23,6 @@ from broker.client import BrokerSettings
 from broker.config_file import read_yaml_mapping, validate_config
 from edge_worker.errors import ConfigError
 from schemas.codecs import CODECS
-from schemas.errors import TopicError
 from schemas.frame import FrameLimits
 from schemas.topics import Topics, check_segment
 
@@ -80,7 +79,8 @@ class ModelEntry(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, name: str) -> str:
-        return _checked(lambda: Topics().request(name, 0), name)
+        Topics().request(name, 0)  # schemas.topics owns the segment rules (TopicError)
+        return name
 
 
 class FrameLimitsConfig(BaseModel):
@@ -157,17 +157,20 @@ class WorkerConfig(BaseModel):
     @field_validator("worker_id")
     @classmethod
     def _valid_worker_id(cls, worker_id: str) -> str:
-        return _checked(lambda: Topics().telemetry(worker_id), worker_id)
+        Topics().telemetry(worker_id)
+        return worker_id
 
     @field_validator("topic_prefix")
     @classmethod
     def _valid_prefix(cls, prefix: str) -> str:
-        return _checked(lambda: Topics(prefix), prefix)
+        Topics(prefix)
+        return prefix
 
     @field_validator("share_group")
     @classmethod
     def _valid_group(cls, group: str) -> str:
-        return _checked(lambda: check_segment(group, "share group"), group)
+        check_segment(group, "share group")
+        return group
 
     @field_validator("models")
     @classmethod
@@ -181,15 +184,6 @@ class WorkerConfig(BaseModel):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
-
-
-def _checked(build: Callable[[], object], value: str) -> str:
-    """`value` if `build` accepts it (schemas.topics owns the topic segment rules)."""
-    try:
-        build()
-    except TopicError as exc:
-        raise ValueError(str(exc)) from exc
-    return value
 
 
 def worker_config_from_mapping(data: Mapping[str, Any], *, source: str = "<dict>") -> WorkerConfig:

@@ -109,8 +109,11 @@ class MessageError(SchemaError):
     code = "bad_message"
 
 
-class TopicError(SchemaError):
-    """A topic or topic segment is not valid for splitmq."""
+class TopicError(SchemaError, ValueError):
+    """A topic or topic segment is not valid for splitmq.
+
+    Also a ValueError, so a pydantic validator that builds a topic from a config value reports
+    the broken rule as that field's error without wrapping it."""
 
     code = "bad_topic"
 
