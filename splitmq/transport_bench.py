@@ -5,6 +5,9 @@
    encoded to the moment paho's network thread hands the device the result: framing, publish,
    broker, the worker's queue, decode and reply, and the result's way back. The worker gathers
    no batch (`max_wait_ms: 0`), since batching is a worker policy, not transport.
+   The same number of bare paho ping-pongs of the frame's size through the same broker, right
+   after (splitmq.raw_pingpong), give `raw_rtt_ms`; `overhead_ratio` = runtime / raw, the
+   figure that carries across machines.
 2. Burst: D devices publish N requests in total at QoS 1 as fast as paho takes them, then wait
    for every result. `lost` counts requests without an "ok" result.
 
@@ -64,6 +67,7 @@ from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from schemas.frame import ModelInfo, encode_frame
 from splitmq.errors import SplitmqError
+from splitmq.raw_pingpong import measure_raw_rtt
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_ID = "bench-worker"
@@ -106,11 +110,24 @@ def run_transport_bench(
         _wait_for_worker(observer, options.worker_start_s, worker_exited)
         info = echo_model_info(ECHO_MODEL)
         rtt = measure_rtt(settings, info, options)
+        raw = _stats(
+            measure_raw_rtt(
+                settings,
+                payload_bytes=len(_frame(info, "size-probe", "bench")),
+                requests=options.rtt_requests,
+                warmup=options.warmup,
+            )
+        )
         burst = measure_burst(settings, info, options)
         answered = options.warmup + rtt["n"] + burst["answered"]
         telemetry = _final_telemetry(observer, served_at_least=answered)
     return {
         "rtt_ms": rtt,
+        "raw_rtt_ms": raw,
+        "overhead_ratio": {
+            "p50": rtt["p50"] / raw["p50"],
+            "p99": rtt["p99"] / raw["p99"],
+        },
         "burst": burst,
         "worker": {
             "runner": "echo",
@@ -404,18 +421,27 @@ def _describe(outcome: Outcome) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    rtt, burst = result["rtt_ms"], result["burst"]
+    rtt, raw, burst = result["rtt_ms"], result["raw_rtt_ms"], result["burst"]
+    ratio = result["overhead_ratio"]
     return "\n".join(
         [
             f"transport benchmark (echo tail, {result['frame_bytes']}-byte frames, loopback)",
             "",
             "round trip, ms        p50      p90      p99     mean      max       n",
-            f"                 {rtt['p50']:8.3f} {rtt['p90']:8.3f} {rtt['p99']:8.3f} "
-            f"{rtt['mean']:8.3f} {rtt['max']:8.3f} {rtt['n']:7d}",
+            _rtt_row("runtime", rtt),
+            _rtt_row("bare paho", raw),
+            f"overhead ratio   {ratio['p50']:8.2f}          {ratio['p99']:8.2f}",
             "",
             "burst        devices     sent answered     lost    per_s  max gap ms",
             f"             {burst['devices']:7d} {burst['sent']:8d} {burst['answered']:8d} "
             f"{burst['lost']:8d} {burst['per_s']:8.0f} {burst['max_gap_ms']:11.1f}",
             f"  outcomes: {burst['outcomes']}",
         ]
+    )
+
+
+def _rtt_row(name: str, rtt: dict[str, Any]) -> str:
+    return (
+        f"{name:<17}{rtt['p50']:8.3f} {rtt['p90']:8.3f} {rtt['p99']:8.3f} "
+        f"{rtt['mean']:8.3f} {rtt['max']:8.3f} {rtt['n']:7d}"
     )

@@ -20,6 +20,10 @@ def test_small_burst_is_answered_in_full(broker_settings: BrokerSettings) -> Non
     rtt, burst = result["rtt_ms"], result["burst"]
     assert rtt["n"] == 40
     assert 0 < rtt["p50"] <= rtt["p99"] <= rtt["max"]
+    raw = result["raw_rtt_ms"]
+    assert raw["n"] == 40
+    assert 0 < raw["p50"] <= raw["p99"] <= raw["max"]
+    assert result["overhead_ratio"]["p50"] == pytest.approx(rtt["p50"] / raw["p50"])
     assert burst["sent"] == burst["requested"] == 400
     assert burst["answered"] == burst["sent"]
     assert burst["lost"] == 0
@@ -36,6 +40,8 @@ def test_cli_writes_the_json_keys(tmp_path: Path, broker_settings: BrokerSetting
     assert main([*argv, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert {"p50", "p99", "n"} <= set(result["rtt_ms"])
+    assert {"p50", "p99", "n"} <= set(result["raw_rtt_ms"])
+    assert result["overhead_ratio"]["p50"] > 0
     assert {"sent", "answered", "lost", "per_s"} <= set(result["burst"])
     assert result["burst"]["lost"] == 0
     assert set(result["targets"]) == {"rtt_p50_ms", "rtt_p99_ms", "met"}
