@@ -4,7 +4,7 @@ The cuts match the measured server profile (../shared/profiles/README.md) so spl
 agree with it:
 - resnet18/50: [conv1+bn1+relu, maxpool, each residual block of layer1..layer4,
   avgpool+flatten+fc]
-- mobilenet_v2/v3_large, efficientnet_b0/v2_s: [each module of `features`,
+- mobilenet_v2/v3_large, efficientnet_b0..b7 and v2_s/m/l: [each module of `features`,
   pool+flatten+classifier]
 - vit_b_16: [patch embedding + class token + position embedding (+ the encoder's dropout),
   each encoder layer, final norm + head on the class token]
@@ -39,6 +39,23 @@ TORCHVISION_FEATURE_MODELS = (
     "efficientnet_b0",
     "efficientnet_v2_s",
 )
+# The rest of torchvision's EfficientNet family, each at the resolution its weights were made
+# for (torchvision's crop size), so block output sizes are those the family really has.
+EFFICIENTNET_SIZES = {
+    "efficientnet_b0": 224,
+    "efficientnet_b1": 240,
+    "efficientnet_b2": 288,
+    "efficientnet_b3": 300,
+    "efficientnet_b4": 380,
+    "efficientnet_b5": 456,
+    "efficientnet_b6": 528,
+    "efficientnet_b7": 600,
+    "efficientnet_v2_s": 384,
+    "efficientnet_v2_m": 480,
+    "efficientnet_v2_l": 480,
+}
+# b0 and v2_s keep 224 inputs: the shared server profile measured them there.
+_KEEP_224 = ("efficientnet_b0", "efficientnet_v2_s")
 TORCHVISION_RESNETS = ("resnet18", "resnet50")
 TORCHVISION_VITS = ("vit_b_16",)
 
@@ -49,6 +66,9 @@ def builtin_specs() -> list[ModelSpec]:
         specs.append(_torchvision_spec(arch, resnet_blocks))
     for arch in TORCHVISION_FEATURE_MODELS:
         specs.append(_torchvision_spec(arch, feature_blocks))
+    for arch, size in EFFICIENTNET_SIZES.items():
+        if arch not in _KEEP_224:
+            specs.append(_torchvision_spec(arch, feature_blocks, input_size=size))
     for arch in TORCHVISION_VITS:
         specs.append(_torchvision_spec(arch, vit_blocks))
     return specs
@@ -151,12 +171,12 @@ def lite0_blocks(model: nn.Module) -> BlockList:
 # -- torchvision ------------------------------------------------------------------------------
 
 
-def _torchvision_spec(arch: str, blocks: Any) -> ModelSpec:
+def _torchvision_spec(arch: str, blocks: Any, *, input_size: int = 224) -> ModelSpec:
     return ModelSpec(
         name=arch,
         build=partial(_torchvision_random, arch),
         blocks=blocks,
-        input_size=224,
+        input_size=input_size,
         named_weights=partial(torchvision_cached_weights, arch),
         description=f"torchvision {arch} (random weights unless given)",
     )

@@ -6,7 +6,7 @@ import argparse
 import importlib
 from typing import Any
 
-BENCH_MODULES = ("bench_codec", "bench_transport", "bench_chooser", "bench_live")
+BENCH_MODULES = ("bench_codec", "bench_transport", "bench_chooser", "bench_live", "bench_grid")
 
 
 def register(subparsers: Any) -> None:
