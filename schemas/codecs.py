@@ -9,7 +9,10 @@ body is already compressed. `FORMAT.md` specifies every byte; this module is the
 - "int8"/"int5"/"int4": floating input, per-channel affine quantization along axis 0 with
   256/32/16 levels; int8 and int5 store one code per byte (zstd's entropy stage squeezes
   int5's unused top bits), int4 packs two codes per byte. Decodes to float32.
-- "jpeg": a uint8 (H, W, 3) RGB image (split 0), decodes to uint8 (H, W, 3).
+- "jpeg": a uint8 (H, W, 3) RGB image (split 0), decodes to uint8 (H, W, 3). Lossy: it changes
+  the model's answer on some inputs.
+- "webp": the same image as lossless WebP (split 0's exact encoding): decodes to the very pixels
+  that were sent, so the worker computes what the device would have.
 
 Decoding validates every declared size against the bytes present and against a limit before it
 allocates, so hostile input raises a `FrameError` subclass, never a crash or a huge allocation.
@@ -38,7 +41,15 @@ from schemas.errors import (
     UnknownCodecError,
 )
 
-CODECS = ("lossless", "fp16", "int8", "int5", "int4", "jpeg")
+CODECS = ("lossless", "fp16", "int8", "int5", "int4", "jpeg", "webp")
+#: Codecs of a uint8 (H, W, 3) image (split 0) whose body is already compressed.
+IMAGE_CODECS = ("jpeg", "webp")
+#: Encodings of split 0's uint8 image: lossless WebP (exact, the default), JPEG (lossy, opt-in)
+#: and lossless (zstd of the raw pixels: exact, larger, far cheaper to encode than WebP).
+INPUT_CODECS = ("webp", "jpeg", "lossless")
+#: Codecs whose decoded tensor is bit-identical to the encoded one.
+EXACT_CODECS = ("lossless", "webp")
+_PIL_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
 COMPRESSIONS = ("zstd", "none")
 
 # Wire dtypes: every multi-byte value is little-endian.
@@ -112,6 +123,8 @@ def encode_tensor(
     a = np.asarray(array)
     if codec == "jpeg":
         return _encode_jpeg(a, jpeg_quality)
+    if codec == "webp":
+        return _encode_webp(a)
     shape = tuple(int(n) for n in a.shape)
     if codec == "lossless":
         dtype = _dtype_name(a)
@@ -260,15 +273,27 @@ def _pack_nibbles(codes: np.ndarray) -> bytes:
 
 
 def _encode_jpeg(a: np.ndarray, quality: int) -> EncodedTensor:
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:
-        raise CodecError(f"jpeg takes a uint8 (H, W, 3) image, got {a.dtype} {a.shape}")
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise CodecError(f"jpeg quality must be an int in 1..100, got {quality!r}")
+    return _encode_image(a, "jpeg", {"quality": quality}, quality=quality)
+
+
+def _encode_webp(a: np.ndarray) -> EncodedTensor:
+    # Effort method 1, quality 0: measured on 224x224 photos, 3% larger than the smallest
+    # setting (method 4) in a fifth of its encode time; the device pays that time per request.
+    return _encode_image(a, "webp", None, lossless=True, method=1, quality=0, exact=True)
+
+
+def _encode_image(
+    a: np.ndarray, codec: str, quant: Mapping[str, Any] | None, **options: Any
+) -> EncodedTensor:
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:
+        raise CodecError(f"{codec} takes a uint8 (H, W, 3) image, got {a.dtype} {a.shape}")
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a)).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(np.ascontiguousarray(a)).save(buffer, format=_PIL_FORMATS[codec], **options)
     body = buffer.getvalue()
     shape = tuple(int(n) for n in a.shape)
-    return EncodedTensor("jpeg", "uint8", shape, {"quality": quality}, b"", body, "none", len(body))
+    return EncodedTensor(codec, "uint8", shape, quant, b"", body, "none", len(body))
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,8 +334,8 @@ def check_layout(
         raise HeaderError(f"unknown compression {compression!r}; known: zstd, none")
     _check_shape(shape, max_ndim)
     _check_dtype(dtype, codec)
-    if codec == "jpeg" and (len(shape) != 3 or shape[2] != 3 or 0 in shape):
-        raise ShapeMismatchError(f"jpeg carries a (H, W, 3) image with H, W >= 1, got {shape}")
+    if codec in IMAGE_CODECS and (len(shape) != 3 or shape[2] != 3 or 0 in shape):
+        raise ShapeMismatchError(f"{codec} carries a (H, W, 3) image with H, W >= 1, got {shape}")
     count = math.prod(shape)
     decoded = count * DTYPES[dtype].itemsize
     if decoded > max_tensor_bytes:
@@ -339,7 +364,9 @@ def _check_shape(shape: Any, max_ndim: int) -> None:
 def _check_dtype(dtype: str, codec: str) -> None:
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise HeaderError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
-    allowed = {"lossless": tuple(DTYPES), "jpeg": ("uint8",)}.get(codec, ("float32",))
+    allowed = {"lossless": tuple(DTYPES), "jpeg": ("uint8",), "webp": ("uint8",)}.get(
+        codec, ("float32",)
+    )
     if dtype not in allowed:
         raise HeaderError(f"codec {codec} decodes to {' or '.join(allowed)}, header says {dtype}")
 
@@ -387,13 +414,13 @@ def _check_raw_bytes(
 ) -> None:
     if not _is_int(raw_bytes) or raw_bytes < 0:
         raise HeaderError(f"raw_bytes must be a non-negative integer, got {raw_bytes!r}")
-    if expected is None:  # jpeg: any non-empty body up to the limit
+    if expected is None:  # jpeg, webp: any non-empty body up to the limit
         if raw_bytes > max_tensor_bytes:
             raise LimitExceededError(
-                f"jpeg body of {raw_bytes} bytes is over the limit of {max_tensor_bytes}"
+                f"{codec} body of {raw_bytes} bytes is over the limit of {max_tensor_bytes}"
             )
         if raw_bytes == 0:
-            raise LengthMismatchError("jpeg body is empty")
+            raise LengthMismatchError(f"{codec} body is empty")
     elif raw_bytes != expected:
         raise LengthMismatchError(
             f"raw_bytes is {raw_bytes}, {describe(shape, dtype, codec)} needs {expected}"
@@ -435,8 +462,8 @@ def decode_tensor(
         return _decode_lossless(body, encoded.dtype, shape, layout.count)
     if encoded.codec == "fp16":
         return _unshuffle(body, DTYPES["float16"], layout.count).astype(np.float32).reshape(shape)
-    if encoded.codec == "jpeg":
-        return _decode_jpeg(body, shape)
+    if encoded.codec in IMAGE_CODECS:
+        return _decode_image(body, shape, encoded.codec)
     assert encoded.quant is not None  # check_layout guarantees it for int8/int5/int4
     return _decode_affine(body, encoded, shape, layout.count)
 
@@ -546,24 +573,27 @@ def _unpack_nibbles(packed: np.ndarray, count: int) -> np.ndarray:
     return codes[:count]
 
 
-def _decode_jpeg(body: bytes | bytearray | memoryview, shape: tuple[int, ...]) -> np.ndarray:
+def _decode_image(
+    body: bytes | bytearray | memoryview, shape: tuple[int, ...], codec: str
+) -> np.ndarray:
     height, width = shape[0], shape[1]
+    name = _PIL_FORMATS[codec]
     try:
-        image = Image.open(io.BytesIO(body), formats=["JPEG"])
+        image = Image.open(io.BytesIO(body), formats=[name])
     except Exception as exc:  # Pillow raises many types on malformed input
-        raise PayloadError(f"payload is not a JPEG image: {exc}") from None
-    # Check the declared size before decoding pixels: a JPEG header can claim any size.
+        raise PayloadError(f"payload is not a {name} image: {exc}") from None
+    # Check the declared size before decoding pixels: an image header can claim any size.
     if image.size != (width, height) or image.mode != "RGB":
         raise ShapeMismatchError(
-            f"JPEG is {image.mode} {image.size[0]}x{image.size[1]}, header says RGB "
+            f"{name} is {image.mode} {image.size[0]}x{image.size[1]}, header says RGB "
             f"{width}x{height} (shape {shape})"
         )
     try:
         pixels = np.array(image.convert("RGB"), dtype=np.uint8)
     except Exception as exc:  # truncated or corrupt entropy-coded data
-        raise PayloadError(f"corrupt JPEG payload: {exc}") from None
+        raise PayloadError(f"corrupt {name} payload: {exc}") from None
     if pixels.shape != shape:
-        raise ShapeMismatchError(f"JPEG decoded to {pixels.shape}, header says {shape}")
+        raise ShapeMismatchError(f"{name} decoded to {pixels.shape}, header says {shape}")
     return pixels
 
 

@@ -13,12 +13,13 @@ from PIL import Image
 from schemas.codecs import (
     CODECS,
     DTYPES,
+    IMAGE_CODECS,
     QUANT_TOP,
     EncodedTensor,
     decode_tensor,
     encode_tensor,
 )
-from schemas.errors import CodecError, UnknownCodecError
+from schemas.errors import CodecError, PayloadError, UnknownCodecError
 
 RNG = np.random.default_rng(20240601)
 
@@ -278,6 +279,26 @@ def test_jpeg_round_trip_of_a_real_photo() -> None:
     assert smaller.nbytes < encoded.nbytes
 
 
+def test_webp_gives_back_the_very_pixels_sent() -> None:
+    image = _photo(224)
+    encoded = encode_tensor(image, "webp")
+    assert encoded.compression == "none" and encoded.quant is None
+    assert Image.open(io.BytesIO(encoded.payload)).format == "WEBP"
+    assert np.array_equal(decode_tensor(encoded), image)
+    # Lossless, yet far smaller than the raw pixels.
+    assert encoded.nbytes < image.nbytes / 1.5
+
+
+def test_webp_refuses_a_payload_of_another_format() -> None:
+    image = _photo(32)
+    jpeg = encode_tensor(image, "jpeg")
+    forged = EncodedTensor(
+        "webp", "uint8", image.shape, None, b"", jpeg.payload, "none", len(jpeg.payload)
+    )
+    with pytest.raises(PayloadError, match="not a WEBP image"):
+        decode_tensor(forged)
+
+
 def test_jpeg_takes_a_non_contiguous_image() -> None:
     image = _photo(64)[::2, ::2]
     assert decode_tensor(encode_tensor(image, "jpeg")).shape == (32, 32, 3)
@@ -292,9 +313,10 @@ def test_jpeg_takes_a_non_contiguous_image() -> None:
         np.zeros((0, 8, 3), dtype=np.uint8),
     ],
 )
-def test_jpeg_takes_only_uint8_rgb_images(array: np.ndarray) -> None:
+@pytest.mark.parametrize("codec", IMAGE_CODECS)
+def test_image_codecs_take_only_uint8_rgb_images(array: np.ndarray, codec: str) -> None:
     with pytest.raises(CodecError, match="uint8 \\(H, W, 3\\)"):
-        encode_tensor(array, "jpeg")
+        encode_tensor(array, codec)
 
 
 @pytest.mark.parametrize("quality", [0, 101, 90.0, True])
@@ -305,5 +327,7 @@ def test_jpeg_quality_must_be_an_int_in_range(quality: object) -> None:
 
 def test_every_codec_reports_its_wire_bytes() -> None:
     array = RNG.standard_normal((16, 7, 7)).astype(np.float32)
-    sizes = {codec: encode_tensor(array, codec).nbytes for codec in CODECS if codec != "jpeg"}
+    sizes = {
+        codec: encode_tensor(array, codec).nbytes for codec in CODECS if codec not in IMAGE_CODECS
+    }
     assert sizes["int4"] < sizes["int5"] < sizes["int8"] < sizes["fp16"] < sizes["lossless"]
