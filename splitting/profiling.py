@@ -2,8 +2,10 @@
 
 A `ModelProfile` lists every split k = 0..n with the bytes of the frame that split would send
 under each codec (whole frame, header included: bytes on the wire decide), the cumulative head
-time of blocks [0, k) on this host, and the codec times. Split 0 sends the JPEG of the prepared
-image whatever the codec; split n sends nothing.
+time of blocks [0, k) on this host, the codec times, and the top-1 agreement of the answer
+computed from the decoded tensor with the unsplit model's. Split 0 sends the prepared image
+under an image codec (lossless WebP by default, so the answer is exact; JPEG is opt-in);
+split n sends nothing.
 
 Candidates ("natural bottlenecks") are the splits whose bytes are smaller than every earlier
 split's, split 0 always included, plus split n.
@@ -27,15 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from schemas.codecs import INPUT_CODECS as _INPUT_CODECS
 from splitting.errors import ProfileError
 from splitting.images import augmented_images
 from splitting.jsonfile import read_json_object
 from splitting.partition import SplitModel
 
-PROFILE_FORMAT_VERSION = 1
+PROFILE_FORMAT_VERSION = 2
 DEFAULT_CODECS: tuple[str, ...] = ("lossless", "fp16", "int8", "int5", "int4")
 DEFAULT_DECISION_CODEC = "int5"
 DEFAULT_JPEG_QUALITY = 90
+#: Split 0's encodings of the uint8 image (every profile measures them all), and the default.
+INPUT_CODECS: tuple[str, ...] = _INPUT_CODECS
+DEFAULT_INPUT_CODEC = "webp"
 
 
 def natural_bottlenecks(bytes_by_k: Sequence[int]) -> list[int]:
@@ -64,7 +70,9 @@ class SplitPoint:
     `shape` is the per-sample shape sent (split 0: the (S, S, 3) image; split n: ()).
     `bytes`, `encode_ms` and `decode_ms` are keyed by codec; `device_ms` is the head time of
     blocks [0, k) on the profiling host (0 for k = 0). `candidate` is with respect to the
-    profile's decision codec.
+    profile's decision codec. `agreement[codec]` is the share of the profile's images whose
+    top-1 class from the decoded tensor equals the unsplit model's (split 0: keyed by image
+    codec; absent when not measured).
     """
 
     k: int
@@ -75,6 +83,7 @@ class SplitPoint:
     encode_ms: dict[str, float] = field(default_factory=dict)
     decode_ms: dict[str, float] = field(default_factory=dict)
     candidate: bool = False
+    agreement: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +95,7 @@ class SplitPoint:
             "encode_ms": dict(self.encode_ms),
             "decode_ms": dict(self.decode_ms),
             "candidate": self.candidate,
+            "agreement": dict(self.agreement),
         }
 
     @classmethod
@@ -100,6 +110,7 @@ class SplitPoint:
                 encode_ms={str(c): float(v) for c, v in data.get("encode_ms", {}).items()},
                 decode_ms={str(c): float(v) for c, v in data.get("decode_ms", {}).items()},
                 candidate=bool(data.get("candidate", False)),
+                agreement={str(c): float(v) for c, v in data.get("agreement", {}).items()},
             )
         except KeyError as exc:
             raise ProfileError(f"split entry lacks key {exc.args[0]!r}") from exc
@@ -128,6 +139,8 @@ class ModelProfile:
     jpeg_quality: int = 90
     torch_version: str = ""
     created: str = ""
+    input_codec: str = DEFAULT_INPUT_CODEC
+    images: int = 0
 
     def __post_init__(self) -> None:
         if len(self.splits) != self.n + 1:
@@ -149,13 +162,25 @@ class ModelProfile:
             raise ProfileError(f"{self.model}: split {k} outside 0..{self.n}")
         return self.splits[k]
 
+    def codec_at(self, k: int, codec: str | None = None) -> str:
+        """The codec split k uses when the device sends tensors with `codec`: split 0 sends
+        the image with an image codec (`codec` itself if it is one, else the profile's)."""
+        codec = codec or self.codec
+        if k == 0 and codec not in self.splits[0].bytes:
+            return self.input_codec
+        return codec
+
     def bytes_at(self, k: int, codec: str | None = None) -> int:
         """Bytes split k sends under `codec` (default: the decision codec)."""
-        codec = codec or self.codec
         point = self.split(k)
+        codec = self.codec_at(k, codec)
         if codec not in point.bytes:
             raise ProfileError(f"{self.model}: codec {codec!r} not profiled (have {self.codecs})")
         return point.bytes[codec]
+
+    def agreement_at(self, k: int, codec: str | None = None) -> float | None:
+        """Measured top-1 agreement of split k under `codec`; None when not measured."""
+        return self.split(k).agreement.get(self.codec_at(k, codec))
 
     def device_ms_at(self, k: int) -> float:
         return self.split(k).device_ms
@@ -164,11 +189,13 @@ class ModelProfile:
         """Natural bottlenecks under `codec` (default: the decision codec), 0 and n included."""
         return natural_bottlenecks([self.bytes_at(k, codec) for k in range(self.n + 1)])
 
-    def with_codec(self, codec: str) -> ModelProfile:
-        """The same measurements with another decision codec (candidate marks recomputed)."""
-        chosen = set(self.candidates(codec))
+    def with_codec(self, codec: str, input_codec: str | None = None) -> ModelProfile:
+        """The same measurements with another decision codec and split-0 codec (candidate
+        marks recomputed)."""
+        changed = replace(self, codec=codec, input_codec=input_codec or self.input_codec)
+        chosen = set(changed.candidates(codec))
         splits = tuple(replace(s, candidate=s.k in chosen) for s in self.splits)
-        return replace(self, codec=codec, splits=splits)
+        return replace(changed, splits=splits, input_bytes=changed.bytes_at(0))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +211,8 @@ class ModelProfile:
             "jpeg_quality": self.jpeg_quality,
             "torch_version": self.torch_version,
             "created": self.created,
+            "input_codec": self.input_codec,
+            "images": self.images,
             "block_ms": list(self.block_ms),
             "splits": [s.to_dict() for s in self.splits],
         }
@@ -209,6 +238,8 @@ class ModelProfile:
                 jpeg_quality=int(data.get("jpeg_quality", 90)),
                 torch_version=str(data.get("torch_version", "")),
                 created=str(data.get("created", "")),
+                input_codec=str(data.get("input_codec", DEFAULT_INPUT_CODEC)),
+                images=int(data.get("images", 0)),
             )
         except KeyError as exc:
             raise ProfileError(f"profile lacks key {exc.args[0]!r}") from exc
@@ -246,6 +277,7 @@ class CodecSamples:
     sizes: list[int] = field(default_factory=list)
     encode_ms: list[float] = field(default_factory=list)
     decode_ms: list[float] = field(default_factory=list)
+    agreed: list[bool] = field(default_factory=list)
 
     def add(self, trip: FrameRoundTrip) -> None:
         self.sizes.append(trip.nbytes)
@@ -264,6 +296,10 @@ class CodecSamples:
     def median_decode_ms(self) -> float:
         return statistics.median(self.decode_ms) if self.decode_ms else 0.0
 
+    @property
+    def agreement(self) -> float | None:
+        return sum(self.agreed) / len(self.agreed) if self.agreed else None
+
 
 def profile_model(
     model: SplitModel,
@@ -271,6 +307,7 @@ def profile_model(
     *,
     codecs: Sequence[str] = DEFAULT_CODECS,
     codec: str = DEFAULT_DECISION_CODEC,
+    input_codec: str = DEFAULT_INPUT_CODEC,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     threads: int = 1,
     repeats: int = DEFAULT_REPEATS,
@@ -279,11 +316,14 @@ def profile_model(
 
     `images` are prepared uint8 inputs (default: `DEFAULT_PROFILE_IMAGES` augmented samples);
     others are passed through `model.prepare_image`. Bytes are the median over the images of
-    the whole encoded frame (header included), codec times the median per frame, and
+    the whole encoded frame (header included), codec times the median per frame, agreement the
+    share of images whose top-1 from the decoded tensor is the unsplit model's, and
     `device_ms[k]` the median over `repeats` of the head time of blocks [0, k) at batch 1 with
     `threads` torch threads (default 1: a device is modelled as N times slower than one core).
     """
     codec_list = checked_codecs(codecs, codec)
+    if input_codec not in INPUT_CODECS:
+        raise ProfileError(f"split-0 codec must be one of {INPUT_CODECS}, got {input_codec!r}")
     if threads < 1 or repeats < 1:
         raise ProfileError(f"threads and repeats must be >= 1, got {threads} and {repeats}")
     prepared = prepared_batch(model, images)
@@ -292,7 +332,6 @@ def profile_model(
         block_ms, device_ms = time_blocks(model, model.preprocess(prepared[:1]), repeats)
     nothing = CodecSamples()  # split n sends nothing
     per_split = [samples.get(k, dict.fromkeys(codec_list, nothing)) for k in range(model.n + 1)]
-    candidates = set(natural_bottlenecks([split[codec].median_bytes for split in per_split]))
     names = ["input", *model.block_names]
     shapes = model.split_shapes()
     points = tuple(
@@ -300,20 +339,20 @@ def profile_model(
             k=k,
             name=names[k],
             shape=shapes[k],
-            bytes={c: split[c].median_bytes for c in codec_list},
+            bytes={c: m.median_bytes for c, m in split.items()},
             device_ms=device_ms[k],
-            encode_ms={c: split[c].median_encode_ms for c in codec_list},
-            decode_ms={c: split[c].median_decode_ms for c in codec_list},
-            candidate=k in candidates,
+            encode_ms={c: m.median_encode_ms for c, m in split.items()},
+            decode_ms={c: m.median_decode_ms for c, m in split.items()},
+            agreement={c: a for c, m in split.items() if (a := m.agreement) is not None},
         )
         for k, split in enumerate(per_split)
     )
-    return ModelProfile(
+    profile = ModelProfile(
         model=model.name,
         fingerprint=model.fingerprint,
         n=model.n,
         codec=codec,
-        input_bytes=points[0].bytes[codec],
+        input_bytes=points[0].bytes[input_codec],
         splits=points,
         block_ms=tuple(block_ms),
         host=host_name(),
@@ -321,15 +360,18 @@ def profile_model(
         jpeg_quality=jpeg_quality,
         torch_version=torch.__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        input_codec=input_codec,
+        images=len(prepared),
     )
+    return profile.with_codec(codec)
 
 
 def checked_codecs(codecs: Sequence[str], decision_codec: str) -> list[str]:
     """The tensor codecs to profile, de-duplicated; the decision codec must be among them."""
-    from schemas.codecs import CODECS
+    from schemas.codecs import CODECS, IMAGE_CODECS
 
     chosen = list(dict.fromkeys(codecs))
-    tensor_codecs = [c for c in CODECS if c != "jpeg"]
+    tensor_codecs = [c for c in CODECS if c not in IMAGE_CODECS]
     unknown = [c for c in chosen if c not in tensor_codecs]
     if unknown or not chosen:
         raise ProfileError(f"codecs must be among {tensor_codecs}, got {list(codecs)}")
@@ -365,30 +407,55 @@ def split_samples(
     *,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     splits: Sequence[int] | None = None,
+    input_codecs: Sequence[str] = INPUT_CODECS,
 ) -> dict[int, dict[str, CodecSamples]]:
-    """Frame sizes and codec times for every split 0..n-1 (or those in `splits`), per codec.
-
-    Split 0 is the JPEG frame of each image, the same samples under every codec key.
-    """
+    """Frame sizes, codec times and top-1 agreement for every split 0..n-1 (or those in
+    `splits`), per codec. Split 0 is measured under the image codecs `input_codecs`."""
     wanted = set(range(model.n)) if splits is None else {k for k in splits if k < model.n}
+    x = model.preprocess(prepared)
+    reference = _top1(model.forward(x))
     samples: dict[int, dict[str, CodecSamples]] = {}
     if 0 in wanted:
-        jpeg = CodecSamples()
-        for image in prepared:
-            jpeg.add(_timed_frame(image, model, 0, "jpeg", jpeg_quality))
-        samples[0] = dict.fromkeys(codecs, jpeg)
-    z = model.preprocess(prepared)
+        samples[0] = {
+            codec: _measure(model, prepared, 0, codec, jpeg_quality, reference)
+            for codec in input_codecs
+        }
+    z = x
     for k in range(1, max(wanted, default=0) + 1):
         z = model.run_blocks(z, k - 1, k)  # one block at a time: only one split held in memory
-        if k not in wanted:
-            continue
-        arrays = z.numpy()
-        samples[k] = {}
-        for codec in codecs:
-            measured = samples[k][codec] = CodecSamples()
-            for array in arrays:
-                measured.add(_timed_frame(array, model, k, codec, jpeg_quality))
+        if k in wanted:
+            arrays = z.numpy()
+            samples[k] = {
+                codec: _measure(model, arrays, k, codec, jpeg_quality, reference)
+                for codec in codecs
+            }
     return samples
+
+
+def _measure(
+    model: SplitModel,
+    arrays: np.ndarray,
+    k: int,
+    codec: str,
+    jpeg_quality: int,
+    reference: np.ndarray,
+) -> CodecSamples:
+    """Every array through split k's frame under `codec`, and the tail's answer on what came
+    out compared with the unsplit model's (`reference`, top-1 per array)."""
+    measured = CodecSamples()
+    decoded = []
+    for array in arrays:
+        trip = _timed_frame(array, model, k, codec, jpeg_quality)
+        measured.add(trip)
+        decoded.append(trip.tensor)
+    batch = np.stack(decoded)
+    z = model.preprocess(batch) if k == 0 else torch.from_numpy(batch)
+    measured.agreed = [bool(a) for a in _top1(model.tail(z, k)) == reference]
+    return measured
+
+
+def _top1(logits: torch.Tensor) -> np.ndarray:
+    return logits.argmax(dim=1).numpy()
 
 
 def _timed_frame(
@@ -504,6 +571,7 @@ def load_or_profile(
     *,
     codecs: Sequence[str] = DEFAULT_CODECS,
     codec: str = DEFAULT_DECISION_CODEC,
+    input_codec: str = DEFAULT_INPUT_CODEC,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     threads: int = 1,
     repeats: int = DEFAULT_REPEATS,
@@ -521,11 +589,12 @@ def load_or_profile(
         except ProfileError:
             cached = None
         if cached is not None and _fits(cached, model, codec_list, threads, jpeg_quality):
-            return cached.with_codec(codec)
+            return cached.with_codec(codec, input_codec)
     profile = profile_model(
         model,
         codecs=codec_list,
         codec=codec,
+        input_codec=input_codec,
         jpeg_quality=jpeg_quality,
         threads=threads,
         repeats=repeats,

@@ -119,14 +119,19 @@ def format_profile(profile: ModelProfile) -> str:
     rows = [header]
     for point in profile.splits:
         shape = "x".join(str(d) for d in point.shape) or "-"
-        sizes = [f"{point.bytes[c]:,}" for c in codecs]
+        sizes = [f"{profile.bytes_at(point.k, c) if point.k < profile.n else 0:,}" for c in codecs]
         mark = "*" if point.candidate else ""
         rows.append([str(point.k), point.name, shape, *sizes, f"{point.device_ms:.2f}", mark])
     lines = [
         f"{profile.model}  fingerprint {profile.fingerprint}  host {profile.host}"
         f"  threads {profile.threads}  torch {profile.torch_version}",
-        f"split 0 sends the JPEG (quality {profile.jpeg_quality}) of the input:"
-        f" {profile.input_bytes:,} B; split {profile.n} runs everything on the device",
+        f"split 0 sends the input as {profile.input_codec}: {profile.input_bytes:,} B"
+        + "".join(
+            f", as {codec} {size:,} B"
+            for codec, size in profile.splits[0].bytes.items()
+            if codec != profile.input_codec
+        )
+        + f"; split {profile.n} runs everything on the device",
         "",
         *aligned_rows(rows, left={1, 2}),
     ]

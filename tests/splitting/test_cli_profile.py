@@ -28,13 +28,22 @@ def test_json_lists_every_split_with_bytes_per_codec(capsys: pytest.CaptureFixtu
     splits = data["splits"]
     assert [s["k"] for s in splits] == list(range(19))
     for split in splits:
-        assert set(split) >= {"k", "name", "shape", "bytes", "device_ms", "candidate"}
+        assert set(split) >= {"k", "name", "shape", "bytes", "device_ms", "candidate", "agreement"}
+    for split in splits[1:]:
         assert set(split["bytes"]) == {"lossless", "fp16", "int8", "int5", "int4"}
-    assert splits[0]["bytes"] == dict.fromkeys(splits[0]["bytes"], data["input_bytes"])
+    # Split 0 sends the image: lossless WebP (the default, exact) or JPEG (opt-in, lossy).
+    assert set(splits[0]["bytes"]) == {"webp", "jpeg", "lossless"}
+    assert data["input_codec"] == "webp"
+    assert data["input_bytes"] == splits[0]["bytes"]["webp"]
+    assert splits[0]["agreement"]["webp"] == 1.0
+    for split in splits[1:-1]:
+        assert split["agreement"]["lossless"] == 1.0  # exact tensors, exact answers
+        assert all(0.0 <= a <= 1.0 for a in split["agreement"].values())
     assert splits[0]["shape"] == [224, 224, 3] and splits[-1]["shape"] == []
     assert splits[13]["name"] == "blocks.11" and splits[13]["shape"] == [192, 7, 7]
     assert data["codec"] == "int5"  # the default decision codec
-    assert data["candidates"] == natural_bottlenecks([s["bytes"]["int5"] for s in splits])
+    sizes = [splits[0]["bytes"]["webp"], *(s["bytes"]["int5"] for s in splits[1:])]
+    assert data["candidates"] == natural_bottlenecks(sizes)
     assert data["candidates"] == [s["k"] for s in splits if s["candidate"]]
     assert ModelProfile.from_dict(data).n == 18
 
@@ -42,7 +51,9 @@ def test_json_lists_every_split_with_bytes_per_codec(capsys: pytest.CaptureFixtu
 def test_codec_option_decides_the_candidates(capsys: pytest.CaptureFixture[str]) -> None:
     data = _profile_json(capsys, "--codec", "int4")
     assert data["codec"] == "int4"
-    assert data["candidates"] == natural_bottlenecks([s["bytes"]["int4"] for s in data["splits"]])
+    splits = data["splits"]
+    sizes = [splits[0]["bytes"]["webp"], *(s["bytes"]["int4"] for s in splits[1:])]
+    assert data["candidates"] == natural_bottlenecks(sizes)
 
 
 def test_table_marks_candidates(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -55,7 +66,7 @@ def test_table_marks_candidates(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert sorted(int(k) for k in rows) == list(range(profile.n + 1))
     for point in profile.splits:
         row = rows[str(point.k)]
-        assert point.name in row and f"{point.bytes['int8']:,}" in row
+        assert point.name in row and f"{profile.bytes_at(point.k, 'int8'):,}" in row
         assert row.rstrip().endswith("*") == point.candidate
     assert "candidates under int5" in table
 

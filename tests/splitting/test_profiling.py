@@ -67,13 +67,21 @@ def _frame_bytes(model: SplitModel, array: object, k: int, codec: str) -> int:
     return len(frame)
 
 
-def test_split_zero_sends_the_jpeg_under_every_codec(
+def test_split_zero_sends_the_image_under_each_image_codec(
     profile: ModelProfile, lite0: SplitModel, images: np.ndarray
 ) -> None:
-    expected = round(statistics.median(_frame_bytes(lite0, im, 0, "jpeg") for im in images))
+    expected = {
+        codec: round(statistics.median(_frame_bytes(lite0, im, 0, codec) for im in images))
+        for codec in ("webp", "jpeg", "lossless")
+    }
     first = profile.splits[0]
-    assert first.bytes == dict.fromkeys(CODECS, expected)
-    assert profile.input_bytes == expected
+    assert first.bytes == expected
+    assert profile.input_codec == "webp" and profile.input_bytes == expected["webp"]
+    # Every tensor codec's split 0 is the input codec's image.
+    assert all(profile.bytes_at(0, codec) == expected["webp"] for codec in CODECS[1:])
+    assert profile.bytes_at(0, "lossless") == expected["lossless"]
+    assert profile.with_codec("int5", "jpeg").bytes_at(0) == expected["jpeg"]
+    assert first.agreement["webp"] == 1.0  # the very pixels: the unsplit model's answer
     assert first.shape == (224, 224, 3) and first.name == "input" and first.device_ms == 0.0
     last = profile.splits[-1]
     assert last.bytes == dict.fromkeys(CODECS, 0) and last.shape == () and last.candidate
@@ -100,12 +108,13 @@ def test_candidates_are_the_natural_bottlenecks_of_the_decision_codec(
     profile: ModelProfile,
 ) -> None:
     assert profile.codec == "int5"
-    int5_bytes = [s.bytes["int5"] for s in profile.splits]
+    int5_bytes = [profile.bytes_at(k, "int5") for k in range(profile.n + 1)]
     assert profile.candidates() == natural_bottlenecks(int5_bytes)
     assert [s.k for s in profile.splits if s.candidate] == profile.candidates()
     assert profile.candidates()[0] == 0 and profile.candidates()[-1] == profile.n
     int4 = profile.with_codec("int4")
-    assert int4.candidates() == natural_bottlenecks([s.bytes["int4"] for s in profile.splits])
+    int4_bytes = [profile.bytes_at(k, "int4") for k in range(profile.n + 1)]
+    assert int4.candidates() == natural_bottlenecks(int4_bytes)
     assert [s.k for s in int4.splits if s.candidate] == int4.candidates()
 
 
@@ -115,7 +124,8 @@ def test_device_times_accumulate_block_by_block(profile: ModelProfile) -> None:
     device = [s.device_ms for s in profile.splits]
     assert device[0] == 0.0
     assert all(a < b for a, b in itertools.pairwise(device))
-    assert all(s.encode_ms["int8"] > 0 and s.decode_ms["int8"] > 0 for s in profile.splits[:-1])
+    assert all(s.encode_ms["int8"] > 0 and s.decode_ms["int8"] > 0 for s in profile.splits[1:-1])
+    assert profile.splits[0].encode_ms["webp"] > 0
     assert profile.threads == 1 and profile.host
 
 
@@ -130,7 +140,7 @@ def test_profile_round_trips_through_json(profile: ModelProfile, tmp_path: Path)
     profile.save(path)
     data = json.loads(path.read_text())
     assert data["candidates"] == profile.candidates()
-    assert data["splits"][0]["bytes"]["int8"] == profile.input_bytes
+    assert data["splits"][0]["bytes"]["webp"] == profile.input_bytes
     assert ModelProfile.load(path) == profile
     assert ModelProfile.from_dict(profile.to_dict()) == profile
 
