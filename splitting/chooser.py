@@ -29,6 +29,8 @@ class Decision:
     k: int
     reason: str
     predicted_ms: dict[int, float] = field(default_factory=dict)
+    codec: str | None = None  # None: the device's configured codec
+    race: bool = False  # also run tail(k) on the device; the first result wins
 
     @property
     def expected_ms(self) -> float | None:
@@ -94,11 +96,37 @@ class ChooserInputs:
 
 
 def predictions(inputs: ChooserInputs) -> dict[int, Breakdown]:
-    """The latency model at every split 0..n (the chooser only picks among candidates)."""
-    return {
-        k: predict(k, inputs.device, inputs.link, inputs.server, device_ms=inputs.device_ms)
-        for k in range(inputs.device.n + 1)
-    }
+    """The latency model at every split 0..n under its best admissible codec (the chooser only
+    picks among candidates)."""
+    return {k: best_option(k, inputs) for k in range(inputs.device.n + 1)}
+
+
+def best_option(k: int, inputs: ChooserInputs) -> Breakdown:
+    """Split k under the admissible codec with the lowest predicted latency: fewer bytes win
+    on a slow link, cheaper codec times on a fast one."""
+    parts = [
+        predict(k, inputs.device, inputs.link, inputs.server, device_ms=inputs.device_ms, cost=cost)
+        for cost in inputs.device.options_at(k)
+    ]
+    if not parts:  # no codec passes the agreement floor here
+        return Breakdown(k=k, device_ms=inputs.device.costs[k].device_ms, uplink_ms=math.inf)
+    return min(parts, key=lambda b: b.total_ms)
+
+
+def chance_of_losing(part: Breakdown, local_ms: float, spread: float) -> float:
+    """Chance that an offload predicted as `part` finishes after `local_ms`, with the uplink
+    rate log-normal around its estimate (std `spread` of log rate), the rest as predicted."""
+    if not math.isfinite(part.total_ms):
+        return 1.0
+    rest = part.total_ms - part.uplink_ms
+    if part.uplink_ms <= 0:
+        return 1.0 if rest > local_ms else 0.0
+    slack = (local_ms - rest) / part.uplink_ms  # the uplink may take this many times its estimate
+    if slack <= 0:
+        return 1.0
+    if spread <= 0:
+        return 1.0 if slack < 1 else 0.0
+    return 0.5 * math.erfc(math.log(slack) / spread / math.sqrt(2))
 
 
 def choose(inputs: ChooserInputs) -> Decision:
@@ -122,8 +150,14 @@ def choose(inputs: ChooserInputs) -> Decision:
         and math.isfinite(predicted[previous])
         and score[previous] <= score[best] * (1 + inputs.params.hysteresis)
     ):
-        return Decision(k=previous, reason="hysteresis", predicted_ms=predicted)
-    return Decision(k=best, reason=reason, predicted_ms=predicted)
+        return _decision(previous, "hysteresis", parts, predicted)
+    return _decision(best, reason, parts, predicted)
+
+
+def _decision(
+    k: int, reason: str, parts: Mapping[int, Breakdown], predicted: dict[int, float]
+) -> Decision:
+    return Decision(k=k, reason=reason, predicted_ms=predicted, codec=parts[k].codec or None)
 
 
 def _score(part: Breakdown, local: int, inputs: ChooserInputs) -> float:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from schemas.codecs import EXACT_CODECS
 from splitting.errors import ProfileError
 from splitting.estimators import LinkEstimate, ServerSnapshot
-from splitting.profiling import ModelProfile
+from splitting.profiling import ModelProfile, natural_bottlenecks
 from splitting.server_profile import ServerProfile
 from splitting.traces import wire_bytes
 
@@ -24,12 +26,17 @@ from splitting.traces import wire_bytes
 DEFAULT_SLOWDOWN = 4.0
 
 
+#: The least top-1 agreement with the unsplit model a (split, codec) pair needs to be chosen.
+DEFAULT_MIN_AGREEMENT = 0.99
+
+
 @dataclass(frozen=True)
 class SplitCost:
-    """What split k costs, apart from the link and the server's load.
+    """What split k costs under one codec, apart from the link and the server's load.
 
     `head_ms` and `encode_ms` run on the device (already scaled by the slowdown); `decode_ms`
-    runs on the server. `payload_bytes` is the frame (0 for split n).
+    runs on the server. `payload_bytes` is the frame (0 for split n). `agreement` is the
+    measured top-1 agreement with the unsplit model (None: not measured).
     """
 
     k: int
@@ -37,6 +44,8 @@ class SplitCost:
     head_ms: float
     encode_ms: float
     decode_ms: float
+    codec: str = ""
+    agreement: float | None = None
 
     @property
     def device_ms(self) -> float:
@@ -45,7 +54,13 @@ class SplitCost:
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    """The device's side of every split of one model, and the candidate splits."""
+    """The device's side of every split of one model, and the candidate splits.
+
+    `costs[k]` is split k under its smallest admissible codec (the decision codec where none
+    is admissible); `options[k]` every admissible (split k, codec) pair, among which the chooser
+    picks per request. A pair is admissible when its codec is exact or its measured agreement
+    is at least `min_agreement`. Candidates are natural bottlenecks among admissible splits.
+    """
 
     model: str
     n: int
@@ -53,6 +68,8 @@ class DeviceProfile:
     costs: tuple[SplitCost, ...]
     candidates: tuple[int, ...]
     slowdown: float = 1.0
+    options: Mapping[int, tuple[SplitCost, ...]] = field(default_factory=dict)
+    min_agreement: float = 0.0
 
     def __post_init__(self) -> None:
         if [c.k for c in self.costs] != list(range(self.n + 1)):
@@ -71,6 +88,31 @@ class DeviceProfile:
         """Blocks [k, n) on the device: the fallback when the server's result is late."""
         return max(0.0, self.local_ms - self.costs[k].head_ms)
 
+    def options_at(self, k: int) -> tuple[SplitCost, ...]:
+        """The (split k, codec) pairs the chooser may take at k (none: below the floor)."""
+        if k in self.options:
+            return self.options[k]
+        return (self.costs[k],)
+
+    def admissible_codecs(self) -> dict[int, tuple[str | None, ...]]:
+        """Every split with at least one admissible codec, with those codecs."""
+        found: dict[int, tuple[str | None, ...]] = {}
+        for k in range(self.n + 1):
+            codecs = tuple(c.codec or None for c in self.options_at(k))
+            if codecs:
+                found[k] = codecs
+        return found
+
+    def admissible_pairs(self) -> list[tuple[int, str | None]]:
+        return [(k, c) for k, codecs in self.admissible_codecs().items() for c in codecs]
+
+    def cost(self, k: int, codec: str | None = None) -> SplitCost:
+        """Split k under `codec` (None or unknown: `costs[k]`)."""
+        for option in self.options_at(k):
+            if option.codec == codec:
+                return option
+        return self.costs[k]
+
     @classmethod
     def from_model_profile(
         cls,
@@ -79,25 +121,34 @@ class DeviceProfile:
         slowdown: float = DEFAULT_SLOWDOWN,
         codec: str | None = None,
         candidates: Sequence[int] | None = None,
+        codecs: Sequence[str] | None = None,
+        min_agreement: float = 0.0,
     ) -> DeviceProfile:
-        """Scale a profile measured on this host to a device `slowdown` times slower."""
+        """Scale a profile measured on this host to a device `slowdown` times slower.
+
+        `codec` is the decision codec; `codecs` the codecs the device may send (default: that
+        one; split 0 uses the profile's image codec unless `codecs` names another image codec).
+        """
         if not math.isfinite(slowdown) or slowdown <= 0:
             raise ProfileError(f"slowdown must be a positive number, got {slowdown}")
+        if not 0 <= min_agreement <= 1:
+            raise ProfileError(f"min_agreement must be in [0, 1], got {min_agreement}")
         codec = codec or profile.codec
-        costs = []
+        allowed = list(dict.fromkeys([codec, *(codecs or ())]))
+        costs: list[SplitCost] = []
+        options: dict[int, tuple[SplitCost, ...]] = {}
         for point in profile.splits:
-            k = point.k
-            local = k == profile.n
-            costs.append(
-                SplitCost(
-                    k=k,
-                    payload_bytes=0 if local else profile.bytes_at(k, codec),
-                    head_ms=point.device_ms * slowdown,
-                    encode_ms=0.0 if local else _codec_ms(point.encode_ms, codec) * slowdown,
-                    decode_ms=0.0 if local else _codec_ms(point.decode_ms, codec),
-                )
-            )
-        chosen = tuple(candidates) if candidates is not None else tuple(profile.candidates(codec))
+            pairs = _pairs(profile, point.k, allowed, slowdown)
+            admissible = tuple(p for p in pairs if _admissible(p, min_agreement))
+            if point.k < profile.n:
+                options[point.k] = admissible
+            fewest = min(admissible, key=lambda p: (p.payload_bytes, p.encode_ms), default=None)
+            costs.append(fewest or pairs[0])
+        if candidates is not None:
+            chosen = tuple(candidates)
+        else:
+            sizes = [c.payload_bytes if options.get(c.k, True) else math.inf for c in costs]
+            chosen = tuple(natural_bottlenecks(sizes))  # type: ignore[arg-type]
         return cls(
             model=profile.model,
             n=profile.n,
@@ -105,23 +156,51 @@ class DeviceProfile:
             costs=tuple(costs),
             candidates=tuple(sorted(set(chosen) | {0, profile.n})),
             slowdown=slowdown,
+            options=options,
+            min_agreement=min_agreement,
         )
 
     @classmethod
     def load(
-        cls, path: str | Path, *, slowdown: float = DEFAULT_SLOWDOWN, codec: str | None = None
+        cls,
+        path: str | Path,
+        *,
+        slowdown: float = DEFAULT_SLOWDOWN,
+        codec: str | None = None,
+        **options: Any,
     ) -> DeviceProfile:
         """Read a `splitting.profiling.ModelProfile` JSON file and scale it."""
-        return cls.from_model_profile(ModelProfile.load(path), slowdown=slowdown, codec=codec)
+        profile = ModelProfile.load(path)
+        return cls.from_model_profile(profile, slowdown=slowdown, codec=codec, **options)
 
 
-def _codec_ms(times: Mapping[str, float], codec: str) -> float:
-    # Split 0 is a JPEG whatever the codec: a profile may key its times either way.
-    if codec in times:
-        return float(times[codec])
-    if "jpeg" in times:
-        return float(times["jpeg"])
-    return 0.0
+def _pairs(
+    profile: ModelProfile, k: int, codecs: Sequence[str], slowdown: float
+) -> list[SplitCost]:
+    """Split k under each of `codecs` the profile measured (split 0: under image codecs)."""
+    point = profile.split(k)
+    if k == profile.n:
+        return [SplitCost(k, 0, point.device_ms * slowdown, 0.0, 0.0, "", 1.0)]
+    wanted = list(dict.fromkeys(profile.codec_at(k, c) for c in codecs))
+    return [
+        SplitCost(
+            k=k,
+            payload_bytes=point.bytes[c],
+            head_ms=point.device_ms * slowdown,
+            encode_ms=point.encode_ms.get(c, 0.0) * slowdown,
+            decode_ms=point.decode_ms.get(c, 0.0),
+            codec=c,
+            agreement=1.0 if c in EXACT_CODECS else point.agreement.get(c),
+        )
+        for c in wanted
+        if c in point.bytes
+    ]
+
+
+def _admissible(cost: SplitCost, min_agreement: float) -> bool:
+    if min_agreement <= 0:
+        return True
+    return cost.agreement is not None and cost.agreement >= min_agreement
 
 
 @dataclass(frozen=True)
@@ -239,6 +318,7 @@ class Breakdown:
     queue_ms: float = 0.0
     server_ms: float = 0.0
     downlink_ms: float = 0.0
+    codec: str = ""
 
     @property
     def total_ms(self) -> float:
@@ -252,20 +332,23 @@ def predict(
     server: ServerEstimate | None,
     *,
     device_ms: Mapping[int, float] | None = None,
+    cost: SplitCost | None = None,
 ) -> Breakdown:
-    """Predicted latency of split k; infinite parts where the link or server rule it out.
+    """Predicted latency of split k (under `cost`'s codec, default `device.costs[k]`); infinite
+    parts where the link or server rule it out.
 
     `device_ms` overrides the profile's head+encode time per split with measured values.
     """
-    cost = device.costs[k]
+    cost = cost or device.costs[k]
     measured = (device_ms or {}).get(k)
     on_device = measured if measured is not None else cost.device_ms
     if k == device.n:
         return Breakdown(k=k, device_ms=on_device)
     if link is None or server is None or not server.serves(k):
-        return Breakdown(k=k, device_ms=on_device, uplink_ms=math.inf)
+        return Breakdown(k=k, device_ms=on_device, uplink_ms=math.inf, codec=cost.codec)
     return Breakdown(
         k=k,
+        codec=cost.codec,
         device_ms=on_device,
         uplink_ms=link.transfer_s(wire_bytes(cost.payload_bytes)) * 1000,
         queue_ms=server.queue_ms[k],

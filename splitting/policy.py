@@ -8,10 +8,20 @@ time is always passed in (`now`, seconds on a monotonic clock), never read insid
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from splitting.chooser import ChooserInputs, ChooserParams, Decision, FallbackRule, choose
+from splitting.chooser import (
+    ChooserInputs,
+    ChooserParams,
+    Decision,
+    FallbackRule,
+    best_option,
+    chance_of_losing,
+    choose,
+)
 from splitting.estimators import (
     DeviceTimes,
     LinkEstimate,
@@ -20,12 +30,16 @@ from splitting.estimators import (
     ServerView,
     UplinkEstimator,
 )
-from splitting.latency import DeviceProfile, estimate_server
+from splitting.latency import DEFAULT_MIN_AGREEMENT, DeviceProfile, estimate_server
 from splitting.profiling import ModelProfile
 from splitting.server_profile import ServerProfile
 from splitting.traces import DEFAULT_ONE_WAY_MS
 
 __all__ = ["Decision", "DynamicSplit", "FixedSplit", "SplitPolicy"]
+
+#: off: never race; always: every offload also runs tail(k) on the device; auto: only when
+#: the offload may well lose to running locally.
+RACE_MODES = ("off", "always", "auto")
 
 #: Largest probe chosen automatically (a model whose input frame is larger probes with this).
 MAX_AUTO_PROBE_BYTES = 32 * 1024
@@ -147,9 +161,18 @@ class DynamicSplit:
         learn_bias: bool = True,
         bias_half_life_s: float = 60.0,
         pin: int | None = None,
+        race: str = "off",
+        race_above: float = 0.05,
     ) -> None:
         if pin is not None and not 0 <= pin <= device.n:
             raise ValueError(f"pinned split {pin} outside 0..{device.n}")
+        if race not in RACE_MODES:
+            raise ValueError(f"race must be one of {', '.join(RACE_MODES)}, got {race!r}")
+        if not 0 <= race_above <= 1:
+            raise ValueError(f"race_above must be in [0, 1], got {race_above}")
+        self.race = race
+        self.race_above = race_above
+        self.last_rate_bps: float | None = None  # the uplink rate the last decision assumed
         self.device = device
         self.server_profile = server_profile
         self.load_aware = load_aware
@@ -186,14 +209,27 @@ class DynamicSplit:
         *,
         profile: ModelProfile,
         codec: str | None = None,
+        codecs: Sequence[str] = (),
+        input_codec: str | None = None,
+        min_agreement: float = DEFAULT_MIN_AGREEMENT,
         slowdown: float = 1.0,
         deadline_ms: float | None = None,
         server_profile: str | Path | ServerProfile | None = None,
         **options: Any,
     ) -> DynamicSplit:
-        """Build from what a device node has: its model profile, codec, slowdown, deadline cap
-        (the configured deadline) and optionally a server profile (path or object)."""
-        device = DeviceProfile.from_model_profile(profile, slowdown=slowdown, codec=codec)
+        """Build from what a device node has: its model profile, codecs (`codec` and the
+        further `codecs` it may choose per request, `input_codec` at split 0), the agreement
+        floor, slowdown, deadline cap (the configured deadline) and optionally a server
+        profile (path or object)."""
+        if input_codec is not None:
+            profile = profile.with_codec(codec or profile.codec, input_codec)
+        device = DeviceProfile.from_model_profile(
+            profile,
+            slowdown=slowdown,
+            codec=codec,
+            codecs=codecs,
+            min_agreement=min_agreement,
+        )
         if isinstance(server_profile, str | Path):
             server_profile = ServerProfile.load(server_profile)
         if deadline_ms is not None and "fallback" not in options:
@@ -203,13 +239,29 @@ class DynamicSplit:
     # -- decisions ------------------------------------------------------------------------
 
     def choose(self, now: float) -> Decision:
-        decision = choose(self.inputs(now))
+        inputs = self.inputs(now)
+        decision = choose(inputs)
         if self.pin is not None:
             decision = Decision(k=self.pin, reason="fixed", predicted_ms=decision.predicted_ms)
+        if decision.k < self.device.n and self._races(decision, inputs):
+            decision = replace(decision, race=True)
+        self.last_rate_bps = inputs.link.rate_bps if inputs.link is not None else None
         self._last = decision
         if self.feedback is not None and decision.k < self.device.n:
             self.feedback.on_offload(now, decision.predicted_ms.get(decision.k, math.inf))
         return decision
+
+    def _races(self, decision: Decision, inputs: ChooserInputs) -> bool:
+        """`always`: every offload races. `auto`: when the chance that the offload finishes
+        after running locally (uplink uncertainty, learned bias included) exceeds
+        `race_above`; a confident offload does not spend the device's energy."""
+        if self.race == "off":
+            return False
+        if self.race == "always":
+            return True
+        part = best_option(decision.k, inputs)
+        spread = inputs.link.spread if inputs.link is not None else 0.0
+        return chance_of_losing(part, self.device.local_ms, spread) > self.race_above
 
     def inputs(self, now: float) -> ChooserInputs:
         """What the chooser sees now (exposed for tests and for the simulator's plots)."""
