@@ -1,0 +1,125 @@
+"""Profiles shipped inside the package, so that an evaluation gives the same figures anywhere.
+
+- A device profile of the default model (`data/<model>.device.json`): bytes per (split, codec),
+  codec times, head times and top-1 agreement, measured once (host, torch version, images and
+  date inside the file) with `splitmq profile --images 61 --threads 1 --json`.
+- Reference device classes: that measurement's head times scaled so that the whole model takes
+  a stated time. A class is a model of a device, not a claim about a particular board.
+- The measured H200 edge-server profile (`data/h200-eager-torch2.11.json`; how it was measured
+  is in `data/README.md`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from splitting.errors import ProfileError
+from splitting.latency import DEFAULT_MIN_AGREEMENT, DeviceProfile
+from splitting.profiling import ModelProfile
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+#: The edge server every shipped evaluation assumes unless told otherwise.
+DEFAULT_SERVER_PROFILE = DATA_DIR / "h200-eager-torch2.11.json"
+
+
+@dataclass(frozen=True)
+class DeviceClass:
+    """A reference device: the shipped measurement scaled so that the whole model takes
+    `local_ms` on the device. The blocks keep their measured relative costs (they carry across
+    CPUs); the absolute speed is what the class defines, so it does not depend on any host."""
+
+    name: str
+    local_ms: float
+    description: str
+
+    def slowdown(self, profile: ModelProfile) -> float:
+        measured = profile.device_ms_at(profile.n)
+        if measured <= 0:
+            raise ProfileError(f"{profile.model}: the shipped profile has no local time")
+        return self.local_ms / measured
+
+
+DEVICE_CLASSES: dict[str, DeviceClass] = {
+    c.name: c
+    for c in (
+        DeviceClass("fast-35ms", 35.0, "a fast device: the whole model in 35 ms"),
+        DeviceClass(
+            "camera-70ms",
+            70.0,
+            "a camera-class device: the whole model in 70 ms (about the project's earlier "
+            "default, 4x slower than one core of its first development host)",
+        ),
+        DeviceClass(
+            "sensor-250ms", 250.0, "a weak, battery-powered sensor: the whole model in 250 ms"
+        ),
+    )
+}
+DEFAULT_DEVICE_CLASS = "camera-70ms"
+
+
+def device_profile_path(model: str) -> Path:
+    return DATA_DIR / f"{model}.device.json"
+
+
+def has_reference(model: str) -> bool:
+    return device_profile_path(model).is_file()
+
+
+def reference_model_profile(model: str) -> ModelProfile:
+    """The shipped measurement of `model`; ProfileError when none ships."""
+    path = device_profile_path(model)
+    if not path.is_file():
+        shipped = sorted(
+            p.name.removesuffix(".device.json") for p in DATA_DIR.glob("*.device.json")
+        )
+        raise ProfileError(f"no shipped device profile for {model!r} (shipped: {shipped})")
+    return ModelProfile.load(path)
+
+
+def device_class(name: str) -> DeviceClass:
+    if name not in DEVICE_CLASSES:
+        raise ProfileError(
+            f"unknown device class {name!r}; known: {', '.join(sorted(DEVICE_CLASSES))}"
+        )
+    return DEVICE_CLASSES[name]
+
+
+def reference_device(
+    name: str = DEFAULT_DEVICE_CLASS,
+    *,
+    model: str = "efficientnet-lite0",
+    codec: str | None = None,
+    codecs: Sequence[str] = (),
+    input_codec: str | None = None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+) -> DeviceProfile:
+    """The device class `name` running `model`, from the shipped profile."""
+    chosen = device_class(name)
+    profile = reference_model_profile(model)
+    if input_codec is not None or codec is not None:
+        profile = profile.with_codec(codec or profile.codec, input_codec)
+    return DeviceProfile.from_model_profile(
+        profile,
+        slowdown=chosen.slowdown(profile),
+        codec=codec,
+        codecs=codecs,
+        min_agreement=min_agreement,
+    )
+
+
+def with_reference_agreement(profile: ModelProfile) -> ModelProfile:
+    """`profile` with the shipped profile's agreement figures where the model (name and
+    fingerprint) is the same: agreement belongs to the model and codec, not to the host, and
+    the shipped figures come from more images than a device measures at start-up."""
+    if not has_reference(profile.model):
+        return profile
+    shipped = reference_model_profile(profile.model)
+    if shipped.fingerprint != profile.fingerprint or shipped.n != profile.n:
+        return profile
+    splits = tuple(
+        replace(own, agreement={**own.agreement, **ref.agreement})
+        for own, ref in zip(profile.splits, shipped.splits, strict=True)
+    )
+    return replace(profile, splits=splits, images=max(profile.images, shipped.images))
