@@ -1,12 +1,18 @@
 """`splitmq bench chooser`: the dynamic chooser against fixed splits and the hindsight oracle.
 
-For each uplink trace (mahimahi format), it simulates a device (the model's profile measured on
-this host with one thread, times the slowdown), its uplink (the trace: 1500-byte delivery
-opportunities, FIFO, plus a one-way delay each way) and an edge server (the server profile under
-a load scenario, reporting telemetry every second) and runs every strategy through the same
-system, fallback included: local, offload (split 0), every fixed split, static_best (the best
-fixed split in hindsight), neurosurgeon (last observed rate, server taken as idle), dynamic (the
-device node's default policy) and oracle (per request, the split that actually finished first).
+For each uplink trace (mahimahi format), it simulates a device (by default a reference device
+class shipped with the package, so that the figures are the same on any machine; `--device here`
+profiles the model on this host with one thread, times the slowdown), its uplink (the trace:
+1500-byte delivery opportunities, FIFO, plus a one-way delay each way) and an edge server (the
+server profile under a load scenario, reporting telemetry every second). It runs every strategy
+through the same system, fallback included: local, offload (split 0), every fixed split,
+static_best (the best fixed split in hindsight), neurosurgeon (last observed rate, server taken
+as idle), dynamic (the device node's default policy), dynamic_race (the same, racing uncertain
+offloads against the device's own tail) and oracle (per request, the split that actually
+finished first).
+
+Every strategy is held to the exact-answer rule: only (split, codec) pairs whose measured top-1
+agreement with the unsplit model is at least `--min-agreement` take part.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from schemas.codecs import INPUT_CODECS
 from splitmq.errors import SplitmqError
 from splitmq.sim.inputs import (
     DEFAULT_SERVER_PROFILE,
+    MEASURED_HERE,
     default_duration_s,
     device_profile,
     read_trace,
@@ -30,9 +38,10 @@ from splitmq.sim.inputs import (
 from splitmq.sim.plots import plot_trace
 from splitmq.sim.runner import ARRIVALS, SimSettings, Simulation
 from splitmq.sim.scenarios import SCENARIOS, make_load
-from splitmq.sim.strategies import TraceResult, evaluate
+from splitmq.sim.strategies import TraceResult, captured, evaluate
 from splitting.errors import SplittingError
-from splitting.latency import DEFAULT_SLOWDOWN
+from splitting.latency import DEFAULT_MIN_AGREEMENT, DEFAULT_SLOWDOWN
+from splitting.reference import DEFAULT_DEVICE_CLASS, DEVICE_CLASSES
 from splitting.server_profile import measure_server_profile
 from splitting.traces import DEFAULT_ONE_WAY_MS
 
@@ -40,7 +49,18 @@ DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_LOAD = "switching"
 DEFAULT_RATE_HZ = 2.0
 MEASURED_BATCHES = (1, 2, 4, 8)
-TABLE_STRATEGIES = ("oracle", "dynamic", "static_best", "neurosurgeon", "local", "offload")
+TABLE_STRATEGIES = (
+    "oracle",
+    "dynamic",
+    "dynamic_race",
+    "static_best",
+    "neurosurgeon",
+    "local",
+    "offload",
+)
+#: The chooser may take int5 when the uplink is starved and int8 when it is not, where both
+#: pass the agreement floor; lossless (exact, large) where neither does.
+DEFAULT_BENCH_CODECS = ("int5", "int8", "lossless")
 
 
 def register(subparsers: Any) -> None:
@@ -58,7 +78,38 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", required=True, metavar="OUT", help="where to write results")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, help="requests/s")
     parser.add_argument(
-        "--slowdown", type=float, default=DEFAULT_SLOWDOWN, help="device vs one core here"
+        "--device",
+        default=DEFAULT_DEVICE_CLASS,
+        choices=[*DEVICE_CLASSES, MEASURED_HERE],
+        help=f"reference device class shipped with the package (default {DEFAULT_DEVICE_CLASS}),"
+        " or 'here': profile the model on this host and apply --slowdown",
+    )
+    parser.add_argument(
+        "--slowdown",
+        type=float,
+        default=DEFAULT_SLOWDOWN,
+        help="with --device here or --device-profile: device vs one core of the profiling host",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=DEFAULT_MIN_AGREEMENT,
+        help="least top-1 agreement with the unsplit model of a usable (split, codec) pair "
+        f"(default {DEFAULT_MIN_AGREEMENT}; 0 admits every pair)",
+    )
+    parser.add_argument(
+        "--codecs",
+        nargs="+",
+        default=list(DEFAULT_BENCH_CODECS),
+        metavar="CODEC",
+        help="intermediate codecs the chooser may pick per request (default: "
+        f"{' '.join(DEFAULT_BENCH_CODECS)})",
+    )
+    parser.add_argument(
+        "--input-codec",
+        default="webp",
+        choices=INPUT_CODECS,
+        help="split 0's image codec (webp: lossless, exact; jpeg: lossy, opt-in)",
     )
     parser.add_argument(
         "--server-profile",
@@ -103,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     _check_positive(rate=args.rate, slowdown=args.slowdown, duration=args.duration)
+    if not 0 <= args.min_agreement <= 1:
+        raise SplitmqError(f"--min-agreement must be in [0, 1], got {args.min_agreement}")
     if args.measure_server_profile:
         if args.server_profile:
             raise SplitmqError("give --server-profile or --measure-server-profile, not both")
@@ -112,7 +165,16 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             raise SplitmqError(f"cannot measure a server profile: {exc}") from exc
         args.server_profile = args.measure_server_profile
     server = server_profile(args.server_profile)
-    device = device_profile(args.model, slowdown=args.slowdown, path=args.device_profile)
+    device = device_profile(
+        args.model,
+        device_class=args.device,
+        slowdown=args.slowdown,
+        path=args.device_profile,
+        codec=args.codecs[0],
+        codecs=tuple(args.codecs),
+        input_codec=args.input_codec,
+        min_agreement=args.min_agreement,
+    )
     traces: dict[str, Any] = {}
     for trace_path in args.trace:
         trace = read_trace(trace_path)
@@ -136,7 +198,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         entry["targets"] = targets(result)
         entry["seconds"] = round(time.perf_counter() - started, 2)
         if args.plots:
-            stem = Path(trace.name).stem
+            # The whole name: x.up and x.down must not share a plot.
+            stem = trace.name.replace(".", "-")
             entry["plot"] = str(plot_trace(sim, result, Path(args.plots) / f"chooser-{stem}.png"))
         traces[trace.name] = entry
     return {
@@ -144,13 +207,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "load": args.load,
             "rate_hz": args.rate,
-            "slowdown": args.slowdown,
+            "device": device_label(args),
+            "slowdown": device.slowdown,
+            "min_agreement": args.min_agreement,
+            "codecs": list(args.codecs),
+            "input_codec": args.input_codec,
+            "pairs": [[k, c] for k, c in device.admissible_pairs()],
             "one_way_ms": args.one_way_ms,
             "arrivals": args.arrivals,
             "seed": args.seed,
             "server_profile": str(args.server_profile or DEFAULT_SERVER_PROFILE),
             "server_device": server.device,
-            "device_profile": args.device_profile or "measured here, 1 thread",
             "candidates": list(device.candidates),
             "local_ms": device.local_ms,
         },
@@ -158,18 +225,33 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def device_label(args: argparse.Namespace) -> str:
+    if args.device_profile:
+        return f"{args.device_profile} x{args.slowdown:g}"
+    if args.device == MEASURED_HERE:
+        return f"measured here (1 thread) x{args.slowdown:g}"
+    return f"{args.device} (shipped: {DEVICE_CLASSES[args.device].description})"
+
+
 def targets(result: TraceResult) -> dict[str, Any]:
-    """The issue's targets on this trace, with the margins."""
+    """The chooser's targets on this trace, with the margins."""
     stats = {name: run.stats() for name, run in result.runs.items()}
     dynamic, oracle = stats["dynamic"], stats["oracle"]
-    static, neuro = stats["static_best"], stats["neurosurgeon"]
+    static, neuro, local = stats["static_best"], stats["neurosurgeon"], stats["local"]
+    race = stats["dynamic_race"]
     over_oracle = dynamic["mean_ms"] / oracle["mean_ms"] - 1
+    oracle_gain = 1 - oracle["mean_ms"] / static["mean_ms"]
+    share = captured(result.runs)
     return {
         "dynamic_over_oracle_pct": round(100 * over_oracle, 2),
-        "within_5pct_of_oracle": over_oracle <= 0.05,
+        "oracle_gain_over_static_pct": round(100 * oracle_gain, 2),
+        "captured_90pct": None if oracle_gain < 0.05 else share is not None and share >= 0.9,
         "mean_at_or_below_static_best": dynamic["mean_ms"] <= static["mean_ms"],
         "p95_at_or_below_static_best": dynamic["p95_ms"] <= static["p95_ms"],
         "mean_below_neurosurgeon": dynamic["mean_ms"] < neuro["mean_ms"],
+        "race_p99_over_local": round(race["p99_ms"] / local["mean_ms"], 3),
+        "race_p99_within_1_05_local": race["p99_ms"] <= 1.05 * local["mean_ms"],
+        "race_mean_at_or_below_oracle": race["mean_ms"] <= oracle["mean_ms"],
     }
 
 
@@ -183,32 +265,52 @@ def print_table(report: dict[str, Any]) -> None:
     settings = report["settings"]
     print(
         f"{report['model']}, load {settings['load']}, {settings['rate_hz']:g} req/s, "
-        f"slowdown {settings['slowdown']:g} (local {settings['local_ms']:.1f} ms), "
-        f"one-way {settings['one_way_ms']:g} ms, server {settings['server_device']}"
+        f"device {settings['device']} (local {settings['local_ms']:.1f} ms), "
+        f"one-way {settings['one_way_ms']:g} ms, server {settings['server_device']}, "
+        f"agreement floor {settings['min_agreement']:g}"
     )
     for name, entry in report["traces"].items():
+        error = entry["estimator_error"]
         print(
             f"\n{name}: {entry['mean_mbit_s']:.2f} Mbit/s mean, {entry['requests']} requests, "
             f"static_best k={entry['static_best_k']}, "
-            f"oracle agreement {entry['oracle_agreement']:.3f}"
+            f"oracle agreement {entry['oracle_agreement']:.3f}, "
+            f"captured {_share(entry['captured'])}, estimator |log error| "
+            f"p50 {_num(error['p50'])} p90 {_num(error['p90'])}"
         )
-        print(f"  {'strategy':14s} {'mean':>8s} {'p50':>8s} {'p95':>8s} {'p99':>8s}  fallbacks")
+        print(
+            f"  {'strategy':14s} {'mean':>8s} {'p50':>8s} {'p95':>8s} {'p99':>8s} "
+            f"{'device ms':>9s}  fallbacks  splits"
+        )
         for strategy in TABLE_STRATEGIES:
             s = entry["strategies"][strategy]
             fallbacks = entry["fallbacks"].get(strategy, 0)
+            shares = entry["split_share"][strategy]
+            splits = " ".join(f"{k}:{v:.0%}" for k, v in shares.items() if v >= 0.01)
             print(
                 f"  {strategy:14s} {s['mean_ms']:8.1f} {s['p50_ms']:8.1f} {s['p95_ms']:8.1f} "
-                f"{s['p99_ms']:8.1f}  {fallbacks}"
+                f"{s['p99_ms']:8.1f} {s.get('device_compute_ms', 0.0):9.1f}  {fallbacks:9d}  "
+                f"{splits}"
             )
         t = entry["targets"]
         print(
-            f"  targets: dynamic {t['dynamic_over_oracle_pct']:+.1f}% vs oracle "
-            f"(<= 5%: {_yes(t['within_5pct_of_oracle'])}), mean <= static_best: "
+            f"  targets: dynamic {t['dynamic_over_oracle_pct']:+.1f}% vs oracle, oracle gain "
+            f"{t['oracle_gain_over_static_pct']:.1f}% (captured >= 90%: "
+            f"{_yes(t['captured_90pct'])}), mean <= static_best: "
             f"{_yes(t['mean_at_or_below_static_best'])}, p95 <= static_best: "
             f"{_yes(t['p95_at_or_below_static_best'])}, mean < neurosurgeon: "
-            f"{_yes(t['mean_below_neurosurgeon'])}"
+            f"{_yes(t['mean_below_neurosurgeon'])}, race p99 {t['race_p99_over_local']:.3f}x "
+            f"local, race mean <= oracle: {_yes(t['race_mean_at_or_below_oracle'])}"
         )
 
 
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "NO"
+def _yes(flag: bool | None) -> str:
+    return "n/a" if flag is None else "yes" if flag else "NO"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

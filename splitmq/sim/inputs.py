@@ -10,13 +10,19 @@ from pathlib import Path
 
 from splitmq.errors import SplitmqError
 from splitting.errors import SplittingError
-from splitting.latency import DEFAULT_SLOWDOWN, DeviceProfile
+from splitting.latency import DEFAULT_MIN_AGREEMENT, DEFAULT_SLOWDOWN, DeviceProfile
+from splitting.profiling import ModelProfile
+from splitting.reference import (
+    DEFAULT_DEVICE_CLASS,
+    DEFAULT_SERVER_PROFILE,
+    reference_device,
+    with_reference_agreement,
+)
 from splitting.server_profile import ServerProfile
 from splitting.traces import UplinkTrace
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: The measured H200 profile, outside the project (users may not have it).
-DEFAULT_SERVER_PROFILE = REPO_ROOT.parent / "shared" / "profiles" / "h200-eager-torch2.11.json"
+#: Device "class" meaning: profile the model on this host, with `--slowdown`.
+MEASURED_HERE = "here"
 #: Simulated time at least this long (s): short traces repeat, as mahimahi repeats them.
 MIN_DURATION_S = 1000.0
 
@@ -26,15 +32,9 @@ class InputError(SplitmqError):
 
 
 def server_profile(path: str | Path | None = None) -> ServerProfile:
-    """The given server profile, else the shared H200 profile (with a clear error if absent)."""
-    chosen = Path(path) if path is not None else DEFAULT_SERVER_PROFILE
-    if path is None and not chosen.is_file():
-        raise InputError(
-            f"no server profile: the default {chosen} is not there; pass --server-profile PATH "
-            "(a profile in the same format, e.g. one written by measure_server_profile)"
-        )
+    """The given server profile, else the shipped H200 profile."""
     try:
-        return ServerProfile.load(chosen)
+        return ServerProfile.load(Path(path) if path is not None else DEFAULT_SERVER_PROFILE)
     except SplittingError as exc:
         raise InputError(str(exc)) from exc
 
@@ -42,26 +42,48 @@ def server_profile(path: str | Path | None = None) -> ServerProfile:
 def device_profile(
     model: str,
     *,
+    device_class: str = DEFAULT_DEVICE_CLASS,
     slowdown: float = DEFAULT_SLOWDOWN,
     path: str | Path | None = None,
     codec: str | None = None,
+    codecs: tuple[str, ...] = (),
+    input_codec: str | None = None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
 ) -> DeviceProfile:
-    """The model's profile from `path`, or measured on this host with one thread (cached),
-    scaled to a device `slowdown` times slower."""
+    """The device: the shipped reference class `device_class` (reproducible anywhere), or with
+    `device_class="here"` the model measured on this host with one thread (cached), or the
+    profile at `path`; the last two scaled by `slowdown`."""
     try:
-        if path is not None:
-            device = DeviceProfile.load(path, slowdown=slowdown, codec=codec)
+        if path is not None or device_class == MEASURED_HERE:
+            measured = _measured_profile(model, path)
+            if input_codec is not None:
+                measured = measured.with_codec(codec or measured.codec, input_codec)
+            device = DeviceProfile.from_model_profile(
+                measured, slowdown=slowdown, codec=codec, codecs=codecs, min_agreement=min_agreement
+            )
         else:
-            from splitting.profiling import load_or_profile  # torch: only when measuring
-            from splitting.registry import load_model
-
-            measured = load_or_profile(load_model(model), threads=1)
-            device = DeviceProfile.from_model_profile(measured, slowdown=slowdown, codec=codec)
+            device = reference_device(
+                device_class,
+                model=model,
+                codec=codec,
+                codecs=codecs,
+                input_codec=input_codec,
+                min_agreement=min_agreement,
+            )
     except SplittingError as exc:
         raise InputError(str(exc)) from exc
     if device.model != model:
         raise InputError(f"device profile {path} is for {device.model!r}, not {model!r}")
     return device
+
+
+def _measured_profile(model: str, path: str | Path | None) -> ModelProfile:
+    if path is not None:
+        return ModelProfile.load(path)
+    from splitting.profiling import load_or_profile  # torch: only when measuring
+    from splitting.registry import load_model
+
+    return with_reference_agreement(load_or_profile(load_model(model), threads=1))
 
 
 def read_trace(path: str | Path) -> UplinkTrace:

@@ -21,10 +21,11 @@ from schemas.messages import TelemetryMessage
 from splitmq.errors import SplitmqError
 from splitmq.sim.scenarios import LOAD_STEP_S, ServerLoad
 from splitmq.sim.system import WORKER_QUEUE_CAPACITY, DeviceState, EdgeServer, Outcome
+from splitting.estimators import MIN_TRANSFER_S
 from splitting.latency import DeviceProfile
 from splitting.policy import DynamicSplit, SplitPolicy
 from splitting.server_profile import ServerProfile
-from splitting.traces import DEFAULT_ONE_WAY_MS, Uplink, UplinkTrace
+from splitting.traces import DEFAULT_ONE_WAY_MS, Uplink, UplinkTrace, wire_bytes
 
 ARRIVALS = ("periodic", "poisson")
 
@@ -74,6 +75,10 @@ class StrategyRun:
     rate_estimate_bps: np.ndarray | None = None
     probes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Per request: all the device computed (ms), the energy proxy.
+    compute_ms: np.ndarray | None = None
+    #: Per offloaded request with an estimate: |log(estimated / actual rate over its transfer)|.
+    estimate_error: np.ndarray | None = None
 
     def stats(self) -> dict[str, float]:
         lat = self.latency_ms
@@ -101,15 +106,23 @@ class _Recorder:
         self.name = name
         self.rows: list[tuple[float, int, float, bool, bool]] = []
         self.rates: list[float] | None = [] if estimates else None
+        self.compute: list[float] = []
+        self.errors: list[float] = []
         self.last_done_s = -math.inf
 
-    def add(self, outcome: Outcome, rate: float | None) -> None:
+    def add(
+        self, outcome: Outcome, rate: float | None, predicted_rate: float | None = None
+    ) -> None:
         self.rows.append(
             (outcome.arrival_s, outcome.k, outcome.latency_ms, outcome.offloaded, outcome.fallback)
         )
+        self.compute.append(outcome.compute_ms)
         self.last_done_s = max(self.last_done_s, outcome.done_s)
         if self.rates is not None:
             self.rates.append(math.nan if rate is None else rate)
+        actual = _actual_rate(outcome)
+        if predicted_rate is not None and predicted_rate > 0 and actual is not None:
+            self.errors.append(abs(math.log(predicted_rate / actual)))
 
     def finish(self, probes: int) -> StrategyRun:
         if not self.rows:
@@ -127,7 +140,18 @@ class _Recorder:
             fallback.astype(bool),
             rates,
             probes,
+            compute_ms=np.array(self.compute, dtype=float),
+            estimate_error=np.array(self.errors, dtype=float) if rates is not None else None,
         )
+
+
+def _actual_rate(outcome: Outcome) -> float | None:
+    """Stream bytes per second the link gave this request's frame, hand-over to last byte."""
+    delivery = outcome.delivery
+    if delivery is None or outcome.payload_bytes <= 0:
+        return None
+    seconds = max(delivery.released_s - delivery.handed_s, MIN_TRANSFER_S)
+    return wire_bytes(outcome.payload_bytes) / seconds
 
 
 class _Observations:
@@ -217,10 +241,19 @@ class Simulation:
             pending.deliver(policy, now)
             decision = policy.choose(now)
             probes += self._maybe_probe(policy, state, pending, now)
-            outcome = state.run(decision.k, now, policy.deadline_ms(decision))
+            outcome = state.run(
+                decision.k,
+                now,
+                policy.deadline_ms(decision),
+                codec=decision.codec,
+                race=decision.race,
+            )
             self._observe(pending, outcome)
-            rate = policy.uplink.smoothed_rate() if isinstance(policy, DynamicSplit) else None
-            record.add(outcome, rate)
+            rate, predicted = None, None
+            if isinstance(policy, DynamicSplit):
+                rate = policy.uplink.smoothed_rate()
+                predicted = policy.last_rate_bps
+            record.add(outcome, rate, predicted)
         return record.finish(probes)
 
     def run_oracle(self, name: str = "oracle") -> StrategyRun:
@@ -233,9 +266,9 @@ class Simulation:
         record = _Recorder(name)
         for now in self._starts(record):
             best: tuple[Outcome, DeviceState] | None = None
-            for k in range(self.device.n + 1):
+            for k, codec in self.device.admissible_pairs():
                 trial = state.copy()
-                outcome = trial.run(k, now, None)
+                outcome = trial.run(k, now, None, codec=codec)
                 if best is None or outcome.done_s < best[0].done_s:
                     best = (outcome, trial)
             assert best is not None
@@ -292,4 +325,7 @@ class Simulation:
 
     def evaluate_each_split(self, state: DeviceState, now: float) -> dict[int, float]:
         """Latency (ms) of a request at each split from `state` (the oracle's view)."""
-        return {k: state.copy().run(k, now, None).latency_ms for k in range(self.device.n + 1)}
+        return {
+            k: min(state.copy().run(k, now, None, codec=c).latency_ms for c in codecs)
+            for k, codecs in self.device.admissible_codecs().items()
+        }

@@ -8,7 +8,12 @@
 - `neurosurgeon`: argmin of the latency model with the last observed uplink rate and no load
   awareness (the server taken as idle); it probes like `dynamic`, so it does not get stuck.
 - `dynamic`: `splitting.policy.DynamicSplit`, the device node's default.
+- `dynamic_race`: the same chooser, racing every offload whose chance of losing to local is
+  material (`race="auto"`): the device also runs tail(k) and the first result wins.
 - `oracle`: per request, the split that actually finished first (hindsight).
+
+Only (split, codec) pairs at or above the device profile's agreement floor take part: the
+fixed splits, static_best and the oracle are held to the same exact-answer rule as dynamic.
 """
 
 from __future__ import annotations
@@ -23,7 +28,15 @@ from splitmq.sim.runner import Simulation, StrategyRun
 from splitting.policy import DynamicSplit
 from splitting.server_profile import ServerProfile
 
-BASELINES = ("local", "offload", "static_best", "neurosurgeon", "dynamic", "oracle")
+BASELINES = (
+    "local",
+    "offload",
+    "static_best",
+    "neurosurgeon",
+    "dynamic",
+    "dynamic_race",
+    "oracle",
+)
 
 
 @dataclass
@@ -36,14 +49,53 @@ class TraceResult:
     oracle_agreement: float
 
     def summary(self) -> dict[str, Any]:
+        strategies = {name: run.stats() for name, run in self.runs.items()}
+        for name, run in self.runs.items():
+            if run.compute_ms is not None and run.compute_ms.size:
+                strategies[name]["device_compute_ms"] = float(np.mean(run.compute_ms))
         return {
-            "strategies": {name: run.stats() for name, run in self.runs.items()},
+            "strategies": strategies,
             "static_best_k": self.static_best_k,
             "oracle_agreement": self.oracle_agreement,
             "requests": int(self.runs["oracle"].k.size),
             "fallbacks": {name: int(run.fallback.sum()) for name, run in self.runs.items()},
             "probes": {name: run.probes for name, run in self.runs.items() if run.probes},
+            "captured": captured(self.runs),
+            "estimator_error": estimator_error(self.runs.get("dynamic")),
+            "split_share": {name: split_share(run) for name, run in self.runs.items()},
         }
+
+
+def captured(runs: dict[str, StrategyRun], *, min_gain: float = 0.01) -> float | None:
+    """Share of the oracle's gain over static_best that dynamic captures, on mean latency:
+    (static_best - dynamic) / (static_best - oracle); None where the oracle gains under
+    `min_gain` (the ratio of two small numbers says nothing)."""
+    if "dynamic" not in runs:
+        return None
+    static = float(np.mean(runs["static_best"].latency_ms))
+    oracle = float(np.mean(runs["oracle"].latency_ms))
+    dynamic = float(np.mean(runs["dynamic"].latency_ms))
+    if static - oracle < min_gain * static:
+        return None
+    return (static - dynamic) / (static - oracle)
+
+
+def estimator_error(run: StrategyRun | None) -> dict[str, float | int | None]:
+    """Median and p90 of |log(estimated / actual rate over the transfer)| of run's offloads."""
+    errors = run.estimate_error if run is not None else None
+    if errors is None or errors.size == 0:
+        return {"p50": None, "p90": None, "samples": 0}
+    return {
+        "p50": float(np.percentile(errors, 50)),
+        "p90": float(np.percentile(errors, 90)),
+        "samples": int(errors.size),
+    }
+
+
+def split_share(run: StrategyRun) -> dict[str, float]:
+    """Share of run's requests at each split (keys are split indices as strings)."""
+    ks, counts = np.unique(run.k, return_counts=True)
+    return {str(int(k)): float(c / run.k.size) for k, c in zip(ks, counts, strict=True)}
 
 
 def policy_factories(
@@ -58,12 +110,14 @@ def policy_factories(
         return lambda: DynamicSplit(device, pin=k, probe_size=0, **common)
 
     factories: dict[str, Callable[[], DynamicSplit]] = {
-        f"fixed_{k}": pinned(k) for k in range(device.n + 1)
+        f"fixed_{k}": pinned(k) for k in device.admissible_codecs()
     }
     factories["neurosurgeon"] = lambda: DynamicSplit(
         device, rate_mode="last", load_aware=False, **common
     )
     factories["dynamic"] = lambda: DynamicSplit(device, **common, **dynamic_options)
+    racing = {**dynamic_options, "race": dynamic_options.get("race", "auto")}
+    factories["dynamic_race"] = lambda: DynamicSplit(device, **common, **racing)
     return factories
 
 
@@ -85,7 +139,7 @@ def evaluate(
     runs["oracle"] = sim.run_oracle()
     runs["offload"] = _renamed(runs["fixed_0"], "offload")
     runs["local"] = _renamed(runs[f"fixed_{n}"], "local")
-    fixed = [k for k in range(n + 1)]
+    fixed = list(sim.device.admissible_codecs())
     static_k = min(fixed, key=lambda k: (float(np.mean(runs[f"fixed_{k}"].latency_ms)), k))
     runs["static_best"] = _renamed(runs[f"fixed_{static_k}"], "static_best")
     agreement = float("nan")
@@ -117,6 +171,8 @@ def _renamed(run: StrategyRun, name: str) -> StrategyRun:
         run.fallback,
         run.rate_estimate_bps,
         run.probes,
+        compute_ms=run.compute_ms,
+        estimate_error=run.estimate_error,
     )
 
 

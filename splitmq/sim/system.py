@@ -59,6 +59,21 @@ class DeviceCpu:
         return start, end
 
     def reserve(self, ready: float, duration: float) -> tuple[float, float]:
+        start = self.earliest(ready, duration)
+        self._insert(start, start + duration)
+        return start, start + duration
+
+    def reserve_until(self, ready: float, duration: float, cancel_s: float) -> tuple[float, float]:
+        """Like `reserve`, but the job is cancelled at `cancel_s` if still running then (a
+        raced tail whose server result came first): it holds the CPU only until then."""
+        start = self.earliest(ready, duration)
+        end = min(start + duration, max(start, cancel_s))
+        if end > start:
+            self._insert(start, end)
+        return start, end
+
+    def earliest(self, ready: float, duration: float) -> float:
+        """Start of the earliest gap from `ready` on that fits `duration`."""
         start = ready
         i = bisect.bisect_right(self._ends, start)  # intervals ending after `start`
         while i < len(self._starts):
@@ -66,10 +81,12 @@ class DeviceCpu:
                 break
             start = max(start, self._ends[i])
             i += 1
+        return start
+
+    def _insert(self, start: float, end: float) -> None:
         position = bisect.bisect_left(self._starts, start)
         self._starts.insert(position, start)
-        self._ends.insert(position, start + duration)
-        return start, start + duration
+        self._ends.insert(position, end)
 
 
 class EdgeServer:
@@ -163,9 +180,11 @@ class Outcome:
     device_ms: float  # head(k) + encode (whole model for split n)
     head_end_s: float
     offloaded: bool  # the server's result was used
-    fallback: bool  # the result was late: tail(k) ran on the device
+    fallback: bool  # the result was late (or lost a race): tail(k) ran on the device
     payload_bytes: int = 0
     delivery: Delivery | None = None
+    compute_ms: float = 0.0  # all the device computed for it (head, encode, local tail)
+    codec: str = ""
 
     @property
     def latency_ms(self) -> float:
@@ -189,25 +208,75 @@ class DeviceState:
         clone.cpu = self.cpu.copy()
         return clone
 
-    def run(self, k: int, arrival_s: float, deadline_ms: float | None) -> Outcome:
-        """Run one request at split k from now; `deadline_ms` after arrival it falls back."""
+    def run(
+        self,
+        k: int,
+        arrival_s: float,
+        deadline_ms: float | None,
+        *,
+        codec: str | None = None,
+        race: bool = False,
+    ) -> Outcome:
+        """Run one request at split k (under `codec`) from now; `deadline_ms` after arrival
+        it falls back. Raced: right after handing the frame over, the device runs tail(k)
+        itself; the first result wins and the other is cancelled (no deadline needed)."""
         self.cpu.forget_before(arrival_s)
-        cost = self.device.costs[k]
+        cost = self.device.cost(k, codec)
         device_ms = cost.device_ms
         _, head_end = self.cpu.run_head(arrival_s, device_ms / 1000)
         if k == self.device.n:
-            return Outcome(k, arrival_s, head_end, device_ms, head_end, False, False)
+            return Outcome(
+                k, arrival_s, head_end, device_ms, head_end, False, False, 0, None, device_ms
+            )
         handed = max(head_end, self.uplink.last_handed_s)
         delivery = self.uplink.send(wire_bytes(cost.payload_bytes), handed)
         result_s = self.server.done_s(k, delivery.arrives_s) + self.uplink.one_way_s
+        tail_s = self.device.local_tail_ms(k) / 1000
+        if race:
+            start, end = self.cpu.reserve_until(head_end, tail_s, result_s)
+            local_won = end - start >= tail_s - 1e-12 and end < result_s
+            done = end if local_won else result_s
+            compute = device_ms + (end - start) * 1000
+            return Outcome(
+                k,
+                arrival_s,
+                done,
+                device_ms,
+                head_end,
+                not local_won,
+                local_won,
+                cost.payload_bytes,
+                delivery,
+                compute,
+                cost.codec,
+            )
         if deadline_ms is not None and result_s > arrival_s + deadline_ms / 1000:
-            tail_s = self.device.local_tail_ms(k) / 1000
             _, done = self.cpu.reserve(arrival_s + deadline_ms / 1000, tail_s)
             return Outcome(
-                k, arrival_s, done, device_ms, head_end, False, True, cost.payload_bytes, delivery
+                k,
+                arrival_s,
+                done,
+                device_ms,
+                head_end,
+                False,
+                True,
+                cost.payload_bytes,
+                delivery,
+                device_ms + tail_s * 1000,
+                cost.codec,
             )
         return Outcome(
-            k, arrival_s, result_s, device_ms, head_end, True, False, cost.payload_bytes, delivery
+            k,
+            arrival_s,
+            result_s,
+            device_ms,
+            head_end,
+            True,
+            False,
+            cost.payload_bytes,
+            delivery,
+            device_ms,
+            cost.codec,
         )
 
     def probe(self, payload_bytes: int, now_s: float) -> Delivery:

@@ -35,6 +35,7 @@ def bench(inputs: dict[str, Path], out: Path, *extra: str) -> int:
             "--device-profile", str(inputs["device"]),
             "--server-profile", str(inputs["server"]),
             "--duration", "60",
+            "--codecs", "int8",
             "--json", str(out),
             *extra,
         ]
@@ -47,16 +48,28 @@ def test_bench_writes_every_strategy_for_every_trace(inputs, tmp_path, capsys):
     report = json.loads(out.read_text())
     entry = report["traces"]["synthetic.up"]
     expected = {"local", "offload", "static_best", "neurosurgeon", "dynamic", "oracle"}
-    expected |= {f"fixed_{k}" for k in range(5)}
+    expected |= {"dynamic_race"} | {f"fixed_{k}" for k in range(5)}
     assert set(entry["strategies"]) == expected
-    for stats in entry["strategies"].values():
-        assert set(stats) == {"mean_ms", "p50_ms", "p95_ms", "p99_ms"}
+    for name, stats in entry["strategies"].items():
+        assert set(stats) >= {"mean_ms", "p50_ms", "p95_ms", "p99_ms", "device_compute_ms"}
         assert stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
+        shares = entry["split_share"][name]
+        assert sum(shares.values()) == pytest.approx(1.0)
+        assert all(0 <= int(k) <= 4 for k in shares)
+    # Racing costs device compute: never less than the same chooser without racing.
+    race, dynamic = entry["strategies"]["dynamic_race"], entry["strategies"]["dynamic"]
+    assert race["device_compute_ms"] >= dynamic["device_compute_ms"] - 1e-9
+    error = entry["estimator_error"]
+    assert error["samples"] > 0 and 0 <= error["p50"] <= error["p90"]
+    captured = entry["captured"]
+    assert captured is None or captured <= 1.0 + 1e-9
     assert entry["static_best_k"] in range(5)
     assert 0.0 <= entry["oracle_agreement"] <= 1.0
     assert entry["requests"] > 100
     assert report["settings"]["load"] == "switching"
     assert report["settings"]["slowdown"] == 4.0
+    assert report["settings"]["min_agreement"] == 0.99
+    assert [0, "int8"] in report["settings"]["pairs"]
     assert Path(entry["plot"]).stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "synthetic.up" in printed and "dynamic" in printed and "targets" in printed

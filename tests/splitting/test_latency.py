@@ -29,6 +29,7 @@ def toy_model_profile() -> ModelProfile:
             device_ms=HOST_MS[k],
             encode_ms={"int8": 0.2 if k < 4 else 0.0},
             decode_ms={"int8": 0.3 if k < 4 else 0.0},
+            agreement={"int8": 1.0} if k < 4 else {},
         )
         for k, b in enumerate(BYTES)
     )

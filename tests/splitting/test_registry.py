@@ -16,12 +16,13 @@ from splitting.errors import (
     WeightsLoadError,
     WeightsUnavailableError,
 )
+from splitting.reference import DEFAULT_SERVER_PROFILE
 from splitting.registry import DEFAULT_MODEL, available_models, load_model
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[2]
-SERVER_PROFILE = REPO.parent / "shared" / "profiles" / "h200-eager-torch2.11.json"
+SERVER_PROFILE = DEFAULT_SERVER_PROFILE  # shipped inside the package
 BUILTIN = (
     "efficientnet-lite0",
     "resnet18",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from splitting.errors import ProfileError
+from splitting.reference import DEFAULT_SERVER_PROFILE
 from splitting.server_profile import ServerProfile, measure_server_profile
 
-H200 = Path(__file__).resolve().parents[3] / "shared" / "profiles" / "h200-eager-torch2.11.json"
+H200 = DEFAULT_SERVER_PROFILE  # shipped inside the package
 
 
 def small_profile() -> dict:
