@@ -16,13 +16,22 @@ from broker.client import BrokerSettings
 from broker.config_file import read_yaml_mapping, validate_config
 from device_node.errors import ConfigError
 from device_node.sources import SourceConfig
-from schemas.codecs import CODECS
+from schemas.codecs import CODECS, IMAGE_CODECS, INPUT_CODECS
 from schemas.topics import Topics
 
 DEFAULT_MODEL = "efficientnet-lite0"
-# Codecs for an intermediate tensor (split >= 1); split 0 sends its image as JPEG anyway.
-TENSOR_CODECS = tuple(codec for codec in CODECS if codec != "jpeg")
+# Codecs for an intermediate tensor (split >= 1); split 0 sends its image with an image codec.
+TENSOR_CODECS = tuple(codec for codec in CODECS if codec not in IMAGE_CODECS)
 CONFIG_WHAT = "device configuration"
+
+
+def _tensor_codec(codec: str) -> str:
+    if codec not in TENSOR_CODECS:
+        raise ValueError(
+            f"unknown codec {codec!r}; choose one of {', '.join(TENSOR_CODECS)} "
+            "(split 0 sends its image with `input_codec`)"
+        )
+    return codec
 
 
 class PolicyConfig(BaseModel):
@@ -67,6 +76,25 @@ class DeviceConfig(BaseModel):
     codec: str = Field(
         default="int5", description=f"intermediate codec: {', '.join(TENSOR_CODECS)}"
     )
+    codecs: tuple[str, ...] = Field(
+        default=("int8", "lossless"),
+        description="further intermediate codecs the dynamic policy may choose per request "
+        "beside `codec` (only pairs of split and codec whose measured top-1 agreement with "
+        "the unsplit model is at least `min_agreement`)",
+    )
+    input_codec: str = Field(
+        default="webp",
+        description="split 0's image codec: webp (lossless: the worker sees the very pixels, "
+        "the answer is exact), lossless (exact, larger, cheaper to encode) or jpeg (smaller, "
+        "lossy: opt-in, it changes some answers)",
+    )
+    min_agreement: float = Field(
+        default=0.99,
+        ge=0.0,
+        le=1.0,
+        description="least measured top-1 agreement with the unsplit model for a (split, "
+        "codec) pair the dynamic policy may choose; exact codecs always qualify",
+    )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality at split 0")
     zstd_level: int = Field(default=1, ge=1, le=22, description="zstd level behind the codec")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -96,11 +124,18 @@ class DeviceConfig(BaseModel):
     @field_validator("codec")
     @classmethod
     def _known_codec(cls, codec: str) -> str:
-        if codec not in TENSOR_CODECS:
-            raise ValueError(
-                f"unknown codec {codec!r}; choose one of {', '.join(TENSOR_CODECS)} "
-                "(split 0 always sends JPEG)"
-            )
+        return _tensor_codec(codec)
+
+    @field_validator("codecs")
+    @classmethod
+    def _known_codecs(cls, codecs: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_tensor_codec(codec) for codec in codecs)
+
+    @field_validator("input_codec")
+    @classmethod
+    def _known_input_codec(cls, codec: str) -> str:
+        if codec not in INPUT_CODECS:
+            raise ValueError(f"unknown split-0 codec {codec!r}; choose {', '.join(INPUT_CODECS)}")
         return codec
 
     @field_validator("device_id")

@@ -31,6 +31,7 @@ from device_node.link import DeviceLink, Outcome, PendingRequest
 from device_node.policies import LockedPolicy
 from device_node.records import Fallback, LatencyParts, PredictionRecord, ResultRecord
 from device_node.sources import ImageSource, SourceImage
+from schemas.codecs import INPUT_CODECS
 from schemas.errors import SchemaError
 from schemas.frame import encode_frame
 from schemas.messages import ResultMessage
@@ -221,9 +222,12 @@ class DeviceNode:
     def _encode(
         self, request: _Request, prepared: np.ndarray, z: torch.Tensor | None, k: int
     ) -> bytes:
-        # Split 0 sends the prepared image as JPEG; other splits one sample's tensor.
+        # Split 0 sends the prepared image (lossless WebP by default); other splits one
+        # sample's tensor, under the codec the policy chose with the split.
         tensor = prepared if z is None else z[0].numpy()
-        codec = "jpeg" if k == 0 else self.config.codec
+        codec = request.decision.codec or (self.config.input_codec if k == 0 else self.config.codec)
+        if k == 0 and codec not in INPUT_CODECS:
+            codec = self.config.input_codec
         t0 = time.perf_counter()
         frame = encode_frame(
             tensor,

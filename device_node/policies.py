@@ -32,6 +32,9 @@ class PolicyContext:
     deadline_ms: float
     slowdown: float
     profile: Callable[[], ModelProfile]
+    codecs: tuple[str, ...] = ()
+    input_codec: str = "webp"
+    min_agreement: float = 0.99
 
 
 PolicyFactory = Callable[[PolicyConfig, PolicyContext], SplitPolicy]
@@ -91,6 +94,9 @@ def _dynamic(config: PolicyConfig, context: PolicyContext) -> SplitPolicy:
         return DynamicSplit.for_device(
             profile=context.profile(),
             codec=context.codec,
+            codecs=context.codecs,
+            input_codec=context.input_codec,
+            min_agreement=context.min_agreement,
             slowdown=context.slowdown,
             deadline_ms=context.deadline_ms,
             **config.options,

@@ -17,6 +17,7 @@ from device_node.shaper import TraceShaper
 from splitting.partition import SplitModel
 from splitting.policy import SplitPolicy
 from splitting.profiling import ModelProfile, load_or_profile
+from splitting.reference import with_reference_agreement
 from splitting.registry import load_model
 
 
@@ -32,9 +33,16 @@ def policy_context(
     @cache
     def profile() -> ModelProfile:
         # Cached per model fingerprint and host: profiling takes seconds, a cache hit none.
-        return load_or_profile(
-            model, cache_dir, codec=config.codec, jpeg_quality=config.jpeg_quality
+        measured = load_or_profile(
+            model,
+            cache_dir,
+            codec=config.codec,
+            input_codec=config.input_codec,
+            jpeg_quality=config.jpeg_quality,
         )
+        # Agreement is the model's, not the host's: the shipped profile measured it on more
+        # real images than a device profiles at start-up.
+        return with_reference_agreement(measured)
 
     return PolicyContext(
         model_name=model.name,
@@ -43,6 +51,9 @@ def policy_context(
         deadline_ms=config.deadline_ms,
         slowdown=config.slowdown,
         profile=profile,
+        codecs=config.codecs,
+        input_codec=config.input_codec,
+        min_agreement=config.min_agreement,
     )
 
 

@@ -77,12 +77,14 @@ def make_device(
     deadline_ms: float = 20000.0,
     device_id: str = "dev1",
     telemetry_stale_s: float | None = None,
+    input_codec: str = "webp",
 ) -> DeviceNode:
     config = DeviceConfig(
         broker=settings,
         device_id=device_id,
         model=MODEL,
         codec=codec,
+        input_codec=input_codec,
         policy=PolicyConfig(kind="fixed", split=split),
         deadline_ms=deadline_ms,
         telemetry_stale_s=telemetry_stale_s,
@@ -149,13 +151,30 @@ def test_int8_offload_agrees_with_the_unsplit_model_on_top1(
     assert agree >= 3  # int8 is lossy; the measured agreement is 99%+ (BENCHMARKS.md)
 
 
-def test_split_zero_sends_the_jpeg_and_is_answered(
+@pytest.mark.parametrize("input_codec", ["webp", "lossless"])
+def test_split_zero_answers_exactly_what_the_unsplit_model_answers(
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+    input_codec: str,
+) -> None:
+    with make_device(broker_settings, model, split=0, input_codec=input_codec) as node:
+        wait_for_worker(node, 0)
+        records = [node.run_request(image) for image in photos[:3]]
+    for record, image in zip(records, photos, strict=False):
+        assert record.offloaded and record.split == 0
+        # The worker saw the very pixels: bit-identical logits, so the same scores.
+        assert record.top5 == unsplit_top5(model, image)
+
+
+def test_split_zero_sends_the_jpeg_when_asked_and_is_answered(
     broker_settings: BrokerSettings,
     worker: EdgeWorker,
     model: SplitModel,
     photos: list[SourceImage],
 ) -> None:
-    with make_device(broker_settings, model, split=0) as node:
+    with make_device(broker_settings, model, split=0, input_codec="jpeg") as node:
         wait_for_worker(node, 0)
         record = node.run_request(photos[0])
     assert record.offloaded and record.split == 0
