@@ -41,14 +41,12 @@ from splitting.grid import (
 from splitting.images import augmented_images
 from splitting.partition import SplitModel
 from splitting.profiling import ModelProfile, ProfileError, default_cache_dir, profile_model
+from splitting.reference import DEFAULT_SERVER_PROFILE  # the H200 profile shipped in the package
 from splitting.server_profile import ServerProfile
 
 GRID_CODECS = ("fp16", "int8", "int5", "int4")
 SMALL_INPUT = 300  # above this, one image and one timed run (this CPU's limit)
 DEFAULT_SLOWDOWN = 4.0  # the device node's default: a device four times slower than one core
-DEFAULT_SERVER_PROFILE = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "profiles" / "h200-eager-torch2.11.json"
-)
 
 
 def register(subparsers: Any) -> None:
