@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from splitmq.errors import ConfigurationError, SplitmqError
+
 INSTALL_HINT = (
     "install it with `sudo apt-get install mosquitto` (Debian/Ubuntu), "
     "`brew install mosquitto` (macOS) or `sudo dnf install mosquitto` (Fedora)"
 )
 
 
-class BrokerError(Exception):
+class BrokerError(SplitmqError):
     """Base of every error raised by `broker`."""
 
 
@@ -33,11 +35,11 @@ class BrokerStartError(BrokerError):
     """Mosquitto exited or did not accept connections in time; the message quotes its log."""
 
 
-class BrokerConfigError(BrokerError):
+class BrokerConfigError(BrokerError, ConfigurationError):
     """A broker configuration template cannot be rendered (missing file or placeholder)."""
 
 
-class BrokerSettingsError(BrokerError):
+class BrokerSettingsError(BrokerError, ConfigurationError):
     """Connection settings are invalid (e.g. a TLS file that does not exist)."""
 
 
@@ -45,5 +47,5 @@ class BrokerConnectError(BrokerError):
     """A client could not connect to the broker within its timeout."""
 
 
-class AuthFileError(BrokerError):
+class AuthFileError(BrokerError, ConfigurationError):
     """The password or ACL file could not be written."""

@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from device_node import table
-from device_node.config import DeviceConfig, load_device_config, with_overrides
-from device_node.errors import DeviceError
-from device_node.records import ResultRecord
-from device_node.runtime import build_device, load_device_model, shaped_uplink
-from device_node.sources import build_source
-from splitting.errors import SplittingError
+from splitmq.clikit import add_verbosity, configure_logging, guarded, stop_on_signals
+
+if TYPE_CHECKING:
+    from device_node.config import DeviceConfig
+    from device_node.records import ResultRecord
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folder", type=Path, help="classify the images of this folder")
     parser.add_argument("--slowdown", type=float, help="override slowdown")
     parser.add_argument("--jsonl", type=Path, help="append one JSON record per request here")
-    parser.add_argument("--quiet", action="store_true", help="no table, only the summary line")
-    parser.add_argument("--log-level", default="WARNING", help="Python logging level")
+    add_verbosity(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> DeviceConfig:
+    from device_node.config import load_device_config, with_overrides
+
     config = load_device_config(args.config)
     data: dict[str, Any] = {
         "device_id": args.device_id,
@@ -71,16 +66,16 @@ def config_from_args(args: argparse.Namespace) -> DeviceConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = config_from_args(args)
-        model = load_device_model(config)
-        source = build_source(config.source)
-    except (DeviceError, SplittingError) as exc:
-        print(f"device-node: {exc}", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    """Run the device; a splitmq error propagates to the caller's `guarded`."""
+    # Imported here so that `--help` answers without torch.
+    from device_node.runtime import build_device, load_device_model, shaped_uplink
+    from device_node.sources import build_source
+
+    configure_logging(args)
+    config = config_from_args(args)
+    model = load_device_model(config)
+    source = build_source(config.source)
+    stop = stop_on_signals()
     printer = _RecordPrinter(sys.stdout, args.jsonl, quiet=args.quiet)
     try:
         # With `trace` set, the device reaches its broker through a trace-driven shaper.
@@ -92,9 +87,6 @@ def run(args: argparse.Namespace) -> int:
                 on_record=printer,
                 should_stop=stop.is_set,
             )
-    except (DeviceError, SplittingError) as exc:
-        print(f"device-node: {exc}", file=sys.stderr)
-        return 1
     finally:
         printer.close()
         source.close()
@@ -107,13 +99,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _RecordPrinter:
-    def __init__(self, out: TextIO, jsonl: Path | None, *, quiet: bool) -> None:
+    def __init__(self, out: TextIO, jsonl: Path | None, *, quiet: int) -> None:
         self.out = out
         self.quiet = quiet
         self.jsonl = jsonl.open("a") if jsonl else None
         self.rows = 0
 
     def __call__(self, record: ResultRecord) -> None:
+        from device_node import table
+
         if not self.quiet:
             if self.rows % 40 == 0:
                 print(table.header(), file=self.out)
@@ -128,14 +122,6 @@ class _RecordPrinter:
             self.jsonl.close()
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="device-node", description="Run a splitmq device node against an MQTT broker."
@@ -145,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    return guarded("device-node", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from splitmq.errors import ConfigurationError, SplitmqError
 
-class DeviceError(Exception):
+
+class DeviceError(SplitmqError):
     """Base of every error raised by `device_node`."""
 
 
-class ConfigError(DeviceError):
+class ConfigError(DeviceError, ConfigurationError):
     """A device configuration file that is missing, unreadable or invalid.
 
     The message names the file and, for a validation error, every bad key with its dotted path.
     """
 
 
-class SourceError(DeviceError):
+class SourceError(DeviceError, ConfigurationError):
     """An image source that cannot produce images."""
 
 
@@ -34,11 +36,16 @@ class UnknownSourceError(SourceError):
     """A source kind that is not registered."""
 
 
-class ModelMismatchError(DeviceError):
+class SourceRegistrationError(SourceError, ValueError):
+    """A source kind that cannot be registered (not an identifier, or taken). Also a
+    ValueError, as it was before the package had its own error."""
+
+
+class ModelMismatchError(DeviceError, ConfigurationError):
     """A shared model instance that is not the model the device configuration names."""
 
 
-class PolicyError(DeviceError):
+class PolicyError(DeviceError, ConfigurationError):
     """A split policy that cannot be built from the configuration."""
 
 

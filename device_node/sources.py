@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from device_node.errors import (
     EmptySourceError,
     MissingSourceError,
+    SourceRegistrationError,
     UnknownSourceError,
     UnreadableImageError,
 )
@@ -86,9 +87,9 @@ _REGISTRY: dict[str, SourceFactory] = {}
 def register_source(kind: str, factory: SourceFactory, *, replace: bool = False) -> None:
     """Make `source: {kind: <kind>}` build images with `factory(config)`."""
     if not kind or not kind.isidentifier():
-        raise ValueError(f"source kind must be an identifier, got {kind!r}")
+        raise SourceRegistrationError(f"source kind must be an identifier, got {kind!r}")
     if kind in _REGISTRY and not replace:
-        raise ValueError(f"source kind {kind!r} is already registered")
+        raise SourceRegistrationError(f"source kind {kind!r} is already registered")
     _REGISTRY[kind] = factory
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from edge_worker.errors import QueueFullError, WorkerStoppingError
+from edge_worker.errors import QueueFullError, QueueLimitsError, WorkerStoppingError
 
 BatchKey = tuple[str, int]  # (model, split)
 
@@ -57,9 +57,9 @@ class RequestQueue(Generic[T]):
         self, capacity: int, max_bytes: int, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         if capacity < 1:
-            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
+            raise QueueLimitsError(f"queue capacity must be >= 1, got {capacity}")
         if max_bytes < 1:
-            raise ValueError(f"queue byte limit must be >= 1, got {max_bytes}")
+            raise QueueLimitsError(f"queue byte limit must be >= 1, got {max_bytes}")
         self.capacity = capacity
         self.max_bytes = max_bytes
         self._clock = clock

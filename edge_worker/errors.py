@@ -6,19 +6,25 @@
 
 from __future__ import annotations
 
+from splitmq.errors import ConfigurationError, SplitmqError
 
-class WorkerError(Exception):
+
+class WorkerError(SplitmqError):
     """Base of every error raised by `edge_worker`."""
 
 
-class ConfigError(WorkerError):
+class ConfigError(WorkerError, ConfigurationError):
     """A worker configuration file that is missing, unreadable or invalid.
 
     The message names the file and every bad key with its dotted path.
     """
 
 
-class RunnerError(WorkerError):
+class QueueLimitsError(WorkerError, ConfigurationError, ValueError):
+    """A request queue asked for with a capacity or byte limit below 1 (also a ValueError)."""
+
+
+class RunnerError(WorkerError, ConfigurationError):
     """The tail runner cannot be built (unknown model, split out of range, no CUDA, ...)."""
 
 

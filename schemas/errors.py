@@ -4,9 +4,12 @@ Every error carries a stable `code` (a class attribute) that error replies put o
 client can tell the problems apart without parsing messages.
 """
 
+from splitmq.errors import ConfigurationError
 
-class SchemaError(Exception):
-    """Base of every error raised by `schemas`."""
+
+class SchemaError(ConfigurationError):
+    """Base of every error raised by `schemas`. Reaching a CLI it means bad input (a codec
+    name, a topic prefix), hence the configuration exit code."""
 
     code = "schema_error"
 
@@ -71,8 +74,8 @@ class UnknownCodecError(FrameError):
     code = "unknown_codec"
 
 
-class UnknownModelError(FrameError):
-    """The frame names a model that is not in the decoder's catalog."""
+class UncataloguedModelError(FrameError):
+    """The frame names a model that is not in the decoder's catalog (`ModelInfo`s)."""
 
     code = "unknown_model"
 
@@ -103,6 +106,12 @@ class CodecError(SchemaError):
     code = "bad_tensor"
 
 
+class ModelInfoError(SchemaError, ValueError):
+    """A catalog entry (`ModelInfo`) built with no split shapes (also a ValueError)."""
+
+    code = "bad_model_info"
+
+
 class MessageError(SchemaError):
     """A JSON message (result, telemetry, status) does not match its schema."""
 
@@ -130,11 +139,12 @@ ERROR_CLASSES: tuple[type[SchemaError], ...] = (
     ShapeMismatchError,
     LimitExceededError,
     UnknownCodecError,
-    UnknownModelError,
+    UncataloguedModelError,
     UnknownSplitError,
     FingerprintMismatchError,
     PayloadError,
     CodecError,
+    ModelInfoError,
     MessageError,
     TopicError,
 )

@@ -43,10 +43,11 @@ from schemas.errors import (
     HeaderError,
     LengthMismatchError,
     LimitExceededError,
+    ModelInfoError,
     OversizedFrameError,
     ShapeMismatchError,
     TruncatedFrameError,
-    UnknownModelError,
+    UncataloguedModelError,
     UnknownSplitError,
     UnsupportedVersionError,
 )
@@ -82,7 +83,7 @@ class ModelInfo:
         shapes = tuple(tuple(int(d) for d in shape) for shape in self.split_shapes)
         object.__setattr__(self, "split_shapes", shapes)
         if not shapes:
-            raise ValueError("ModelInfo.split_shapes needs at least split 0")
+            raise ModelInfoError("ModelInfo.split_shapes needs at least split 0")
 
     @property
     def n(self) -> int:
@@ -404,7 +405,7 @@ def _check_catalog(header: FrameHeader, catalog: Mapping[str, ModelInfo]) -> Non
     info = catalog.get(header.model)
     if info is None:
         served = ", ".join(sorted(catalog)) or "none"
-        raise UnknownModelError(f"unknown model {header.model!r}; known: {served}")
+        raise UncataloguedModelError(f"unknown model {header.model!r}; known: {served}")
     if header.fingerprint != info.fingerprint:
         raise FingerprintMismatchError(
             f"model {header.model} fingerprint {header.fingerprint!r} does not match "

@@ -1,12 +1,15 @@
 """Errors of the split engine."""
 
-
-class SplittingError(Exception):
-    """Base of every error raised by `splitting`."""
+from splitmq.errors import ConfigurationError
 
 
-class UnknownModelError(SplittingError, KeyError):
-    """A model name that is not in the registry."""
+class SplittingError(ConfigurationError):
+    """Base of every error raised by `splitting`. It has no network I/O, so reaching a CLI it
+    means a bad model, split, weights, profile or trace: the configuration exit code."""
+
+
+class UnregisteredModelError(SplittingError, KeyError):
+    """A model name that is not in the model registry."""
 
     def __init__(self, name: str, available: list[str]) -> None:
         self.name = name

@@ -31,7 +31,7 @@ from torch import nn
 
 from splitting.errors import (
     ModelRegistrationError,
-    UnknownModelError,
+    UnregisteredModelError,
     WeightsLoadError,
     WeightsUnavailableError,
 )
@@ -92,7 +92,7 @@ def unregister_model(name: str) -> None:
     """Remove a model (tests and plugins that registered one temporarily)."""
     _ensure_builtins()
     if name not in _REGISTRY:
-        raise UnknownModelError(name, available_models())
+        raise UnregisteredModelError(name, available_models())
     del _REGISTRY[name]
 
 
@@ -107,7 +107,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(name, available_models()) from None
+        raise UnregisteredModelError(name, available_models()) from None
 
 
 def load_model(name: str = DEFAULT_MODEL, *, weights: str | None = None) -> SplitModel:

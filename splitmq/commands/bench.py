@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
+
+from splitmq.commands import register_module
 
 BENCH_MODULES = ("bench_codec", "bench_transport", "bench_chooser", "bench_live", "bench_grid")
 
@@ -15,10 +16,4 @@ def register(subparsers: Any) -> None:
     )
     benches = parser.add_subparsers(dest="bench", required=True)
     for name in BENCH_MODULES:
-        try:
-            module = importlib.import_module(f"splitmq.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"splitmq.commands.{name}":
-                continue  # not built yet
-            raise
-        module.register(benches)
+        register_module(benches, name)

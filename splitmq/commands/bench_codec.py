@@ -16,7 +16,6 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas.errors import SchemaError
 from splitmq.commands.profile import jpeg_quality, positive_int
 from splitmq.text_table import aligned_rows
-from splitting.errors import SplittingError
 from splitting.images import augmented_images
 from splitting.partition import SplitModel
 from splitting.profiling import (
@@ -73,19 +70,15 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    try:
-        with torch_threads(args.threads or torch.get_num_threads()):
-            model = load_model(args.model, weights=args.weights)
-            result = bench_codecs(
-                model,
-                augmented_images(args.inputs, model.input_size, args.seed),
-                codecs=args.codecs,
-                jpeg_quality=args.jpeg_quality,
-                batch=args.batch,
-            )
-    except (SplittingError, SchemaError) as exc:
-        print(f"splitmq bench codec: error: {exc}", file=sys.stderr)
-        return 2
+    with torch_threads(args.threads or torch.get_num_threads()):
+        model = load_model(args.model, weights=args.weights)
+        result = bench_codecs(
+            model,
+            augmented_images(args.inputs, model.input_size, args.seed),
+            codecs=args.codecs,
+            jpeg_quality=args.jpeg_quality,
+            batch=args.batch,
+        )
     result["seed"] = args.seed
     result["wall_s"] = round(time.perf_counter() - started, 1)
     path = Path(args.json)

@@ -10,8 +10,6 @@ difference of the means ((live - sim) / sim).
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +52,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.errors import BrokerError
-    from device_node.errors import DeviceError
-    from edge_worker.errors import WorkerError
-    from splitmq.errors import SplitmqError
     from splitmq.live_bench import LiveBenchOptions, format_report, run_bench, write_report
-    from splitting.errors import SplittingError
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     given: dict[str, Any] = {
         "trace": args.trace,
         "policy": args.policy or ("fixed" if args.split is not None else "dynamic"),
@@ -74,12 +66,8 @@ def run(args: argparse.Namespace) -> int:
         "torch_threads": args.threads,
         "fresh_device_profile": not args.cached_profile,
     }
-    try:
-        options = LiveBenchOptions(**{k: v for k, v in given.items() if v is not None})
-        report = run_bench(options)
-    except (SplitmqError, DeviceError, WorkerError, BrokerError, SplittingError) as exc:
-        print(f"splitmq bench live: {exc}", file=sys.stderr)
-        return 2
+    options = LiveBenchOptions(**{k: v for k, v in given.items() if v is not None})
+    report = run_bench(options)
     print(format_report(report))
     if args.json is not None:
         write_report(report, args.json)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +26,15 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from broker.client import BrokerSettings
-    from broker.errors import BrokerError
-    from device_node.errors import DeviceError
-    from edge_worker.errors import WorkerError
-    from splitmq.errors import SplitmqError
     from splitmq.transport_bench import TransportOptions, format_table, run_transport_bench
 
     settings = BrokerSettings(host=args.host, port=args.port) if args.host else None
-    try:
-        options = TransportOptions(
-            rtt_requests=args.rtt_requests,
-            burst_requests=args.burst,
-            burst_devices=args.devices,
-        )
-        result = run_transport_bench(options, settings=settings)
-    except (SplitmqError, BrokerError, DeviceError, WorkerError) as exc:
-        print(f"splitmq bench transport: {exc}", file=sys.stderr)
-        return 2
+    options = TransportOptions(
+        rtt_requests=args.rtt_requests,
+        burst_requests=args.burst,
+        burst_devices=args.devices,
+    )
+    result = run_transport_bench(options, settings=settings)
     result["targets"] = {
         "rtt_p50_ms": RTT_TARGET_P50_MS,
         "rtt_p99_ms": RTT_TARGET_P99_MS,

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from broker.errors import BrokerError
 from broker.launcher import MosquittoBroker
+from splitmq.clikit import stop_on_signals
 
 
 def register(subparsers: Any) -> None:
@@ -30,12 +27,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        broker = MosquittoBroker(args.port, host=args.host, config_template=args.config)
-        broker.start()
-    except BrokerError as exc:
-        print(f"splitmq broker: {exc}", file=sys.stderr)
-        return 2
+    broker = MosquittoBroker(args.port, host=args.host, config_template=args.config)
+    broker.start()
     print(f"broker running at {broker.url} (pid {broker.pid}); Ctrl-C stops it", flush=True)
     try:
         _follow_log(broker)
@@ -47,13 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _follow_log(broker: MosquittoBroker) -> None:
     """Echo the broker's log until a signal arrives or mosquitto exits."""
-    stop = threading.Event()
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handle)
+    stop = stop_on_signals()
     shown = 0
     while not stop.is_set():
         text = broker.log_text()

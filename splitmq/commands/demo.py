@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 from device_node.config import TENSOR_CODECS
+from splitmq.clikit import add_verbosity
 
 
 def register(subparsers: Any) -> None:
@@ -39,14 +38,11 @@ def register(subparsers: Any) -> None:
         help="torch threads (default 1: devices run as profiled, on one core each)",
     )
     parser.add_argument("--json", dest="json_path", type=Path, help="write the summary here")
-    parser.add_argument("--quiet", action="store_true", help="summary only, no live table")
+    add_verbosity(parser)  # -q: summary only, no live table
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.errors import BrokerError
-    from device_node.errors import DeviceError
-    from edge_worker.errors import WorkerError
     from splitmq.demo import (
         DemoOptions,
         format_summary,
@@ -54,32 +50,25 @@ def run(args: argparse.Namespace) -> int:
         summarize,
         write_json,
     )
-    from splitmq.errors import SplitmqError
-    from splitting.errors import SplittingError
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        given = {
-            "devices": args.devices,
-            "requests": args.requests,
-            "split": args.split,
-            "policy": args.policy or ("fixed" if args.split is not None else "dynamic"),
-            "codec": args.codec,
-            "model": args.model,
-            "trace": args.trace,
-            "deadline_ms": args.deadline_ms,
-            "rate_hz": args.rate_hz,
-            "slowdown": args.slowdown,
-            "max_batch": args.max_batch,
-            "torch_threads": args.threads,
-            "quiet": args.quiet,
-        }
-        # Flags left out keep DemoOptions' defaults.
-        options = DemoOptions(**{k: v for k, v in given.items() if v is not None})
-        demo_run = run_demo(options)
-    except (SplitmqError, DeviceError, WorkerError, BrokerError, SplittingError) as exc:
-        print(f"splitmq demo: {exc}", file=sys.stderr)
-        return 2
+    given = {
+        "devices": args.devices,
+        "requests": args.requests,
+        "split": args.split,
+        "policy": args.policy or ("fixed" if args.split is not None else "dynamic"),
+        "codec": args.codec,
+        "model": args.model,
+        "trace": args.trace,
+        "deadline_ms": args.deadline_ms,
+        "rate_hz": args.rate_hz,
+        "slowdown": args.slowdown,
+        "max_batch": args.max_batch,
+        "torch_threads": args.threads,
+        "quiet": bool(args.quiet),
+    }
+    # Flags left out keep DemoOptions' defaults.
+    options = DemoOptions(**{k: v for k, v in given.items() if v is not None})
+    demo_run = run_demo(options)
     summary = summarize(demo_run)
     print(format_summary(summary))
     if args.json_path is not None:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from schemas.errors import SchemaError
 from splitmq.text_table import aligned_rows
-from splitting.errors import SplittingError
 from splitting.images import augmented_images
 from splitting.profiling import (
     DEFAULT_CODECS,
@@ -85,11 +82,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        profile = _measure(args)
-    except (SplittingError, SchemaError) as exc:
-        print(f"splitmq profile: error: {exc}", file=sys.stderr)
-        return 2
+    profile = _measure(args)
     if args.save:
         profile.save(args.save)
     if args.json:

@@ -24,8 +24,8 @@ from schemas.errors import (
     PayloadError,
     ShapeMismatchError,
     TruncatedFrameError,
+    UncataloguedModelError,
     UnknownCodecError,
-    UnknownModelError,
     UnknownSplitError,
     UnsupportedVersionError,
 )
@@ -599,7 +599,7 @@ def test_jpeg_payload_problems() -> None:
 
 def test_catalog_checks() -> None:
     tensor = _activation()
-    with pytest.raises(UnknownModelError, match="unknown model 'resnet18'; known: toy"):
+    with pytest.raises(UncataloguedModelError, match="unknown model 'resnet18'; known: toy"):
         decode_frame(_encode(tensor, model="resnet18"), catalog=CATALOG)
     with pytest.raises(FingerprintMismatchError, match="different weights"):
         decode_frame(_encode(tensor, fingerprint="ffffffffffffffff"), catalog=CATALOG)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from splitting.errors import (
-    UnknownModelError,
+    UnregisteredModelError,
     WeightsLoadError,
     WeightsUnavailableError,
 )
@@ -52,7 +52,7 @@ def test_builtin_models_are_registered_default_first() -> None:
 
 
 def test_unknown_model_names_the_registered_ones() -> None:
-    with pytest.raises(UnknownModelError, match="resnet18") as info:
+    with pytest.raises(UnregisteredModelError, match="resnet18") as info:
         load_model("resnet19")
     assert "resnet19" in str(info.value)
 

@@ -1,0 +1,66 @@
+"""What every splitmq entry point shares: -v/-q, logging, one signal handler, one error guard.
+
+Imports nothing heavy, so a CLI can build its parser and answer `--help` without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from splitmq.errors import EXIT_INTERRUPTED, SplitmqError
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """`-v` (repeatable) logs more, `-q` prints less: warnings-only logs become errors-only, and a
+    command with a live table prints only its summary."""
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=0, help="print less (no live table, errors only)"
+    )
+    # The device's old spelling, kept working but out of --help.
+    parser.add_argument("--log-level", help=argparse.SUPPRESS)
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Logging at the level -v/-q (or the hidden --log-level) asked for."""
+    level = logging.WARNING + 10 * (args.quiet - args.verbose)
+    if args.log_level:
+        level = logging.getLevelName(args.log_level.upper())
+        if not isinstance(level, int):
+            level = logging.WARNING
+    logging.basicConfig(
+        level=max(logging.DEBUG, min(level, logging.CRITICAL)),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, so a long-running command can stop cleanly."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handle)
+    return stop
+
+
+def guarded(prog: str, command: Callable[[], int]) -> int:
+    """Run `command`; a splitmq error becomes one line on stderr and its documented exit code."""
+    try:
+        return command()
+    except SplitmqError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
