@@ -1,5 +1,6 @@
 """Device-side helpers for the worker tests: a raw MQTT requester, an echo runner whose first
-batch is slow, and echo frames. Shared by test_worker.py and test_review_worker.py."""
+batch is slow, and echo frames. Shared by test_worker.py and test_worker_bad_request_isolation.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review findings on the edge worker, against a real Mosquitto: one bad request must not cost
+"""The edge worker, against a real Mosquitto: one bad request must not cost
 its batch-mates their replies (an unusable ResponseTopic, a non-finite tensor)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
 from schemas.frame import encode_frame
 from schemas.topics import Topics
-from tests.runtime.review_support import TINY, TINY_SPLIT, tiny_model, worker_config
+from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
 from tests.runtime.worker_clients import Requester, SlowFirstRunner, echo_frame
 
 pytestmark = pytest.mark.integration

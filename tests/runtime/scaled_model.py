@@ -1,4 +1,4 @@
-"""A small real split model for the review tests: conv -> scale -> pool -> linear.
+"""A small real split model for the runtime tests: conv -> scale -> pool -> linear.
 
 Its scale block sets the magnitude of block 1's output, so a frame can be made to overflow
 fp16, which no ImageNet model here does on a real photo.
@@ -13,7 +13,7 @@ from broker.client import BrokerSettings
 from edge_worker.config import WorkerConfig
 from splitting.partition import SplitModel
 
-TINY = "review-tiny"
+TINY = "scaled-tiny"
 TINY_SPLIT = 2  # the output of the scale block: (8, 8, 8)
 
 
@@ -43,7 +43,7 @@ def tiny_model(scale: float = 1.0) -> SplitModel:
 def worker_config(settings: BrokerSettings, **overrides: object) -> WorkerConfig:
     values: dict[str, object] = {
         "broker": settings,
-        "worker_id": "review-worker",
+        "worker_id": "isolation-worker",
         "models": [{"name": TINY}],
         "device": "cpu",
         "telemetry_interval_s": 0.5,

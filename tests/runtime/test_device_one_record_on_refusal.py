@@ -1,4 +1,4 @@
-"""Review findings on the device node, against a real Mosquitto and a real worker:
+"""The device node, against a real Mosquitto and a real worker:
 `run_request` ends with exactly one record when its own encoder refuses the intermediate, or
 when a worker's "ok" reply carries no predictions."""
 
@@ -21,7 +21,7 @@ from schemas.messages import Prediction
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
-from tests.runtime.review_support import TINY, TINY_SPLIT, tiny_model, worker_config
+from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 def tiny_device(settings: BrokerSettings, model: SplitModel, codec: str) -> DeviceNode:
     config = DeviceConfig(
         broker=settings,
-        device_id="review-dev",
+        device_id="refusal-dev",
         model=TINY,
         codec=codec,
         policy=PolicyConfig(kind="fixed", split=TINY_SPLIT),
