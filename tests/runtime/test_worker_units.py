@@ -195,6 +195,17 @@ def test_telemetry_thread_publishes_on_change_between_intervals() -> None:
     stats = WorkerStats(window_s=10.0)
     depth = [0]
     published: list[bytes] = []
+    arrived = threading.Condition()
+
+    def publish(payload: bytes) -> None:
+        with arrived:
+            published.append(payload)
+            arrived.notify_all()
+
+    def wait_for(count: int) -> bool:
+        with arrived:
+            return arrived.wait_for(lambda: len(published) >= count, timeout=5.0)
+
     reporter = TelemetryReporter(
         stats,
         worker_id="w",
@@ -205,17 +216,16 @@ def test_telemetry_thread_publishes_on_change_between_intervals() -> None:
         interval_s=10.0,
         min_gap_s=0.0,
         queue_depth=lambda: depth[0],
-        publish=published.append,
+        publish=publish,
     )
     reporter.start()
     try:
-        time.sleep(0.1)
-        assert len(published) == 1  # the first message, at start
+        assert wait_for(1)  # the first message, at start
+        assert parse_telemetry(published[0]).queue_depth == 0
         depth[0] = 5
         reporter.nudge()
-        deadline = time.monotonic() + 2
-        while len(published) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # The interval is 10 s, so only the nudge can bring a second message this soon.
+        assert wait_for(2)
         assert parse_telemetry(published[-1]).queue_depth == 5
     finally:
         reporter.stop()
