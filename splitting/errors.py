@@ -40,5 +40,9 @@ class InvalidInputError(SplittingError, ValueError):
     """An image or tensor with the wrong dtype, rank or shape for the model."""
 
 
+class MissingExtraError(SplittingError):
+    """An optional dependency is not installed; the message names the pip extra to add."""
+
+
 class ProfileError(SplittingError):
     """A profile file or dictionary that is malformed or belongs to another model."""

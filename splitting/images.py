@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from splitting.errors import InvalidInputError
+from splitting.errors import InvalidInputError, MissingExtraError
 
 # skimage.data images bundled with the wheel (others need pooch and a download).
 _SKIMAGE_COLOR = (
@@ -41,8 +41,13 @@ def sample_images() -> list[tuple[str, np.ndarray]]:
 
 @lru_cache(maxsize=1)
 def _cached_samples() -> tuple[tuple[str, np.ndarray], ...]:
-    import skimage.data
-    from sklearn.datasets import load_sample_images
+    try:
+        import skimage.data
+        from sklearn.datasets import load_sample_images
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"the sample images need {exc.name}: pip install 'splitmq[samples]'"
+        ) from exc
 
     loaders: list[tuple[str, Callable[[], np.ndarray]]] = [
         (name, getattr(skimage.data, name)) for name in _SKIMAGE_COLOR + _SKIMAGE_GRAY
