@@ -29,6 +29,7 @@ from splitting.profiling import natural_bottlenecks
 
 LOG = logging.getLogger(__name__)
 TOP_K = 5
+TAIL_FLOAT_MAX = float(np.finfo(np.float32).max)  # tails compute in fp32
 
 
 class TailRunner(Protocol):
@@ -207,6 +208,11 @@ def _check_dtype(frame: Frame) -> None:
         # NaN/Inf would make this sample's scores NaN, which no reply can carry: refused here,
         # alone, instead of failing the whole batch it would join.
         raise BadInputError(f"split {split} tensor holds NaN or infinite values")
+    if split > 0 and frame.tensor.size and np.abs(frame.tensor).max() > TAIL_FLOAT_MAX:
+        # Tails run in fp32: a finite float64 like 1e300 would become inf there.
+        raise BadInputError(
+            f"split {split} tensor holds values beyond float32's range (+-{TAIL_FLOAT_MAX:.3g})"
+        )
 
 
 ECHO_TOP5 = tuple(

@@ -27,7 +27,7 @@ from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, Worke
 from edge_worker.runner import EchoTailRunner, ModelTailRunner, TailRunner, echo_model_info
 from edge_worker.telemetry import TelemetryReporter, WorkerStats
 from schemas.errors import SchemaError
-from schemas.frame import Frame
+from schemas.frame import MAX_ID_CHARS, Frame
 from schemas.messages import (
     ErrorInfo,
     Prediction,
@@ -40,6 +40,7 @@ from schemas.messages import (
 LOG = logging.getLogger(__name__)
 FailureStatus = Literal["error", "expired", "rejected"]
 UNKNOWN_REQUEST_ID = "unknown"
+MAX_ERROR_MESSAGE_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,8 @@ class EdgeWorker:
 
     def _process(self, batch: Sequence[InboundRequest]) -> None:
         taken = time.monotonic()
-        decoded = [d for d in (self._admit(request, taken) for request in batch) if d is not None]
+        admitted = (self._guarded_admit(request, taken) for request in batch)
+        decoded = [d for d in admitted if d is not None]
         if not decoded:
             return
         model, split = decoded[0].request.key
@@ -213,12 +215,33 @@ class EdgeWorker:
             if not isinstance(exc, RequestError):
                 LOG.exception("worker %s: tail(%d) of %s failed", self.worker_id, split, model)
             for item in decoded:
-                self._fail(item.request, error, item.frame)
+                self._fail_safely(item.request, error, item.frame)
             return
         compute_ms = (time.perf_counter() - started) * 1000.0
         self.stats.record_compute(model, split, len(decoded), compute_ms)
         for item, predictions in zip(decoded, top5, strict=True):
-            self._reply_ok(item, predictions, compute_ms, len(decoded))
+            try:
+                self._reply_ok(item, predictions, compute_ms, len(decoded))
+            except Exception as exc:  # one reply that cannot be built costs no batch-mate
+                LOG.exception("worker %s: reply to one request failed", self.worker_id)
+                self._fail_safely(item.request, ComputeError(f"reply failed: {exc!r}"), None)
+
+    def _guarded_admit(self, request: InboundRequest, taken: float) -> _Decoded | None:
+        """`_admit`, where anything unforeseen ends this request alone ("internal")."""
+        try:
+            return self._admit(request, taken)
+        except Exception as exc:
+            LOG.exception("worker %s: admitting one request failed", self.worker_id)
+            self._fail_safely(request, ComputeError(f"decoding failed: {exc!r}"), None)
+            return None
+
+    def _fail_safely(self, request: InboundRequest, exc: Exception, frame: Frame | None) -> None:
+        """`_fail` for the paths that already failed once: a second failure is logged, never
+        raised into the batch loop (the request then gets no reply; FORMAT.md lists it)."""
+        try:
+            self._fail(request, exc, frame)
+        except Exception:
+            LOG.exception("worker %s: error reply to one request failed", self.worker_id)
 
     def _admit(self, request: InboundRequest, taken: float) -> _Decoded | None:
         """Decode and validate one request, or answer it (expired/error) and return None."""
@@ -229,7 +252,7 @@ class EdgeWorker:
         try:
             frame = self.runner.decode(request.payload, request.model, request.split)
         except (SchemaError, RequestError) as exc:
-            self._fail(request, exc, None)
+            self._fail_safely(request, exc, None)
             return None
         decode_ms = (time.perf_counter() - started) * 1000.0
         deadline_ms = frame.header.deadline_ms
@@ -267,7 +290,10 @@ class EdgeWorker:
         self.stats.count("errors")
         code = getattr(exc, "code", ComputeError.code)
         LOG.info("worker %s: request on %s/%d refused: %s", self.worker_id, *request.key, exc)
-        self._reply_failure(request, "error", ErrorInfo(code=code, message=str(exc)), frame)
+        message = str(exc)
+        if len(message) > MAX_ERROR_MESSAGE_CHARS:  # never echo a megabyte of someone's header
+            message = message[:MAX_ERROR_MESSAGE_CHARS] + "..."
+        self._reply_failure(request, "error", ErrorInfo(code=code, message=message), frame)
 
     def _expire(self, request: InboundRequest, frame: Frame | None, why: str) -> None:
         self.stats.count("expired")
@@ -302,5 +328,6 @@ def _request_id(request: InboundRequest, frame: Frame | None) -> str:
     if frame is not None:
         return frame.header.request_id
     if request.correlation_data:
-        return request.correlation_data.decode("utf-8", errors="replace")
+        text = request.correlation_data[: MAX_ID_CHARS * 4].decode("utf-8", errors="replace")
+        return text[:MAX_ID_CHARS]
     return UNKNOWN_REQUEST_ID

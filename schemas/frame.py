@@ -59,6 +59,14 @@ PREAMBLE_SIZE = PREAMBLE.size  # 20
 
 Buffer = bytes | bytearray | memoryview
 
+# Bounds on every header value (FORMAT.md, "Header bounds"): what arrives is never trusted.
+MAX_HEADER_INT = 2**53 - 1  # integers a JSON double holds exactly; larger ones are refused
+MAX_ID_CHARS = 128  # request_id, device_id
+MAX_NAME_CHARS = 64  # model, fingerprint, codec, dtype, compression, timestamp names
+MAX_TIMESTAMPS = 16  # entries in the timestamps object
+MAX_TIMESTAMP_S = 1e12  # |seconds| of one timestamp (unix time is ~1.8e9)
+MAX_DEADLINE_MS = 86_400_000.0  # one day
+
 
 @dataclass(frozen=True)
 class FrameLimits:
@@ -309,19 +317,42 @@ def _no_constants(name: str) -> Any:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """A JSON integer within +-MAX_HEADER_INT (a 400-digit integer is not a count of anything,
+    and converting it to float raises OverflowError)."""
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_HEADER_INT
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, float) or _is_int(value)) and math.isfinite(value)
+    return (isinstance(value, float) and math.isfinite(value)) or _is_int(value)
 
 
-def _text(name: str, *, nonempty: bool) -> Callable[[Any], str]:
+def _short(value: Any, limit: int) -> str:
+    """A value for an error message: long strings cut, so a reply never echoes megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def _is_text(value: Any, max_chars: int) -> bool:
+    """A string of at most `max_chars` that is valid Unicode (JSON's "\\ud800" escape yields a
+    lone surrogate, which no UTF-8 reply can carry)."""
+    if not isinstance(value, str) or len(value) > max_chars:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(name: str, *, nonempty: bool, max_chars: int) -> Callable[[Any], str]:
     def check(value: Any) -> str:
-        if not isinstance(value, str) or (nonempty and not value):
+        if not _is_text(value, max_chars) or (nonempty and not value):
             wanted = "a non-empty string" if nonempty else "a string"
-            raise HeaderError(f"header field {name} must be {wanted}, got {value!r}")
-        return value
+            raise HeaderError(
+                f"header field {name} must be {wanted} of valid Unicode, at most {max_chars} "
+                f"characters, got {_short(value, 80)}"
+            )
+        return str(value)
 
     return check
 
@@ -329,7 +360,10 @@ def _text(name: str, *, nonempty: bool) -> Callable[[Any], str]:
 def _count(name: str) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if not _is_int(value) or value < 0:
-            raise HeaderError(f"header field {name} must be a non-negative integer, got {value!r}")
+            raise HeaderError(
+                f"header field {name} must be an integer in 0..{MAX_HEADER_INT}, "
+                f"got {_short(value, 80)}"
+            )
         return int(value)
 
     return check
@@ -338,7 +372,8 @@ def _count(name: str) -> Callable[[Any], int]:
 def _shape(value: Any) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(_is_int(n) and n >= 0 for n in value):
         raise HeaderError(
-            f"header field shape must be a list of non-negative integers, got {value!r}"
+            f"header field shape must be a list of integers in 0..{MAX_HEADER_INT}, "
+            f"got {_short(value, 80)}"
         )
     return tuple(value)
 
@@ -350,12 +385,18 @@ def _quant(value: Any) -> dict[str, Any] | None:
 
 
 def _timestamps(value: Any) -> dict[str, float]:
-    if not isinstance(value, dict):
-        raise HeaderError(f"header field timestamps must be an object, got {value!r}")
+    if not isinstance(value, dict) or len(value) > MAX_TIMESTAMPS:
+        raise HeaderError(
+            f"header field timestamps must be an object of at most {MAX_TIMESTAMPS} entries, "
+            f"got {_short(value, 80)}"
+        )
     for key, seconds in value.items():
-        if not isinstance(key, str) or not key or not _is_number(seconds):
+        in_range = _is_number(seconds) and abs(seconds) <= MAX_TIMESTAMP_S
+        if not key or not _is_text(key, MAX_NAME_CHARS) or not in_range:
             raise HeaderError(
-                f"timestamps maps event names to finite seconds, got {key!r}: {seconds!r}"
+                f"timestamps maps event names (1..{MAX_NAME_CHARS} characters) to finite "
+                f"seconds within +-{MAX_TIMESTAMP_S:g}, got {_short(key, 40)}: "
+                f"{_short(seconds, 40)}"
             )
     return {key: float(seconds) for key, seconds in value.items()}
 
@@ -363,23 +404,26 @@ def _timestamps(value: Any) -> dict[str, float]:
 def _deadline(value: Any) -> float | None:
     if value is None:
         return None
-    if not _is_number(value) or value <= 0:
-        raise HeaderError(f"deadline_ms must be a positive finite number or null, got {value!r}")
+    if not _is_number(value) or not 0 < value <= MAX_DEADLINE_MS:
+        raise HeaderError(
+            f"deadline_ms must be a number in (0, {MAX_DEADLINE_MS}] or null, "
+            f"got {_short(value, 80)}"
+        )
     return float(value)
 
 
 _FIELDS: dict[str, Callable[[Any], Any]] = {
-    "request_id": _text("request_id", nonempty=True),
-    "model": _text("model", nonempty=True),
-    "fingerprint": _text("fingerprint", nonempty=False),
+    "request_id": _text("request_id", nonempty=True, max_chars=MAX_ID_CHARS),
+    "model": _text("model", nonempty=True, max_chars=MAX_NAME_CHARS),
+    "fingerprint": _text("fingerprint", nonempty=False, max_chars=MAX_NAME_CHARS),
     "split": _count("split"),
-    "codec": _text("codec", nonempty=True),
-    "dtype": _text("dtype", nonempty=True),
+    "codec": _text("codec", nonempty=True, max_chars=MAX_NAME_CHARS),
+    "dtype": _text("dtype", nonempty=True, max_chars=MAX_NAME_CHARS),
     "shape": _shape,
-    "compression": _text("compression", nonempty=True),
+    "compression": _text("compression", nonempty=True, max_chars=MAX_NAME_CHARS),
     "quant": _quant,
     "raw_bytes": _count("raw_bytes"),
-    "device_id": _text("device_id", nonempty=False),
+    "device_id": _text("device_id", nonempty=False, max_chars=MAX_ID_CHARS),
     "timestamps": _timestamps,
     "deadline_ms": _deadline,
 }

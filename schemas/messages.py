@@ -29,7 +29,11 @@ SplitIndex = Annotated[int, Field(ge=0)]
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # revalidate_instances: a nested message built by model_copy (which skips validation) is
+    # checked again, so no NaN score reaches the wire as null.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, revalidate_instances="always"
+    )
 
 
 class Prediction(_Message):

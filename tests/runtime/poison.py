@@ -1,0 +1,116 @@
+"""Malformed frames built from a good echo frame: the classes of poison a worker must refuse
+alone. Shared by the worker's isolation tests and the fuzz test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edge_worker.runner import echo_model_info
+from schemas.frame import PREAMBLE, PREAMBLE_SIZE, encode_frame
+
+
+def good_frame(request_id: str, *, split: int = 1) -> bytes:
+    info = echo_model_info()
+    dtype = np.uint8 if split == 0 else np.float32
+    return encode_frame(
+        np.zeros(info.split_shapes[split], dtype=dtype),
+        codec="lossless",
+        request_id=request_id,
+        model=info.name,
+        fingerprint=info.fingerprint,
+        split=split,
+    )
+
+
+def split_frame(frame: bytes) -> tuple[dict[str, Any], bytes, bytes]:
+    """(header fields, params, payload) of an encoded frame."""
+    _, _, _, _, header_len, params_len, _ = PREAMBLE.unpack_from(frame)
+    header_end = PREAMBLE_SIZE + header_len
+    header = json.loads(frame[PREAMBLE_SIZE:header_end])
+    return header, frame[header_end : header_end + params_len], frame[header_end + params_len :]
+
+
+def pack_frame(header_text: str | bytes, params: bytes, payload: bytes) -> bytes:
+    """A frame around raw header text (ASCII JSON escapes keep lone surrogates expressible)."""
+    blob = header_text.encode("ascii") if isinstance(header_text, str) else header_text
+    preamble = PREAMBLE.pack(b"SMQF", 1, 0, 0, len(blob), len(params), len(payload))
+    return b"".join((preamble, blob, params, payload))
+
+
+def with_header(request_id: str, change: Callable[[dict[str, Any]], str | None]) -> bytes:
+    """A good frame whose header `change` edits in place (or replaces by returning raw text)."""
+    header, params, payload = split_frame(good_frame(request_id))
+    text = change(header)
+    return pack_frame(text if text is not None else json.dumps(header), params, payload)
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(header: dict[str, Any]) -> None:
+        header[key] = value
+
+    return change
+
+
+def _raw(key: str, literal: str) -> Callable[[dict[str, Any]], str]:
+    """Replace a field's JSON value by a raw literal (a 400-digit integer, a lone surrogate)."""
+
+    def change(header: dict[str, Any]) -> str:
+        header[key] = "@@"
+        return json.dumps(header).replace('"@@"', literal)
+
+    return change
+
+
+def _big_float(request_id: str) -> bytes:
+    """A float64 lossless tensor holding 1e300: finite as float64, infinite as the tail's fp32."""
+    info = echo_model_info()
+    tensor = np.zeros(info.split_shapes[1], dtype=np.float64)
+    tensor[0] = 1e300
+    return encode_frame(
+        tensor,
+        codec="lossless",
+        request_id=request_id,
+        model=info.name,
+        fingerprint=info.fingerprint,
+        split=1,
+    )
+
+
+HUGE = "1" + "0" * 400
+# name -> (frame builder taking the request id, the error code the worker must answer with)
+POISON: dict[str, tuple[Callable[[str], bytes], str]] = {
+    "deadline_huge_int": (lambda rid: with_header(rid, _raw("deadline_ms", HUGE)), "bad_header"),
+    "deadline_4300_digits": (
+        lambda rid: with_header(rid, _raw("deadline_ms", "9" * 4300)),
+        "bad_header",
+    ),
+    "deadline_too_long": (lambda rid: with_header(rid, _set("deadline_ms", 1e300)), "bad_header"),
+    "timestamp_huge_int": (
+        lambda rid: with_header(rid, _raw("timestamps", '{"sent": ' + HUGE + "}")),
+        "bad_header",
+    ),
+    "timestamp_key_surrogate": (
+        lambda rid: with_header(rid, _raw("timestamps", '{"\\ud800": 1.0}')),
+        "bad_header",
+    ),
+    "request_id_surrogate": (
+        lambda rid: with_header(rid, _raw("request_id", '"\\ud800"')),
+        "bad_header",
+    ),
+    "request_id_oversize": (
+        lambda rid: with_header(rid, _set("request_id", "r" * 20_000)),
+        "bad_header",
+    ),
+    "device_id_surrogate": (
+        lambda rid: with_header(rid, _raw("device_id", '"a\\udfffb"')),
+        "bad_header",
+    ),
+    "split_huge_int": (lambda rid: with_header(rid, _raw("split", HUGE)), "bad_header"),
+    "raw_bytes_huge_int": (lambda rid: with_header(rid, _raw("raw_bytes", HUGE)), "bad_header"),
+    "shape_huge_int": (lambda rid: with_header(rid, _raw("shape", "[" + HUGE + "]")), "bad_header"),
+    "float64_1e300": (_big_float, "bad_input"),
+}
