@@ -16,7 +16,7 @@ from edge_worker.worker import EdgeWorker
 from schemas.frame import Frame
 from schemas.messages import Prediction
 from tests.runtime.poison import POISON, good_frame
-from tests.runtime.review_support import worker_config
+from tests.runtime.scaled_model import worker_config
 from tests.runtime.worker_clients import Requester, SlowFirstRunner
 
 pytestmark = pytest.mark.integration
