@@ -13,7 +13,6 @@ from device_node.config import DeviceConfig
 from device_node.errors import ModelMismatchError
 from device_node.node import DeviceNode
 from device_node.policies import PolicyContext, build_policy
-from device_node.shaper import TraceShaper
 from splitting.partition import SplitModel
 from splitting.policy import SplitPolicy
 from splitting.profiling import ModelProfile, load_or_profile
@@ -82,6 +81,9 @@ def shaped_uplink(config: DeviceConfig) -> Iterator[DeviceConfig]:
     if config.trace is None:
         yield config
         return
+    # Emulation only: a production device without a trace never imports the shaper.
+    from device_node.shaper import TraceShaper
+
     upstream = (config.broker.host, config.broker.port)
     with TraceShaper(config.trace, upstream) as shaper:
         host, port = shaper.address
