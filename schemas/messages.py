@@ -23,9 +23,13 @@ from pydantic import (
 from schemas.errors import MessageError
 
 NonEmpty = Annotated[str, Field(min_length=1)]
-Count = Annotated[int, Field(ge=0)]
-Millis = Annotated[float, Field(ge=0)]
-SplitIndex = Annotated[int, Field(ge=0)]
+# Bounds: a device must survive any message on the wire (a 400-digit queue_depth overflowed
+# float conversion in the latency model). Counts fit a JSON double; times stay under 1e7 ms.
+MAX_COUNT = 2**53 - 1
+MAX_MILLIS = 1e7
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Millis = Annotated[float, Field(ge=0, le=MAX_MILLIS)]
+SplitIndex = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
 class _Message(BaseModel):

@@ -290,3 +290,40 @@ def test_schemas_import_no_torch() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_telemetry_with_a_400_digit_queue_depth_is_refused_not_overflowing() -> None:
+    import json as _json
+
+    from schemas.errors import MessageError as _MessageError
+    from schemas.messages import TelemetryMessage as _Telemetry
+    from schemas.messages import encode_message as _encode
+    from schemas.messages import parse_telemetry as _parse_telemetry
+
+    good = _Telemetry(
+        worker_id="w1",
+        ts=1.0,
+        seq=0,
+        interval_s=1.0,
+        device="cpu",
+        models={"m": [1]},
+        queue_depth=0,
+        queue_capacity=8,
+        in_flight=0,
+        batch_size=1.0,
+        max_batch=8,
+        utilization=0.0,
+        service_ms={"m": {1: 2.0}},
+        served=0,
+        rejected=0,
+        expired=0,
+        errors=0,
+    )
+    text = _encode(good).decode().replace('"queue_depth":0', '"queue_depth":1' + "0" * 400)
+    assert "0" * 400 in text
+    with pytest.raises(_MessageError, match="queue_depth"):
+        _parse_telemetry(text)
+    huge_ms = _json.loads(_encode(good))
+    huge_ms["service_ms"] = {"m": {"1": 1e300}}
+    with pytest.raises(_MessageError, match="service_ms"):
+        _parse_telemetry(_json.dumps(huge_ms))
