@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -204,11 +205,57 @@ class DeviceNode:
         except NotConnectedError:
             return self._finish_here(request, prepared, z, k, Fallback.NOT_CONNECTED, None)
         request.bytes_sent = len(frame)
+        if request.decision.race:
+            return self._race(request, prepared, z, k, pending)
         outcome = self._wait(pending, request.started + request.deadline_ms / 1000.0)
         message = outcome.message
         if message is not None and message.status == "ok" and message.top5:
             return self._offloaded_record(request, k, message, pending, outcome)
         return self._finish_here(request, prepared, z, k, _fallback_reason(outcome), pending)
+
+    def _race(
+        self,
+        request: _Request,
+        prepared: np.ndarray,
+        z: torch.Tensor | None,
+        k: int,
+        pending: PendingRequest,
+    ) -> ResultRecord:
+        """tail(k) here, one block at a time, while the server works on the same request: the
+        first result wins. The server's is taken between blocks; if the local tail finishes
+        first, the pending request is cancelled and a late reply is dropped like any other."""
+        x = z if z is not None else self.model.preprocess(prepared)
+        t0 = time.perf_counter()
+        for index in range(k, self.model.n):
+            answered = self._server_answer(pending)
+            if answered is not None:
+                return self._offloaded_record(request, k, answered[1], pending, answered[0])
+            x = self._compute(partial(self.model.run_blocks, x, index, index + 1)).value
+        self.link.cancel(pending.request_id)
+        answered = self._server_answer(pending)  # a reply that slipped in before the cancel
+        if answered is not None:
+            return self._offloaded_record(request, k, answered[1], pending, answered[0])
+        parts = LatencyParts(
+            head_ms=request.head_ms,
+            encode_ms=request.encode_ms,
+            uplink_ms=(pending.uplink_s or 0.0) * 1000.0,
+            local_tail_ms=(time.perf_counter() - t0) * 1000.0,
+        )
+        top5 = top_predictions(x, self.model.labels)
+        return self._record(
+            request, k, parts, top5, offloaded=False, fallback=Fallback.RACE_WON_HERE
+        )
+
+    @staticmethod
+    def _server_answer(pending: PendingRequest) -> tuple[Outcome, ResultMessage] | None:
+        """The server's usable result if it has come (an error reply does not end a race)."""
+        if not pending.future.done():
+            return None
+        outcome = pending.future.result()
+        message = outcome.message
+        if message is not None and message.status == "ok" and message.top5:
+            return outcome, message
+        return None
 
     def _head(self, request: _Request, prepared: np.ndarray, k: int) -> torch.Tensor | None:
         """head(k) on the device; None at split 0, which sends the prepared image itself."""

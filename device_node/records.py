@@ -19,6 +19,7 @@ class Fallback:
     REJECTED = "rejected"  # the worker refused it (full queue, unknown split, ...)
     ENCODE_ERROR = "encode_error"  # the codec refused the intermediate (e.g. fp16 overflow)
     BAD_REPLY = "bad_reply"  # the worker answered "ok" without any prediction
+    RACE_WON_HERE = "race_won_here"  # raced: the device's own tail finished first
 
 
 @dataclass(frozen=True)

@@ -89,16 +89,17 @@ class SplitPolicy(Protocol):
 class FixedSplit:
     """Always the same split (a baseline, and the runtime's simplest policy)."""
 
-    def __init__(self, k: int, *, deadline_ms: float | None = None) -> None:
+    def __init__(self, k: int, *, deadline_ms: float | None = None, race: bool = False) -> None:
         if k < 0:
             raise ValueError(f"split index must be >= 0, got {k}")
         if deadline_ms is not None and deadline_ms <= 0:
             raise ValueError(f"deadline must be > 0 ms, got {deadline_ms}")
         self.k = k
         self._deadline_ms = deadline_ms
+        self.race = race
 
     def choose(self, now: float) -> Decision:
-        return Decision(k=self.k, reason="fixed")
+        return Decision(k=self.k, reason="fixed", race=self.race)
 
     def on_uplink_sent(self, nbytes: int, now: float) -> None:
         return None

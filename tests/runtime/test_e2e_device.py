@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,9 +28,13 @@ from device_node.records import Fallback, PredictionRecord, ResultRecord
 from device_node.runtime import build_device
 from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.config import ModelEntry, WorkerConfig
+from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
 from schemas.codecs import decode_tensor, encode_tensor
+from schemas.frame import Frame
+from schemas.messages import Prediction
 from splitting.partition import SplitModel
+from splitting.policy import FixedSplit
 from splitting.registry import load_model
 
 pytestmark = pytest.mark.integration
@@ -365,3 +369,54 @@ def test_device_cli_reports_a_bad_config_key(
     config.write_text("device_id: d\nsource: {kind: folder, paht: /tmp}\n")
     assert device_cli.main(["--config", str(config)]) == 2
     assert "source.paht: unknown key" in capsys.readouterr().err
+
+
+class SlowTails(ModelTailRunner):
+    """Real tails, each batch held back first: a server slower than the device."""
+
+    delay_s = 2.0
+
+    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
+        time.sleep(self.delay_s)
+        return super().run_batch(model, split, frames)
+
+
+def racing_device(settings: BrokerSettings, model: SplitModel, *, slowdown: float) -> DeviceNode:
+    config = DeviceConfig(
+        broker=settings, device_id="racer", model=MODEL, codec="lossless", slowdown=slowdown
+    )
+    return build_device(config, model=model, policy=FixedSplit(MID_SPLIT, race=True))
+
+
+def test_a_raced_request_ends_with_the_local_result_when_the_server_is_slow(
+    broker_settings: BrokerSettings, model: SplitModel, photos: list[SourceImage]
+) -> None:
+    config = worker_config(broker_settings)
+    with EdgeWorker(config, runner=SlowTails.from_config(config)):
+        with racing_device(broker_settings, model, slowdown=1.0) as node:
+            wait_for_worker(node)
+            records = [node.run_request(image) for image in photos[:2]]
+            # The losing server results still arrive, for requests nobody waits for.
+            wait_until(lambda: node.link.counters.late_results == 2, what="two late replies")
+    assert_one_record_each(records, 2)
+    for record, image in zip(records, photos, strict=False):
+        assert (record.offloaded, record.fallback) == (False, Fallback.RACE_WON_HERE)
+        assert record.latency.local_tail_ms > 0
+        assert record.total_ms < SlowTails.delay_s * 1000  # it did not wait for the server
+        assert record.top5 == unsplit_top5(model, image)
+
+
+def test_a_raced_request_takes_the_server_result_when_it_comes_first(
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+) -> None:
+    # A device 30x slower than this host: its tail loses to the worker's, which stops it.
+    with racing_device(broker_settings, model, slowdown=30.0) as node:
+        wait_for_worker(node)
+        records = [node.run_request(image) for image in photos[:2]]
+    assert_one_record_each(records, 2)
+    for record, image in zip(records, photos, strict=False):
+        assert (record.offloaded, record.fallback, record.worker_id) == (True, None, "edge-1")
+        assert record.top5 == unsplit_top5(model, image)  # lossless: bit-identical logits
