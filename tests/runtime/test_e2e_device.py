@@ -392,12 +392,12 @@ def test_a_raced_request_ends_with_the_local_result_when_the_server_is_slow(
     broker_settings: BrokerSettings, model: SplitModel, photos: list[SourceImage]
 ) -> None:
     config = worker_config(broker_settings)
-    with EdgeWorker(config, runner=SlowTails.from_config(config)):
-        with racing_device(broker_settings, model, slowdown=1.0) as node:
-            wait_for_worker(node)
-            records = [node.run_request(image) for image in photos[:2]]
-            # The losing server results still arrive, for requests nobody waits for.
-            wait_until(lambda: node.link.counters.late_results == 2, what="two late replies")
+    slow_worker = EdgeWorker(config, runner=SlowTails.from_config(config))
+    with slow_worker, racing_device(broker_settings, model, slowdown=1.0) as node:
+        wait_for_worker(node)
+        records = [node.run_request(image) for image in photos[:2]]
+        # The losing server results still arrive, for requests nobody waits for.
+        wait_until(lambda: node.link.counters.late_results == 2, what="two late replies")
     assert_one_record_each(records, 2)
     for record, image in zip(records, photos, strict=False):
         assert (record.offloaded, record.fallback) == (False, Fallback.RACE_WON_HERE)
