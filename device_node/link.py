@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +104,9 @@ class PendingRequest:
     future: Future[Outcome] = field(default_factory=Future)
     uplink_s: float | None = None
     puback_event: threading.Event = field(default_factory=threading.Event)
+    #: The request's CorrelationData: random, so that nobody who reads the device's results
+    #: can guess the next one and answer in the worker's place.
+    token: bytes = field(default_factory=lambda: secrets.token_bytes(16))
 
     def settle(self, outcome: Outcome) -> bool:
         """Complete the wait once; later outcomes (a result after a failure) are ignored."""
@@ -111,6 +115,22 @@ class PendingRequest:
         except Exception:  # concurrent.futures.InvalidStateError: already settled
             return False
         return True
+
+
+def reply_mismatch(result: ResultMessage, pending: PendingRequest) -> str | None:
+    """Why a reply cannot be the answer to `pending` (None: it can). An error reply only makes
+    the device compute locally, so it needs to match the model and split alone."""
+    if result.model != pending.model or result.split != pending.split:
+        return (
+            f"reply for {result.model} split {result.split}, the request was {pending.model} "
+            f"split {pending.split}"
+        )
+    if result.status == "ok" and result.request_id != pending.request_id:
+        return f"reply names request {result.request_id[:80]!r}, not {pending.request_id!r}"
+    for p in result.top5:
+        if p.index < 0 or not 0.0 <= p.score <= 1.0:
+            return f"prediction out of range: class {p.index}, score {p.score}"
+    return None
 
 
 @dataclass
@@ -151,7 +171,7 @@ class WorkerView:
 class LinkCounters:
     results: int = 0
     late_results: int = 0  # results for a request no longer waited for
-    bad_results: int = 0  # unparseable result messages
+    bad_results: int = 0  # unparseable results, and replies that do not fit their request
     probes: int = 0
     refused: int = 0  # PUBACK with a failure reason code
     connects: int = 0
@@ -280,12 +300,12 @@ class DeviceLink:
         down, so the caller runs the request locally at once instead of losing it."""
         if not self.connected:
             raise NotConnectedError(f"device {self.device_id}: not connected to the broker")
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = self.result_topic
-        props.CorrelationData = request_id.encode()
-        props.MessageExpiryInterval = max(1, math.ceil(expiry_s))
         now = self.clock()
         pending = PendingRequest(request_id, model, split, len(frame), now)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = self.result_topic
+        props.CorrelationData = pending.token
+        props.MessageExpiryInterval = max(1, math.ceil(expiry_s))
         with self._lock:
             self._pending[request_id] = pending
         self.observer.on_uplink_sent(len(frame), now)
@@ -468,11 +488,25 @@ class DeviceLink:
             logger.warning("device %s: malformed result dropped: %s", self.device_id, exc)
             return
         correlation = getattr(message.properties, "CorrelationData", None)
-        request_id = correlation.decode(errors="replace") if correlation else result.request_id
-        if not self._finish(request_id, Outcome(result, now)):
+        pending = self._pending_for(correlation)
+        if pending is None:
+            self.counters.late_results += 1
+            return
+        problem = reply_mismatch(result, pending)
+        if problem is not None:
+            self.counters.bad_results += 1
+            logger.warning("device %s: reply refused: %s", self.device_id, problem)
+            return
+        if not self._finish(pending.request_id, Outcome(result, now)):
             self.counters.late_results += 1
             return
         self.counters.results += 1
+
+    def _pending_for(self, correlation: bytes | None) -> PendingRequest | None:
+        if not correlation:
+            return None
+        with self._lock:
+            return next((p for p in self._pending.values() if p.token == correlation), None)
 
     def _handle_telemetry(self, message: mqtt.MQTTMessage, now: float) -> None:
         try:
@@ -504,16 +538,19 @@ class DeviceLink:
         if not message.payload:
             return
         try:
+            node_id = self.topics.parse_status(message.topic)
             status = parse_status(message.payload)
         except SchemaError:
             return
-        if status.role != "worker":
+        # The identity is the topic's, which the broker's ACL can enforce; a payload naming
+        # another node is somebody speaking for it.
+        if status.role != "worker" or status.node_id != node_id:
             return
         with self._lock:
-            view = self._workers.setdefault(status.node_id, WorkerView(status.node_id))
+            view = self._workers.setdefault(node_id, WorkerView(node_id))
             view.online = status.state == "online"
         if status.state == "offline":
-            self.observer.on_telemetry(status.node_id, None, now)
+            self.observer.on_telemetry(node_id, None, now)
             self._fail_orphaned(now)
 
     # -- settling waits -------------------------------------------------------------------

@@ -17,7 +17,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
@@ -32,7 +35,7 @@ from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
 from schemas.codecs import decode_tensor, encode_tensor
 from schemas.frame import Frame
-from schemas.messages import Prediction
+from schemas.messages import Prediction, ResultMessage, StatusMessage
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
 from splitting.registry import load_model
@@ -420,3 +423,77 @@ def test_a_raced_request_takes_the_server_result_when_it_comes_first(
     for record, image in zip(records, photos, strict=False):
         assert (record.offloaded, record.fallback, record.worker_id) == (True, None, "edge-1")
         assert record.top5 == unsplit_top5(model, image)  # lossless: bit-identical logits
+
+
+def _attacker(settings: BrokerSettings) -> mqtt.Client:
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="attacker", protocol=mqtt.MQTTv5
+    )
+    client.connect(settings.host, settings.port)
+    client.loop_start()
+    return client
+
+
+def test_a_forged_result_with_a_guessed_correlation_is_not_taken(
+    broker_settings: BrokerSettings,
+    worker: EdgeWorker,
+    model: SplitModel,
+    photos: list[SourceImage],
+) -> None:
+    """Anyone may publish to a device's result topic on an open broker: a reply whose
+    CorrelationData is the (guessable) request id, with a made-up answer, is not recorded."""
+    attacker = _attacker(broker_settings)
+    try:
+        with make_device(broker_settings, model, codec="lossless") as node:
+            wait_for_worker(node)
+            request_id = "dev1-guessed-1"
+            forged = ResultMessage(
+                request_id=request_id,
+                status="ok",
+                model=MODEL,
+                split=MID_SPLIT,
+                worker_id="edge-1",
+                top5=[Prediction(index=1, label="goldfish", score=0.99)],
+            )
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = request_id.encode()
+            spam = threading.Event()
+
+            def flood() -> None:
+                while not spam.is_set():
+                    topic = node.config.topics.result("dev1")
+                    attacker.publish(topic, forged.model_dump_json(), qos=1, properties=props)
+                    time.sleep(0.002)
+
+            sender = threading.Thread(target=flood, daemon=True)
+            sender.start()
+            try:
+                record = node.run_request(photos[0], request_id=request_id)
+            finally:
+                spam.set()
+                sender.join()
+    finally:
+        attacker.loop_stop()
+        attacker.disconnect()
+    assert record.offloaded and record.top5 == unsplit_top5(model, photos[0])
+
+
+def test_a_status_naming_another_worker_does_not_take_it_offline(
+    broker_settings: BrokerSettings, worker: EdgeWorker, model: SplitModel
+) -> None:
+    attacker = _attacker(broker_settings)
+    try:
+        with make_device(broker_settings, model) as node:
+            wait_for_worker(node)
+            spoof = StatusMessage(node_id="edge-1", role="worker", state="offline", ts=time.time())
+            topic = node.config.topics.status("impostor")
+            attacker.publish(topic, spoof.model_dump_json(), qos=1).wait_for_publish(5)
+            # A marker after the spoof: once it is seen, the spoof has been handled too.
+            marker = StatusMessage(node_id="marker", role="worker", state="online", ts=time.time())
+            marker_topic = node.config.topics.status("marker")
+            attacker.publish(marker_topic, marker.model_dump_json(), qos=1).wait_for_publish(5)
+            wait_until(lambda: "marker" in node.link.workers(), what="the marker")
+            assert node.link.alive_workers(MODEL, MID_SPLIT)
+    finally:
+        attacker.loop_stop()
+        attacker.disconnect()
