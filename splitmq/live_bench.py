@@ -48,7 +48,7 @@ from device_node.shaper import TraceShaper
 from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.worker import EdgeWorker
 from splitmq.demo import DEFAULT_MODEL, DEFAULT_SLOWDOWN, DemoOptions, device_config, worker_config
-from splitmq.errors import SplitmqError
+from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.sim.inputs import read_trace
 from splitmq.sim.inputs import server_profile as load_server_profile
 from splitmq.sim.runner import SimSettings, Simulation, StrategyRun
@@ -71,6 +71,10 @@ WORKER_WAIT_S = 30.0
 
 class LiveBenchError(SplitmqError):
     """Settings the live-versus-simulated bench cannot run with, or a live run that failed."""
+
+
+class BadSettingsError(LiveBenchError, ConfigurationError):
+    """Settings the bench cannot run with (a configuration error: exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -97,19 +101,19 @@ class LiveBenchOptions:
 
     def __post_init__(self) -> None:
         if self.policy not in ("dynamic", "fixed"):
-            raise LiveBenchError(f"policy must be 'dynamic' or 'fixed', got {self.policy!r}")
+            raise BadSettingsError(f"policy must be 'dynamic' or 'fixed', got {self.policy!r}")
         if self.policy == "dynamic" and self.split is not None:
-            raise LiveBenchError("--split fixes the split; it does not combine with dynamic")
+            raise BadSettingsError("--split fixes the split; it does not combine with dynamic")
         if self.torch_threads < 1:
-            raise LiveBenchError(f"torch_threads must be >= 1, got {self.torch_threads}")
+            raise BadSettingsError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if self.requests < 1:
-            raise LiveBenchError(f"need at least one request, got {self.requests}")
+            raise BadSettingsError(f"need at least one request, got {self.requests}")
         for name in ("rate_hz", "slowdown", "deadline_ms"):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
-                raise LiveBenchError(f"{name} must be a positive number, got {value}")
+                raise BadSettingsError(f"{name} must be a positive number, got {value}")
         if not np.isfinite(self.one_way_ms) or self.one_way_ms < 0:
-            raise LiveBenchError(f"one_way_ms must be >= 0, got {self.one_way_ms}")
+            raise BadSettingsError(f"one_way_ms must be >= 0, got {self.one_way_ms}")
 
     def demo_options(self) -> DemoOptions:
         """The demo's options for one device: its worker and device configurations."""
