@@ -573,11 +573,25 @@ def _unpack_nibbles(packed: np.ndarray, count: int) -> np.ndarray:
     return codes[:count]
 
 
+#: A progressive JPEG needs about ten scans; a hostile one with a million of them takes
+#: seconds to decode. Entropy-coded data stuffs every 0xFF byte, so 0xFF 0xDA is always a
+#: start-of-scan marker and counting them needs no parsing.
+MAX_JPEG_SCANS = 64
+
+
+def _check_jpeg_scans(body: bytes | bytearray | memoryview) -> None:
+    scans = bytes(body).count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise LimitExceededError(f"JPEG has {scans} scans, limit {MAX_JPEG_SCANS}")
+
+
 def _decode_image(
     body: bytes | bytearray | memoryview, shape: tuple[int, ...], codec: str
 ) -> np.ndarray:
     height, width = shape[0], shape[1]
     name = _PIL_FORMATS[codec]
+    if codec == "jpeg":
+        _check_jpeg_scans(body)
     try:
         image = Image.open(io.BytesIO(body), formats=[name])
     except Exception as exc:  # Pillow raises many types on malformed input

@@ -14,12 +14,13 @@ from schemas.codecs import (
     CODECS,
     DTYPES,
     IMAGE_CODECS,
+    MAX_JPEG_SCANS,
     QUANT_TOP,
     EncodedTensor,
     decode_tensor,
     encode_tensor,
 )
-from schemas.errors import CodecError, PayloadError, UnknownCodecError
+from schemas.errors import CodecError, LimitExceededError, PayloadError, UnknownCodecError
 
 RNG = np.random.default_rng(20240601)
 
@@ -297,6 +298,26 @@ def test_webp_refuses_a_payload_of_another_format() -> None:
     )
     with pytest.raises(PayloadError, match="not a WEBP image"):
         decode_tensor(forged)
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding() -> None:
+    image = _photo(32)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", progressive=True)
+    honest = buffer.getvalue()
+    assert decode_tensor(encode_tensor(image, "jpeg")).shape == image.shape
+    progressive = EncodedTensor(
+        "jpeg", "uint8", image.shape, {"quality": 75}, b"", honest, "none", len(honest)
+    )
+    assert decode_tensor(progressive).shape == image.shape  # a real progressive JPEG decodes
+    # Splice many empty scans before the end of image: what a decoding bomb looks like.
+    scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    bomb = honest[:-2] + scan * (MAX_JPEG_SCANS + 1) + honest[-2:]
+    hostile = EncodedTensor(
+        "jpeg", "uint8", image.shape, {"quality": 75}, b"", bomb, "none", len(bomb)
+    )
+    with pytest.raises(LimitExceededError, match="scans"):
+        decode_tensor(hostile)
 
 
 def test_jpeg_takes_a_non_contiguous_image() -> None:
