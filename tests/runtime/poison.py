@@ -11,19 +11,11 @@ import numpy as np
 
 from edge_worker.runner import echo_model_info
 from schemas.frame import PREAMBLE, PREAMBLE_SIZE, encode_frame
+from tests.runtime.worker_clients import echo_frame
 
 
 def good_frame(request_id: str, *, split: int = 1) -> bytes:
-    info = echo_model_info()
-    dtype = np.uint8 if split == 0 else np.float32
-    return encode_frame(
-        np.zeros(info.split_shapes[split], dtype=dtype),
-        codec="lossless",
-        request_id=request_id,
-        model=info.name,
-        fingerprint=info.fingerprint,
-        split=split,
-    )
+    return echo_frame(request_id, split=split)
 
 
 def split_frame(frame: bytes) -> tuple[dict[str, Any], bytes, bytes]:
