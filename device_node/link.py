@@ -17,7 +17,6 @@ telemetry is younger than the staleness limit.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import secrets
@@ -33,8 +32,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.client import BrokerSettings, WillMessage, make_client, start_client, stop_client
-from broker.errors import BrokerError
+from broker.client import BrokerSettings
+from broker.session import MqttSession, NodeState, NodeStatus
 from device_node.errors import LinkError, NotConnectedError
 from device_node.records import Fallback
 from schemas.errors import SchemaError
@@ -206,19 +205,19 @@ class DeviceLink:
         # PUBACKs that arrived before publish() returned its mid: mid -> (time, reason code)
         self._early_acks: dict[int, tuple[float, int]] = {}
         self._workers: dict[str, WorkerView] = {}
-        self._connected = threading.Event()
-        self._subscribed = threading.Event()  # SUBACK of the current connection
-        self._started = False
-        self.client = make_client(
+        self._workers_changed = threading.Condition()  # notified on every telemetry or status
+        self.session = MqttSession(
             settings,
-            f"splitmq-device-{device_id}",
-            will=WillMessage(self._status_topic, self._status_payload("offline")),
+            client_id=f"splitmq-device-{device_id}",
+            status=NodeStatus(self._status_topic, self._status_payload),
         )
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.session.route(self.result_topic, self._handle_result)
+        self.session.route(self.topics.telemetry_all(), self._handle_telemetry)
+        self.session.route(self.topics.status_all(), self._handle_status)
+        self.session.on_connected(self._on_connected)
+        self.session.on_disconnected(self._on_disconnected)
+        self.client = self.session.client
         self.client.on_publish = self._on_publish
-        self.client.on_subscribe = self._on_subscribe
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -226,17 +225,12 @@ class DeviceLink:
         """Connect (paho reconnects by itself afterwards). With `wait_s`, wait until the
         subscriptions are in place and the retained telemetry and status have arrived, or
         raise LinkError; without it, return at once (requests run locally until connected)."""
-        try:
-            start_client(self.client, wait_s=None)
-        except BrokerError as exc:
-            raise LinkError(str(exc)) from exc
-        self._started = True
+        self.session.start(wait_s=None)
         if wait_s is None:
             return self
         deadline = time.monotonic() + wait_s
-        if not (self._subscribed.wait(wait_s) and self._sync(deadline)):
-            self.client.loop_stop()
-            self._started = False
+        if not (self.session.wait_subscribed(wait_s) and self._sync(deadline)):
+            self.session.stop(timeout_s=0)
             raise LinkError(
                 f"device {self.device_id}: no connection to the broker at "
                 f"{self.client.host}:{self.client.port} within {wait_s:g} s"
@@ -258,18 +252,7 @@ class DeviceLink:
 
     def stop(self) -> None:
         """Say "offline" (retained), disconnect cleanly and fail whatever still waits."""
-        if not self._started:
-            return
-        self._started = False
-        if self.connected:
-            info = self.client.publish(
-                self._status_topic, self._status_payload("offline"), qos=1, retain=True
-            )
-            # If the connection drops meanwhile, the last will says "offline" instead.
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout=2.0)
-        stop_client(self.client)
-        self._connected.clear()
+        self.session.stop(timeout_s=2.0)
         self._fail_pending(Fallback.DISCONNECTED)
 
     def __enter__(self) -> DeviceLink:
@@ -280,10 +263,10 @@ class DeviceLink:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set() and self.client.is_connected()
+        return self.session.connected
 
     def wait_connected(self, timeout_s: float) -> bool:
-        return self._connected.wait(timeout_s)
+        return self.session.wait_connected(timeout_s)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -367,6 +350,20 @@ class DeviceLink:
                 if view.alive(now, self.telemetry_stale_s) and view.serves(model, split)
             )
 
+    def wait_for_workers(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until `condition()` holds; it is evaluated again whenever a worker's telemetry
+        or status arrives. False on timeout."""
+        with self._workers_changed:
+            return self._workers_changed.wait_for(condition, timeout_s)
+
+    def wait_for_worker(self, model: str, split: int | None, timeout_s: float) -> bool:
+        """Wait until a live worker serves `split` of `model` (None: any split of it)."""
+        return self.wait_for_workers(lambda: bool(self.alive_workers(model, split)), timeout_s)
+
+    def _workers_updated(self) -> None:
+        with self._workers_changed:
+            self._workers_changed.notify_all()
+
     def workers(self) -> dict[str, WorkerView]:
         """A snapshot of every worker seen (telemetry, its receive time, status)."""
         with self._lock:
@@ -377,52 +374,10 @@ class DeviceLink:
 
     # -- paho callbacks (network thread) --------------------------------------------------
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: Any,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            logger.warning("device %s: broker refused connection: %s", self.device_id, reason_code)
-            return
-        # Subscribing here restores the subscriptions after every reconnect.
-        client.subscribe(
-            [
-                (self.result_topic, 1),
-                (self.topics.telemetry_all(), 1),
-                (self.topics.status_all(), 1),
-            ]
-        )
-        client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
+    def _on_connected(self) -> None:
         self.counters.connects += 1
-        self._connected.set()
 
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        refused = [code for code in reason_codes if code.is_failure]
-        if refused:
-            logger.error("device %s: broker refused subscriptions: %s", self.device_id, refused)
-        self._subscribed.set()
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: Any,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self._connected.clear()
-        self._subscribed.clear()
+    def _on_disconnected(self) -> None:
         self.counters.disconnects += 1
         with self._lock:
             self._unacked.clear()  # their PUBACKs will not come on this connection
@@ -470,17 +425,8 @@ class DeviceLink:
             self.counters.refused += 1
             self._finish(request_id, Outcome(None, acked_at, f"refused:{code}"))
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        topic = message.topic
+    def _handle_result(self, message: mqtt.MQTTMessage) -> None:
         now = self.clock()
-        if topic == self.result_topic:
-            self._handle_result(message, now)
-        elif mqtt.topic_matches_sub(self.topics.telemetry_all(), topic):
-            self._handle_telemetry(message, now)
-        elif mqtt.topic_matches_sub(self.topics.status_all(), topic):
-            self._handle_status(message, now)
-
-    def _handle_result(self, message: mqtt.MQTTMessage, now: float) -> None:
         try:
             result = parse_result(message.payload)
         except SchemaError as exc:
@@ -508,7 +454,8 @@ class DeviceLink:
         with self._lock:
             return next((p for p in self._pending.values() if p.token == correlation), None)
 
-    def _handle_telemetry(self, message: mqtt.MQTTMessage, now: float) -> None:
+    def _handle_telemetry(self, message: mqtt.MQTTMessage) -> None:
+        now = self.clock()
         try:
             worker_id = self.topics.parse_telemetry(message.topic)
         except SchemaError:
@@ -530,11 +477,13 @@ class DeviceLink:
             view = self._workers.setdefault(worker_id, WorkerView(worker_id))
             view.telemetry = telemetry
             view.telemetry_at = received_at if telemetry is not None else None
+        self._workers_updated()
         self.observer.on_telemetry(worker_id, telemetry, now)
         if telemetry is None:
             self._fail_orphaned(now)
 
-    def _handle_status(self, message: mqtt.MQTTMessage, now: float) -> None:
+    def _handle_status(self, message: mqtt.MQTTMessage) -> None:
+        now = self.clock()
         if not message.payload:
             return
         try:
@@ -549,6 +498,7 @@ class DeviceLink:
         with self._lock:
             view = self._workers.setdefault(node_id, WorkerView(node_id))
             view.online = status.state == "online"
+        self._workers_updated()
         if status.state == "offline":
             self.observer.on_telemetry(node_id, None, now)
             self._fail_orphaned(now)
@@ -576,7 +526,7 @@ class DeviceLink:
             if not self.alive_workers(pending.model, pending.split, now):
                 self._finish(pending.request_id, Outcome(None, now, Fallback.WORKER_LOST))
 
-    def _status_payload(self, state: str) -> bytes:
+    def _status_payload(self, state: NodeState) -> bytes:
         return encode_message(
             StatusMessage(node_id=self.device_id, role="device", state=state, ts=time.time())
         )

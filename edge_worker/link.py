@@ -18,20 +18,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.client import BrokerSettings, WillMessage, make_client, start_client
+from broker.client import BrokerSettings
+from broker.session import MqttSession, NodeState, NodeStatus
 from edge_worker.batching import Queued
 from schemas.errors import TopicError
 from schemas.topics import Topics
 
 LOG = logging.getLogger(__name__)
-NodeState = Literal["online", "offline"]
 MAX_TOPIC_BYTES = 65535  # an MQTT UTF-8 string's length prefix is 16 bits
 
 
@@ -91,31 +89,26 @@ class WorkerLink:
     ) -> None:
         self.worker_id = worker_id
         self.topics = topics
+        self._sink = sink
+        self._on_unroutable = on_unroutable
+        self._unsubscribed = threading.Event()
+        self.session = MqttSession(
+            settings,
+            client_id=worker_id,
+            status=NodeStatus(topics.status(worker_id), status_payload),
+            manual_ack=True,
+            receive_maximum=receive_maximum,
+        )
         self._filters = [
             topics.request_shared(share_group, model, k)
             for model, splits in served.items()
             for k in splits
         ]
-        self._sink = sink
-        self._on_unroutable = on_unroutable
-        self._status_payload = status_payload
-        self._on_connected = on_connected
-        self._connection = 0
-        self._subscribed = threading.Event()
-        self._unsubscribed = threading.Event()
-        self._lock = threading.Lock()
-        self.client = make_client(
-            settings,
-            worker_id,
-            will=WillMessage(topics.status(worker_id), status_payload("offline")),
-            manual_ack=True,
-            receive_maximum=receive_maximum,
-        )
-        self.client.on_connect = self._handle_connect
-        self.client.on_disconnect = self._handle_disconnect
-        self.client.on_subscribe = self._handle_subscribe
+        for topic_filter in self._filters:
+            self.session.route(topic_filter, self._handle_request)
+        self.session.on_connected(on_connected)
+        self.client = self.session.client
         self.client.on_unsubscribe = lambda *args: self._unsubscribed.set()
-        self.client.on_message = self._handle_message
 
     @property
     def subscriptions(self) -> list[str]:
@@ -124,17 +117,16 @@ class WorkerLink:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, *, wait_s: float | None = 10.0) -> None:
-        """Connect (paho's thread reconnects by itself) and, with `wait_s`, wait for SUBACK."""
-        start_client(self.client, wait_s=wait_s)
-        if wait_s is not None and not self._subscribed.wait(wait_s):
-            LOG.warning("worker %s: no SUBACK within %.1f s", self.worker_id, wait_s)
+        """Connect (paho's thread reconnects by itself) and, with `wait_s`, wait for SUBACK or
+        raise `BrokerConnectError`."""
+        self.session.start(wait_s=wait_s)
 
     def wait_subscribed(self, timeout_s: float) -> bool:
-        return self._subscribed.wait(timeout_s)
+        return self.session.wait_subscribed(timeout_s)
 
     def unsubscribe(self, timeout_s: float = 2.0) -> None:
         """Leave the share groups, so the broker sends new requests to the other workers."""
-        if not self.client.is_connected():
+        if not self.session.connected:
             return
         self._unsubscribed.clear()
         self.client.unsubscribe(self._filters)
@@ -143,27 +135,14 @@ class WorkerLink:
 
     def stop(self, *, clear_telemetry: bool = True, timeout_s: float = 5.0) -> None:
         """Publish "offline" (and clear the retained telemetry), then disconnect cleanly."""
-        if self.client.is_connected():
-            infos = [
-                self._publish(
-                    self.topics.status(self.worker_id), self._status_payload("offline"), retain=True
-                )
-            ]
-            if clear_telemetry:
-                infos.append(self._publish(self.topics.telemetry(self.worker_id), b"", retain=True))
-            deadline = time.monotonic() + timeout_s
-            for info in infos:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-        self.client.disconnect()
-        self.client.loop_stop()
+        clear = [self.topics.telemetry(self.worker_id)] if clear_telemetry else []
+        self.session.stop(clear_retained=clear, timeout_s=timeout_s)
 
     # -- outgoing -----------------------------------------------------------------------------
 
     def ack(self, request: InboundRequest) -> None:
         """PUBACK a request, if the connection that delivered it is still the current one."""
-        with self._lock:
-            current = self._connection
-        if request.qos > 0 and request.connection == current:
+        if request.qos > 0 and request.connection == self.session.connection:
             self.client.ack(request.mid, request.qos)
 
     def reply(self, response_topic: str, correlation_data: bytes | None, payload: bytes) -> None:
@@ -171,72 +150,19 @@ class WorkerLink:
         properties = Properties(PacketTypes.PUBLISH)
         if correlation_data is not None:
             properties.CorrelationData = correlation_data
-        self.client.publish(response_topic, payload, qos=1, properties=properties)
+        self.session.publish(response_topic, payload, properties=properties)
 
     def publish_telemetry(self, payload: bytes) -> None:
-        self._publish(self.topics.telemetry(self.worker_id), payload, retain=True)
+        self.session.publish(self.topics.telemetry(self.worker_id), payload, retain=True)
 
-    def _publish(self, topic: str, payload: bytes, *, retain: bool) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=1, retain=retain)
+    # -- incoming (network thread: nothing slow here) ---------------------------------------
 
-    # -- paho callbacks (network thread: nothing slow here) -------------------------------------
-
-    def _handle_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            LOG.error("worker %s: broker refused the connection: %s", self.worker_id, reason)
-            return
-        with self._lock:
-            self._connection += 1
-        self._subscribed.clear()
-        # Subscribing here means a reconnect restores the subscriptions.
-        client.subscribe([(topic, 1) for topic in self._filters])
-        self._publish(
-            self.topics.status(self.worker_id), self._status_payload("online"), retain=True
-        )
-        self._on_connected()
-
-    def _handle_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            LOG.warning("worker %s: disconnected (%s); paho reconnects", self.worker_id, reason)
-
-    def _handle_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        refused = [
-            topic for topic, rc in zip(self._filters, reasons, strict=False) if rc.is_failure
-        ]
-        if refused:
-            LOG.error("worker %s: broker refused subscriptions %s", self.worker_id, refused)
-        self._subscribed.set()
-
-    def _handle_message(
-        self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
-    ) -> None:
+    def _handle_request(self, message: mqtt.MQTTMessage) -> None:
         received = time.monotonic()
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
-        with self._lock:
-            connection = self._connection
+        connection = self.session.connection
         try:
             key = self.topics.parse_request(message.topic)
         except TopicError as exc:

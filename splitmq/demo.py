@@ -239,13 +239,12 @@ def _wait_for_worker(nodes: list[DeviceNode], timeout_s: float) -> None:
     measure offloading, not the worker's start-up."""
     deadline = time.monotonic() + timeout_s
     for node in nodes:
-        while not node.link.alive_workers(node.model.name, None):
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"{node.config.device_id}: no worker serving {node.model.name} "
-                    f"appeared within {timeout_s:g} s"
-                )
-            time.sleep(0.05)
+        left = max(0.0, deadline - time.monotonic())
+        if not node.link.wait_for_worker(node.model.name, None, left):
+            raise DemoError(
+                f"{node.config.device_id}: no worker serving {node.model.name} "
+                f"appeared within {timeout_s:g} s"
+            )
 
 
 def _device_loop(

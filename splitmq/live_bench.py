@@ -250,11 +250,8 @@ def _shaper(
 
 
 def _wait_for_worker(node: DeviceNode) -> None:
-    deadline = time.monotonic() + WORKER_WAIT_S
-    while not node.link.alive_workers(node.model.name, None):
-        if time.monotonic() > deadline:
-            raise LiveBenchError(f"no worker serving {node.model.name} within {WORKER_WAIT_S} s")
-        time.sleep(0.05)
+    if not node.link.wait_for_worker(node.model.name, None, WORKER_WAIT_S):
+        raise LiveBenchError(f"no worker serving {node.model.name} within {WORKER_WAIT_S} s")
 
 
 # -- the simulated run --------------------------------------------------------------------------

@@ -66,6 +66,7 @@ from edge_worker.config import WorkerConfig
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from schemas.frame import ModelInfo, encode_frame
+from schemas.messages import TelemetryMessage
 from splitmq.errors import SplitmqError
 from splitmq.raw_pingpong import measure_raw_rtt
 
@@ -73,6 +74,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_ID = "bench-worker"
 ECHO_MODEL = "echo"
 ECHO_SPLIT = 1  # a (64,) float32 tensor: the smallest frame the echo model takes
+EXIT_CHECK_S = 0.5  # how often a wait for the worker checks that its process still runs
 
 
 class TransportBenchError(SplitmqError):
@@ -199,26 +201,29 @@ def _wait_for_worker(
     observer: DeviceLink, timeout_s: float, exited: Callable[[], int | None]
 ) -> None:
     deadline = time.monotonic() + timeout_s
-    while not observer.alive_workers(ECHO_MODEL, ECHO_SPLIT):
+    # In slices, so a worker process that dies while starting is reported at once.
+    while not observer.wait_for_worker(ECHO_MODEL, ECHO_SPLIT, EXIT_CHECK_S):
         code = exited()
         if code is not None:
             raise TransportBenchError(f"the echo worker process exited with code {code}")
         if time.monotonic() > deadline:
             raise TransportBenchError(f"the echo worker did not appear within {timeout_s:g} s")
-        time.sleep(0.05)
 
 
 def _final_telemetry(observer: DeviceLink, *, served_at_least: int) -> dict[str, Any]:
     """The worker's counters from its telemetry, once they count every answered request
     (telemetry follows changes within 0.1 s and comes every second; give up after 5 s)."""
-    deadline = time.monotonic() + 5.0
-    while True:
+
+    def latest() -> TelemetryMessage | None:
         view = observer.workers().get(WORKER_ID)
-        telemetry = view.telemetry if view is not None else None
-        done = telemetry is not None and telemetry.served >= served_at_least
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        return view.telemetry if view is not None else None
+
+    def counted_all() -> bool:
+        telemetry = latest()
+        return telemetry is not None and telemetry.served >= served_at_least
+
+    observer.wait_for_workers(counted_all, 5.0)
+    telemetry = latest()
     if telemetry is None:
         return {}
     return {

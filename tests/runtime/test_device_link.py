@@ -10,6 +10,7 @@ import pytest
 
 from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
+from broker.session import MqttSession
 from device_node.errors import LinkError, NotConnectedError
 from device_node.link import DeviceLink
 from device_node.records import Fallback
@@ -19,6 +20,7 @@ from edge_worker.worker import EdgeWorker
 from schemas.frame import encode_frame
 from schemas.messages import StatusMessage, parse_status
 from schemas.topics import Topics
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +67,6 @@ def frame(request_id: str) -> bytes:
         fingerprint=INFO.fingerprint,
         split=1,
     )
-
-
-def wait_until(condition: object, timeout_s: float = 10.0) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_request_result_and_uplink_samples(
@@ -140,12 +134,11 @@ def test_waiting_request_fails_when_the_connection_drops(
 ) -> None:
     # A subscriber that never answers: the broker routes the request to it and the device
     # waits, until the broker goes away.
-    listener = make_client(broker_settings, "silent-listener")
-    listener.on_connect = lambda c, u, f, r, p: c.subscribe(Topics().request("echo", 1), 1)
-    start_client(listener)
+    listener = MqttSession(broker_settings, client_id="silent-listener")
+    listener.route(Topics().request("echo", 1), lambda message: None)
+    listener.start(wait_s=5)  # returns once the broker confirmed the subscription
     try:
         with DeviceLink(broker_settings, "dev1") as link:
-            time.sleep(0.2)
             pending = link.publish_request(
                 frame("r4"), request_id="r4", model="echo", split=1, expiry_s=5
             )
@@ -153,7 +146,7 @@ def test_waiting_request_fails_when_the_connection_drops(
             outcome = pending.future.result(timeout=10)
         assert (outcome.message, outcome.failure) == (None, Fallback.DISCONNECTED)
     finally:
-        stop_client(listener)
+        listener.stop()
 
 
 def test_status_is_retained_online_and_offline_after_stop(

@@ -39,6 +39,7 @@ from schemas.messages import Prediction, ResultMessage, StatusMessage
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
 from splitting.registry import load_model
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -97,15 +98,6 @@ def make_device(
         telemetry_stale_s=telemetry_stale_s,
     )
     return build_device(config, model=model)
-
-
-def wait_until(condition: object, timeout_s: float = 20.0, what: str = "condition") -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def wait_for_worker(node: DeviceNode, split: int = MID_SPLIT) -> None:

@@ -14,7 +14,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
+from broker.client import BrokerSettings
+from broker.session import MqttSession
 from edge_worker.runner import EchoTailRunner, echo_model_info
 from schemas.frame import Frame, encode_frame
 from schemas.messages import Prediction, ResultMessage, parse_result
@@ -34,19 +35,16 @@ class Requester:
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition()
-        subscribed = threading.Event()
-        self.client = make_client(self.settings, self.device_id)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
-        self.client.on_message = self._on_message
-        start_client(self.client)
-        assert subscribed.wait(5)
+        self.session = MqttSession(self.settings, client_id=self.device_id)
+        self.session.route(self.topic, self._on_message)
+        self.client = self.session.client
+        self.session.start(wait_s=5)
 
     @property
     def topic(self) -> str:
         return TOPICS.result(self.device_id)
 
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         result = parse_result(msg.payload)
         with self._changed:
             self.correlations.append(bytes(msg.properties.CorrelationData))  # type: ignore[union-attr]
@@ -82,7 +80,7 @@ class Requester:
             return [self.results[rid] for rid in request_ids]
 
     def close(self) -> None:
-        stop_client(self.client)
+        self.session.stop()
 
 
 class SlowFirstRunner(EchoTailRunner):

@@ -1,0 +1,280 @@
+"""One node's MQTT session, shared by devices, workers and the monitoring clients.
+
+    session = MqttSession(settings, client_id="w1", status=NodeStatus(topic, payload_of))
+    session.route("splitmq/telemetry/+", on_telemetry)      # subscribed on every connect
+    session.on_connected(republish_retained)                # runs after every (re)connect
+    session.start(wait_s=10)                                # until SUBACK, or BrokerConnectError
+    ...
+    session.stop(clear_retained=[telemetry_topic])          # "offline", clears, disconnect
+
+What both runtimes need from a connection lives here once: the retained status with its
+"offline" last will, subscriptions restored on every reconnect, callbacks routed by topic
+filter, waits on events (never polling), and a stop bounded in time. Everything registered runs
+in paho's network thread and must not block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from broker.client import BrokerSettings, WillMessage, make_client
+from broker.errors import BrokerConnectError
+
+LOG = logging.getLogger(__name__)
+NodeState = Literal["online", "offline"]
+MessageHandler = Callable[[mqtt.MQTTMessage], None]
+DEFAULT_STOP_S = 5.0
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A node's retained availability topic and the payload of each state."""
+
+    topic: str
+    payload: Callable[[NodeState], bytes]
+
+
+@dataclass(frozen=True)
+class Route:
+    topic_filter: str
+    handler: MessageHandler
+    qos: int = 1
+
+
+class MqttSession:
+    """A paho client that keeps its status, subscriptions and routes across reconnects.
+
+    `client` stays reachable for what is particular to one side (manual PUBACKs, the publish
+    callback that times uplinks); the session owns on_connect, on_disconnect, on_subscribe and
+    on_message.
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        client_id: str,
+        status: NodeStatus | None = None,
+        manual_ack: bool = False,
+        receive_maximum: int | None = None,
+    ) -> None:
+        self.client_id = settings.client_id or client_id
+        self.status = status
+        self._routes: list[Route] = []
+        self._connect_hooks: list[Callable[[], None]] = []
+        self._disconnect_hooks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._connection = 0
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._started = False
+        self._suback_filters: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters
+        will = WillMessage(status.topic, status.payload("offline")) if status else None
+        self.client = make_client(
+            settings,
+            client_id,
+            will=will,
+            manual_ack=manual_ack,
+            receive_maximum=receive_maximum,
+        )
+        self.client.on_connect = self._handle_connect
+        self.client.on_disconnect = self._handle_disconnect
+        self.client.on_subscribe = self._handle_subscribe
+        self.client.on_message = self._handle_message
+
+    # -- registration -------------------------------------------------------------------------
+
+    def route(self, topic_filter: str, handler: MessageHandler, *, qos: int = 1) -> None:
+        """Deliver messages matching `topic_filter` to `handler`; subscribed on every connect
+        (and at once when already connected). The first matching route wins."""
+        with self._lock:
+            self._routes.append(Route(topic_filter, handler, qos))
+        if self.connected:
+            self._subscribe([(topic_filter, qos)])
+
+    def on_connected(self, hook: Callable[[], None]) -> None:
+        """Run `hook` after every accepted connection, once "online" is published."""
+        self._connect_hooks.append(hook)
+
+    def on_disconnected(self, hook: Callable[[], None]) -> None:
+        """Run `hook` whenever the connection is lost or closed."""
+        self._disconnect_hooks.append(hook)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        with self._lock:
+            return [route.topic_filter for route in self._routes]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, *, wait_s: float | None = 10.0) -> MqttSession:
+        """Start paho's network thread, which connects and reconnects by itself. With `wait_s`,
+        wait until the subscriptions are confirmed, or stop and raise `BrokerConnectError`;
+        without it, return at once (the caller works offline until connected)."""
+        self.client.loop_start()
+        self._started = True
+        if wait_s is None:
+            return self
+        if not self.wait_subscribed(wait_s):
+            self.client.loop_stop()
+            self._started = False
+            raise BrokerConnectError(
+                f"could not connect to the MQTT broker at {self.client.host}:{self.client.port} "
+                f"within {wait_s:g} s (is it running? are the credentials right?)"
+            )
+        return self
+
+    def stop(
+        self, *, clear_retained: Iterable[str] = (), timeout_s: float = DEFAULT_STOP_S
+    ) -> None:
+        """Publish "offline" and empty payloads on `clear_retained`, wait for their PUBACKs up to
+        `timeout_s`, then disconnect cleanly. If the connection is down, the last will speaks."""
+        if not self._started:
+            return
+        self._started = False
+        if self.connected:
+            infos = [self.publish(topic, b"", retain=True) for topic in clear_retained]
+            if self.status is not None:
+                infos.append(
+                    self.publish(self.status.topic, self.status.payload("offline"), retain=True)
+                )
+            deadline = time.monotonic() + timeout_s
+            for info in infos:
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set() and self.client.is_connected()
+
+    @property
+    def connection(self) -> int:
+        """How many connections were accepted so far; a mid means nothing on another one."""
+        with self._lock:
+            return self._connection
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def wait_subscribed(self, timeout_s: float) -> bool:
+        """Wait for the SUBACK of the current connection (immediately true without routes)."""
+        return self._subscribed.wait(timeout_s)
+
+    # -- outgoing -----------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    # -- paho callbacks (network thread) --------------------------------------------------------
+
+    def _handle_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            LOG.error("%s: broker refused the connection: %s", self.client_id, reason)
+            return
+        self._subscribed.clear()
+        with self._lock:
+            self._connection += 1
+            routes = list(self._routes)
+        # Subscribing here is what restores the subscriptions after every reconnect.
+        if routes:
+            self._subscribe([(route.topic_filter, route.qos) for route in routes])
+        else:
+            self._subscribed.set()
+        if self.status is not None:
+            self.publish(self.status.topic, self.status.payload("online"), retain=True)
+        self._connected.set()
+        for hook in self._connect_hooks:
+            _run_hook(hook)
+
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connected.clear()
+        self._subscribed.clear()
+        if reason.is_failure:
+            LOG.warning("%s: disconnected (%s); paho reconnects", self.client_id, reason)
+        for hook in self._disconnect_hooks:
+            _run_hook(hook)
+
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        with self._lock:
+            filters = self._suback_filters.pop(mid, [])
+        refused = [
+            topic_filter
+            for topic_filter, reason in zip(filters, reasons, strict=False)
+            if reason.is_failure
+        ]
+        if refused or (not filters and any(reason.is_failure for reason in reasons)):
+            LOG.error("%s: broker refused subscriptions %s", self.client_id, refused or reasons)
+        self._subscribed.set()
+
+    def _subscribe(self, filters: list[tuple[str, int]]) -> None:
+        result, mid = self.client.subscribe(filters)
+        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            with self._lock:
+                self._suback_filters[mid] = [topic_filter for topic_filter, _ in filters]
+
+    def _handle_message(
+        self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
+    ) -> None:
+        with self._lock:
+            routes = list(self._routes)
+        for route in routes:
+            if mqtt.topic_matches_sub(_unshared(route.topic_filter), message.topic):
+                route.handler(message)
+                return
+
+
+def _unshared(topic_filter: str) -> str:
+    """`$share/<group>/<filter>` delivers messages of `<filter>`."""
+    if topic_filter.startswith("$share/"):
+        return topic_filter.split("/", 2)[2]
+    return topic_filter
+
+
+def _run_hook(hook: Callable[[], None]) -> None:
+    # One failing hook must not keep the others (or paho's thread) from running.
+    try:
+        hook()
+    except Exception:
+        LOG.exception("connection hook %r failed", hook)
