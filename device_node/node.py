@@ -408,6 +408,8 @@ class DeviceNode:
             worker_id=worker,
             chosen_split=request.decision.k,
             reason=request.decision.reason,
+            predicted_ms=request.decision.expected_ms,
+            uplink_bps=request.decision.uplink_bps,
         )
 
     def _send_probe(self, now: float) -> None:

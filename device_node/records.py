@@ -84,6 +84,8 @@ class ResultRecord:
     worker_id: str | None = None
     chosen_split: int | None = None
     reason: str = ""
+    predicted_ms: float | None = None  # the chooser's estimate for the chosen split
+    uplink_bps: float | None = None  # the uplink rate the choice assumed
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

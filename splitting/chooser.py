@@ -31,6 +31,7 @@ class Decision:
     predicted_ms: dict[int, float] = field(default_factory=dict)
     codec: str | None = None  # None: the device's configured codec
     race: bool = False  # also run tail(k) on the device; the first result wins
+    uplink_bps: float | None = None  # the uplink rate the decision assumed (None: unmeasured)
 
     @property
     def expected_ms(self) -> float | None:

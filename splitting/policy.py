@@ -247,6 +247,7 @@ class DynamicSplit:
         if decision.k < self.device.n and self._races(decision, inputs):
             decision = replace(decision, race=True)
         self.last_rate_bps = inputs.link.rate_bps if inputs.link is not None else None
+        decision = replace(decision, uplink_bps=self.last_rate_bps)
         self._last = decision
         if self.feedback is not None and decision.k < self.device.n:
             self.feedback.on_offload(now, decision.predicted_ms.get(decision.k, math.inf))
