@@ -35,6 +35,10 @@ class BrokerStartError(BrokerError):
     """Mosquitto exited or did not accept connections in time; the message quotes its log."""
 
 
+class BrokerExitedError(BrokerError):
+    """A running mosquitto exited on its own; the message gives its status and log tail."""
+
+
 class BrokerConfigError(BrokerError, ConfigurationError):
     """A broker configuration template cannot be rendered (missing file or placeholder)."""
 

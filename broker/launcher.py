@@ -6,26 +6,37 @@
 The configuration template (broker/mosquitto.conf by default) is rendered into a temporary
 directory together with the broker's log; `stop()` / `restart()` keep the port, so tests can
 take the broker away under running clients and bring it back.
+
+Mosquitto dies with the process that started it, even one killed with SIGKILL: on Linux the
+child asks the kernel for SIGTERM when its parent goes (PR_SET_PDEATHSIG). Run as root, the
+child is started as the `mosquitto` user directly, because mosquitto's own privilege drop would
+clear that request. A SIGKILLed parent cannot remove its temporary directory, so the next
+launcher on the same host removes directories whose owner process is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
+import shutil
 import signal
 import socket
 import string
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
 from broker.auth import BrokerUser, write_auth_files
 from broker.errors import (
     BrokerConfigError,
+    BrokerExitedError,
     BrokerStartError,
     MosquittoNotFoundError,
 )
@@ -42,6 +53,13 @@ LOG_TAIL_LINES = 20
 # Mosquitto logs "mosquitto version X running" once its listeners are open.
 RUNNING_MARK = " running"
 UNLOGGED_GRACE_S = 0.5
+WORKDIR_PREFIX = "splitmq-broker-"
+# Written into each working directory: "<host name> <pid>" of the process that owns it.
+OWNER_FILE = "owner"
+# prctl(2) option: the signal this process gets when the thread that forked it exits.
+PR_SET_PDEATHSIG = 1
+# Accounts mosquitto switches to when started as root, in its own order of preference.
+BROKER_ACCOUNTS = ("mosquitto", "nobody")
 
 
 def find_mosquitto() -> str:
@@ -79,6 +97,19 @@ def render_config(template: Path, values: Mapping[str, str]) -> str:
         raise BrokerConfigError(f"broker config template {template} is malformed: {exc}") from exc
 
 
+def describe_exit(returncode: int | None) -> str:
+    """`Popen.returncode` in words: "exited with code 3", "was killed by SIGKILL"."""
+    if returncode is None:
+        return "exited"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
 def port_accepts(host: str, port: int, timeout_s: float = 0.2) -> bool:
     """True when a TCP connection to host:port succeeds."""
     try:
@@ -88,22 +119,86 @@ def port_accepts(host: str, port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
-def _readable_by_broker_user(workdir: Path, files: list[Path]) -> None:
-    """Run as root, mosquitto drops to the `mosquitto` user (or `nobody`) before it reads the
-    password and ACL files: hand them to that user and let it through the private workdir."""
+def broker_account() -> pwd.struct_passwd | None:
+    """The account mosquitto runs as when started by root; None when not root (or none exists)."""
     if os.geteuid() != 0:
-        return
-    for name in ("mosquitto", "nobody"):
+        return None
+    for name in BROKER_ACCOUNTS:
         try:
-            account = pwd.getpwnam(name)
-            break
+            return pwd.getpwnam(name)
         except KeyError:
             continue
-    else:
+    return None
+
+
+def _readable_by_broker_user(workdir: Path, files: list[Path]) -> None:
+    """Run as root, mosquitto runs as the `mosquitto` user (or `nobody`): hand it the password
+    and ACL files and let it through the private workdir to them and the rendered config."""
+    account = broker_account()
+    if account is None:
         return
     os.chmod(workdir, 0o711)  # traverse only: the directory listing stays private
-    for path in (files[0].parent, *files):
+    for path in (files[0].parent, *files) if files else ():
         os.chown(path, account.pw_uid, account.pw_gid)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function that makes the child get SIGTERM when this process dies (Linux).
+
+    The kernel sends it when the *thread* that forked the child exits, so it is only asked for
+    from the main thread (which lives as long as the process); from another thread, and on
+    other systems, the broker lives until stopped. The child checks that its parent is still
+    the one that forked it: if that died during the fork, no signal would ever come.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _owner_mark() -> str:
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphaned_workdirs(parent: Path | None = None) -> list[Path]:
+    """Remove launcher working directories whose owner process on this host is gone.
+
+    A launcher killed by SIGKILL leaves its directory behind (its broker died with it). Only
+    directories with an owner file naming this host and a pid that no longer exists are
+    removed; anything unreadable or foreign is left alone. Returns what was removed.
+    """
+    parent = Path(parent or tempfile.gettempdir())
+    removed: list[Path] = []
+    host = socket.gethostname()
+    for candidate in parent.glob(WORKDIR_PREFIX + "*"):
+        try:
+            owner_host, _, pid_text = (candidate / OWNER_FILE).read_text().strip().rpartition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if owner_host == host and pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
 
 
 class MosquittoBroker:
@@ -182,6 +277,19 @@ class MosquittoBroker:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def check_running(self) -> None:
+        """Raise `BrokerExitedError` (with mosquitto's status and log tail) if the broker this
+        instance started has exited on its own; nothing if it runs or was stopped."""
+        process = self._process
+        if process is None or process.poll() is None:
+            return
+        self._process = None
+        self._close_log()
+        raise BrokerExitedError(
+            f"mosquitto (pid {process.pid}) on {self.host}:{self._port} "
+            f"{describe_exit(process.returncode)}{self._log_tail()}"
+        )
+
     def log_text(self) -> str:
         """Everything the broker has logged so far (all runs of this instance)."""
         try:
@@ -197,11 +305,15 @@ class MosquittoBroker:
             return self
         binary = self._binary or find_mosquitto()
         if self._workdir is None:
-            self._workdir = tempfile.TemporaryDirectory(prefix="splitmq-broker-")
+            remove_orphaned_workdirs()
+            self._workdir = tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX)
+            (self.workdir / OWNER_FILE).write_text(_owner_mark() + "\n", encoding="utf-8")
+            auth: list[Path] = []
             if self._users:
                 files = write_auth_files(self.workdir / "auth", self._users, self._topic_prefix)
-                _readable_by_broker_user(self.workdir, [files.password_file, files.acl_file])
+                auth = [files.password_file, files.acl_file]
                 self._substitutions.update(files.substitutions())
+            _readable_by_broker_user(self.workdir, auth)
         attempts = 1 if self._requested_port is not None else 3
         for attempt in range(attempts):
             if self._port is None or (attempt > 0 and self._requested_port is None):
@@ -266,12 +378,18 @@ class MosquittoBroker:
         self._close_log()
         self._log_file = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._log_offset = os.fstat(self._log_file).st_size
+        account = broker_account()
         self._process = subprocess.Popen(
             [binary, "-c", str(self.config_path)],
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=self._log_file,
             cwd=self.workdir,
+            preexec_fn=_die_with_parent(),
+            # Root: switch before exec, so the death signal asked for after it stays set.
+            user=account.pw_uid if account else None,
+            group=account.pw_gid if account else None,
+            extra_groups=[] if account else None,
         )
         self._wait_until_ready(port)
 
@@ -290,7 +408,7 @@ class MosquittoBroker:
                 code = self._process.returncode if self._process else None
                 self._process = None
                 raise BrokerStartError(
-                    f"mosquitto exited with code {code} while starting on {self.host}:{port}"
+                    f"mosquitto {describe_exit(code)} while starting on {self.host}:{port}"
                     f"{self._log_tail()}"
                 )
             if accepted_since is None and port_accepts(self.host, port):

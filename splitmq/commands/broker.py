@@ -1,15 +1,23 @@
-"""`splitmq broker`: run the embedded Mosquitto in the foreground until Ctrl-C."""
+"""`splitmq broker`: run the embedded Mosquitto in the foreground until Ctrl-C.
+
+SIGINT, SIGTERM and SIGHUP stop mosquitto and remove the temporary directory (exit 0). If
+mosquitto exits on its own the command fails with its status and log tail (exit 3). If this
+process is killed outright, mosquitto gets SIGTERM from the kernel (broker.launcher).
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from broker.launcher import MosquittoBroker
-from splitmq.clikit import stop_on_signals
+
+POLL_S = 0.2
 
 
 def register(subparsers: Any) -> None:
@@ -26,21 +34,38 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _stop_on_signals() -> threading.Event:
+    """Set by SIGINT, SIGTERM or SIGHUP (a closed terminal), installed before mosquitto starts so
+    a signal during start-up still cleans up."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handle)
+    return stop
+
+
 def run(args: argparse.Namespace) -> int:
+    stop = _stop_on_signals()
     broker = MosquittoBroker(args.port, host=args.host, config_template=args.config)
-    broker.start()
-    print(f"broker running at {broker.url} (pid {broker.pid}); Ctrl-C stops it", flush=True)
     try:
-        _follow_log(broker)
+        broker.start()
+        print(
+            f"broker running at {broker.url} (pid {broker.pid}, files in {broker.workdir}); "
+            "Ctrl-C stops it",
+            flush=True,
+        )
+        _follow_log(broker, stop)
     finally:
         broker.close()
     print("broker stopped", flush=True)
     return 0
 
 
-def _follow_log(broker: MosquittoBroker) -> None:
-    """Echo the broker's log until a signal arrives or mosquitto exits."""
-    stop = stop_on_signals()
+def _follow_log(broker: MosquittoBroker, stop: threading.Event) -> None:
+    """Echo the broker's log until a signal arrives; raise if mosquitto exits by itself."""
     shown = 0
     while not stop.is_set():
         text = broker.log_text()
@@ -48,7 +73,5 @@ def _follow_log(broker: MosquittoBroker) -> None:
             sys.stdout.write(text[shown:])
             sys.stdout.flush()
             shown = len(text)
-        if not broker.is_running():
-            print("mosquitto exited", file=sys.stderr)
-            return
-        time.sleep(0.2)
+        broker.check_running()
+        stop.wait(POLL_S)
