@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -172,6 +173,20 @@ class MqttSession:
     def wait_subscribed(self, timeout_s: float) -> bool:
         """Wait for the SUBACK of the current connection (immediately true without routes)."""
         return self._subscribed.wait(timeout_s)
+
+    def sync(self, topic: str, timeout_s: float) -> bool:
+        """A QoS 1 round trip on `topic` (an empty, 1-s-expiry publish). The broker sends a new
+        subscription's retained messages before it answers anything later on the connection,
+        and paho handles packets in order, so once this PUBACK is in, they have been handled.
+        A refused publish is acknowledged too, so any topic works."""
+        props = Properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = 1
+        info = self.publish(topic, b"", properties=props)
+        try:
+            info.wait_for_publish(timeout=max(0.0, timeout_s))
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
 
     # -- outgoing -----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from broker.config_file import read_yaml_mapping, validate_config
 from device_node.errors import ConfigError
 from device_node.sources import SourceConfig
 from schemas.codecs import CODECS, IMAGE_CODECS, INPUT_CODECS
+from schemas.discovery import HomeAssistantSettings
 from schemas.topics import Topics
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -120,6 +121,15 @@ class DeviceConfig(BaseModel):
         "(default: 3 telemetry intervals + 1 s)",
     )
     torch_threads: int | None = Field(default=None, ge=1, description="torch threads on device")
+    state_interval_s: float = Field(
+        default=2.0,
+        ge=0.1,
+        le=3600,
+        description="publish the retained state (counts, last result) at most this often",
+    )
+    homeassistant: HomeAssistantSettings = Field(
+        default_factory=HomeAssistantSettings, description="Home Assistant MQTT discovery"
+    )
 
     @field_validator("codec")
     @classmethod

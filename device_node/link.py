@@ -229,26 +229,18 @@ class DeviceLink:
         if wait_s is None:
             return self
         deadline = time.monotonic() + wait_s
-        if not (self.session.wait_subscribed(wait_s) and self._sync(deadline)):
+        # After the SUBACK, one round trip: the workers' retained state has then arrived.
+        probe = self.topics.probe(self.device_id)
+        synced = self.session.wait_subscribed(wait_s) and self.session.sync(
+            probe, deadline - time.monotonic()
+        )
+        if not synced:
             self.session.stop(timeout_s=0)
             raise LinkError(
                 f"device {self.device_id}: no connection to the broker at "
                 f"{self.client.host}:{self.client.port} within {wait_s:g} s"
             )
         return self
-
-    def _sync(self, deadline: float) -> bool:
-        """A QoS 1 round trip after the SUBACK: the broker sends a new subscription's retained
-        messages before it answers anything later on the same connection, and paho handles
-        packets in order, so once this PUBACK is in, the workers' state is known."""
-        props = Properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = 1
-        info = self.client.publish(self.topics.probe(self.device_id), b"", qos=1, properties=props)
-        try:
-            info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
-        except (RuntimeError, ValueError):
-            return False
-        return info.is_published()
 
     def stop(self) -> None:
         """Say "offline" (retained), disconnect cleanly and fail whatever still waits."""
@@ -304,6 +296,11 @@ class DeviceLink:
             )
         self._register_publish(info.mid, len(frame), now, request_id)
         return pending
+
+    def publish_state(self, payload: bytes) -> None:
+        """Retain this device's state message (dropped while offline: the next one follows)."""
+        if self.connected:
+            self.session.publish(self.topics.device_state(self.device_id), payload, retain=True)
 
     def cancel(self, request_id: str) -> None:
         """Stop waiting for a request: a result that still comes is dropped as late."""

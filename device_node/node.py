@@ -26,6 +26,8 @@ from functools import partial
 import numpy as np
 import torch
 
+from broker.homeassistant import announce_node
+from device_node.activity import DeviceActivity
 from device_node.config import DeviceConfig
 from device_node.errors import NotConnectedError
 from device_node.link import DeviceLink, Outcome, PendingRequest
@@ -36,6 +38,7 @@ from schemas.codecs import INPUT_CODECS
 from schemas.errors import SchemaError
 from schemas.frame import encode_frame
 from schemas.messages import ResultMessage
+from splitmq import __version__
 from splitting.partition import SplitModel
 from splitting.policy import Decision, SplitPolicy
 
@@ -106,6 +109,24 @@ class DeviceNode:
         )
         self._sequence = itertools.count(1)
         self._session = uuid.uuid4().hex[:8]
+        self.activity = DeviceActivity(
+            config.device_id,
+            model.name,
+            publish=self.link.publish_state,
+            interval_s=config.state_interval_s,
+        )
+        # Dashboards see the device's state as soon as it connects, and again after a restart
+        # of a broker that kept nothing.
+        self.link.session.on_connected(self.activity.publish_now)
+        self.announcer = announce_node(
+            self.link.session,
+            config.homeassistant,
+            role="device",
+            node_id=config.device_id,
+            topics=config.topics,
+            model=model.name,
+            sw_version=__version__,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -124,6 +145,10 @@ class DeviceNode:
             self.model.forward(self.model.preprocess(blank))
 
     def stop(self) -> None:
+        if self.announcer is not None:
+            self.announcer.cancel()
+        self.activity.close()
+        self.activity.publish_now()
         self.link.stop()
 
     def __enter__(self) -> DeviceNode:
@@ -393,7 +418,7 @@ class DeviceNode:
         total_ms = (finished - request.started) * 1000.0
         parts = replace(parts, other_ms=max(0.0, total_ms - parts.accounted_ms()))
         self.policy.on_result(k, offloaded, total_ms, finished)
-        return ResultRecord(
+        record = ResultRecord(
             request_id=request.request_id,
             device_id=self.config.device_id,
             image=request.image,
@@ -411,6 +436,8 @@ class DeviceNode:
             predicted_ms=request.decision.expected_ms,
             uplink_bps=request.decision.uplink_bps,
         )
+        self.activity.record(record)
+        return record
 
     def _send_probe(self, now: float) -> None:
         nbytes = self.policy.probe_bytes(now)

@@ -23,6 +23,7 @@ from broker.client import BrokerSettings
 from broker.config_file import read_yaml_mapping, validate_config
 from edge_worker.errors import ConfigError
 from schemas.codecs import CODECS
+from schemas.discovery import HomeAssistantSettings
 from schemas.frame import FrameLimits
 from schemas.topics import Topics, check_segment
 
@@ -153,6 +154,9 @@ class WorkerConfig(BaseModel):
     )
     frame_limits: FrameLimitsConfig = Field(default_factory=FrameLimitsConfig)
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
+    homeassistant: HomeAssistantSettings = Field(
+        default_factory=HomeAssistantSettings, description="Home Assistant MQTT discovery"
+    )
 
     @field_validator("worker_id")
     @classmethod

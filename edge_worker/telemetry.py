@@ -35,6 +35,7 @@ class StatsSnapshot:
     rejected: int
     expired: int
     errors: int
+    throughput_rps: float = 0.0
 
 
 class WorkerStats:
@@ -50,10 +51,13 @@ class WorkerStats:
         self._in_flight = 0
         self._busy_since: float | None = None
         self._busy: deque[tuple[float, float]] = deque()  # finished busy periods (start, end)
+        self._served: deque[tuple[float, int]] = deque()  # (time, requests served then)
 
     def count(self, outcome: Outcome, n: int = 1) -> None:
         with self._lock:
             self._counts[outcome] += n
+            if outcome == "served":
+                self._served.append((self._clock(), n))
 
     def batch_started(self, size: int) -> None:
         with self._lock:
@@ -86,6 +90,7 @@ class WorkerStats:
                 utilization=self._utilization(now),
                 service_ms={model: dict(splits) for model, splits in self._service_ms.items()},
                 **self._counts,
+                throughput_rps=sum(n for _, n in self._served) / self._window_s,
             )
 
     def _utilization(self, now: float) -> float:
@@ -99,6 +104,8 @@ class WorkerStats:
     def _prune(self, now: float) -> None:
         while self._busy and self._busy[0][1] < now - self._window_s:
             self._busy.popleft()
+        while self._served and self._served[0][0] < now - self._window_s:
+            self._served.popleft()
 
 
 class TelemetryReporter:
@@ -169,6 +176,7 @@ class TelemetryReporter:
             rejected=stats.rejected,
             expired=stats.expired,
             errors=stats.errors,
+            throughput_rps=stats.throughput_rps,
         )
 
     def publish_now(self) -> TelemetryMessage:

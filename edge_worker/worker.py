@@ -20,6 +20,7 @@ from typing import Literal
 
 import torch
 
+from broker.homeassistant import announce_node
 from edge_worker.batching import RequestQueue
 from edge_worker.config import WorkerConfig
 from edge_worker.errors import ComputeError, RequestError
@@ -36,6 +37,7 @@ from schemas.messages import (
     StatusMessage,
     encode_message,
 )
+from splitmq import __version__
 
 LOG = logging.getLogger(__name__)
 FailureStatus = Literal["error", "expired", "rejected"]
@@ -99,6 +101,15 @@ class EdgeWorker:
             queue_depth=lambda: len(self.queue),
             publish=self.link.publish_telemetry,
         )
+        self.announcer = announce_node(
+            self.link.session,
+            config.homeassistant,
+            role="worker",
+            node_id=config.worker_id,
+            topics=config.topics,
+            model=", ".join(self.runner.served()),
+            sw_version=__version__,
+        )
         self._compute_thread: threading.Thread | None = None
         self._stopped = threading.Event()
 
@@ -133,6 +144,8 @@ class EdgeWorker:
         self._compute_thread.join()
         self._compute_thread = None
         self.telemetry.stop()
+        if self.announcer is not None:
+            self.announcer.cancel()
         self.link.stop(clear_telemetry=True)
         self._stopped.set()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.messages import ResultMessage, StatusMessage, TelemetryMessage
+from schemas.messages import DeviceStateMessage, ResultMessage, StatusMessage, TelemetryMessage
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -21,6 +21,7 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "result": ResultMessage,
     "telemetry": TelemetryMessage,
     "status": StatusMessage,
+    "state": DeviceStateMessage,
 }
 
 

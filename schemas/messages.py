@@ -1,4 +1,4 @@
-"""JSON messages of splitmq: results, telemetry and availability.
+"""JSON messages of splitmq: results, telemetry, availability and device state.
 
 Every message is a frozen pydantic model that forbids unknown fields and NaN/Inf. Parsing is
 strict (no "3" for 3); `encode_message` and `parse_*` are the only ways bytes are made or
@@ -30,6 +30,17 @@ MAX_MILLIS = 1e7
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Millis = Annotated[float, Field(ge=0, le=MAX_MILLIS)]
 SplitIndex = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+# Names and labels that monitoring keeps per node: bounded, so a hostile message cannot grow
+# a watcher's memory without limit.
+MAX_NAME = 256
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+MAX_RATE_BPS = 1e12  # 1 Tbit/s: far above any uplink
+# Upper bounds (ms) of the cumulative latency histogram a device publishes, Prometheus-style;
+# the last bucket (+Inf) is implied by `count`.
+LATENCY_BUCKETS_MS = (10, 25, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
+RECENT_REQUESTS = 20
+MAX_FALLBACK_REASONS = 32
 
 
 class _Message(BaseModel):
@@ -153,6 +164,9 @@ class TelemetryMessage(_Message):
     rejected: Count
     expired: Count
     errors: Count
+    throughput_rps: float = Field(
+        0.0, ge=0, le=MAX_COUNT, description="requests served per second, recently"
+    )
 
 
 class StatusMessage(_Message):
@@ -165,13 +179,80 @@ class StatusMessage(_Message):
     ts: float = Field(ge=0, description="unix seconds")
 
 
-Message = ResultMessage | TelemetryMessage | StatusMessage
-_M = TypeVar("_M", ResultMessage, TelemetryMessage, StatusMessage)
+class LastResult(_Message):
+    """A device's most recent request."""
+
+    label: str = Field(max_length=MAX_NAME)
+    index: Count
+    score: Ratio
+    split: SplitIndex
+    offloaded: bool
+    fallback: Name | None = None
+    total_ms: Millis
+    predicted_ms: Millis | None = None
+    worker_id: Name | None = None
+
+
+class RecentRequest(_Message):
+    """One of a device's last requests: where it ran and how long it took."""
+
+    split: SplitIndex
+    offloaded: bool
+    fallback: Name | None = None
+    total_ms: Millis
+    predicted_ms: Millis | None = None
+
+
+class LatencyHistogram(_Message):
+    """Cumulative end-to-end latency counts: `counts[i]` requests took <= `le_ms[i]`."""
+
+    le_ms: list[float] = Field(max_length=len(LATENCY_BUCKETS_MS))
+    counts: list[Count] = Field(max_length=len(LATENCY_BUCKETS_MS))
+    count: Count
+    sum_ms: float = Field(ge=0, le=MAX_COUNT)
+
+    @model_validator(mode="after")
+    def _cumulative(self) -> LatencyHistogram:
+        if len(self.counts) != len(self.le_ms):
+            raise ValueError("counts and le_ms differ in length")
+        if self.le_ms != sorted(self.le_ms) or self.counts != sorted(self.counts):
+            raise ValueError("buckets must ascend and counts must be cumulative")
+        if self.counts and self.counts[-1] > self.count:
+            raise ValueError("a bucket holds more than count")
+        return self
+
+
+class DeviceStateMessage(_Message):
+    """A device's recent activity, retained on `<prefix>/state/<device_id>` and published at
+    most every few seconds (not per request): what dashboards and Home Assistant show."""
+
+    v: Literal[1] = 1
+    device_id: Name
+    ts: float = Field(ge=0, description="unix seconds when the state was taken")
+    seq: Count = Field(description="increases by one per message of this device")
+    model: Name
+    requests: Count
+    offloaded: Count
+    fallbacks: Count = Field(description="requests meant for a worker that ran here instead")
+    fallback_reasons: dict[Name, Count] = Field(max_length=MAX_FALLBACK_REASONS)
+    bytes_sent: Count = Field(description="request bytes published since start")
+    offload_ratio: Ratio = Field(description="share of requests a worker answered")
+    uplink_bps: float | None = Field(
+        None, ge=0, le=MAX_RATE_BPS, description="the chooser's latest uplink estimate"
+    )
+    last: LastResult | None = None
+    recent: list[RecentRequest] = Field(max_length=RECENT_REQUESTS)
+    latency: LatencyHistogram
+
+
+Message = ResultMessage | TelemetryMessage | StatusMessage | DeviceStateMessage
+_M = TypeVar("_M", ResultMessage, TelemetryMessage, StatusMessage, DeviceStateMessage)
+_MESSAGE_TYPES = (ResultMessage, TelemetryMessage, StatusMessage, DeviceStateMessage)
 
 
 def encode_message(message: Message) -> bytes:
     """The message as compact UTF-8 JSON."""
-    if not isinstance(message, (ResultMessage, TelemetryMessage, StatusMessage)):
+    if not isinstance(message, _MESSAGE_TYPES):
         raise MessageError(f"not a splitmq message: {type(message).__name__}")
     return message.model_dump_json().encode("utf-8")
 
@@ -190,6 +271,11 @@ def parse_telemetry(data: bytes | bytearray | str) -> TelemetryMessage:
 def parse_status(data: bytes | bytearray | str) -> StatusMessage:
     """Parse an availability message; raises `MessageError`."""
     return _parse(StatusMessage, data)
+
+
+def parse_device_state(data: bytes | bytearray | str) -> DeviceStateMessage:
+    """Parse a device's state; raises `MessageError` (empty retained payload: cleared)."""
+    return _parse(DeviceStateMessage, data)
 
 
 def _parse(model: type[_M], data: bytes | bytearray | str) -> _M:

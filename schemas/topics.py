@@ -6,6 +6,7 @@
 | `<prefix>/result/<device_id>`    | JSON ResultMessage    | 1   | no       | worker    |
 | `<prefix>/telemetry/<worker_id>` | JSON TelemetryMessage | 1   | yes      | worker    |
 | `<prefix>/status/<node_id>`      | JSON StatusMessage    | 1   | yes      | both      |
+| `<prefix>/state/<device_id>`     | JSON DeviceStateMsg   | 1   | yes      | device    |
 | `<prefix>/probe/<device_id>`     | filler bytes          | 1   | no       | device    |
 
 Workers subscribe to requests through `$share/<group>/<prefix>/req/<model>/<k>` so several
@@ -93,6 +94,14 @@ class Topics:
         """Filter for every node's availability: `<prefix>/status/+`."""
         return self._join("status", "+")
 
+    def device_state(self, device_id: str) -> str:
+        """A device's retained recent activity (rate-limited): `<prefix>/state/<device_id>`."""
+        return self._join("state", check_segment(device_id, "device id"))
+
+    def device_state_all(self) -> str:
+        """Filter for every device's state: `<prefix>/state/+`."""
+        return self._join("state", "+")
+
     def probe(self, device_id: str) -> str:
         """Uplink probes (bandwidth measurement, nobody subscribes): `<prefix>/probe/<id>`."""
         return self._join("probe", check_segment(device_id, "device id"))
@@ -117,6 +126,10 @@ class Topics:
     def parse_status(self, topic: str) -> str:
         """`<prefix>/status/<node_id>` -> node_id."""
         return check_segment(self._levels_after(topic, "status", 1)[0], "node id")
+
+    def parse_device_state(self, topic: str) -> str:
+        """`<prefix>/state/<device_id>` -> device_id."""
+        return check_segment(self._levels_after(topic, "state", 1)[0], "device id")
 
     # Helpers --------------------------------------------------------------------------------
 

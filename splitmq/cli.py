@@ -21,6 +21,9 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("worker", "run an edge worker (subscribes per split, runs tails, replies)"),
     ("device", "run a device node (same as `device-node`)"),
     ("demo", "run a broker, an edge worker and N device nodes; print a live table and a summary"),
+    ("monitor", "live view of workers, devices and the broker's $SYS figures"),
+    ("exporter", "serve Prometheus metrics of workers, devices and the broker"),
+    ("homeassistant", "withdraw decommissioned nodes from Home Assistant"),
 )
 
 

@@ -230,6 +230,7 @@ def test_generate_writes_and_checks(tmp_path: Path) -> None:
     assert main(["--dir", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "result.schema.json",
+        "state.schema.json",
         "status.schema.json",
         "telemetry.schema.json",
     ]
@@ -248,7 +249,7 @@ def test_generate_runs_as_a_module(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert len(list(tmp_path.glob("*.schema.json"))) == 3
+    assert len(list(tmp_path.glob("*.schema.json"))) == 4
 
 
 def test_valid_messages_satisfy_their_schemas() -> None:

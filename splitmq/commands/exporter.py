@@ -1,0 +1,67 @@
+"""`splitmq exporter --listen HOST:PORT`: Prometheus metrics of the fleet over HTTP.
+
+The metrics are collected at each scrape from what the exporter's MQTT session has seen (worker
+telemetry, device state, status, the broker's $SYS figures); see README "Monitoring".
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from splitmq.clikit import stop_on_signals
+from splitmq.errors import ConfigurationError
+from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
+from splitmq.monitoring.exporter import FleetCollector
+from splitmq.monitoring.fleet import FleetWatcher
+
+DEFAULT_LISTEN = "127.0.0.1:9810"
+
+
+class ListenAddressError(ConfigurationError):
+    """--listen is not HOST:PORT."""
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "exporter",
+        help="serve Prometheus metrics of workers, devices and the broker",
+        description="A Prometheus exporter: subscribes to the fleet's telemetry, state and "
+        "status topics and the broker's $SYS figures, and serves them on /metrics.",
+    )
+    add_watch_arguments(parser)
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"where to serve /metrics (default {DEFAULT_LISTEN}; 0.0.0.0:PORT for all)",
+    )
+    parser.set_defaults(func=run)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ListenAddressError(
+            f"--listen must be HOST:PORT with a port in 1..65535, got {text!r}"
+        )
+    return host.strip("[]"), int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    host, port = listen_address(args.listen)
+    settings, topics = watch_settings(args)
+    stop = stop_on_signals()
+    with FleetWatcher(settings, topics=topics) as watcher:
+        registry = CollectorRegistry()
+        registry.register(FleetCollector(watcher))
+        server, thread = start_http_server(port, addr=host, registry=registry)
+        print(f"exporter serving http://{host}:{port}/metrics from {settings.url}", flush=True)
+        try:
+            stop.wait()
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
+    return 0

@@ -1,0 +1,1 @@
+"""Watching a running fleet: the fleet view, the terminal monitor and the Prometheus exporter."""

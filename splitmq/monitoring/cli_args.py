@@ -1,0 +1,37 @@
+"""The broker options the monitoring commands share (the same flags as `worker` and `device`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from broker.client import BrokerSettings
+from broker.config_file import validate_config
+from broker.errors import BrokerSettingsError
+from schemas.topics import Topics
+
+
+def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="MQTT broker host (default loopback)")
+    parser.add_argument("--port", type=int, default=1883, help="MQTT broker port (default 1883)")
+    parser.add_argument("--username", help="broker login, if the broker wants one")
+    parser.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="environment variable holding the password of --username (kept out of `ps`)",
+    )
+    parser.add_argument("--topic-prefix", default="splitmq", help="first level(s) of every topic")
+
+
+def watch_settings(args: argparse.Namespace) -> tuple[BrokerSettings, Topics]:
+    """Broker settings and topics from the flags; invalid values raise a configuration error."""
+    password = os.environ.get(args.password_env) if args.password_env else None
+    data = {"host": args.host, "port": args.port, "username": args.username, "password": password}
+    settings = validate_config(
+        BrokerSettings,
+        {key: value for key, value in data.items() if value is not None},
+        what="broker options",
+        source="command line",
+        error=BrokerSettingsError,
+    )
+    return settings, Topics(args.topic_prefix)
