@@ -58,11 +58,14 @@ DEFAULT_MAX_QUEUED = 0
 class TLSSettings(BaseModel):
     """TLS towards the broker. Files are PEM paths; `insecure` skips hostname verification."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict like every configuration model (broker.config_file): `insecure: 1` is refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    ca_certs: Path | None = Field(None, description="CA bundle that signed the broker's cert")
-    certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
-    keyfile: Path | None = Field(None, description="private key of `certfile`")
+    ca_certs: Path | None = Field(
+        None, strict=False, description="CA bundle that signed the broker's cert"
+    )
+    certfile: Path | None = Field(None, strict=False, description="client certificate (mutual TLS)")
+    keyfile: Path | None = Field(None, strict=False, description="private key of `certfile`")
     insecure: bool = Field(False, description="do not verify the broker's host name (testing)")
 
     @model_validator(mode="after")
@@ -75,12 +78,13 @@ class TLSSettings(BaseModel):
 class BrokerSettings(BaseModel):
     """Where and how to connect to the MQTT broker."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict like every configuration model (broker.config_file): `port: true` is not port 1.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     host: str = Field("127.0.0.1", min_length=1, description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker TCP port")
     username: str | None = Field(None, min_length=1, description="login, if the broker wants one")
-    password: SecretStr | None = Field(None, description="password of `username`")
+    password: SecretStr | None = Field(None, strict=False, description="password of `username`")
     tls: TLSSettings | None = Field(None, description="TLS settings; None = plain TCP")
     keepalive: int = Field(30, ge=5, le=65535, description="MQTT keepalive in seconds")
     client_id: str | None = Field(

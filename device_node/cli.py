@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from splitmq.clikit import add_verbosity, configure_logging, guarded, stop_on_signals
+from splitmq.clikit import (
+    add_verbosity,
+    configure_logging,
+    guarded,
+    port_number,
+    stop_on_signals,
+)
 
 if TYPE_CHECKING:
     from device_node.config import DeviceConfig
@@ -24,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="device YAML file")
     parser.add_argument("--device-id", help="override device_id")
     parser.add_argument("--host", help="override broker.host")
-    parser.add_argument("--port", type=int, help="override broker.port")
+    parser.add_argument("--port", type=port_number, help="override broker.port")
     parser.add_argument("--requests", type=int, help="stop after N requests")
     parser.add_argument("--rate", dest="rate_hz", type=float, help="requests per second")
     parser.add_argument("--split", type=int, help="use a fixed split k")
@@ -51,7 +57,8 @@ def config_from_args(args: argparse.Namespace) -> DeviceConfig:
     }
     if args.host is not None or args.port is not None:
         broker = config.broker.model_dump()
-        broker.update({k: v for k, v in (("host", args.host), ("port", args.port)) if v})
+        given = (("host", args.host), ("port", args.port))
+        broker.update({k: v for k, v in given if v is not None})
         data["broker"] = broker
     if args.split is not None or args.policy is not None:
         policy = config.policy.model_dump()

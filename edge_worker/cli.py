@@ -12,17 +12,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_worker.config import WorkerConfig, load_worker_config, with_overrides
-from splitmq.clikit import add_verbosity, configure_logging, guarded, stop_on_signals
+from splitmq.clikit import (
+    add_verbosity,
+    configure_logging,
+    guarded,
+    port_number,
+    stop_on_signals,
+)
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The worker's options; flags override the values of --config."""
     parser.add_argument("--config", help="worker YAML file (see configs/worker.example.yaml)")
     parser.add_argument("--host", help="MQTT broker host")
-    parser.add_argument("--port", type=int, help="MQTT broker port")
+    parser.add_argument("--port", type=port_number, help="MQTT broker port")
     # The old spellings, kept working but out of --help.
     parser.add_argument("--broker-host", dest="host", help=argparse.SUPPRESS)
-    parser.add_argument("--broker-port", dest="port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--broker-port", dest="port", type=port_number, help=argparse.SUPPRESS)
     parser.add_argument("--worker-id", help="unique worker name (telemetry and status topics)")
     parser.add_argument("--topic-prefix", help="first level(s) of every topic")
     parser.add_argument(

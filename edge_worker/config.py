@@ -1,7 +1,8 @@
 """Worker configuration: YAML validated into typed objects that reject unknown keys.
 
 `load_worker_config` reports a bad file with its path and every bad key as a dotted path
-(`models.0.splits: ...`). `configs/worker.example.yaml` shows every key.
+(`models.0.splits: ...`). `configs/worker.example.yaml` shows every key. The models are strict
+(broker.config_file.STRICT_MODEL): `max_batch: true` is refused, not read as 1.
 
 Batching and bit-exactness: a batched CPU convolution or matmul may sum in a different order than
 batch 1 and round differently in the last bits. `max_batch: 1` makes every tail run alone, so its
@@ -17,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from broker.client import BrokerSettings
-from broker.config_file import read_yaml_mapping, validate_config
+from broker.config_file import STRICT_MODEL, read_yaml_mapping, validate_config
 from edge_worker.errors import ConfigError
 from schemas.codecs import CODECS
 from schemas.discovery import HomeAssistantSettings
@@ -41,7 +42,7 @@ def default_worker_id() -> str:
 class ModelEntry(BaseModel):
     """One model this worker serves, and at which splits."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT_MODEL
 
     name: str = Field(DEFAULT_MODEL, description="registered model name (splitting.registry)")
     weights: str | None = Field(
@@ -87,7 +88,7 @@ class ModelEntry(BaseModel):
 class FrameLimitsConfig(BaseModel):
     """What the worker's frame decoder accepts at most (schemas.frame.FrameLimits)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT_MODEL
 
     max_frame_bytes: int = Field(FrameLimits.max_frame_bytes, gt=0)
     max_header_bytes: int = Field(FrameLimits.max_header_bytes, gt=0)
@@ -101,7 +102,7 @@ class FrameLimitsConfig(BaseModel):
 class WorkerConfig(BaseModel):
     """One edge worker: broker, identity, models, device, batching, queue and telemetry."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT_MODEL
 
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     worker_id: str = Field(

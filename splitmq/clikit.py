@@ -15,6 +15,21 @@ from types import FrameType
 
 from splitmq.errors import EXIT_INTERRUPTED, SplitmqError
 
+MAX_PORT = 65535
+
+
+def port_number(text: str) -> int:
+    """argparse `type=` for a TCP port: 1..65535, so `--port 0` is refused, not ignored."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a TCP port in 1..{MAX_PORT}, got {text!r}"
+        ) from None
+    if not 1 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be a TCP port in 1..{MAX_PORT}, got {port}")
+    return port
+
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
     """`-v` (repeatable) logs more, `-q` prints less: warnings-only logs become errors-only, and a

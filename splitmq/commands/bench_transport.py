@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from splitmq.clikit import port_number
+
 RTT_TARGET_P50_MS = 1.0
 RTT_TARGET_P99_MS = 5.0
 
@@ -20,7 +22,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--burst", type=int, default=5000, help="requests in the burst")
     parser.add_argument("--devices", type=int, default=10, help="devices in the burst")
     parser.add_argument("--host", help="use this broker instead of an embedded one")
-    parser.add_argument("--port", type=int, default=1883, help="port of --host")
+    parser.add_argument("--port", type=port_number, default=1883, help="port of --host")
     parser.set_defaults(func=run)
 
 

@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 from broker.launcher import MosquittoBroker
+from splitmq.clikit import port_number
 
 POLL_S = 0.2
 
@@ -24,7 +25,9 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "broker", help="run the embedded Mosquitto broker with the project's config"
     )
-    parser.add_argument("--port", type=int, help="TCP port (default: a free one; never 1883)")
+    parser.add_argument(
+        "--port", type=port_number, help="TCP port (default: a free one; never 1883)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument(
         "--config",

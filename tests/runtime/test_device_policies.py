@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from pydantic import ValidationError
 
 from device_node.config import PolicyConfig
 from device_node.errors import PolicyError
@@ -87,10 +88,11 @@ def test_bad_policies_are_policy_errors() -> None:
         build_policy(PolicyConfig(kind="fixed", split=3), context)
     with pytest.raises(PolicyError, match="unknown policy kind 'oracle'"):
         build_policy(PolicyConfig(kind="oracle"), context)
-    with pytest.raises(PolicyError, match="no options"):
-        build_policy(PolicyConfig(kind="fixed", options={"x": 1}), context)
-    with pytest.raises(PolicyError, match="only for kind 'fixed'"):
-        build_policy(PolicyConfig(kind="dynamic", split=1), context)
+    # Options or a split that do not fit the kind are refused with the config, before a build.
+    with pytest.raises(ValidationError, match="no options"):
+        PolicyConfig(kind="fixed", options={"x": 1})
+    with pytest.raises(ValidationError, match="only for kind 'fixed'"):
+        PolicyConfig(kind="dynamic", split=1)
 
 
 def test_registered_policy_kind_gets_its_options() -> None:
