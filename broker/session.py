@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +36,22 @@ LOG = logging.getLogger(__name__)
 NodeState = Literal["online", "offline"]
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
 DEFAULT_STOP_S = 5.0
+# How long a PUBACK may wait for its publish() call to return the mid (microseconds in practice).
+EARLY_ACK_TTL_S = 10.0
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The broker's PUBACK of one QoS 1 publish: when it was handed over and acknowledged
+    (the session's clock) and its MQTT v5 reason code (>= 0x80: refused)."""
+
+    sent_at: float
+    acked_at: float
+    reason_code: int
+
+    @property
+    def seconds(self) -> float:
+        return self.acked_at - self.sent_at
 
 
 @dataclass(frozen=True)
@@ -68,7 +85,9 @@ class MqttSession:
         status: NodeStatus | None = None,
         manual_ack: bool = False,
         receive_maximum: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
         self.client_id = settings.client_id or client_id
         self.status = status
         self._routes: list[Route] = []
@@ -80,6 +99,9 @@ class MqttSession:
         self._subscribed = threading.Event()
         self._started = False
         self._suback_filters: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters
+        self._acks: dict[int, tuple[float, Future[Ack]]] = {}  # mid -> (sent at, its future)
+        # PUBACKs that arrived before publish() returned their mid: mid -> (time, reason code)
+        self._early_acks: dict[int, tuple[float, int]] = {}
         will = WillMessage(status.topic, status.payload("offline")) if status else None
         self.client = make_client(
             settings,
@@ -92,6 +114,7 @@ class MqttSession:
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_subscribe = self._handle_subscribe
         self.client.on_message = self._handle_message
+        self.client.on_publish = self._handle_puback
 
     # -- registration -------------------------------------------------------------------------
 
@@ -201,6 +224,25 @@ class MqttSession:
     ) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
+    def publish_acked(
+        self, topic: str, payload: bytes, *, properties: Properties | None = None
+    ) -> Future[Ack]:
+        """Publish at QoS 1; the future completes with the PUBACK (or fails with
+        `BrokerConnectError` if the connection drops first). Raises `BrokerConnectError` when
+        paho cannot take the message (not connected)."""
+        future: Future[Ack] = Future()
+        sent_at = self.clock()
+        info = self.client.publish(topic, payload, qos=1, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise BrokerConnectError(f"publish failed: {mqtt.error_string(info.rc)}")
+        with self._lock:
+            early = self._early_acks.pop(info.mid, None)
+            if early is None:
+                self._acks[info.mid] = (sent_at, future)
+        if early is not None:
+            future.set_result(Ack(sent_at, *early))
+        return future
+
     # -- paho callbacks (network thread) --------------------------------------------------------
 
     def _handle_connect(
@@ -239,6 +281,12 @@ class MqttSession:
     ) -> None:
         self._connected.clear()
         self._subscribed.clear()
+        with self._lock:
+            waiting = [future for _, future in self._acks.values()]
+            self._acks.clear()  # their PUBACKs will not come on this connection
+            self._early_acks.clear()
+        for future in waiting:
+            future.set_exception(BrokerConnectError("the connection dropped before the PUBACK"))
         if reason.is_failure:
             LOG.warning("%s: disconnected (%s); paho reconnects", self.client_id, reason)
         for hook in self._disconnect_hooks:
@@ -262,6 +310,29 @@ class MqttSession:
         if refused or (not filters and any(reason.is_failure for reason in reasons)):
             LOG.error("%s: broker refused subscriptions %s", self.client_id, refused or reasons)
         self._subscribed.set()
+
+    def _handle_puback(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        now = self.clock()
+        code = reason.value if isinstance(reason, ReasonCode) else int(reason)
+        with self._lock:
+            entry = self._acks.pop(mid, None)
+            if entry is None:
+                # Either publish_acked() has not got the mid yet, or nobody tracks this publish
+                # (status, sync): keep it briefly, and forget the untracked ones.
+                self._early_acks = {
+                    m: ack for m, ack in self._early_acks.items() if now - ack[0] < EARLY_ACK_TTL_S
+                }
+                self._early_acks[mid] = (now, code)
+                return
+        sent_at, future = entry
+        future.set_result(Ack(sent_at, now, code))
 
     def _subscribe(self, filters: list[tuple[str, int]]) -> None:
         result, mid = self.client.subscribe(filters)

@@ -1,4 +1,4 @@
-"""The device's one MQTT class: publishes requests and probes, routes results, tracks workers.
+"""The device's one MQTT class: publishes requests and probes, and matches results to them.
 
 Everything here runs either in the caller's thread (publish, wait) or in paho's network thread
 (callbacks). Callbacks only parse, record and complete futures; no model code runs in them.
@@ -7,12 +7,8 @@ Requests go out at QoS 1 to `Topics.request(model, k)` with MQTT v5 ResponseTopi
 CorrelationData (the request id) and MessageExpiryInterval. The time from handing a publish to
 paho to its PUBACK is an uplink sample for the policy. A result is matched to its waiting
 request by CorrelationData; a result nobody waits for (late, after a local fallback, or unknown)
-is counted and dropped, so a request never gets two outcomes.
-
-Worker state comes from the retained telemetry (`<prefix>/telemetry/+`; an empty retained
-payload means the worker shut down cleanly) and the retained status with its last will
-(`<prefix>/status/+`). A worker is alive while its status is not "offline" and its latest
-telemetry is younger than the staleness limit.
+is counted and dropped, so a request never gets two outcomes. Which workers are alive is the
+`WorkerDirectory`'s (device_node.workers); the connection itself is a `broker.session`.
 """
 
 from __future__ import annotations
@@ -25,26 +21,25 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import partial
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from broker.client import BrokerSettings
-from broker.session import MqttSession, NodeState, NodeStatus
+from broker.errors import BrokerConnectError
+from broker.session import Ack, MqttSession, NodeState, NodeStatus
 from device_node.errors import LinkError, NotConnectedError
 from device_node.records import Fallback
+from device_node.workers import WorkerDirectory, WorkerView
 from schemas.errors import SchemaError
 from schemas.messages import (
     ResultMessage,
     StatusMessage,
-    TelemetryMessage,
     encode_message,
     parse_result,
-    parse_status,
-    parse_telemetry,
 )
 from schemas.topics import Topics
 
@@ -55,8 +50,6 @@ Clock = Callable[[], float]
 # PUBACK reason "No matching subscribers": the broker took the request but no worker subscribes
 # to its split, so no result can ever come.
 NO_MATCHING_SUBSCRIBERS = 16
-# How long a PUBACK may wait for its publish() call to return the mid (microseconds in practice).
-EARLY_ACK_TTL_S = 10.0
 
 
 class UplinkObserver(Protocol):
@@ -102,7 +95,6 @@ class PendingRequest:
     published_at: float
     future: Future[Outcome] = field(default_factory=Future)
     uplink_s: float | None = None
-    puback_event: threading.Event = field(default_factory=threading.Event)
     #: The request's CorrelationData: random, so that nobody who reads the device's results
     #: can guess the next one and answer in the worker's place.
     token: bytes = field(default_factory=lambda: secrets.token_bytes(16))
@@ -130,40 +122,6 @@ def reply_mismatch(result: ResultMessage, pending: PendingRequest) -> str | None
         if p.index < 0 or not 0.0 <= p.score <= 1.0:
             return f"prediction out of range: class {p.index}, score {p.score}"
     return None
-
-
-@dataclass
-class WorkerView:
-    """What the device knows about one worker."""
-
-    worker_id: str
-    telemetry: TelemetryMessage | None = None
-    telemetry_at: float | None = None  # monotonic receive time, minus the age of a retained one
-    online: bool | None = None  # from the retained status; None: no status seen
-
-    def age_s(self, now: float) -> float | None:
-        return None if self.telemetry_at is None else now - self.telemetry_at
-
-    def stale_after_s(self, configured: float | None) -> float:
-        if configured is not None:
-            return configured
-        interval = self.telemetry.interval_s if self.telemetry is not None else 1.0
-        return 3.0 * interval + 1.0
-
-    def alive(self, now: float, stale_after_s: float | None) -> bool:
-        age = self.age_s(now)
-        return (
-            self.online is not False
-            and self.telemetry is not None
-            and age is not None
-            and age <= self.stale_after_s(stale_after_s)
-        )
-
-    def serves(self, model: str, k: int | None) -> bool:
-        if self.telemetry is None:
-            return False
-        splits = self.telemetry.models.get(model, [])
-        return bool(splits) if k is None else k in splits
 
 
 @dataclass
@@ -200,24 +158,25 @@ class DeviceLink:
         self._status_topic = self.topics.status(device_id)
         self._lock = threading.Lock()
         self._pending: dict[str, PendingRequest] = {}
-        # mid -> (nbytes, hand-over time, request id or None for a probe)
-        self._unacked: dict[int, tuple[int, float, str | None]] = {}
-        # PUBACKs that arrived before publish() returned its mid: mid -> (time, reason code)
-        self._early_acks: dict[int, tuple[float, int]] = {}
-        self._workers: dict[str, WorkerView] = {}
-        self._workers_changed = threading.Condition()  # notified on every telemetry or status
+        self.directory = WorkerDirectory(
+            self.topics,
+            stale_after_s=telemetry_stale_s,
+            listener=lambda wid, t, now: self.observer.on_telemetry(wid, t, now),
+            on_gone=self._fail_orphaned,
+            clock=clock,
+        )
         self.session = MqttSession(
             settings,
             client_id=f"splitmq-device-{device_id}",
             status=NodeStatus(self._status_topic, self._status_payload),
+            clock=clock,
         )
         self.session.route(self.result_topic, self._handle_result)
-        self.session.route(self.topics.telemetry_all(), self._handle_telemetry)
-        self.session.route(self.topics.status_all(), self._handle_status)
+        self.session.route(self.topics.telemetry_all(), self.directory.on_telemetry)
+        self.session.route(self.topics.status_all(), self.directory.on_status)
         self.session.on_connected(self._on_connected)
         self.session.on_disconnected(self._on_disconnected)
         self.client = self.session.client
-        self.client.on_publish = self._on_publish
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -284,17 +243,16 @@ class DeviceLink:
         with self._lock:
             self._pending[request_id] = pending
         self.observer.on_uplink_sent(len(frame), now)
-        info = self.client.publish(
-            self.topics.request(model, split), frame, qos=1, properties=props
-        )
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        try:
+            acked = self.session.publish_acked(
+                self.topics.request(model, split), frame, properties=props
+            )
+        except BrokerConnectError as exc:
             # paho keeps a QoS 1 message it could not send and resends it on reconnect; the
             # request is withdrawn here, so any result it still produces counts as late.
             self.cancel(request_id)
-            raise NotConnectedError(
-                f"device {self.device_id}: publish failed ({mqtt.error_string(info.rc)})"
-            )
-        self._register_publish(info.mid, len(frame), now, request_id)
+            raise NotConnectedError(f"device {self.device_id}: {exc}") from exc
+        acked.add_done_callback(partial(self._acknowledged, len(frame), pending))
         return pending
 
     def publish_state(self, payload: bytes) -> None:
@@ -314,60 +272,34 @@ class DeviceLink:
             return False
         props = Properties(PacketTypes.PUBLISH)
         props.MessageExpiryInterval = 1
-        now = self.clock()
-        self.observer.on_uplink_sent(nbytes, now)
-        info = self.client.publish(
-            self.topics.probe(self.device_id), bytes(nbytes), qos=1, properties=props
-        )
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        self.observer.on_uplink_sent(nbytes, self.clock())
+        try:
+            acked = self.session.publish_acked(
+                self.topics.probe(self.device_id), bytes(nbytes), properties=props
+            )
+        except BrokerConnectError:
             return False
         self.counters.probes += 1
-        self._register_publish(info.mid, nbytes, now, None)
+        acked.add_done_callback(partial(self._acknowledged, nbytes, None))
         return True
 
-    def _register_publish(
-        self, mid: int, nbytes: int, sent_at: float, request_id: str | None
-    ) -> None:
-        with self._lock:
-            early = self._early_acks.pop(mid, None)
-            if early is None:
-                self._unacked[mid] = (nbytes, sent_at, request_id)
-                return
-        self._acknowledged(nbytes, sent_at, request_id, *early)
-
-    # -- workers --------------------------------------------------------------------------
+    # -- workers ------------------------------------------------------------------------
 
     def alive_workers(self, model: str, split: int | None, now: float | None = None) -> list[str]:
         """Workers alive now that serve `split` of `model` (None: any split of it)."""
-        now = self.clock() if now is None else now
-        with self._lock:
-            return sorted(
-                view.worker_id
-                for view in self._workers.values()
-                if view.alive(now, self.telemetry_stale_s) and view.serves(model, split)
-            )
+        return self.directory.alive(model, split, now)
 
     def wait_for_workers(self, condition: Callable[[], bool], timeout_s: float) -> bool:
-        """Wait until `condition()` holds; it is evaluated again whenever a worker's telemetry
-        or status arrives. False on timeout."""
-        with self._workers_changed:
-            return self._workers_changed.wait_for(condition, timeout_s)
+        """Wait until `condition()` holds, evaluated whenever telemetry or status arrives."""
+        return self.directory.wait_for(condition, timeout_s)
 
     def wait_for_worker(self, model: str, split: int | None, timeout_s: float) -> bool:
         """Wait until a live worker serves `split` of `model` (None: any split of it)."""
         return self.wait_for_workers(lambda: bool(self.alive_workers(model, split)), timeout_s)
 
-    def _workers_updated(self) -> None:
-        with self._workers_changed:
-            self._workers_changed.notify_all()
-
     def workers(self) -> dict[str, WorkerView]:
         """A snapshot of every worker seen (telemetry, its receive time, status)."""
-        with self._lock:
-            return {
-                wid: WorkerView(v.worker_id, v.telemetry, v.telemetry_at, v.online)
-                for wid, v in self._workers.items()
-            }
+        return self.directory.snapshot()
 
     # -- paho callbacks (network thread) --------------------------------------------------
 
@@ -376,51 +308,26 @@ class DeviceLink:
 
     def _on_disconnected(self) -> None:
         self.counters.disconnects += 1
-        with self._lock:
-            self._unacked.clear()  # their PUBACKs will not come on this connection
-            self._early_acks.clear()
         self._fail_pending(Fallback.DISCONNECTED)
 
-    def _on_publish(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        now = self.clock()
-        code = reason_code.value if isinstance(reason_code, ReasonCode) else int(reason_code)
-        with self._lock:
-            entry = self._unacked.pop(mid, None)
-            if entry is None:
-                # Either publish() has not returned the mid yet, or nobody tracks this publish
-                # (status, sync): keep it briefly, and forget the untracked ones.
-                self._early_acks = {
-                    m: ack for m, ack in self._early_acks.items() if now - ack[0] < EARLY_ACK_TTL_S
-                }
-                self._early_acks[mid] = (now, code)
-                return
-        self._acknowledged(*entry, now, code)
-
     def _acknowledged(
-        self, nbytes: int, sent_at: float, request_id: str | None, acked_at: float, code: int
+        self, nbytes: int, pending: PendingRequest | None, acked: Future[Ack]
     ) -> None:
-        seconds = acked_at - sent_at
-        self.observer.on_uplink_sample(nbytes, seconds, acked_at)
-        if request_id is None:
-            return
-        with self._lock:
-            pending = self._pending.get(request_id)
+        """A PUBACK: an uplink sample, and for a request its uplink time or its refusal."""
+        if acked.exception() is not None:
+            return  # the connection dropped first; _on_disconnected failed the wait
+        ack = acked.result()
+        self.observer.on_uplink_sample(nbytes, ack.seconds, ack.acked_at)
         if pending is None:
             return
-        pending.uplink_s = seconds
-        pending.puback_event.set()
-        if code == NO_MATCHING_SUBSCRIBERS:
-            self._finish(request_id, Outcome(None, acked_at, Fallback.NO_WORKER))
-        elif code >= 0x80:
+        pending.uplink_s = ack.seconds
+        if ack.reason_code == NO_MATCHING_SUBSCRIBERS:
+            self._finish(pending.request_id, Outcome(None, ack.acked_at, Fallback.NO_WORKER))
+        elif ack.reason_code >= 0x80:
             self.counters.refused += 1
-            self._finish(request_id, Outcome(None, acked_at, f"refused:{code}"))
+            self._finish(
+                pending.request_id, Outcome(None, ack.acked_at, f"refused:{ack.reason_code}")
+            )
 
     def _handle_result(self, message: mqtt.MQTTMessage) -> None:
         now = self.clock()
@@ -450,55 +357,6 @@ class DeviceLink:
             return None
         with self._lock:
             return next((p for p in self._pending.values() if p.token == correlation), None)
-
-    def _handle_telemetry(self, message: mqtt.MQTTMessage) -> None:
-        now = self.clock()
-        try:
-            worker_id = self.topics.parse_telemetry(message.topic)
-        except SchemaError:
-            return
-        telemetry: TelemetryMessage | None = None
-        if message.payload:  # empty retained payload: the worker shut down cleanly
-            try:
-                telemetry = parse_telemetry(message.payload)
-            except SchemaError as exc:
-                logger.warning(
-                    "device %s: bad telemetry from %s: %s", self.device_id, message.topic, exc
-                )
-                return
-        received_at = now
-        if telemetry is not None and message.retain:
-            # A retained message may be old: date it by its own timestamp.
-            received_at = now - max(0.0, time.time() - telemetry.ts)
-        with self._lock:
-            view = self._workers.setdefault(worker_id, WorkerView(worker_id))
-            view.telemetry = telemetry
-            view.telemetry_at = received_at if telemetry is not None else None
-        self._workers_updated()
-        self.observer.on_telemetry(worker_id, telemetry, now)
-        if telemetry is None:
-            self._fail_orphaned(now)
-
-    def _handle_status(self, message: mqtt.MQTTMessage) -> None:
-        now = self.clock()
-        if not message.payload:
-            return
-        try:
-            node_id = self.topics.parse_status(message.topic)
-            status = parse_status(message.payload)
-        except SchemaError:
-            return
-        # The identity is the topic's, which the broker's ACL can enforce; a payload naming
-        # another node is somebody speaking for it.
-        if status.role != "worker" or status.node_id != node_id:
-            return
-        with self._lock:
-            view = self._workers.setdefault(node_id, WorkerView(node_id))
-            view.online = status.state == "online"
-        self._workers_updated()
-        if status.state == "offline":
-            self.observer.on_telemetry(node_id, None, now)
-            self._fail_orphaned(now)
 
     # -- settling waits -------------------------------------------------------------------
 

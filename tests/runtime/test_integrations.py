@@ -225,6 +225,10 @@ def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_exporter_metrics_agree_with_the_telemetry(fleet: Fleet) -> None:
     _device_served(fleet, 3)
+    # $SYS comes every 5 s: wait for a round that counts the clients of this run.
+    assert fleet.watcher.wait_for(lambda s: s.broker.gauges.get("clients_connected", 0) >= 3, 15), (
+        "no $SYS round counted the clients"
+    )
     # A retained telemetry read by a separate client, then a scrape, until both describe the
     # same moment (the worker keeps serving meanwhile).
     for _ in range(20):

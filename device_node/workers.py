@@ -1,0 +1,151 @@
+"""What a device knows of the workers: their retained telemetry and status, and who is alive.
+
+Worker state comes from the retained telemetry (`<prefix>/telemetry/+`; an empty retained
+payload means the worker shut down cleanly) and the retained status with its last will
+(`<prefix>/status/+`). A worker is alive while its status is not "offline" and its latest
+telemetry is younger than the staleness limit. The identity is the topic's, which the broker's
+ACL can enforce; a payload naming another node is somebody speaking for it, and is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import paho.mqtt.client as mqtt
+
+from schemas.errors import SchemaError
+from schemas.messages import TelemetryMessage, parse_status, parse_telemetry
+from schemas.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+# Told of a worker's new telemetry, or None when it is gone (offline, or shut down cleanly).
+TelemetryListener = Callable[[str, TelemetryMessage | None, float], None]
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """What the device knows about one worker."""
+
+    worker_id: str
+    telemetry: TelemetryMessage | None = None
+    telemetry_at: float | None = None  # monotonic receive time, minus the age of a retained one
+    online: bool | None = None  # from the retained status; None: no status seen
+
+    def age_s(self, now: float) -> float | None:
+        return None if self.telemetry_at is None else now - self.telemetry_at
+
+    def stale_after_s(self, configured: float | None) -> float:
+        if configured is not None:
+            return configured
+        interval = self.telemetry.interval_s if self.telemetry is not None else 1.0
+        return 3.0 * interval + 1.0
+
+    def alive(self, now: float, stale_after_s: float | None) -> bool:
+        age = self.age_s(now)
+        return (
+            self.online is not False
+            and self.telemetry is not None
+            and age is not None
+            and age <= self.stale_after_s(stale_after_s)
+        )
+
+    def serves(self, model: str, k: int | None) -> bool:
+        if self.telemetry is None:
+            return False
+        splits = self.telemetry.models.get(model, [])
+        return bool(splits) if k is None else k in splits
+
+
+class WorkerDirectory:
+    """The latest view of every worker; fed by the link's routes, read by anyone; thread-safe.
+
+    `on_gone(now)` runs after a worker went away, so the link can fail waits that no live
+    worker will answer.
+    """
+
+    def __init__(
+        self,
+        topics: Topics,
+        *,
+        stale_after_s: float | None,
+        listener: TelemetryListener,
+        on_gone: Callable[[float], None],
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.topics = topics
+        self.stale_after_s = stale_after_s
+        self._listener = listener
+        self._on_gone = on_gone
+        self._clock = clock
+        self._changed = threading.Condition()
+        self._workers: dict[str, WorkerView] = {}
+
+    def alive(self, model: str, split: int | None, now: float | None = None) -> list[str]:
+        """Workers alive now that serve `split` of `model` (None: any split of it)."""
+        now = self._clock() if now is None else now
+        with self._changed:
+            return sorted(
+                view.worker_id
+                for view in self._workers.values()
+                if view.alive(now, self.stale_after_s) and view.serves(model, split)
+            )
+
+    def snapshot(self) -> dict[str, WorkerView]:
+        with self._changed:
+            return dict(self._workers)
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until `condition()` holds; evaluated again whenever telemetry or status comes."""
+        with self._changed:
+            return self._changed.wait_for(condition, timeout_s)
+
+    # -- routes (network thread) -------------------------------------------------------------
+
+    def on_telemetry(self, message: mqtt.MQTTMessage) -> None:
+        now = self._clock()
+        try:
+            worker_id = self.topics.parse_telemetry(message.topic)
+            telemetry = parse_telemetry(message.payload) if message.payload else None
+        except SchemaError as exc:
+            logger.warning("bad telemetry on %s: %s", message.topic, exc)
+            return
+        if telemetry is not None and telemetry.worker_id != worker_id:
+            logger.warning("telemetry on %s speaks for %r", message.topic, telemetry.worker_id)
+            return
+        received_at = now
+        if telemetry is not None and message.retain:
+            # A retained message may be old: date it by its own timestamp.
+            received_at = now - max(0.0, time.time() - telemetry.ts)
+        at = received_at if telemetry is not None else None
+        self._update(worker_id, telemetry=telemetry, telemetry_at=at)
+        self._listener(worker_id, telemetry, now)
+        if telemetry is None:
+            self._on_gone(now)
+
+    def on_status(self, message: mqtt.MQTTMessage) -> None:
+        now = self._clock()
+        if not message.payload:
+            return
+        try:
+            node_id = self.topics.parse_status(message.topic)
+            status = parse_status(message.payload)
+        except SchemaError:
+            return
+        if status.role != "worker" or status.node_id != node_id:
+            return
+        self._update(node_id, online=status.state == "online")
+        if status.state == "offline":
+            self._listener(node_id, None, now)
+            self._on_gone(now)
+
+    def _update(self, worker_id: str, **changes: object) -> None:
+        with self._changed:
+            view = self._workers.get(worker_id, WorkerView(worker_id))
+            self._workers[worker_id] = replace(view, **changes)  # type: ignore[arg-type]
+            self._changed.notify_all()
