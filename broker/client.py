@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,30 +208,31 @@ def make_client(
 
 
 def start_client(client: mqtt.Client, *, wait_s: float | None = 10.0) -> None:
-    """Start paho's network thread (it connects and reconnects by itself).
+    """Start paho's network thread (it connects and reconnects by itself); for a bare client
+    (benchmark baselines, tests), where `broker.session.MqttSession` is not wanted.
 
     With `wait_s`, block until the broker has accepted the connection, or stop the thread and
-    raise `BrokerConnectError`.
+    raise `BrokerConnectError`. Call it after setting `on_connect`: it wraps that callback.
     """
+    accepted = threading.Event()
+    callback = client.on_connect
+
+    def on_connect(*args: Any) -> None:
+        if callback is not None:
+            callback(*args)
+        if not args[3].is_failure:
+            accepted.set()
+
+    client.on_connect = on_connect
     client.loop_start()
     if wait_s is None:
         return
-    if not wait_connected(client, wait_s):
+    if not accepted.wait(wait_s):
         client.loop_stop()
         raise BrokerConnectError(
             f"could not connect to the MQTT broker at {client.host}:{client.port} "
             f"within {wait_s:g} s (is it running? are the credentials right?)"
         )
-
-
-def wait_connected(client: mqtt.Client, timeout_s: float) -> bool:
-    """Poll until the client is connected; False on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while not client.is_connected():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def stop_client(client: mqtt.Client) -> None:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
@@ -32,11 +31,11 @@ from broker.client import BrokerSettings
 from broker.errors import BrokerConnectError
 from broker.session import Ack, MqttSession, NodeState, NodeStatus
 from device_node.errors import LinkError, NotConnectedError
+from device_node.pending import Outcome, PendingRequest, reply_mismatch
 from device_node.records import Fallback
 from device_node.workers import WorkerDirectory, WorkerView
 from schemas.errors import SchemaError
 from schemas.messages import (
-    ResultMessage,
     StatusMessage,
     encode_message,
     parse_result,
@@ -73,55 +72,6 @@ class NullObserver:
 
     def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
         return None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a wait for a result ended: the server's message, or a reason to fall back."""
-
-    message: ResultMessage | None
-    received_at: float
-    failure: str | None = None
-
-
-@dataclass
-class PendingRequest:
-    """A published request waiting for its result."""
-
-    request_id: str
-    model: str
-    split: int
-    nbytes: int
-    published_at: float
-    future: Future[Outcome] = field(default_factory=Future)
-    uplink_s: float | None = None
-    #: The request's CorrelationData: random, so that nobody who reads the device's results
-    #: can guess the next one and answer in the worker's place.
-    token: bytes = field(default_factory=lambda: secrets.token_bytes(16))
-
-    def settle(self, outcome: Outcome) -> bool:
-        """Complete the wait once; later outcomes (a result after a failure) are ignored."""
-        try:
-            self.future.set_result(outcome)
-        except Exception:  # concurrent.futures.InvalidStateError: already settled
-            return False
-        return True
-
-
-def reply_mismatch(result: ResultMessage, pending: PendingRequest) -> str | None:
-    """Why a reply cannot be the answer to `pending` (None: it can). An error reply only makes
-    the device compute locally, so it needs to match the model and split alone."""
-    if result.model != pending.model or result.split != pending.split:
-        return (
-            f"reply for {result.model} split {result.split}, the request was {pending.model} "
-            f"split {pending.split}"
-        )
-    if result.status == "ok" and result.request_id != pending.request_id:
-        return f"reply names request {result.request_id[:80]!r}, not {pending.request_id!r}"
-    for p in result.top5:
-        if p.index < 0 or not 0.0 <= p.score <= 1.0:
-            return f"prediction out of range: class {p.index}, score {p.score}"
-    return None
 
 
 @dataclass

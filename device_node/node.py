@@ -30,7 +30,8 @@ from broker.homeassistant import announce_node
 from device_node.activity import DeviceActivity
 from device_node.config import DeviceConfig
 from device_node.errors import NotConnectedError
-from device_node.link import DeviceLink, Outcome, PendingRequest
+from device_node.link import DeviceLink
+from device_node.pending import Outcome, PendingRequest
 from device_node.policies import LockedPolicy
 from device_node.records import Fallback, LatencyParts, PredictionRecord, ResultRecord
 from device_node.sources import ImageSource, SourceImage

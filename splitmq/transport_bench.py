@@ -60,7 +60,8 @@ import numpy as np
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node.errors import DeviceError
-from device_node.link import DeviceLink, Outcome, PendingRequest
+from device_node.link import DeviceLink
+from device_node.pending import Outcome, PendingRequest
 from edge_worker.cli import add_worker_arguments, config_from_args
 from edge_worker.config import WorkerConfig
 from edge_worker.runner import echo_model_info
