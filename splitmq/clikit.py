@@ -6,11 +6,12 @@ Imports nothing heavy, so a CLI can build its parser and answer `--help` without
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from splitmq.errors import EXIT_INTERRUPTED, SplitmqError
@@ -55,6 +56,24 @@ def configure_logging(args: argparse.Namespace) -> None:
         level=max(logging.DEBUG, min(level, logging.CRITICAL)),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+@contextlib.contextmanager
+def progress_bar(
+    description: str, total: int, *, quiet: bool = False
+) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on stderr for long work; yields `advance()`. It draws only on a
+    terminal and vanishes when done, so piped output and logs stay clean; -q hides it."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield lambda: None
+        return
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
 
 
 def stop_on_signals() -> threading.Event:

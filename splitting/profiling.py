@@ -19,7 +19,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -311,6 +311,7 @@ def profile_model(
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     threads: int = 1,
     repeats: int = DEFAULT_REPEATS,
+    on_split: Callable[[], None] = lambda: None,
 ) -> ModelProfile:
     """Measure every split of `model` on this host.
 
@@ -320,6 +321,8 @@ def profile_model(
     share of images whose top-1 from the decoded tensor is the unsplit model's, and
     `device_ms[k]` the median over `repeats` of the head time of blocks [0, k) at batch 1 with
     `threads` torch threads (default 1: a device is modelled as N times slower than one core).
+    `on_split()` runs after each split is measured, and once more after the timing (progress:
+    n + 1 calls in all).
     """
     codec_list = checked_codecs(codecs, codec)
     if input_codec not in INPUT_CODECS:
@@ -327,9 +330,12 @@ def profile_model(
     if threads < 1 or repeats < 1:
         raise ProfileError(f"threads and repeats must be >= 1, got {threads} and {repeats}")
     prepared = prepared_batch(model, images)
-    samples = split_samples(model, prepared, codec_list, jpeg_quality=jpeg_quality)
+    samples = split_samples(
+        model, prepared, codec_list, jpeg_quality=jpeg_quality, on_split=on_split
+    )
     with torch_threads(threads):
         block_ms, device_ms = time_blocks(model, model.preprocess(prepared[:1]), repeats)
+    on_split()
     nothing = CodecSamples()  # split n sends nothing
     per_split = [samples.get(k, dict.fromkeys(codec_list, nothing)) for k in range(model.n + 1)]
     names = ["input", *model.block_names]
@@ -408,9 +414,11 @@ def split_samples(
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     splits: Sequence[int] | None = None,
     input_codecs: Sequence[str] = INPUT_CODECS,
+    on_split: Callable[[], None] = lambda: None,
 ) -> dict[int, dict[str, CodecSamples]]:
     """Frame sizes, codec times and top-1 agreement for every split 0..n-1 (or those in
-    `splits`), per codec. Split 0 is measured under the image codecs `input_codecs`."""
+    `splits`), per codec. Split 0 is measured under the image codecs `input_codecs`.
+    `on_split()` runs after each split (progress)."""
     wanted = set(range(model.n)) if splits is None else {k for k in splits if k < model.n}
     x = model.preprocess(prepared)
     reference = _top1(model.forward(x))
@@ -420,6 +428,7 @@ def split_samples(
             codec: _measure(model, prepared, 0, codec, jpeg_quality, reference)
             for codec in input_codecs
         }
+    on_split()
     z = x
     for k in range(1, max(wanted, default=0) + 1):
         z = model.run_blocks(z, k - 1, k)  # one block at a time: only one split held in memory
@@ -429,6 +438,7 @@ def split_samples(
                 codec: _measure(model, arrays, k, codec, jpeg_quality, reference)
                 for codec in codecs
             }
+        on_split()
     return samples
 
 

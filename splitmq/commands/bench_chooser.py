@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codecs import INPUT_CODECS
+from splitmq.clikit import progress_bar
 from splitmq.errors import SplitmqError
 from splitmq.sim.inputs import (
     DEFAULT_SERVER_PROFILE,
@@ -40,10 +41,10 @@ from splitmq.sim.runner import ARRIVALS, SimSettings, Simulation
 from splitmq.sim.scenarios import SCENARIOS, make_load
 from splitmq.sim.strategies import TraceResult, captured, evaluate
 from splitting.errors import SplittingError
-from splitting.latency import DEFAULT_MIN_AGREEMENT, DEFAULT_SLOWDOWN
+from splitting.latency import DEFAULT_MIN_AGREEMENT, DEFAULT_SLOWDOWN, DeviceProfile
 from splitting.reference import DEFAULT_DEVICE_CLASS, DEVICE_CLASSES
-from splitting.server_profile import measure_server_profile
-from splitting.traces import DEFAULT_ONE_WAY_MS
+from splitting.server_profile import ServerProfile, measure_server_profile
+from splitting.traces import DEFAULT_ONE_WAY_MS, UplinkTrace
 
 DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_LOAD = "switching"
@@ -131,8 +132,18 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="simulated seconds per trace (default: the trace, at least 1000; it repeats)",
     )
-    parser.add_argument("--one-way-ms", type=float, default=DEFAULT_ONE_WAY_MS)
-    parser.add_argument("--arrivals", choices=ARRIVALS, default="periodic")
+    parser.add_argument(
+        "--one-way-ms",
+        type=float,
+        default=DEFAULT_ONE_WAY_MS,
+        help="one-way network delay added to every transfer",
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=ARRIVALS,
+        default="periodic",
+        help="request arrivals: periodic or Poisson",
+    )
     parser.add_argument("--seed", type=int, default=0, help="load scenario and arrivals")
     parser.add_argument("--plots", metavar="DIR", help="write one PNG per trace here")
     parser.set_defaults(func=run)
@@ -176,32 +187,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         min_agreement=args.min_agreement,
     )
     traces: dict[str, Any] = {}
-    for trace_path in args.trace:
-        trace = read_trace(trace_path)
-        if trace.name in traces:
-            raise SplitmqError(f"two traces named {trace.name}: rename one")
-        duration = args.duration or default_duration_s(trace)
-        settings = SimSettings(
-            rate_hz=args.rate,
-            duration_s=duration,
-            one_way_ms=args.one_way_ms,
-            arrivals=args.arrivals,
-            seed=args.seed,
-        )
-        load = make_load(args.load, duration, seed=args.seed)
-        started = time.perf_counter()
-        sim = Simulation(device, server, trace, load, settings)
-        result = evaluate(sim, server)
-        entry = result.summary()
-        entry["mean_mbit_s"] = trace.mean_mbit_s
-        entry["duration_s"] = duration
-        entry["targets"] = targets(result)
-        entry["seconds"] = round(time.perf_counter() - started, 2)
-        if args.plots:
-            # The whole name: x.up and x.down must not share a plot.
-            stem = trace.name.replace(".", "-")
-            entry["plot"] = str(plot_trace(sim, result, Path(args.plots) / f"chooser-{stem}.png"))
-        traces[trace.name] = entry
+    quiet = getattr(args, "quiet", False)
+    with progress_bar("traces", len(args.trace), quiet=quiet) as advance:
+        for trace_path in args.trace:
+            trace = read_trace(trace_path)
+            if trace.name in traces:
+                raise SplitmqError(f"two traces named {trace.name}: rename one")
+            traces[trace.name] = trace_entry(trace, args, device, server)
+            advance()
     return {
         "model": args.model,
         "settings": {
@@ -223,6 +216,34 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         "traces": traces,
     }
+
+
+def trace_entry(
+    trace: UplinkTrace, args: argparse.Namespace, device: DeviceProfile, server: ServerProfile
+) -> dict[str, Any]:
+    """Simulate every strategy on one trace: the summary, targets and (with --plots) a plot."""
+    duration = args.duration or default_duration_s(trace)
+    settings = SimSettings(
+        rate_hz=args.rate,
+        duration_s=duration,
+        one_way_ms=args.one_way_ms,
+        arrivals=args.arrivals,
+        seed=args.seed,
+    )
+    load = make_load(args.load, duration, seed=args.seed)
+    started = time.perf_counter()
+    sim = Simulation(device, server, trace, load, settings)
+    result = evaluate(sim, server)
+    entry = result.summary()
+    entry["mean_mbit_s"] = trace.mean_mbit_s
+    entry["duration_s"] = duration
+    entry["targets"] = targets(result)
+    entry["seconds"] = round(time.perf_counter() - started, 2)
+    if args.plots:
+        # The whole name: x.up and x.down must not share a plot.
+        stem = trace.name.replace(".", "-")
+        entry["plot"] = str(plot_trace(sim, result, Path(args.plots) / f"chooser-{stem}.png"))
+    return entry
 
 
 def device_label(args: argparse.Namespace) -> str:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from splitmq.clikit import progress_bar
 from splitmq.commands.profile import jpeg_quality, positive_int
 from splitmq.text_table import aligned_rows
 from splitting.images import augmented_images
@@ -57,11 +59,26 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", required=True, metavar="PATH", help="where to write results")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
     parser.add_argument("--weights", default=None, help="default: the model's own")
-    parser.add_argument("--inputs", type=positive_int, default=DEFAULT_INPUTS)
+    parser.add_argument(
+        "--inputs",
+        type=positive_int,
+        default=DEFAULT_INPUTS,
+        help="images (the samples plus augmented crops) per measurement",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the image augmentation")
-    parser.add_argument("--codecs", nargs="+", default=list(DEFAULT_CODECS), metavar="CODEC")
-    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=DEFAULT_JPEG_QUALITY)
-    parser.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH)
+    parser.add_argument(
+        "--codecs",
+        nargs="+",
+        default=list(DEFAULT_CODECS),
+        metavar="CODEC",
+        help="codecs to measure (default: all)",
+    )
+    parser.add_argument(
+        "--jpeg-quality", type=jpeg_quality, default=DEFAULT_JPEG_QUALITY, help="JPEG at split 0"
+    )
+    parser.add_argument(
+        "--batch", type=positive_int, default=DEFAULT_BATCH, help="images per model call"
+    )
     parser.add_argument(
         "--threads", type=positive_int, default=None, help="torch threads (default: torch's)"
     )
@@ -72,13 +89,17 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with torch_threads(args.threads or torch.get_num_threads()):
         model = load_model(args.model, weights=args.weights)
-        result = bench_codecs(
-            model,
-            augmented_images(args.inputs, model.input_size, args.seed),
-            codecs=args.codecs,
-            jpeg_quality=args.jpeg_quality,
-            batch=args.batch,
-        )
+        batches = math.ceil(args.inputs / args.batch)
+        quiet = getattr(args, "quiet", False)
+        with progress_bar(f"codecs on {model.name}", batches, quiet=quiet) as advance:
+            result = bench_codecs(
+                model,
+                augmented_images(args.inputs, model.input_size, args.seed),
+                codecs=args.codecs,
+                jpeg_quality=args.jpeg_quality,
+                batch=args.batch,
+                on_batch=advance,
+            )
     result["seed"] = args.seed
     result["wall_s"] = round(time.perf_counter() - started, 1)
     path = Path(args.json)
@@ -112,8 +133,10 @@ def bench_codecs(
     codecs: Sequence[str] = DEFAULT_CODECS,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     batch: int = DEFAULT_BATCH,
+    on_batch: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Measure every codec at the candidate splits of any codec over `images` (prepared)."""
+    """Measure every codec at the candidate splits of any codec over `images` (prepared);
+    `on_batch()` runs after each batch of images (progress)."""
     profile = profile_model(
         model,
         images[:PROFILE_INPUTS],
@@ -137,6 +160,7 @@ def bench_codecs(
             arrays = kept[k].numpy()
             for codec in codecs:
                 _measure_split(model, arrays, k, codec, reference, results[codec, k])
+        on_batch()
     return _report(model, profile, images, candidates, splits, jpeg, results, jpeg_quality)
 
 

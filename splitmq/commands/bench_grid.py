@@ -59,9 +59,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", action="append", required=True, help="repeatable")
     parser.add_argument("--json", required=True, metavar="OUT", help="where to write results")
     parser.add_argument("--plots", metavar="DIR", help="write a heatmap PNG per model here")
-    parser.add_argument("--slowdown", type=float, default=DEFAULT_SLOWDOWN)
-    parser.add_argument("--server-profile", metavar="PATH", default=str(DEFAULT_SERVER_PROFILE))
-    parser.add_argument("--max-batch", type=int, default=30)
+    parser.add_argument(
+        "--slowdown",
+        type=float,
+        default=DEFAULT_SLOWDOWN,
+        help="device compute = this host's times this factor",
+    )
+    parser.add_argument(
+        "--server-profile",
+        metavar="PATH",
+        default=str(DEFAULT_SERVER_PROFILE),
+        help="measured server profile (default: the shipped H200 profile)",
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=30, help="largest server batch of the grid"
+    )
     parser.add_argument("--points", type=int, default=32, help="rates per range")
     parser.add_argument("--cache-dir", metavar="DIR", help="profile cache (default: splitmq's)")
     parser.set_defaults(func=run)

@@ -29,9 +29,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--trace", type=Path, required=True, metavar="PATH", help="uplink trace")
     parser.add_argument("--policy", choices=("dynamic", "fixed"), help="default dynamic")
     parser.add_argument("--split", type=int, help="fixed split k (implies --policy fixed)")
-    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS)
+    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="requests to send")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, help="requests/s")
-    parser.add_argument("--one-way-ms", type=float, default=DEFAULT_ONE_WAY_MS)
+    parser.add_argument(
+        "--one-way-ms",
+        type=float,
+        default=DEFAULT_ONE_WAY_MS,
+        help="added one-way network delay",
+    )
     parser.add_argument("--slowdown", type=float, help="device compute stretch (default 4)")
     parser.add_argument(
         "--server-profile",

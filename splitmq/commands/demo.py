@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
         help="dynamic (default; the chooser) or fixed (--split, else the best bottleneck)",
     )
     parser.add_argument("--codec", choices=TENSOR_CODECS, default="int5", help="intermediate codec")
-    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--model", default="efficientnet-lite0", help="registered model name")
     parser.add_argument("--trace", type=Path, help="mahimahi uplink trace to shape each device")
     parser.add_argument("--deadline-ms", type=float, default=5000.0, help="fallback deadline")
     parser.add_argument("--rate", dest="rate_hz", type=float, help="requests/s per device")

@@ -12,6 +12,7 @@ import argparse
 import json
 from typing import Any
 
+from splitmq.clikit import progress_bar
 from splitmq.text_table import aligned_rows
 from splitting.images import augmented_images
 from splitting.profiling import (
@@ -75,7 +76,9 @@ def register(subparsers: Any) -> None:
         default=None,
         help="'random', a local state_dict file, or cached named weights (default: the model's)",
     )
-    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=DEFAULT_JPEG_QUALITY)
+    parser.add_argument(
+        "--jpeg-quality", type=jpeg_quality, default=DEFAULT_JPEG_QUALITY, help="JPEG at split 0"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the image augmentation")
     parser.add_argument("--save", metavar="PATH", help="also write the full profile as JSON")
     parser.set_defaults(func=run)
@@ -95,14 +98,17 @@ def run(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace) -> ModelProfile:
     model = load_model(args.model, weights=args.weights)
     images = augmented_images(args.images, model.input_size, seed=args.seed)
-    return profile_model(
-        model,
-        images,
-        codec=args.codec,
-        jpeg_quality=args.jpeg_quality,
-        threads=args.threads,
-        repeats=args.repeats,
-    )
+    quiet = getattr(args, "quiet", False)
+    with progress_bar(f"profiling {model.name}", model.n + 1, quiet=quiet) as advance:
+        return profile_model(
+            model,
+            images,
+            codec=args.codec,
+            jpeg_quality=args.jpeg_quality,
+            threads=args.threads,
+            repeats=args.repeats,
+            on_split=advance,
+        )
 
 
 def format_profile(profile: ModelProfile) -> str:

@@ -9,11 +9,14 @@ from broker.client import BrokerSettings
 from broker.config_file import validate_config
 from broker.errors import BrokerSettingsError
 from schemas.topics import Topics
+from splitmq.clikit import port_number
 
 
 def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="MQTT broker host (default loopback)")
-    parser.add_argument("--port", type=int, default=1883, help="MQTT broker port (default 1883)")
+    parser.add_argument(
+        "--port", type=port_number, default=1883, help="MQTT broker port (default 1883)"
+    )
     parser.add_argument("--username", help="broker login, if the broker wants one")
     parser.add_argument(
         "--password-env",
