@@ -1,12 +1,24 @@
-"""Reading the JSON profiles splitting keeps on disk (device and server profiles)."""
+"""Reading the JSON profiles splitting keeps on disk (device and server profiles).
+
+Profiles are validated into strict pydantic models: 3.9 is not an integer, "false" is not a
+boolean, and an unknown key is refused; every problem is one `ProfileError` naming each bad
+key as a dotted path (`splits.3.candidate: ...`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from splitting.errors import ProfileError
+
+#: Every profile model: unknown keys refused, immutable, no type coercion.
+STRICT_PROFILE = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+Profile = TypeVar("Profile", bound=BaseModel)
 
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
@@ -20,3 +32,26 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProfileError(f"{what} {path} must hold a JSON object")
     return data
+
+
+def validate_json_data(model: type[Profile], data: Any, *, what: str) -> Profile:
+    """`data` (decoded JSON) validated into `model` as JSON: arrays may fill tuples, nothing
+    else is converted. ProfileError lists each bad key of the `what`."""
+    try:
+        return model.model_validate_json(json.dumps(data))
+    except (TypeError, ValueError) as exc:
+        if not isinstance(exc, ValidationError):  # not JSON at all (an object, a NaN key)
+            raise ProfileError(f"malformed {what}: {exc}") from exc
+        raise ProfileError(profile_report(exc, f"malformed {what}:")) from exc
+
+
+def profile_report(error: ValidationError, heading: str) -> str:
+    """`heading`, then one line per bad key as a dotted path with pydantic's reason."""
+    lines = [heading]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        if item["type"].endswith(("_type", "_parsing", "from_float")):
+            message = f"{message}, got {json.dumps(item.get('input'))}"
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)

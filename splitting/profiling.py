@@ -21,18 +21,19 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field, model_validator
 
 from schemas.codecs import INPUT_CODECS as _INPUT_CODECS
 from splitting.errors import ProfileError
 from splitting.images import augmented_images
-from splitting.jsonfile import read_json_object
+from splitting.jsonfile import STRICT_PROFILE, read_json_object, validate_json_data
 from splitting.partition import SplitModel
 
 PROFILE_FORMAT_VERSION = 2
@@ -63,8 +64,7 @@ def natural_bottlenecks(bytes_by_k: Sequence[int]) -> list[int]:
     return chosen
 
 
-@dataclass(frozen=True)
-class SplitPoint:
+class SplitPoint(BaseModel):
     """One split k: what it sends and what it costs the device.
 
     `shape` is the per-sample shape sent (split 0: the (S, S, 3) image; split n: ()).
@@ -75,74 +75,58 @@ class SplitPoint:
     codec; absent when not measured).
     """
 
+    model_config = STRICT_PROFILE
+
     k: int
     name: str
     shape: tuple[int, ...]
     bytes: dict[str, int]
     device_ms: float
-    encode_ms: dict[str, float] = field(default_factory=dict)
-    decode_ms: dict[str, float] = field(default_factory=dict)
+    encode_ms: dict[str, float] = Field(default_factory=dict)
+    decode_ms: dict[str, float] = Field(default_factory=dict)
     candidate: bool = False
-    agreement: dict[str, float] = field(default_factory=dict)
+    agreement: dict[str, float] = Field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> SplitPoint:
+        """A copy with `changes`, validated like any other split."""
+        return _replaced(self, changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "k": self.k,
-            "name": self.name,
-            "shape": list(self.shape),
-            "bytes": dict(self.bytes),
-            "device_ms": self.device_ms,
-            "encode_ms": dict(self.encode_ms),
-            "decode_ms": dict(self.decode_ms),
-            "candidate": self.candidate,
-            "agreement": dict(self.agreement),
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SplitPoint:
-        try:
-            return cls(
-                k=int(data["k"]),
-                name=str(data["name"]),
-                shape=tuple(int(d) for d in data["shape"]),
-                bytes={str(c): int(b) for c, b in data["bytes"].items()},
-                device_ms=float(data["device_ms"]),
-                encode_ms={str(c): float(v) for c, v in data.get("encode_ms", {}).items()},
-                decode_ms={str(c): float(v) for c, v in data.get("decode_ms", {}).items()},
-                candidate=bool(data.get("candidate", False)),
-                agreement={str(c): float(v) for c, v in data.get("agreement", {}).items()},
-            )
-        except KeyError as exc:
-            raise ProfileError(f"split entry lacks key {exc.args[0]!r}") from exc
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise ProfileError(f"malformed split entry {dict(data)!r}: {exc}") from exc
+        return validate_json_data(cls, dict(data), what="split entry")
 
 
-@dataclass(frozen=True)
-class ModelProfile:
+class ModelProfile(BaseModel):
     """Every split of one model as measured on one host.
 
     `codec` is the decision codec (whose bytes mark `SplitPoint.candidate`); `input_bytes` the
-    JPEG frame of split 0; `block_ms[i]` the time of block i alone; `threads` the torch threads
+    frame of split 0; `block_ms[i]` the time of block i alone; `threads` the torch threads
     used for the device-side timings (1 models "a device N times slower than one core").
+    The fields are declared in the order of the JSON file (format version 2).
     """
+
+    model_config = STRICT_PROFILE
 
     model: str
     fingerprint: str
     n: int
     codec: str
     input_bytes: int
-    splits: tuple[SplitPoint, ...]
-    block_ms: tuple[float, ...]
     host: str
     threads: int
-    jpeg_quality: int = 90
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
     torch_version: str = ""
     created: str = ""
     input_codec: str = DEFAULT_INPUT_CODEC
     images: int = 0
+    block_ms: tuple[float, ...]
+    splits: tuple[SplitPoint, ...]
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelProfile:
         if len(self.splits) != self.n + 1:
             raise ProfileError(f"{self.model}: {len(self.splits)} splits for n={self.n} blocks")
         if [s.k for s in self.splits] != list(range(self.n + 1)):
@@ -151,6 +135,7 @@ class ModelProfile:
             raise ProfileError(f"{self.model}: {len(self.block_ms)} block times for n={self.n}")
         if self.codec not in self.codecs:
             raise ProfileError(f"{self.model}: decision codec {self.codec!r} not profiled")
+        return self
 
     @property
     def codecs(self) -> tuple[str, ...]:
@@ -192,59 +177,34 @@ class ModelProfile:
     def with_codec(self, codec: str, input_codec: str | None = None) -> ModelProfile:
         """The same measurements with another decision codec and split-0 codec (candidate
         marks recomputed)."""
-        changed = replace(self, codec=codec, input_codec=input_codec or self.input_codec)
+        changed = self.replace(codec=codec, input_codec=input_codec or self.input_codec)
         chosen = set(changed.candidates(codec))
-        splits = tuple(replace(s, candidate=s.k in chosen) for s in self.splits)
-        return replace(changed, splits=splits, input_bytes=changed.bytes_at(0))
+        splits = tuple(s.replace(candidate=s.k in chosen) for s in self.splits)
+        return changed.replace(splits=splits, input_bytes=changed.bytes_at(0))
+
+    def replace(self, **changes: Any) -> ModelProfile:
+        """A copy with `changes`, validated (and checked for consistency) like a new one."""
+        return _replaced(self, changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format_version": PROFILE_FORMAT_VERSION,
-            "model": self.model,
-            "fingerprint": self.fingerprint,
-            "n": self.n,
-            "codec": self.codec,
-            "input_bytes": self.input_bytes,
-            "candidates": self.candidates(),
-            "host": self.host,
-            "threads": self.threads,
-            "jpeg_quality": self.jpeg_quality,
-            "torch_version": self.torch_version,
-            "created": self.created,
-            "input_codec": self.input_codec,
-            "images": self.images,
-            "block_ms": list(self.block_ms),
-            "splits": [s.to_dict() for s in self.splits],
-        }
+        """The JSON form (format version 2); `candidates` is derived, written for readers."""
+        data = self.model_dump(mode="json")
+        ordered: dict[str, Any] = {"format_version": PROFILE_FORMAT_VERSION}
+        for key, value in data.items():
+            ordered[key] = value
+            if key == "input_bytes":
+                ordered["candidates"] = self.candidates()
+        return ordered
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelProfile:
-        version = data.get("format_version", PROFILE_FORMAT_VERSION)
-        if version != PROFILE_FORMAT_VERSION:
-            raise ProfileError(f"profile format version {version!r} is not supported")
-        try:
-            splits = tuple(SplitPoint.from_dict(s) for s in data["splits"])
-            block_ms = tuple(float(t) for t in data["block_ms"])
-            return cls(
-                model=str(data["model"]),
-                fingerprint=str(data["fingerprint"]),
-                n=int(data["n"]),
-                codec=str(data["codec"]),
-                input_bytes=int(data["input_bytes"]),
-                splits=splits,
-                block_ms=block_ms,
-                host=str(data["host"]),
-                threads=int(data["threads"]),
-                jpeg_quality=int(data.get("jpeg_quality", 90)),
-                torch_version=str(data.get("torch_version", "")),
-                created=str(data.get("created", "")),
-                input_codec=str(data.get("input_codec", DEFAULT_INPUT_CODEC)),
-                images=int(data.get("images", 0)),
-            )
-        except KeyError as exc:
-            raise ProfileError(f"profile lacks key {exc.args[0]!r}") from exc
-        except (TypeError, ValueError) as exc:
-            raise ProfileError(f"malformed profile: {exc}") from exc
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "profile") -> ModelProfile:
+        """A profile from its JSON form; ProfileError names each bad key."""
+        fields = dict(data)
+        version = fields.pop("format_version", PROFILE_FORMAT_VERSION)
+        if version != PROFILE_FORMAT_VERSION or isinstance(version, bool):
+            raise ProfileError(f"{source}: profile format version {version!r} is not supported")
+        fields.pop("candidates", None)  # derived from the bytes; recomputed, never trusted
+        return validate_json_data(cls, fields, what=source)
 
     def save(self, path: str | Path) -> None:
         """Write the profile as JSON (atomically: a reader never sees half a file)."""
@@ -256,7 +216,15 @@ class ModelProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelProfile:
-        return cls.from_dict(read_json_object(Path(path), "profile"))
+        return cls.from_dict(read_json_object(Path(path), "profile"), source=f"profile {path}")
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _replaced(model: Model, changes: Mapping[str, Any]) -> Model:
+    fields = {name: getattr(model, name) for name in type(model).model_fields}
+    return type(model).model_validate({**fields, **changes})
 
 
 # -- measuring ----------------------------------------------------------------------------------

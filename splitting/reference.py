@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from splitting.errors import ProfileError
@@ -118,7 +118,7 @@ def with_reference_agreement(profile: ModelProfile) -> ModelProfile:
     if shipped.fingerprint != profile.fingerprint or shipped.n != profile.n:
         return profile
     splits = tuple(
-        replace(own, agreement={**own.agreement, **ref.agreement})
+        own.replace(agreement={**own.agreement, **ref.agreement})
         for own, ref in zip(profile.splits, shipped.splits, strict=True)
     )
-    return replace(profile, splits=splits, images=max(profile.images, shipped.images))
+    return profile.replace(splits=splits, images=max(profile.images, shipped.images))

@@ -12,17 +12,41 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from splitting.errors import ProfileError
-from splitting.jsonfile import read_json_object
+from splitting.jsonfile import profile_report, read_json_object
 
 DEFAULT_DTYPE = "fp32"
+# The shared format carries informational keys of its own (torch versions, full_ms); the keys
+# read here are typed strictly, the others are kept as they are.
+_SHARED_FORMAT = ConfigDict(extra="allow", frozen=True, strict=True)
+
+
+class ServerModelTimes(BaseModel):
+    """`models.<name>`: n blocks, and per "<dtype>@<batch>" the tail time of every split."""
+
+    model_config = _SHARED_FORMAT
+
+    blocks: int = Field(ge=0)
+    tail_ms: dict[str, list[float]] = Field(min_length=1)
+    out_shape: list[list[int]] = Field(default_factory=list)
+    block_ms: dict[str, list[float]] = Field(default_factory=dict)
+
+
+class ServerProfileFile(BaseModel):
+    """The whole file: the server's name and the timings of each model it serves."""
+
+    model_config = _SHARED_FORMAT
+
+    device: str = "unknown"
+    models: dict[str, ServerModelTimes] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -38,16 +62,19 @@ class ServerProfile:
 
     def __init__(self, data: Mapping[str, Any], *, source: str = "profile") -> None:
         self.source = source
-        self.device = str(data.get("device", "unknown"))
-        models = data.get("models")
-        if not isinstance(models, Mapping) or not models:
+        try:
+            parsed = ServerProfileFile.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ProfileError(profile_report(exc, f"{source}: malformed server profile:")) from exc
+        if not parsed.models:
             raise ProfileError(f"{source}: a server profile needs a non-empty 'models' object")
+        self.device = parsed.device
         self._data = {str(k): v for k, v in data.items()}
         self._blocks: dict[str, int] = {}
         self._curves: dict[tuple[str, str], _Curve] = {}
-        for name, entry in models.items():
-            self._blocks[name], curves = _parse_model(source, name, entry)
-            for dtype, curve in curves.items():
+        for name, entry in parsed.models.items():
+            self._blocks[name] = entry.blocks
+            for dtype, curve in _curves(f"{source}: model {name!r}", entry).items():
                 self._curves[(name, dtype)] = curve
 
     @classmethod
@@ -105,26 +132,12 @@ class ServerProfile:
         return curve
 
 
-def _parse_model(source: str, name: str, entry: Any) -> tuple[int, dict[str, _Curve]]:
-    where = f"{source}: model {name!r}"
-    if not isinstance(entry, Mapping):
-        raise ProfileError(f"{where} must be an object")
-    try:
-        blocks = int(entry["blocks"])
-        tails = entry["tail_ms"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProfileError(f"{where} needs integer 'blocks' and a 'tail_ms' object") from exc
-    if not isinstance(tails, Mapping) or not tails:
-        raise ProfileError(f"{where}: 'tail_ms' must be a non-empty object")
+def _curves(where: str, entry: ServerModelTimes) -> dict[str, _Curve]:
     by_dtype: dict[str, dict[int, list[float]]] = {}
-    for key, values in tails.items():
-        dtype, batch = _parse_key(where, str(key))
-        if not isinstance(values, Sequence) or len(values) != blocks + 1:
-            raise ProfileError(f"{where}: tail_ms[{key!r}] must list {blocks + 1} times")
-        try:
-            times = [float(v) for v in values]
-        except (TypeError, ValueError) as exc:
-            raise ProfileError(f"{where}: tail_ms[{key!r}] holds a non-number") from exc
+    for key, times in entry.tail_ms.items():
+        dtype, batch = _parse_key(where, key)
+        if len(times) != entry.blocks + 1:
+            raise ProfileError(f"{where}: tail_ms[{key!r}] must list {entry.blocks + 1} times")
         if any(not np.isfinite(t) or t < 0 for t in times):
             raise ProfileError(f"{where}: tail_ms[{key!r}] holds a negative or non-finite time")
         by_dtype.setdefault(dtype, {})[batch] = times
@@ -135,7 +148,7 @@ def _parse_model(source: str, name: str, entry: Any) -> tuple[int, dict[str, _Cu
             batches=np.array(batches, dtype=np.float64),
             ms=np.array([rows[b] for b in batches], dtype=np.float64),
         )
-    return blocks, curves
+    return curves
 
 
 def _parse_key(where: str, key: str) -> tuple[str, int]:

@@ -98,9 +98,9 @@ def test_a_pair_below_the_floor_is_never_a_candidate_nor_chosen() -> None:
 
 def test_an_unmeasured_lossy_pair_does_not_pass_a_floor() -> None:
     profile = two_codec_profile()
-    splits = tuple(replace(s, agreement={}) for s in profile.splits)
+    splits = tuple(s.replace(agreement={}) for s in profile.splits)
     device = DeviceProfile.from_model_profile(
-        replace(profile, splits=splits), slowdown=1.0, min_agreement=0.99
+        profile.replace(splits=splits), slowdown=1.0, min_agreement=0.99
     )
     assert device.candidates == (0, 4) or all(not device.options_at(k) for k in (1, 2, 3))
     assert device.admissible_pairs() == [(4, None)]

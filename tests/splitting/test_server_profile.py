@@ -49,7 +49,7 @@ def test_outside_the_measured_range():
     ("change", "message"),
     [
         (lambda d: d.pop("models"), "non-empty 'models'"),
-        (lambda d: d["models"]["tiny"].pop("blocks"), "integer 'blocks'"),
+        (lambda d: d["models"]["tiny"].pop("blocks"), r"models\.tiny\.blocks: Field required"),
         (lambda d: d["models"]["tiny"]["tail_ms"].update({"fp32": [1, 1, 0]}), "dtype"),
         (lambda d: d["models"]["tiny"]["tail_ms"].update({"fp32@2": [1, 0]}), "3 times"),
         (lambda d: d["models"]["tiny"]["tail_ms"].update({"fp32@2": [1, -1, 0]}), "negative"),
