@@ -10,6 +10,7 @@ telemetry, and `splitmq monitor --once --json`.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -314,3 +315,18 @@ def test_monitor_once_prints_the_fleet_as_json(fleet: Fleet) -> None:
     assert devices[DEVICE]["requests"] == state.requests
     assert devices[DEVICE]["recent_splits"] and set(devices[DEVICE]["recent_splits"]) == {SPLIT}
     assert data["broker"]["clients_connected"] >= 2
+
+
+def test_grafana_dashboard_queries_only_exported_metrics(fleet: Fleet) -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "splitmq-fleet.json").read_text())
+    with urllib.request.urlopen(fleet.metrics_url, timeout=10) as response:
+        text = response.read().decode("utf-8")
+    # Every family the exporter declares, samples or not (a fixed policy has no uplink estimate).
+    exported = set()
+    for family in text_string_to_metric_families(text):
+        suffix = {"counter": "_total", "histogram": "_bucket"}.get(family.type, "")
+        exported |= {family.name, family.name + suffix}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            names = set(re.findall(r"\b(splitmq_\w+|broker_\w+)", target["expr"]))
+            assert names <= exported, f"{panel['title']}: {names - exported} not exported"
