@@ -51,5 +51,9 @@ class BrokerConnectError(BrokerError):
     """A client could not connect to the broker within its timeout."""
 
 
+class SecureProfileError(BrokerError, ConfigurationError):
+    """`splitmq broker init` cannot write the profile (bad name, existing profile, no plugin)."""
+
+
 class AuthFileError(BrokerError, ConfigurationError):
     """The password or ACL file could not be written."""

@@ -1,4 +1,5 @@
-"""`splitmq broker`: run the embedded Mosquitto in the foreground until Ctrl-C.
+"""`splitmq broker`: run the embedded Mosquitto in the foreground until Ctrl-C;
+`splitmq broker init DIR`: write a secure profile (broker.secure_profile) to run it with.
 
 SIGINT, SIGTERM and SIGHUP stop mosquitto and remove the temporary directory (exit 0). If
 mosquitto exits on its own the command fails with its status and log tail (exit 3). If this
@@ -16,6 +17,13 @@ from types import FrameType
 from typing import Any
 
 from broker.launcher import MosquittoBroker
+from broker.secure_profile import (
+    DEFAULT_DISCOVERY_PREFIX,
+    DEFAULT_SHARE_GROUP,
+    DEFAULT_TLS_PORT,
+    PLUGIN_NAME,
+    init_profile,
+)
 from splitmq.clikit import port_number
 
 POLL_S = 0.2
@@ -35,6 +43,55 @@ def register(subparsers: Any) -> None:
         help="config template with ${port} and ${bind_address} (default: broker/mosquitto.conf)",
     )
     parser.set_defaults(func=run)
+    actions = parser.add_subparsers(dest="action", metavar="{init}")
+    init = actions.add_parser(
+        "init",
+        help="write a secure profile: CA and TLS certificates, users, ACLs, broker config",
+        description="Write a secure broker profile into DIR: a private CA, the broker's TLS "
+        "certificate, random passwords for each user, per-user ACLs (dynamic-security "
+        "plugin: devices cannot read other devices' results, join the workers' share group, "
+        "or publish status and telemetry of others), and a broker config to run with "
+        "`splitmq broker --config DIR/mosquitto.conf`. Each node's login is its node id.",
+    )
+    init.add_argument("dir", type=Path, metavar="DIR", help="directory to write the profile to")
+    init.add_argument("--device", action="append", default=[], metavar="NAME", help="device login")
+    init.add_argument("--worker", action="append", default=[], metavar="NAME", help="worker login")
+    init.add_argument(
+        "--monitor", action="append", default=[], metavar="NAME", help="read-only login"
+    )
+    init.add_argument(
+        "--client-cert",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also issue a TLS client certificate to this user (repeatable)",
+    )
+    init.add_argument(
+        "--require-client-certs",
+        action="store_true",
+        help="the broker demands a client certificate (one is issued to every user)",
+    )
+    init.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another host name or address of the broker for its certificate (repeatable)",
+    )
+    init.add_argument("--topic-prefix", default="splitmq", help="first level(s) of every topic")
+    init.add_argument("--share-group", default=DEFAULT_SHARE_GROUP, help="the workers' group")
+    init.add_argument(
+        "--discovery-prefix", default=DEFAULT_DISCOVERY_PREFIX, help="Home Assistant's prefix"
+    )
+    init.add_argument(
+        "--port",
+        dest="init_port",
+        type=port_number,
+        default=DEFAULT_TLS_PORT,
+        help=f"port written into each user's broker section (default {DEFAULT_TLS_PORT})",
+    )
+    init.add_argument("--plugin", help=f"path of {PLUGIN_NAME} (default: searched)")
+    init.add_argument("--force", action="store_true", help="replace an existing profile")
 
 
 def _stop_on_signals() -> threading.Event:
@@ -51,6 +108,8 @@ def _stop_on_signals() -> threading.Event:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "init":
+        return run_init(args)
     stop = _stop_on_signals()
     broker = MosquittoBroker(args.port, host=args.host, config_template=args.config)
     try:
@@ -78,3 +137,34 @@ def _follow_log(broker: MosquittoBroker, stop: threading.Event) -> None:
             shown = len(text)
         broker.check_running()
         stop.wait(POLL_S)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Write the profile; print where everything is and how to run it."""
+    devices, workers, monitors = args.device, args.worker, args.monitor
+    if not (devices or workers or monitors):
+        devices, workers, monitors = ["device-1"], ["worker-1"], ["monitor"]
+    profile = init_profile(
+        args.dir,
+        devices=devices,
+        workers=workers,
+        monitors=monitors,
+        client_certs=args.client_cert,
+        require_client_certs=args.require_client_certs,
+        server_names=args.san,
+        prefix=args.topic_prefix,
+        share_group=args.share_group,
+        discovery_prefix=args.discovery_prefix,
+        port=args.init_port,
+        plugin=args.plugin,
+        force=args.force,
+    )
+    print(f"secure broker profile written to {profile.directory}")
+    for user in profile.users.values():
+        cert = " (with client certificate)" if user.certfile else ""
+        print(f"  {user.role:8} {user.name}: {profile.client_file(user.name)}{cert}")
+    print(f"run it: splitmq broker --config {profile.config} --port {args.init_port}")
+    print(f"keep {profile.directory / 'ca.key'} offline: it signs the broker's certificates")
+    for warning in profile.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
