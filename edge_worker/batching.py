@@ -10,7 +10,10 @@ unacknowledged deliveries to a client that asked for 8), so the queue accepts re
 Requests wait in one queue per (model, split) key. The batcher takes the oldest request of all,
 then gathers more of the same key until it has `max_batch` of them or `max_wait_s` has passed
 since that first request arrived (a request that already waited that long starts its batch at
-once). Nothing here touches MQTT or a model.
+once). Oldest-first across keys is what keeps splits fair: a busy split cannot starve a quiet
+one, whose oldest request is served as soon as it is the oldest of all. A request that asked for
+the bit-exact path waits in a lane of its own and always runs alone (a batch of 1). Nothing here
+touches MQTT or a model.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Queued:
     key: BatchKey
     received: float
     nbytes: int
+    exact: bool = field(default=False, kw_only=True)  # asked for the bit-exact path (batch 1)
 
 
 T = TypeVar("T", bound=Queued)
@@ -63,7 +67,7 @@ class RequestQueue(Generic[T]):
         self.capacity = capacity
         self.max_bytes = max_bytes
         self._clock = clock
-        self._lanes: dict[BatchKey, _Lane[T]] = {}
+        self._lanes: dict[tuple[BatchKey, bool], _Lane[T]] = {}
         self._size = 0
         self._bytes = 0
         self.peak = 0  # most requests held at once
@@ -79,6 +83,15 @@ class RequestQueue(Generic[T]):
         with self._changed:
             return self._bytes
 
+    def pending_by_key(self) -> dict[BatchKey, int]:
+        """Requests waiting now, per (model, split)."""
+        with self._changed:
+            pending: dict[BatchKey, int] = {}
+            for (key, _), lane in self._lanes.items():
+                if lane.items:
+                    pending[key] = pending.get(key, 0) + len(lane.items)
+            return pending
+
     def put(self, item: T) -> None:
         with self._changed:
             if self._closed:
@@ -88,7 +101,7 @@ class RequestQueue(Generic[T]):
                     f"worker holds {self._size} requests ({self._bytes} bytes); one more of "
                     f"{item.nbytes} bytes would pass its limit of {self.max_bytes} bytes"
                 )
-            self._lanes.setdefault(item.key, _Lane()).items.append(item)
+            self._lanes.setdefault((item.key, item.exact), _Lane()).items.append(item)
             self._size += 1
             self._bytes += item.nbytes
             self.peak = max(self.peak, self._size)
@@ -133,9 +146,10 @@ class RequestQueue(Generic[T]):
                 return []
             take(first)
             batch = [first]
-            lane = self._lanes[first.key]
+            lane = self._lanes[(first.key, first.exact)]
             gather_until = first.received + max_wait_s
-            while len(batch) < max_batch:
+            limit = 1 if first.exact else max_batch
+            while len(batch) < limit:
                 if lane.items:
                     item = self._pop(lane)
                     take(item)

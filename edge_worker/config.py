@@ -30,6 +30,12 @@ from schemas.topics import Topics, check_segment
 
 DEFAULT_MODEL = "efficientnet-lite0"
 SplitSelection = Literal["candidates", "all"] | list[int]
+# (max_batch, max_wait_ms) per device kind, from `splitmq bench worker` (BENCHMARKS.md). CPU:
+# batch 8 ran lite0's middle tails 1.2-1.6x faster than batch 1 in process, and a window buys
+# nothing there (a loaded worker's queue fills the batch by itself; an idle one would only wait).
+# CUDA: a batch of 64 costs about twice a batch of 1 on an H200 (../shared/profiles), so a
+# larger batch and a short window pay; not measured on a GPU by this build.
+BATCH_DEFAULTS: dict[str, tuple[int, float]] = {"cpu": (8, 0.0), "cuda": (32, 2.0)}
 CONFIG_WHAT = "worker configuration"
 
 
@@ -123,18 +129,20 @@ class WorkerConfig(BaseModel):
     device: Literal["cpu", "cuda", "auto"] = Field(
         "auto", description='where tails run; "auto" = cuda when available, else cpu (fp32)'
     )
-    max_batch: int = Field(
-        8,
+    max_batch: int | None = Field(
+        None,
         ge=1,
         le=1024,
         description="most requests in one tail call; 1 = logits bit-identical to the unsplit "
-        "model (batched kernels may round differently)",
+        "model (batched kernels may round differently); None = the default of the device kind "
+        "the tails run on (BATCH_DEFAULTS)",
     )
-    max_wait_ms: float = Field(
-        0.0,
+    max_wait_ms: float | None = Field(
+        None,
         ge=0,
         description="how long a batch waits for more requests after its first one arrived; "
-        "0 = take what queued up while the previous batch ran (no added latency when idle)",
+        "0 = take what queued up while the previous batch ran (no added latency when idle); "
+        "None = the default of the device kind (BATCH_DEFAULTS)",
     )
     queue_capacity: int = Field(
         64,
@@ -189,6 +197,15 @@ class WorkerConfig(BaseModel):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    def batching(self, device: str) -> tuple[int, float]:
+        """(max_batch, max_wait_ms) for tails on `device` ("cpu", "cuda:0"): the configured
+        values, or the measured defaults of the device kind."""
+        default_batch, default_wait = BATCH_DEFAULTS["cuda" if device.startswith("cuda") else "cpu"]
+        return (
+            self.max_batch if self.max_batch is not None else default_batch,
+            self.max_wait_ms if self.max_wait_ms is not None else default_wait,
+        )
 
 
 def worker_config_from_mapping(data: Mapping[str, Any], *, source: str = "<dict>") -> WorkerConfig:

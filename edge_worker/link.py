@@ -27,7 +27,7 @@ from broker.client import BrokerSettings
 from broker.session import MqttSession, NodeState, NodeStatus
 from edge_worker.batching import Queued
 from schemas.errors import TopicError
-from schemas.topics import Topics
+from schemas.topics import EXACT_PROPERTY, Topics
 
 LOG = logging.getLogger(__name__)
 MAX_TOPIC_BYTES = 65535  # an MQTT UTF-8 string's length prefix is 16 bits
@@ -193,6 +193,7 @@ class WorkerLink:
                 mid=message.mid,
                 qos=message.qos,
                 connection=connection,
+                exact=EXACT_PROPERTY in (getattr(props, "UserProperty", None) or ()),
             )
         )
 

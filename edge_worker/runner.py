@@ -8,7 +8,8 @@ benchmark measures MQTT and framing only. The worker sees only the `TailRunner` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Protocol
 
 import numpy as np
@@ -53,6 +54,15 @@ class TailRunner(Protocol):
 
     def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
         """tail(split) over the frames (same model and split), top-5 per frame, in order."""
+        ...
+
+    def run_exact(self, model: str, split: int, frame: Frame) -> list[Prediction]:
+        """tail(split) of one frame on the bit-exact path (see `computes_exactly`)."""
+        ...
+
+    def computes_exactly(self, batch_size: int, exact_path: bool) -> bool:
+        """Whether a batch of `batch_size` run so (`exact_path`: as asked for) gives logits
+        bit-identical to the unsplit model's reference run (batch 1, one torch thread, CPU)."""
         ...
 
     def warm_up(self) -> None:
@@ -145,14 +155,31 @@ class ModelTailRunner(_DecodingRunner):
         return str(self._device)
 
     def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
+        return self._run(model, split, frames, exact=False)
+
+    def run_exact(self, model: str, split: int, frame: Frame) -> list[Prediction]:
+        return self._run(model, split, [frame], exact=True)[0]
+
+    def _run(
+        self, model: str, split: int, frames: Sequence[Frame], *, exact: bool
+    ) -> list[list[Prediction]]:
         split_model = self._models[model]
         batch = self._to_batch(split_model, split, frames)
-        with torch.inference_mode():
+        threads = _one_thread() if exact and self._device.type == "cpu" else nullcontext()
+        with threads, torch.inference_mode():
             logits = split_model.tail(batch.to(self._device), split)
             probabilities = torch.softmax(logits.float().flatten(1), dim=1)
             top = torch.topk(probabilities, k=min(TOP_K, probabilities.shape[1]), dim=1)
         return top5_predictions(
             top.values.cpu().numpy(), top.indices.cpu().numpy(), split_model.labels
+        )
+
+    def computes_exactly(self, batch_size: int, exact_path: bool) -> bool:
+        # Batched kernels, other thread counts and GPU kernels may sum in another order.
+        return (
+            self._device.type == "cpu"
+            and batch_size == 1
+            and (exact_path or torch.get_num_threads() == 1)
         )
 
     def warm_up(self) -> None:
@@ -193,8 +220,25 @@ class EchoTailRunner(_DecodingRunner):
     def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
         return [list(ECHO_TOP5) for _ in frames]
 
+    def run_exact(self, model: str, split: int, frame: Frame) -> list[Prediction]:
+        return self.run_batch(model, split, [frame])[0]
+
+    def computes_exactly(self, batch_size: int, exact_path: bool) -> bool:
+        return batch_size == 1  # a fixed answer, the same in any batch; exact when alone
+
     def warm_up(self) -> None:
         """Nothing to warm: no model."""
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch at one intra-op thread for the duration (the compute thread is the only caller)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _check_dtype(frame: Frame) -> None:

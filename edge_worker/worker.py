@@ -4,8 +4,10 @@
         worker.wait_stopped()               # or do other things; __exit__ stops it cleanly
 
 Every request taken from the queue ends with exactly one reply when it names a response topic:
-"ok" with the top-5 and timings, "error" with the code of what was wrong with it, "expired"
-when it waited past its deadline (not computed), or "rejected" if the queue overflowed.
+"ok" with the top-5, timings and whether it was computed bit-exactly (a request that asks for
+it, with the `splitmq-exact` user property, runs alone on the exact path); "error" with the
+code of what was wrong with it; "expired" when it waited past its deadline (not computed); or
+"rejected" if the queue overflowed.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class EdgeWorker:
         self.config = config
         self.worker_id = config.worker_id
         self.runner = runner if runner is not None else build_runner(config)
+        self.max_batch, self.max_wait_ms = config.batching(self.runner.device)
         self.queue: RequestQueue[InboundRequest] = RequestQueue(
             config.queue_capacity, config.max_held_bytes
         )
@@ -95,7 +98,7 @@ class EdgeWorker:
             device=self.runner.device,
             models=self.runner.served(),
             queue_capacity=config.queue_capacity,
-            max_batch=config.max_batch,
+            max_batch=self.max_batch,
             interval_s=config.telemetry_interval_s,
             min_gap_s=config.telemetry_min_gap_s,
             queue_depth=lambda: len(self.queue),
@@ -197,10 +200,10 @@ class EdgeWorker:
     # -- compute thread -------------------------------------------------------------------------
 
     def _compute_loop(self) -> None:
-        max_wait_s = self.config.max_wait_ms / 1000.0
+        max_wait_s = self.max_wait_ms / 1000.0
         while True:
             batch = self.queue.take_batch(
-                self.config.max_batch, max_wait_s, timeout_s=None, on_take=self.link.ack
+                self.max_batch, max_wait_s, timeout_s=None, on_take=self.link.ack
             )
             if not batch:
                 return
@@ -220,9 +223,13 @@ class EdgeWorker:
         if not decoded:
             return
         model, split = decoded[0].request.key
+        exact_path = decoded[0].request.exact  # an exact request always runs alone
         started = time.perf_counter()
         try:
-            top5 = self.runner.run_batch(model, split, [d.frame for d in decoded])
+            if exact_path:
+                top5 = [self.runner.run_exact(model, split, decoded[0].frame)]
+            else:
+                top5 = self.runner.run_batch(model, split, [d.frame for d in decoded])
         except Exception as exc:
             error = exc if isinstance(exc, RequestError) else ComputeError(f"tail failed: {exc!r}")
             if not isinstance(exc, RequestError):
@@ -232,9 +239,10 @@ class EdgeWorker:
             return
         compute_ms = (time.perf_counter() - started) * 1000.0
         self.stats.record_compute(model, split, len(decoded), compute_ms)
+        exact = self.runner.computes_exactly(len(decoded), exact_path)
         for item, predictions in zip(decoded, top5, strict=True):
             try:
-                self._reply_ok(item, predictions, compute_ms, len(decoded))
+                self._reply_ok(item, predictions, compute_ms, len(decoded), exact)
             except Exception as exc:  # one reply that cannot be built costs no batch-mate
                 LOG.exception("worker %s: reply to one request failed", self.worker_id)
                 self._fail_safely(item.request, ComputeError(f"reply failed: {exc!r}"), None)
@@ -277,7 +285,12 @@ class EdgeWorker:
     # -- replies --------------------------------------------------------------------------------
 
     def _reply_ok(
-        self, item: _Decoded, predictions: list[Prediction], compute_ms: float, batch_size: int
+        self,
+        item: _Decoded,
+        predictions: list[Prediction],
+        compute_ms: float,
+        batch_size: int,
+        exact: bool,
     ) -> None:
         self.stats.count("served")
         request = item.request
@@ -296,6 +309,7 @@ class EdgeWorker:
                 compute_ms=compute_ms,
                 batch_size=batch_size,
             ),
+            exact=exact,
         )
         self.link.reply(request.response_topic, request.correlation_data, encode_message(message))
 

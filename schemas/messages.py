@@ -88,7 +88,7 @@ _RESULT_RULES: dict[str, Any] = {
         },
         {
             "if": {"properties": {"status": {"enum": ["error", "expired", "rejected"]}}},
-            "then": {"properties": {"top5": {"maxItems": 0}}},
+            "then": {"properties": {"top5": {"maxItems": 0}, "exact": {"const": False}}},
         },
     ]
 }
@@ -108,6 +108,13 @@ class ResultMessage(_Message):
     top5: list[Prediction] = Field(default_factory=list, max_length=5)
     timings: ServerTimings | None = None
     error: ErrorInfo | None = None
+    exact: bool = Field(
+        False,
+        description="true when the scores were computed bit-exactly: the tail ran at batch 1 "
+        "on one CPU thread, so its logits are bit-identical to the unsplit model's reference "
+        "run on the same decoded input; false when batched, multi-threaded or on a GPU, or when "
+        "not computed (absent from workers that predate the field)",
+    )
 
     @model_validator(mode="after")
     def _status_matches_content(self) -> ResultMessage:
@@ -117,6 +124,8 @@ class ResultMessage(_Message):
             raise ValueError("an error result needs error {code, message}")
         if self.status != "ok" and self.top5:
             raise ValueError(f"a {self.status} result carries no predictions")
+        if self.status != "ok" and self.exact:
+            raise ValueError(f"a {self.status} result was not computed, so not exactly")
         return self
 
 

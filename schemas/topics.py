@@ -11,6 +11,9 @@
 
 Workers subscribe to requests through `$share/<group>/<prefix>/req/<model>/<k>` so several
 workers share one split.
+
+A request that carries the MQTT v5 user property `EXACT_PROPERTY` (`splitmq-exact: 1`) asks for
+the worker's bit-exact path (batch 1, one thread); a worker that does not know it ignores it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from schemas.errors import TopicError
 # MQTT caps a topic at 65,535 bytes of UTF-8.
 MAX_TOPIC_BYTES = 65535
 _FORBIDDEN = ("/", "+", "#", "\x00")
+#: MQTT v5 user property (name, value) of a request that asks for the bit-exact path.
+EXACT_PROPERTY = ("splitmq-exact", "1")
 
 
 def check_segment(value: Any, what: str) -> str:

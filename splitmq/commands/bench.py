@@ -7,7 +7,14 @@ from typing import Any
 
 from splitmq.commands import register_module
 
-BENCH_MODULES = ("bench_codec", "bench_transport", "bench_chooser", "bench_live", "bench_grid")
+BENCH_MODULES = (
+    "bench_codec",
+    "bench_transport",
+    "bench_chooser",
+    "bench_live",
+    "bench_grid",
+    "bench_worker",
+)
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,62 @@
+"""`splitmq bench worker --json PATH`: batched against unbatched tails, in process and
+through a real worker and broker, and what batching changes in the answer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+SPEEDUP_TARGET = 3.0
+OVERHEAD_TARGET = 0.15
+
+
+def register(subparsers: Any) -> None:
+    from splitmq.worker_bench import __doc__ as doc
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "worker",
+        help="batched vs unbatched tails of a real model (in process and through MQTT)",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--split", type=int, action="append", help="split k (repeatable)")
+    parser.add_argument("--codec", default="int5", help="frame codec of the requests")
+    parser.add_argument("--max-batch", type=int, default=8, help="the batched setting")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="batched worker's window")
+    parser.add_argument("--requests", type=int, default=240, help="per split and setting")
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--no-mqtt", action="store_true", help="only the in-process part")
+    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitmq.worker_bench import WorkerBenchOptions, format_report, run_worker_bench
+
+    options = WorkerBenchOptions(
+        model=args.model,
+        splits=tuple(args.split or ()),
+        codec=args.codec,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        requests=args.requests,
+        mqtt_requests=args.requests,
+        mqtt=not args.no_mqtt,
+        torch_threads=args.torch_threads,
+    )
+    result = run_worker_bench(options)
+    result["targets"] = {
+        "speedup": SPEEDUP_TARGET,
+        "overhead_share": OVERHEAD_TARGET,
+        "speedup_met": result["speedup"] >= SPEEDUP_TARGET,
+        "overhead_met": result["overhead_share"] <= OVERHEAD_TARGET,
+    }
+    print(format_report(result))
+    if args.json_path is not None:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"  written to {args.json_path}")
+    return 0

@@ -1,0 +1,499 @@
+"""Worker benchmark: what batching buys a real tail, and what it changes in the answer.
+
+Three measurements, per split (default: lite0's inner natural bottlenecks under int5, the
+devices' decision codec), each with batching on (`max_batch` 8) and off (1):
+
+1. In process, no MQTT: requests are decoded, batched, run through tail(k) and their results
+   encoded to JSON exactly as the worker does, back to back. `per_s` is requests per second
+   and `overhead_share` the share of that time spent outside the tail (decode, result encode).
+2. Through a real worker and broker: an `edge-worker` process (CPU, its own torch threads) and
+   a light device that publishes a burst of real frames and collects every reply. `per_s` is
+   the requests answered per second from the first publish to the last reply, and
+   `overhead_share` = 1 - (tail compute time, summed over the batches the replies report) /
+   that span: MQTT, decode, encode and the worker's hand-offs as a share of its busy time.
+3. The answer: each bundled sample image's logits at batch 1 against the same inputs run in
+   batches of 8 (mixed images), on the decoded frames the worker would see: top-1 agreement,
+   max |logit difference| and the share of samples whose logits are bit-identical.
+
+`speedup` is batched per_s / unbatched per_s, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from broker.client import BrokerSettings
+from broker.launcher import MosquittoBroker
+from device_node.errors import DeviceError
+from device_node.link import DeviceLink
+from edge_worker.runner import ModelTailRunner, candidate_splits
+from schemas.frame import Frame, encode_frame
+from schemas.messages import ResultMessage, ServerTimings, encode_message
+from schemas.topics import Topics
+from splitmq.errors import ConfigurationError, SplitmqError
+from splitmq.light_device import LightDevice
+from splitting.images import sample_images
+from splitting.partition import SplitModel
+from splitting.registry import load_model
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "efficientnet-lite0"
+DEFAULT_CODEC = "int5"
+WORKER_START_S = 120.0
+REPLY_TIMEOUT_S = 300.0
+ROUNDS = 3
+EXIT_CHECK_S = 0.5
+
+
+class WorkerBenchError(SplitmqError):
+    """The benchmark could not run (no worker, a burst without all its replies)."""
+
+
+@dataclass(frozen=True)
+class WorkerBenchOptions:
+    model: str = DEFAULT_MODEL
+    splits: tuple[int, ...] = ()  # () = the inner natural bottlenecks under `codec`
+    codec: str = DEFAULT_CODEC
+    max_batch: int = 8
+    max_wait_ms: float = 2.0
+    requests: int = 240  # in process, per split and batch setting
+    mqtt_requests: int = 240  # through the worker, per split and batch setting
+    mqtt: bool = True
+    torch_threads: int = 1
+    queue_capacity: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 2:
+            raise ConfigurationError("--max-batch must be >= 2 (batch 1 is the baseline)")
+        if self.requests < self.max_batch or self.mqtt_requests < self.max_batch:
+            raise ConfigurationError("request counts must be at least --max-batch")
+        if self.torch_threads < 1:
+            raise ConfigurationError("--torch-threads must be >= 1")
+
+
+@dataclass
+class SplitInputs:
+    """One split's inputs: block k-1's output for each sample image, and its frame."""
+
+    model: SplitModel
+    k: int
+    codec: str
+    tensors: list[np.ndarray]
+    frames: list[bytes] = field(init=False)
+    frame_bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.frames = [self.frame(i, f"sample-{i}") for i in range(len(self.tensors))]
+        self.frame_bytes = int(np.median([len(f) for f in self.frames]))
+
+    def frame(self, i: int, request_id: str) -> bytes:
+        """The frame of sample `i % samples` under `request_id`."""
+        return encode_frame(
+            self.tensors[i % len(self.tensors)],
+            codec=self.codec,
+            request_id=request_id,
+            model=self.model.name,
+            fingerprint=self.model.fingerprint,
+            split=self.k,
+        )
+
+
+def run_worker_bench(options: WorkerBenchOptions) -> dict[str, Any]:
+    torch.set_num_threads(options.torch_threads)
+    model = load_model(options.model)
+    splits = list(options.splits) or [k for k in candidate_splits(model, options.codec) if k > 0]
+    bad = [k for k in splits if not 0 < k < model.n]
+    if bad:
+        raise ConfigurationError(f"{model.name} has inner splits 1..{model.n - 1}, got {bad}")
+    inputs = {k: _split_inputs(model, k, options.codec) for k in splits}
+    jpeg_bytes = _jpeg_bytes(model)
+    best = best_middle(splits, {k: i.frame_bytes for k, i in inputs.items()}, jpeg_bytes)
+    runner = ModelTailRunner({model.name: model}, {model.name: splits}, device="cpu")
+    runner.warm_up()
+    settings = (1, options.max_batch)
+    per_split: dict[str, Any] = {}
+    for k in splits:
+        frames = inputs[k].frames
+        for b in settings:  # the first calls of a new shape pay one-time setup
+            measure_in_process(runner, model.name, k, frames, b, 2 * options.max_batch)
+        rounds = _rounds(
+            functools.partial(measure_in_process, runner, model.name, k, frames),
+            settings,
+            options.requests,
+        )
+        per_split[str(k)] = {
+            "frame_bytes": inputs[k].frame_bytes,
+            "in_process": _compare(rounds, options.max_batch),
+            "answer": answer_under_batching(model, runner, k, frames, options.max_batch),
+        }
+    if options.mqtt:
+        for k, by_batch in measure_through_worker(options, inputs).items():
+            per_split[str(k)]["mqtt"] = _compare(by_batch, options.max_batch)
+    headline = per_split[str(best)]
+    source = headline.get("mqtt", headline["in_process"])
+    return {
+        "model": model.name,
+        "codec": options.codec,
+        "splits": splits,
+        "best_middle_split": best,
+        "jpeg_bytes": jpeg_bytes,
+        "max_batch": options.max_batch,
+        "max_wait_ms": options.max_wait_ms,
+        "torch_threads": options.torch_threads,
+        "through": "mqtt" if "mqtt" in headline else "in_process",
+        "batched": source["batched"],
+        "unbatched": source["unbatched"],
+        "speedup": source["speedup"],
+        "overhead_share": source["batched"]["overhead_share"],
+        "answer": headline["answer"],
+        "per_split": per_split,
+        "machine": _machine(),
+    }
+
+
+def best_middle(splits: Sequence[int], frame_bytes: dict[int, int], jpeg_bytes: int) -> int:
+    """The device's default fixed split (device_node.policies.best_bottleneck's rule): the
+    earliest inner split whose frame is at most half split 0's JPEG, else the smallest."""
+    small = [k for k in sorted(splits) if frame_bytes[k] <= jpeg_bytes / 2]
+    return small[0] if small else min(splits, key=lambda k: frame_bytes[k])
+
+
+def _split_inputs(model: SplitModel, k: int, codec: str) -> SplitInputs:
+    tensors = []
+    for _, image in sample_images():
+        x = model.preprocess(model.prepare_image(image))
+        with torch.inference_mode():
+            tensors.append(model.head(x, k)[0].numpy())
+    return SplitInputs(model, k, codec, tensors)
+
+
+def _jpeg_bytes(model: SplitModel) -> int:
+    sizes = [
+        len(
+            encode_frame(
+                model.prepare_image(image),
+                codec="jpeg",
+                request_id="probe",
+                model=model.name,
+                fingerprint=model.fingerprint,
+                split=0,
+            )
+        )
+        for _, image in sample_images()
+    ]
+    return int(np.median(sizes))
+
+
+# -- 1. in process ----------------------------------------------------------------------------
+
+
+def measure_in_process(
+    runner: ModelTailRunner,
+    model: str,
+    k: int,
+    frames: Sequence[bytes],
+    batch: int,
+    requests: int,
+) -> dict[str, Any]:
+    """Decode, tail and result-encode `requests` frames in batches of `batch`, timed."""
+    decode_s = compute_s = encode_s = 0.0
+    started = time.perf_counter()
+    done = 0
+    while done < requests:
+        size = min(batch, requests - done)
+        chunk = [frames[(done + i) % len(frames)] for i in range(size)]
+        t0 = time.perf_counter()
+        decoded: list[Frame] = [runner.decode(payload, model, k) for payload in chunk]
+        t1 = time.perf_counter()
+        top5 = runner.run_batch(model, k, decoded)
+        t2 = time.perf_counter()
+        for frame, predictions in zip(decoded, top5, strict=True):
+            encode_message(_result(frame, predictions, (t2 - t1) * 1000.0, size))
+        t3 = time.perf_counter()
+        decode_s, compute_s, encode_s = decode_s + t1 - t0, compute_s + t2 - t1, encode_s + t3 - t2
+        done += size
+    total_s = time.perf_counter() - started
+    return {
+        "per_s": requests / total_s,
+        "overhead_share": (decode_s + encode_s) / total_s,
+        "compute_share": compute_s / total_s,
+        "decode_ms": decode_s * 1000.0 / requests,
+        "encode_ms": encode_s * 1000.0 / requests,
+        "compute_ms_per_request": compute_s * 1000.0 / requests,
+        "mean_batch": float(batch),
+        "requests": requests,
+    }
+
+
+def _rounds(
+    measure: Callable[[int, int], dict[str, Any]], settings: Sequence[int], requests: int
+) -> dict[int, dict[str, Any]]:
+    """`measure(batch, n)` for each setting in ROUNDS alternating rounds, merged: a machine whose
+    speed drifts (shared cores) slows both settings alike instead of whichever ran last."""
+    parts: dict[int, list[dict[str, Any]]] = {b: [] for b in settings}
+    share = max(1, requests // ROUNDS)
+    for _ in range(ROUNDS):
+        for b in settings:
+            parts[b].append(measure(b, share))
+    return {b: _merge(runs) for b, runs in parts.items()}
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one setting as one run: rates from total requests over total time, shares
+    and per-request times weighted by each round's time or requests."""
+    requests = sum(r["requests"] for r in runs)
+    seconds = [r["requests"] / r["per_s"] for r in runs]
+    total_s = sum(seconds)
+    merged: dict[str, Any] = {"per_s": requests / total_s, "requests": requests}
+    for key in runs[0]:
+        if key in merged:
+            continue
+        if key.endswith("_share"):
+            merged[key] = sum(r[key] * t for r, t in zip(runs, seconds, strict=True)) / total_s
+        else:
+            merged[key] = sum(r[key] * r["requests"] for r in runs) / requests
+    return merged
+
+
+def _result(frame: Frame, predictions: list[Any], compute_ms: float, size: int) -> ResultMessage:
+    return ResultMessage(
+        request_id=frame.header.request_id,
+        status="ok",
+        model=frame.header.model,
+        split=frame.header.split,
+        worker_id="bench",
+        top5=predictions,
+        timings=ServerTimings(queue_ms=0.0, decode_ms=0.0, compute_ms=compute_ms, batch_size=size),
+    )
+
+
+def _compare(by_batch: dict[int, dict[str, Any]], max_batch: int) -> dict[str, Any]:
+    unbatched, batched = by_batch[1], by_batch[max_batch]
+    return {
+        "unbatched": unbatched,
+        "batched": batched,
+        "speedup": batched["per_s"] / unbatched["per_s"],
+    }
+
+
+# -- 3. the answer ----------------------------------------------------------------------------
+
+
+def answer_under_batching(
+    model: SplitModel, runner: ModelTailRunner, k: int, frames: Sequence[bytes], batch: int
+) -> dict[str, Any]:
+    """Logits of every sample alone against the same decoded inputs in batches of `batch`."""
+    tensors = [
+        torch.from_numpy(runner.decode(f, model.name, k).tensor.astype(np.float32)) for f in frames
+    ]
+    with torch.inference_mode():
+        alone = torch.cat([model.tail(t.unsqueeze(0), k) for t in tensors])
+        chunks = [torch.stack(tensors[i : i + batch]) for i in range(0, len(tensors), batch)]
+        batched = torch.cat([model.tail(chunk, k) for chunk in chunks])
+    alone, batched = alone.flatten(1), batched.flatten(1)
+    diff = (alone - batched).abs()
+    return {
+        "samples": len(tensors),
+        "batch": batch,
+        "top1_agreement": float((alone.argmax(1) == batched.argmax(1)).float().mean()),
+        "max_abs_logit_diff": float(diff.max()),
+        "bit_identical_share": float((diff.amax(1) == 0).float().mean()),
+    }
+
+
+# -- 2. through a real worker and broker ------------------------------------------------------
+
+
+def measure_through_worker(
+    options: WorkerBenchOptions, inputs: dict[int, SplitInputs]
+) -> dict[int, dict[int, dict[str, Any]]]:
+    """split -> max_batch -> figures. One worker process per batch setting, both running, each
+    under its own topic prefix; their bursts alternate, so only one computes at a time."""
+    settings = (1, options.max_batch)
+    prefixes = {b: Topics(f"b{b}/splitmq") for b in settings}
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(MosquittoBroker())
+        broker_settings = BrokerSettings(host=broker.host, port=broker.port)
+        devices: dict[int, LightDevice] = {}
+        for b in settings:
+            worker_id = f"bench-worker-b{b}"
+            exited = stack.enter_context(
+                _worker_process(options, broker_settings, worker_id, b, prefixes[b])
+            )
+            _wait_for_worker(
+                broker_settings, options, worker_id, prefixes[b], sorted(inputs), exited
+            )
+            device = LightDevice(broker_settings, f"bench-device-b{b}", topics=prefixes[b])
+            devices[b] = device.start()
+            stack.callback(device.stop)
+        figures: dict[int, dict[int, dict[str, Any]]] = {}
+        bursts = itertools.count()
+        for k, split_inputs in inputs.items():
+
+            def burst(b: int, n: int, split_inputs: SplitInputs = split_inputs) -> dict[str, Any]:
+                return _burst(devices[b], options, split_inputs, n, tag=f"b{b}-{next(bursts)}")
+
+            for b in settings:  # warm-up: every new shape's first calls pay one-time setup
+                burst(b, 2 * options.max_batch)
+            figures[k] = _rounds(burst, settings, options.mqtt_requests)
+    return figures
+
+
+def _burst(
+    device: LightDevice, options: WorkerBenchOptions, inputs: SplitInputs, n: int, *, tag: str
+) -> dict[str, Any]:
+    topic = device.topics.request(options.model, inputs.k)
+    ids = [f"{tag}-k{inputs.k}-{i}" for i in range(n)]
+    frames = [inputs.frame(i, rid) for i, rid in enumerate(ids)]
+    started = time.perf_counter()
+    for frame, rid in zip(frames, ids, strict=True):
+        device.send(topic, frame, rid)
+    if not device.wait(ids, REPLY_TIMEOUT_S):
+        missing = sum(rid not in device.replies for rid in ids)
+        raise WorkerBenchError(f"{missing} of {len(ids)} requests at split {inputs.k} unanswered")
+    replies = [device.replies[rid] for rid in ids]
+    statuses = [r.message.status if r.message else "unparseable" for r in replies]
+    if any(s != "ok" for s in statuses):
+        raise WorkerBenchError(
+            f"split {inputs.k}: replies other than ok: "
+            f"{ {s: statuses.count(s) for s in set(statuses) if s != 'ok'} }"
+        )
+    timings = [r.message.timings for r in replies if r.message and r.message.timings]
+    span_s = max(r.received_at for r in replies) - started
+    compute_s = sum(t.compute_ms / t.batch_size for t in timings) / 1000.0
+    return {
+        "per_s": len(ids) / span_s,
+        "overhead_share": max(0.0, 1.0 - compute_s / span_s),
+        "compute_share": min(1.0, compute_s / span_s),
+        "mean_batch": float(np.mean([t.batch_size for t in timings])),
+        "decode_ms": float(np.mean([t.decode_ms for t in timings])),
+        "requests": len(ids),
+    }
+
+
+@contextlib.contextmanager
+def _worker_process(
+    options: WorkerBenchOptions,
+    settings: BrokerSettings,
+    worker_id: str,
+    max_batch: int,
+    topics: Topics,
+) -> Iterator[Any]:
+    args = [
+        sys.executable, "-m", "edge_worker.cli",
+        "--host", settings.host, "--port", str(settings.port),
+        "--worker-id", worker_id,
+        "--topic-prefix", topics.prefix,
+        "--model", options.model,
+        "--device", "cpu",
+        "--max-batch", str(max_batch),
+        "--max-wait-ms", str(options.max_wait_ms if max_batch > 1 else 0.0),
+        "--queue-capacity", str(options.queue_capacity),
+        "--torch-threads", str(options.torch_threads),
+        "-q",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.getenv("PYTHONPATH")])),
+        "OMP_NUM_THREADS": str(options.torch_threads),
+    }
+    process = subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL)
+    try:
+        yield process.poll
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_worker(
+    settings: BrokerSettings,
+    options: WorkerBenchOptions,
+    worker_id: str,
+    topics: Topics,
+    splits: Sequence[int],
+    exited: Any,
+) -> None:
+    model = options.model
+    observer = DeviceLink(settings, f"observer-{worker_id}", topics=topics)
+    try:
+        observer.start(wait_s=10.0)
+    except DeviceError as exc:
+        raise WorkerBenchError(f"observer cannot connect: {exc}") from exc
+    try:
+        deadline = time.monotonic() + WORKER_START_S
+        while not observer.wait_for_workers(
+            lambda: worker_id in observer.alive_workers(model, splits[-1]), EXIT_CHECK_S
+        ):
+            code = exited()
+            if code is not None:
+                raise WorkerBenchError(f"worker process exited with code {code}")
+            if time.monotonic() > deadline:
+                raise WorkerBenchError(f"worker did not appear within {WORKER_START_S:g} s")
+    finally:
+        observer.stop()
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def format_report(result: dict[str, Any]) -> str:
+    lines = [
+        f"worker benchmark: {result['model']}, {result['codec']} frames, CPU, "
+        f"{result['torch_threads']} torch thread(s), max_batch {result['max_batch']} vs 1",
+        "",
+        "  k   bytes | in process: b1/s  bN/s  speedup ovh | mqtt: b1/s  bN/s  speedup ovh  "
+        "mean_b | top-1  max|dlogit|  bit-identical",
+    ]
+    for k, entry in result["per_split"].items():
+        ip = entry["in_process"]
+        mq = entry.get("mqtt")
+        answer = entry["answer"]
+        mqtt_cols = (
+            f"{mq['unbatched']['per_s']:6.1f} {mq['batched']['per_s']:6.1f} "
+            f"{mq['speedup']:6.2f}x {mq['batched']['overhead_share']:5.1%} "
+            f"{mq['batched']['mean_batch']:5.1f}"
+            if mq
+            else "   (not run)"
+        )
+        lines.append(
+            f"  {k:>2} {entry['frame_bytes']:7d} | {ip['unbatched']['per_s']:6.1f} "
+            f"{ip['batched']['per_s']:6.1f} {ip['speedup']:6.2f}x "
+            f"{ip['batched']['overhead_share']:5.1%} | {mqtt_cols} | "
+            f"{answer['top1_agreement']:5.1%} {answer['max_abs_logit_diff']:10.2e} "
+            f"{answer['bit_identical_share']:8.1%}"
+        )
+    lines += [
+        "",
+        f"  best middle split {result['best_middle_split']} ({result['through']}): "
+        f"speedup {result['speedup']:.2f}x, overhead_share {result['overhead_share']:.1%}",
+    ]
+    return "\n".join(lines)
