@@ -54,27 +54,44 @@ def find_mosquitto_passwd() -> str:
     return found
 
 
-def acl_rules(role: Role, prefix: str) -> list[str]:
-    """ACL lines for one role under a topic prefix.
+def acl_rules(
+    role: Role, prefix: str, name: str, *, discovery_prefix: str = "homeassistant"
+) -> list[str]:
+    """ACL lines for user `name` with `role` under a topic prefix; a node's own topics (status,
+    telemetry, results, probes, state, discovery config) carry its login, so the user must be
+    the node id.
 
-    worker: reads requests (also through `$share/...`), writes results, telemetry and status.
-    device: writes requests and probes, reads results, telemetry and status, writes its status.
+    worker: reads requests (also through `$share/...`), writes results, its telemetry and status.
+    device: writes requests and its probes, status and state; reads its own results, telemetry
+    and status.
     admin: everything under the prefix (monitoring, tests).
+
+    Mosquitto 2.0 applies an ACL file to deliveries and publishes only, never to SUBSCRIBE: a
+    device may still join the workers' share group here (`splitmq broker init` writes a profile
+    whose plugin ACLs refuse it).
     """
+    discovery = f"{discovery_prefix}/device/{name}/config"
     if role == "worker":
         return [
             f"topic read {prefix}/req/#",
             f"topic write {prefix}/result/+",
-            f"topic write {prefix}/telemetry/+",
-            f"topic write {prefix}/status/+",
+            f"topic write {prefix}/telemetry/{name}",
+            f"topic write {prefix}/status/{name}",
+            f"topic read {prefix}/status/+",
+            f"topic write {discovery}",
+            f"topic read {discovery_prefix}/status",
         ]
     if role == "device":
         return [
             f"topic write {prefix}/req/#",
-            f"topic write {prefix}/probe/+",
-            f"topic read {prefix}/result/+",
+            f"topic write {prefix}/probe/{name}",
+            f"topic read {prefix}/result/{name}",
             f"topic read {prefix}/telemetry/+",
-            f"topic readwrite {prefix}/status/+",
+            f"topic read {prefix}/status/+",
+            f"topic write {prefix}/status/{name}",
+            f"topic write {prefix}/state/{name}",
+            f"topic write {discovery}",
+            f"topic read {discovery_prefix}/status",
         ]
     return [f"topic readwrite {prefix}/#"]
 
@@ -84,7 +101,8 @@ def render_acl(users: Mapping[str, BrokerUser], prefix: str) -> str:
     lines = ["# splitmq ACL: written by broker.auth.write_auth_files; one block per user."]
     for name, user in sorted(users.items()):
         _check_username(name)
-        lines += ["", f"# role: {user.role}", f"user {name}", *acl_rules(user.role, prefix)]
+        rules = acl_rules(user.role, prefix, name)
+        lines += ["", f"# role: {user.role}", f"user {name}", *rules]
     return "\n".join(lines) + "\n"
 
 

@@ -89,9 +89,15 @@ def render_config(template: Path, values: Mapping[str, str]) -> str:
     try:
         return string.Template(text).substitute(values)
     except KeyError as exc:
+        hint = ""
+        if exc.args[0] in ("password_file", "acl_file"):
+            hint = (
+                "; for a broker with users, write a profile with `splitmq broker init DIR` "
+                "and run `splitmq broker --config DIR/mosquitto.conf`"
+            )
         raise BrokerConfigError(
             f"broker config template {template} uses placeholder ${{{exc.args[0]}}}, "
-            f"which the launcher does not fill (it fills: {', '.join(sorted(values))})"
+            f"which the launcher does not fill (it fills: {', '.join(sorted(values))}){hint}"
         ) from exc
     except ValueError as exc:
         raise BrokerConfigError(f"broker config template {template} is malformed: {exc}") from exc

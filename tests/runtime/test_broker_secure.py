@@ -47,8 +47,8 @@ def test_password_file_is_hashed_and_acl_is_per_role(tmp_path) -> None:
     passwd = files.password_file.read_text()
     assert "worker-1:$7$" in passwd and "worker-secret" not in passwd  # PBKDF2-SHA512
     acl = files.acl_file.read_text()
-    assert "user cam-1\n" + "\n".join(acl_rules("device", "site")) in acl
-    assert "topic read site/req/#" in acl_rules("worker", "site")
+    assert "user cam-1\n" + "\n".join(acl_rules("device", "site", "cam-1")) in acl
+    assert "topic read site/req/#" in acl_rules("worker", "site", "worker-1")
     with pytest.raises(AuthFileError, match="user name"):
         render_acl({"bad name": USERS["cam-1"]}, "site")
 
@@ -117,3 +117,35 @@ def test_worker_and_device_talk_through_the_acl(secure_broker: MosquittoBroker) 
             stop_client(device)
     assert parse_result(results[0]).status == "ok"
     assert snooped == [], "the ACL must keep a device from reading requests"
+
+
+def test_the_acl_file_keeps_devices_to_their_own_results_and_status() -> None:
+    from tests.runtime.secure_site import Probe
+
+    users = {**USERS, "cam-2": BrokerUser("cam2-secret", "device")}
+    with MosquittoBroker(users=users) as broker:
+
+        def probe(user: str) -> Probe:
+            settings = BrokerSettings(
+                host=broker.host, port=broker.port, username=user, password=users[user].password
+            )
+            return Probe(settings, user).start()
+
+        snoop, victim, worker = probe("cam-1"), probe("cam-2"), probe("worker-1")
+        try:
+            # Granted (an ACL file never refuses SUBSCRIBE), but nothing is delivered through it.
+            assert snoop.subscribe(TOPICS.result("cam-2"), TOPICS.status_all())[0].startswith(
+                "Granted"
+            )
+            assert victim.subscribe(TOPICS.result("cam-2"))[0].startswith("Granted")
+            assert snoop.publish(TOPICS.status("worker-1"), b"offline") == "Not authorized"
+            assert snoop.publish(TOPICS.telemetry("worker-1"), b"{}") == "Not authorized"
+            assert worker.publish(TOPICS.result("cam-2"), b"for cam-2") != "Not authorized"
+            assert worker.publish(TOPICS.status("worker-1"), b"online") != "Not authorized"
+            victim.wait_for(TOPICS.result("cam-2"), b"for cam-2")
+            snoop.wait_for(TOPICS.status("worker-1"), b"online")
+            assert snoop.received(TOPICS.result("cam-2")) == []
+            assert snoop.received(TOPICS.status("worker-1")) == [b"online"]
+        finally:
+            for client in (snoop, victim, worker):
+                client.stop()
