@@ -14,15 +14,40 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from schemas.messages import TelemetryMessage, encode_message
+from edge_worker.batching import BatchKey
+from schemas.messages import MAX_MILLIS, SplitLoad, TelemetryMessage, encode_message
 from splitting.estimators import ewma
 
 LOG = logging.getLogger(__name__)
 Outcome = Literal["served", "rejected", "expired", "errors"]
 EWMA_ALPHA = 0.2  # weight of the newest sample: about the last 10 batches matter
+
+
+@dataclass
+class _SplitCounters:
+    """Cumulative figures of one (model, split)."""
+
+    served: int = 0
+    batches: int = 0
+    batched_requests: int = 0
+    queue_ms: float = 0.0
+    compute_ms: float = 0.0
+    rejected: int = 0
+    expired: int = 0
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One finished tail call, kept for the recent window."""
+
+    at: float
+    key: BatchKey
+    size: int
+    queue_ms: float  # summed over its requests
+    compute_ms: float
 
 
 @dataclass(frozen=True)
@@ -36,6 +61,12 @@ class StatsSnapshot:
     expired: int
     errors: int
     throughput_rps: float = 0.0
+    batches: int = 0
+    queue_ms_total: float = 0.0
+    compute_ms_total: float = 0.0
+    queue_ms_recent: float = 0.0
+    compute_ms_recent: float = 0.0
+    splits: dict[str, dict[int, SplitLoad]] = field(default_factory=dict)
 
 
 class WorkerStats:
@@ -52,12 +83,18 @@ class WorkerStats:
         self._busy_since: float | None = None
         self._busy: deque[tuple[float, float]] = deque()  # finished busy periods (start, end)
         self._served: deque[tuple[float, int]] = deque()  # (time, requests served then)
+        self._splits: dict[BatchKey, _SplitCounters] = {}
+        self._recent: deque[_Batch] = deque()
 
-    def count(self, outcome: Outcome, n: int = 1) -> None:
+    def count(self, outcome: Outcome, n: int = 1, *, key: BatchKey | None = None) -> None:
+        """`n` requests ended so; `key` (model, split) also counts them for that split."""
         with self._lock:
             self._counts[outcome] += n
             if outcome == "served":
                 self._served.append((self._clock(), n))
+            if key is not None and outcome in ("served", "rejected", "expired"):
+                counters = self._splits.setdefault(key, _SplitCounters())
+                setattr(counters, outcome, getattr(counters, outcome) + n)
 
     def batch_started(self, size: int) -> None:
         with self._lock:
@@ -73,17 +110,45 @@ class WorkerStats:
             self._in_flight = 0
             self._prune(now)
 
-    def record_compute(self, model: str, split: int, batch_size: int, compute_ms: float) -> None:
-        """One tail call: its time (per batch) and size feed the EWMAs."""
+    def record_compute(
+        self,
+        model: str,
+        split: int,
+        batch_size: int,
+        compute_ms: float,
+        queue_ms: float = 0.0,
+    ) -> None:
+        """One tail call: its time (per batch) and size feed the EWMAs, the split's cumulative
+        figures and the recent window; `queue_ms` is its requests' queue times summed."""
         with self._lock:
             per_model = self._service_ms.setdefault(model, {})
             per_model[split] = ewma(per_model.get(split), compute_ms, EWMA_ALPHA)
             self._batch_size = ewma(self._batch_size, float(batch_size), EWMA_ALPHA)
+            counters = self._splits.setdefault((model, split), _SplitCounters())
+            counters.batches += 1
+            counters.batched_requests += batch_size
+            counters.queue_ms += queue_ms
+            counters.compute_ms += compute_ms
+            self._recent.append(
+                _Batch(self._clock(), (model, split), batch_size, queue_ms, compute_ms)
+            )
 
-    def snapshot(self) -> StatsSnapshot:
+    def snapshot(self, pending: Mapping[BatchKey, int] | None = None) -> StatsSnapshot:
+        """The figures now; `pending` (the queue's waiting requests per split) fills each
+        split's `pending`."""
+        pending = pending or {}
         with self._lock:
             now = self._clock()
             self._prune(now)
+            recent = list(self._recent)
+            totals = list(self._splits.values())
+            splits: dict[str, dict[int, SplitLoad]] = {}
+            for key in sorted({*self._splits, *pending}):
+                counters = self._splits.get(key, _SplitCounters())
+                mine = [b for b in recent if b.key == key]
+                splits.setdefault(key[0], {})[key[1]] = self._split_load(
+                    counters, mine, pending.get(key, 0)
+                )
             return StatsSnapshot(
                 in_flight=self._in_flight,
                 batch_size=self._batch_size or 0.0,
@@ -91,7 +156,31 @@ class WorkerStats:
                 service_ms={model: dict(splits) for model, splits in self._service_ms.items()},
                 **self._counts,
                 throughput_rps=sum(n for _, n in self._served) / self._window_s,
+                batches=sum(c.batches for c in totals),
+                queue_ms_total=sum(c.queue_ms for c in totals),
+                compute_ms_total=sum(c.compute_ms for c in totals),
+                queue_ms_recent=_mean_queue(recent),
+                compute_ms_recent=_mean_compute(recent),
+                splits=splits,
             )
+
+    def _split_load(
+        self, counters: _SplitCounters, recent: list[_Batch], pending: int
+    ) -> SplitLoad:
+        busy_ms = sum(b.compute_ms for b in recent)
+        return SplitLoad(
+            served=counters.served,
+            batches=counters.batches,
+            mean_batch=counters.batched_requests / counters.batches if counters.batches else 0.0,
+            queue_ms_total=counters.queue_ms,
+            compute_ms_total=counters.compute_ms,
+            queue_ms_recent=_mean_queue(recent),
+            compute_ms_recent=_mean_compute(recent),
+            pending=pending,
+            rejected=counters.rejected,
+            expired=counters.expired,
+            utilization=min(1.0, busy_ms / 1000.0 / self._window_s),
+        )
 
     def _utilization(self, now: float) -> float:
         """Busy fraction of the last `window_s` seconds, the running batch included."""
@@ -106,6 +195,17 @@ class WorkerStats:
             self._busy.popleft()
         while self._served and self._served[0][0] < now - self._window_s:
             self._served.popleft()
+        while self._recent and self._recent[0].at < now - self._window_s:
+            self._recent.popleft()
+
+
+def _mean_queue(batches: list[_Batch]) -> float:
+    requests = sum(b.size for b in batches)
+    return min(MAX_MILLIS, sum(b.queue_ms for b in batches) / requests) if requests else 0.0
+
+
+def _mean_compute(batches: list[_Batch]) -> float:
+    return min(MAX_MILLIS, sum(b.compute_ms for b in batches) / len(batches)) if batches else 0.0
 
 
 class TelemetryReporter:
@@ -124,6 +224,7 @@ class TelemetryReporter:
         min_gap_s: float,
         queue_depth: Callable[[], int],
         publish: Callable[[bytes], None],
+        pending: Callable[[], Mapping[BatchKey, int]] = dict,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -136,6 +237,7 @@ class TelemetryReporter:
         self._interval_s = interval_s
         self._min_gap_s = min_gap_s
         self._queue_depth = queue_depth
+        self._pending = pending
         self._publish = publish
         self._wall_clock = wall_clock
         self._clock = clock
@@ -154,7 +256,7 @@ class TelemetryReporter:
 
     def build(self) -> TelemetryMessage:
         """The current telemetry message (advances `seq`)."""
-        stats = self._stats.snapshot()
+        stats = self._stats.snapshot(self._pending())
         with self._lock:
             self._seq += 1
             seq = self._seq
@@ -177,6 +279,12 @@ class TelemetryReporter:
             expired=stats.expired,
             errors=stats.errors,
             throughput_rps=stats.throughput_rps,
+            batches=stats.batches,
+            queue_ms_total=stats.queue_ms_total,
+            compute_ms_total=stats.compute_ms_total,
+            queue_ms_recent=stats.queue_ms_recent,
+            compute_ms_recent=stats.compute_ms_recent,
+            splits=stats.splits,
         )
 
     def publish_now(self) -> TelemetryMessage:

@@ -103,6 +103,7 @@ class EdgeWorker:
             min_gap_s=config.telemetry_min_gap_s,
             queue_depth=lambda: len(self.queue),
             publish=self.link.publish_telemetry,
+            pending=self.queue.pending_by_key,
         )
         self.announcer = announce_node(
             self.link.session,
@@ -173,7 +174,7 @@ class EdgeWorker:
             self.queue.put(request)
         except RequestError as exc:  # QueueFullError, WorkerStoppingError
             self.link.ack(request)
-            self.stats.count("rejected")
+            self.stats.count("rejected", key=request.key)
             self._reply_failure(request, "rejected", ErrorInfo(code=exc.code, message=str(exc)))
         if not self._warned_over_capacity and len(self.queue) > self.queue.capacity:
             self._warned_over_capacity = True
@@ -238,7 +239,8 @@ class EdgeWorker:
                 self._fail_safely(item.request, error, item.frame)
             return
         compute_ms = (time.perf_counter() - started) * 1000.0
-        self.stats.record_compute(model, split, len(decoded), compute_ms)
+        queue_ms = sum(item.queue_ms for item in decoded)
+        self.stats.record_compute(model, split, len(decoded), compute_ms, queue_ms)
         exact = self.runner.computes_exactly(len(decoded), exact_path)
         for item, predictions in zip(decoded, top5, strict=True):
             try:
@@ -292,8 +294,8 @@ class EdgeWorker:
         batch_size: int,
         exact: bool,
     ) -> None:
-        self.stats.count("served")
         request = item.request
+        self.stats.count("served", key=request.key)
         if request.response_topic is None:
             return
         message = ResultMessage(
@@ -323,7 +325,7 @@ class EdgeWorker:
         self._reply_failure(request, "error", ErrorInfo(code=code, message=message), frame)
 
     def _expire(self, request: InboundRequest, frame: Frame | None, why: str) -> None:
-        self.stats.count("expired")
+        self.stats.count("expired", key=request.key)
         self._reply_failure(request, "expired", ErrorInfo(code="expired", message=why), frame)
 
     def _reply_failure(

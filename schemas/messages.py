@@ -149,32 +149,96 @@ SplitKey = Annotated[int, Field(ge=0), BeforeValidator(_split_key)]
 ServiceMs = dict[NonEmpty, dict[SplitKey, Millis]]
 
 
+Total = Annotated[float, Field(ge=0, le=MAX_COUNT)]  # a cumulative sum of milliseconds
+
+
+class SplitLoad(_Message):
+    """One (model, split)'s load on a worker, as an inference server reports it. Cumulative
+    figures count since the worker started; recent ones cover the last `interval_s`."""
+
+    served: Count = Field(description="requests answered ok, cumulative")
+    batches: Count = Field(description="tail calls run, cumulative")
+    mean_batch: float = Field(
+        ge=0, le=MAX_COUNT, description="requests per batch, cumulative (served / batches)"
+    )
+    queue_ms_total: Total = Field(
+        description="sum over served requests of the time from receipt to the start of their "
+        "batch, ms, cumulative"
+    )
+    compute_ms_total: Total = Field(description="sum of the tail calls' times, ms, cumulative")
+    queue_ms_recent: Millis = Field(
+        description="mean queue time of the requests served recently, ms (0 when none)"
+    )
+    compute_ms_recent: Millis = Field(
+        description="mean time of a tail call recently (one batch), ms (0 when none)"
+    )
+    pending: Count = Field(description="requests of this split waiting in the queue now")
+    rejected: Count = Field(description="requests answered rejected (not queued), cumulative")
+    expired: Count = Field(
+        description="requests skipped because their deadline or expiry passed in the queue, "
+        "cumulative"
+    )
+    utilization: Ratio = Field(
+        description="share of the recent interval the worker spent computing this split"
+    )
+
+
+SplitLoads = dict[NonEmpty, dict[SplitKey, SplitLoad]]
+
+
 class TelemetryMessage(_Message):
     """A worker's load, retained on its telemetry topic; the device's chooser reads it."""
 
-    v: Literal[1] = 1
-    worker_id: NonEmpty
+    v: Literal[1] = Field(1, description="message version")
+    worker_id: NonEmpty = Field(description="the worker's name (also its topic's last level)")
     ts: float = Field(ge=0, description="unix seconds when the sample was taken")
     seq: Count = Field(description="increases by one per message of this worker")
     interval_s: float = Field(gt=0, description="the worker's telemetry period")
     device: NonEmpty = Field(description='where tails run: "cpu", "cuda:0", ...')
     models: dict[NonEmpty, list[SplitIndex]] = Field(description="model -> served splits")
-    queue_depth: Count
-    queue_capacity: Count
-    in_flight: Count
+    queue_depth: Count = Field(description="requests waiting in the queue now, every split")
+    queue_capacity: Count = Field(
+        description="requests the worker means to hold (its MQTT ReceiveMaximum)"
+    )
+    in_flight: Count = Field(description="requests in the tail call running now")
     batch_size: float = Field(ge=0, description="recent mean batch size")
-    max_batch: int = Field(ge=1)
+    max_batch: int = Field(ge=1, description="most requests the worker puts in one tail call")
     utilization: float = Field(ge=0, le=1, description="busy fraction of recent time")
     service_ms: ServiceMs = Field(
         description="model -> split -> EWMA of per-batch tail ms (JSON keys are decimal strings)",
         json_schema_extra=_split_key_schema,
     )
-    served: Count
-    rejected: Count
-    expired: Count
-    errors: Count
+    served: Count = Field(description="requests answered ok, cumulative")
+    rejected: Count = Field(
+        description="requests answered rejected (over the worker's bound, or while stopping), "
+        "cumulative"
+    )
+    expired: Count = Field(
+        description="requests answered expired (deadline or expiry passed in the queue; not "
+        "computed), cumulative"
+    )
+    errors: Count = Field(description="requests answered error (bad frames, ...), cumulative")
     throughput_rps: float = Field(
         0.0, ge=0, le=MAX_COUNT, description="requests served per second, recently"
+    )
+    batches: Count = Field(0, description="tail calls run, cumulative, every split")
+    queue_ms_total: Total = Field(
+        0.0, description="sum of served requests' queue times, ms, cumulative, every split"
+    )
+    compute_ms_total: Total = Field(
+        0.0, description="sum of tail call times, ms, cumulative, every split"
+    )
+    queue_ms_recent: Millis = Field(
+        0.0, description="mean queue time of the requests served recently, ms, every split"
+    )
+    compute_ms_recent: Millis = Field(
+        0.0, description="mean time of a recent tail call, ms, every split"
+    )
+    splits: SplitLoads = Field(
+        default_factory=dict,
+        description="model -> split -> that split's load (JSON keys are decimal strings); "
+        "absent in telemetry of workers that predate it",
+        json_schema_extra=_split_key_schema,
     )
 
 
