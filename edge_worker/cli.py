@@ -44,6 +44,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, help="batch gathering window")
     parser.add_argument("--queue-capacity", type=int, help="queue size = MQTT ReceiveMaximum")
     parser.add_argument(
+        "--max-held-bytes", type=int, help='request bytes held at most; past it: "rejected"'
+    )
+    parser.add_argument(
         "--runner",
         choices=("model", "echo"),
         help='"echo" skips the model (transport benchmark)',
@@ -64,6 +67,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
         "queue_capacity": args.queue_capacity,
+        "max_held_bytes": args.max_held_bytes,
         "runner": args.runner,
         "torch_threads": args.torch_threads,
     }

@@ -14,6 +14,7 @@ BENCH_MODULES = (
     "bench_live",
     "bench_grid",
     "bench_worker",
+    "bench_fleet",
 )
 
 

@@ -1,0 +1,48 @@
+"""`splitmq bench fleet --devices N --rate R --duration S --json PATH`: a fleet of light
+devices against one worker; latency as a ratio to a bare paho ping-pong in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from splitmq.fleet_bench import __doc__ as doc
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "fleet",
+        help="N light devices x R req/s against one worker: latency, lost, rejected",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=2.0, help="requests/s per device")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--max-batch", type=int, default=8, help="the worker's max_batch")
+    parser.add_argument(
+        "--max-held-bytes", type=int, help='the worker\'s bound: past it, "rejected"'
+    )
+    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitmq.fleet_bench import FleetOptions, format_report, run_fleet_bench
+
+    options = FleetOptions(
+        devices=args.devices,
+        rate_hz=args.rate,
+        duration_s=args.duration,
+        max_batch=args.max_batch,
+        max_held_bytes=args.max_held_bytes,
+    )
+    result = run_fleet_bench(options)
+    print(format_report(result))
+    if args.json_path is not None:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"  written to {args.json_path}")
+    return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
