@@ -208,10 +208,16 @@ class ModelTailRunner(_DecodingRunner):
 class EchoTailRunner(_DecodingRunner):
     """Decodes and validates like the real runner, then answers a fixed top-5 (no model)."""
 
-    def __init__(self, infos: Sequence[ModelInfo], *, limits: FrameLimits | None = None) -> None:
+    def __init__(
+        self,
+        infos: Sequence[ModelInfo],
+        *,
+        limits: FrameLimits | None = None,
+        served: Mapping[str, Sequence[int]] | None = None,
+    ) -> None:
         catalog = {info.name: info for info in infos}
-        served = {info.name: list(range(info.n)) for info in infos}
-        super().__init__(catalog, served, limits or FrameLimits())
+        every = {info.name: list(range(info.n)) for info in infos}
+        super().__init__(catalog, served if served is not None else every, limits or FrameLimits())
 
     @property
     def device(self) -> str:

@@ -59,9 +59,12 @@ def build_runner(config: WorkerConfig) -> TailRunner:
     """The runner the config asks for ("model": real tails; "echo": the transport benchmark's)."""
     limits = config.frame_limits.limits()
     if config.runner == "echo":
-        return EchoTailRunner(
-            [echo_model_info(entry.name) for entry in config.models], limits=limits
-        )
+        infos = [echo_model_info(entry.name) for entry in config.models]
+        served = {  # an explicit split list serves a subset, as with real models
+            info.name: entry.splits if isinstance(entry.splits, list) else list(range(info.n))
+            for info, entry in zip(infos, config.models, strict=True)
+        }
+        return EchoTailRunner(infos, limits=limits, served=served)
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
     return ModelTailRunner.from_config(config)
