@@ -179,9 +179,11 @@ class DeviceLink:
         model: str,
         split: int,
         expiry_s: float,
+        worker_id: str | None = None,
     ) -> PendingRequest:
-        """Publish one request frame; raises NotConnectedError (nothing waits) when the link is
-        down, so the caller runs the request locally at once instead of losing it."""
+        """Publish one request frame (to `worker_id`'s own request topic when given, else the
+        shared one); raises NotConnectedError (nothing waits) when the link is down, so the
+        caller runs the request locally at once instead of losing it."""
         if not self.connected:
             raise NotConnectedError(f"device {self.device_id}: not connected to the broker")
         now = self.clock()
@@ -194,9 +196,12 @@ class DeviceLink:
             self._pending[request_id] = pending
         self.observer.on_uplink_sent(len(frame), now)
         try:
-            acked = self.session.publish_acked(
-                self.topics.request(model, split), frame, properties=props
+            topic = (
+                self.topics.request(model, split)
+                if worker_id is None
+                else self.topics.request_direct(model, split, worker_id)
             )
+            acked = self.session.publish_acked(topic, frame, properties=props)
         except BrokerConnectError as exc:
             # paho keeps a QoS 1 message it could not send and resends it on reconnect; the
             # request is withdrawn here, so any result it still produces counts as late.
@@ -250,6 +255,10 @@ class DeviceLink:
     def workers(self) -> dict[str, WorkerView]:
         """A snapshot of every worker seen (telemetry, its receive time, status)."""
         return self.directory.snapshot()
+
+    def least_loaded_worker(self, model: str, split: int) -> str | None:
+        """The worker to send `split` to directly, or None for the shared topic."""
+        return self.directory.least_loaded(model, split)
 
     # -- paho callbacks (network thread) --------------------------------------------------
 

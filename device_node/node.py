@@ -227,6 +227,8 @@ class DeviceNode:
                 model=self.model.name,
                 split=k,
                 expiry_s=request.deadline_ms / 1000.0,
+                # The least loaded of several live workers, by their telemetry; else shared.
+                worker_id=self.link.least_loaded_worker(self.model.name, k),
             )
         except NotConnectedError:
             return self._finish_here(request, prepared, z, k, Fallback.NOT_CONNECTED, None)

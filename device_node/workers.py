@@ -62,6 +62,30 @@ class WorkerView:
         return bool(splits) if k is None else k in splits
 
 
+def expected_wait_ms(telemetry: TelemetryMessage, model: str, split: int) -> float:
+    """What a request sent now would wait at this worker: the requests ahead of it (queued and
+    computing), each at the worker's recent per-request tail time for this split (1 ms when it
+    reported none yet, so an idle worker still beats a busy one)."""
+    per_batch = telemetry.service_ms.get(model, {}).get(split)
+    per_request = per_batch / max(1.0, telemetry.batch_size) if per_batch else 1.0
+    return (telemetry.queue_depth + telemetry.in_flight) * per_request
+
+
+def least_loaded(views: list[WorkerView], model: str, split: int) -> str | None:
+    """Of workers known alive, the one with the least `expected_wait_ms`; None unless at least
+    two take direct requests and one of them waits less than another."""
+    direct = [v for v in views if v.telemetry is not None and v.telemetry.direct]
+    if len(direct) < 2:
+        return None
+    waits = {
+        v.worker_id: expected_wait_ms(v.telemetry, model, split)
+        for v in direct
+        if v.telemetry is not None
+    }
+    best = min(sorted(waits), key=lambda worker_id: waits[worker_id])
+    return best if waits[best] < max(waits.values()) else None
+
+
 class WorkerDirectory:
     """The latest view of every worker; fed by the link's routes, read by anyone; thread-safe.
 
@@ -99,6 +123,16 @@ class WorkerDirectory:
     def snapshot(self) -> dict[str, WorkerView]:
         with self._changed:
             return dict(self._workers)
+
+    def least_loaded(self, model: str, split: int, now: float | None = None) -> str | None:
+        """The live worker of `split` with the least expected wait, when several take direct
+        requests and their loads differ; None: send to the shared topic (one worker, none, or
+        all alike, where the broker's sharing does as well)."""
+        now = self._clock() if now is None else now
+        alive = set(self.alive(model, split, now))
+        with self._changed:
+            views = [v for v in self._workers.values() if v.worker_id in alive]
+        return least_loaded(views, model, split)
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float) -> bool:
         """Wait until `condition()` holds; evaluated again whenever telemetry or status comes."""

@@ -104,6 +104,12 @@ class WorkerLink:
             for model, splits in served.items()
             for k in splits
         ]
+        # Plain subscriptions to this worker's own request topics, for devices that pick it.
+        self._filters += [
+            topics.request_direct(model, k, worker_id)
+            for model, splits in served.items()
+            for k in splits
+        ]
         for topic_filter in self._filters:
             self.session.route(topic_filter, self._handle_request)
         self.session.on_connected(on_connected)
@@ -164,7 +170,7 @@ class WorkerLink:
         correlation = getattr(props, "CorrelationData", None)
         connection = self.session.connection
         try:
-            key = self.topics.parse_request(message.topic)
+            key = self._request_key(message.topic)
         except TopicError as exc:
             self._ack_now(message)
             self._on_unroutable(
@@ -196,6 +202,15 @@ class WorkerLink:
                 exact=EXACT_PROPERTY in (getattr(props, "UserProperty", None) or ()),
             )
         )
+
+    def _request_key(self, topic: str) -> tuple[str, int]:
+        """(model, split) of a shared or of this worker's own request topic."""
+        if topic.count("/") == self.topics.request("m", 0).count("/") + 1:
+            model, split, worker_id = self.topics.parse_direct_request(topic)
+            if worker_id != self.worker_id:
+                raise TopicError(f"topic {topic!r} is another worker's")
+            return model, split
+        return self.topics.parse_request(topic)
 
     def _ack_now(self, message: mqtt.MQTTMessage) -> None:
         if message.qos > 0:

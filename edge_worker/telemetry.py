@@ -285,6 +285,7 @@ class TelemetryReporter:
             queue_ms_recent=stats.queue_ms_recent,
             compute_ms_recent=stats.compute_ms_recent,
             splits=stats.splits,
+            direct=True,
         )
 
     def publish_now(self) -> TelemetryMessage:

@@ -234,6 +234,11 @@ class TelemetryMessage(_Message):
     compute_ms_recent: Millis = Field(
         0.0, description="mean time of a recent tail call, ms, every split"
     )
+    direct: bool = Field(
+        False,
+        description="the worker also takes requests on its own topic "
+        "<prefix>/req/<model>/<k>/<worker_id> (false from workers that predate it)",
+    )
     splits: SplitLoads = Field(
         default_factory=dict,
         description="model -> split -> that split's load (JSON keys are decimal strings); "

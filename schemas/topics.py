@@ -3,6 +3,7 @@
 | topic                            | payload               | QoS | retained | publisher |
 |----------------------------------|-----------------------|-----|----------|-----------|
 | `<prefix>/req/<model>/<k>`       | binary frame          | 1   | no       | device    |
+| `<prefix>/req/<model>/<k>/<wid>` | binary frame          | 1   | no       | device    |
 | `<prefix>/result/<device_id>`    | JSON ResultMessage    | 1   | no       | worker    |
 | `<prefix>/telemetry/<worker_id>` | JSON TelemetryMessage | 1   | yes      | worker    |
 | `<prefix>/status/<node_id>`      | JSON StatusMessage    | 1   | yes      | both      |
@@ -10,7 +11,8 @@
 | `<prefix>/probe/<device_id>`     | filler bytes          | 1   | no       | device    |
 
 Workers subscribe to requests through `$share/<group>/<prefix>/req/<model>/<k>` so several
-workers share one split.
+workers share one split; each worker also subscribes (plainly) to its own
+`<prefix>/req/<model>/<k>/<worker_id>`, so a device can send to the least loaded one.
 
 A request that carries the MQTT v5 user property `EXACT_PROPERTY` (`splitmq-exact: 1`) asks for
 the worker's bit-exact path (batch 1, one thread); a worker that does not know it ignores it.
@@ -75,6 +77,16 @@ class Topics:
         """Requests of `model` at split `k`: `<prefix>/req/<model>/<k>`."""
         return self._join("req", check_segment(model, "model"), str(check_split(k)))
 
+    def request_direct(self, model: str, k: int, worker_id: str) -> str:
+        """Requests for one worker only: `<prefix>/req/<model>/<k>/<worker_id>` (a device that
+        picks the least loaded worker sends here; the shared topic stays for everyone else)."""
+        return self._join(
+            "req",
+            check_segment(model, "model"),
+            str(check_split(k)),
+            check_segment(worker_id, "worker id"),
+        )
+
     def request_shared(self, group: str, model: str, k: int) -> str:
         """Shared subscription of a worker group: `$share/<group>/<prefix>/req/<model>/<k>`."""
         return f"$share/{check_segment(group, 'share group')}/{self.request(model, k)}"
@@ -119,6 +131,12 @@ class Topics:
         if not k.isdigit() or not k.isascii() or str(int(k)) != k:
             raise TopicError(f"topic {topic!r}: split {k!r} is not a canonical integer")
         return check_segment(model, "model"), int(k)
+
+    def parse_direct_request(self, topic: str) -> tuple[str, int, str]:
+        """`<prefix>/req/<model>/<k>/<worker_id>` -> (model, k, worker_id)."""
+        model, k, worker_id = self._levels_after(topic, "req", 3)
+        parsed_model, split = self.parse_request(self._join("req", model, k))
+        return parsed_model, split, check_segment(worker_id, "worker id")
 
     def parse_result(self, topic: str) -> str:
         """`<prefix>/result/<device_id>` -> device_id."""
