@@ -1,8 +1,12 @@
 """The split chooser: a pure function from what the device knows to the split of one request.
 
 `choose(inputs)` takes the device profile, the link and server estimates and the parameters,
-and returns a `Decision`: the candidate split with the lowest predicted latency, kept on the
-previous split while that one is within the hysteresis band. The live device node, the trace
+and returns a `Decision`: the candidate split with the lowest expected latency, kept on the
+previous split while that one is within the hysteresis band. An offload's expected latency
+averages over the uplink's uncertainty (the transfer time log-normal around its prediction,
+with the spread the estimator measured of its own errors) and counts what a slow transfer
+costs: the fallback deadline and the local tail after it, or, when racing, the device's own
+tail that finishes first. The live device node, the trace
 simulator and the tests call this same function through `splitting.policy.DynamicSplit`.
 """
 
@@ -11,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from splitting.errors import SplittingError
 from splitting.estimators import LinkEstimate
@@ -78,6 +84,7 @@ class ChooserParams:
     hysteresis: float = 0.0
     offload_margin_ms: float = 0.0
     risk: float = 0.0
+    expected: bool = True  # score offloads by expected latency (False: the point prediction)
 
     def __post_init__(self) -> None:
         if not 0 <= self.hysteresis < 1:
@@ -94,6 +101,8 @@ class ChooserInputs:
     params: ChooserParams = ChooserParams()
     previous_k: int | None = None
     device_ms: Mapping[int, float] = field(default_factory=dict)
+    fallback: FallbackRule = FallbackRule()
+    racing: bool = False  # the device runs tail(k) itself too; the first result wins
 
 
 def predictions(inputs: ChooserInputs) -> dict[int, Breakdown]:
@@ -162,9 +171,47 @@ def _decision(
 
 
 def _score(part: Breakdown, local: int, inputs: ChooserInputs) -> float:
-    """Predicted latency plus the price of uncertainty (offloads only)."""
+    """Expected (or predicted) latency plus the price of uncertainty (offloads only)."""
     if part.k == local or not math.isfinite(part.total_ms):
         return part.total_ms
     params = inputs.params
     spread = inputs.link.spread if inputs.link is not None else 0.0
-    return part.total_ms + params.offload_margin_ms + params.risk * spread * part.uplink_ms
+    price = params.offload_margin_ms + params.risk * spread * part.uplink_ms
+    if not params.expected:
+        return part.total_ms + price
+    tail_ms = local_tail_ms(part.k, inputs)
+    return price + expected_ms(
+        part,
+        spread=spread,
+        tail_ms=tail_ms,
+        deadline_ms=None if inputs.racing else inputs.fallback.deadline_ms(part.total_ms),
+    )
+
+
+def local_tail_ms(k: int, inputs: ChooserInputs) -> float:
+    """What finishing the request here costs once head(k) ran: the local run minus the head."""
+    device = inputs.device
+    local = inputs.device_ms.get(device.n, device.costs[device.n].device_ms)
+    head = inputs.device_ms.get(k, device.costs[k].device_ms) - device.costs[k].encode_ms
+    return max(0.0, local - max(0.0, head))
+
+
+# Gauss-Hermite nodes for a standard normal: expectations over the uplink's log-normal error.
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+def expected_ms(
+    part: Breakdown, *, spread: float, tail_ms: float, deadline_ms: float | None
+) -> float:
+    """Expected latency of the offload `part` when its uplink time is log-normal around the
+    prediction (std `spread` of log rate). With `deadline_ms`, an answer later than that is
+    replaced by the deadline plus `tail_ms` run here (the fallback); without one (racing), the
+    request ends when the first of the offload and the device's own tail finishes."""
+    rest = part.total_ms - part.uplink_ms
+    latencies = rest + part.uplink_ms * np.exp(spread * _NODES)
+    if deadline_ms is None:
+        latencies = np.minimum(latencies, part.device_ms + tail_ms)
+    else:
+        latencies = np.where(latencies > deadline_ms, deadline_ms + tail_ms, latencies)
+    return float(np.dot(_WEIGHTS, latencies))

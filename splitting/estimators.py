@@ -64,6 +64,48 @@ class LinkEstimate:
 class _Sent:
     wire: int
     at: float
+    predicted_bps: float | None = None  # the estimate when it was handed over
+
+
+class PredictionErrors:
+    """How far the estimator's own predictions were from what the next transfer achieved:
+    decayed, byte-weighted mean and spread of log(achieved / predicted rate). The mean is the
+    estimator's bias (a harmonic mean of a bursty link runs low), the spread is how uncertain
+    the next transfer is, which is what an expected-latency decision needs."""
+
+    def __init__(self, *, half_life_s: float, min_weight_bytes: float) -> None:
+        self.half_life_s = half_life_s
+        self.min_weight_bytes = min_weight_bytes
+        self._weight = 0.0
+        self._sum = 0.0
+        self._sum_sq = 0.0
+        self._at: float | None = None
+        self.count = 0
+
+    def add(self, log_error: float, weight: float, now: float) -> None:
+        if self._at is not None and now > self._at:
+            factor = 0.5 ** ((now - self._at) / self.half_life_s)
+            self._weight *= factor
+            self._sum *= factor
+            self._sum_sq *= factor
+        self._at = now if self._at is None else max(self._at, now)
+        self._weight += weight
+        self._sum += weight * log_error
+        self._sum_sq += weight * log_error * log_error
+        self.count += 1
+
+    @property
+    def known(self) -> bool:
+        return self._weight >= self.min_weight_bytes
+
+    def bias(self) -> float:
+        return self._sum / self._weight if self.known else 0.0
+
+    def spread(self) -> float | None:
+        if not self.known:
+            return None
+        mean = self._sum / self._weight
+        return math.sqrt(max(0.0, self._sum_sq / self._weight - mean * mean))
 
 
 class UplinkEstimator:
@@ -88,6 +130,8 @@ class UplinkEstimator:
         mode: str = "decayed",
         max_sample_s: float = 2.0,
         forget_in_flight_s: float = 60.0,
+        correct_bias: bool = False,
+        error_half_life_s: float = 30.0,
     ) -> None:
         if rtt_s < 0 or half_life_s <= 0 or max_sample_s <= 0:
             raise EstimatorError("rtt must be >= 0, half-life and max sample time > 0")
@@ -109,23 +153,31 @@ class UplinkEstimator:
         self._last_rate: float | None = None
         self._in_flight: deque[_Sent] = deque()
         self.samples = 0
+        # Shifting the rate by the mean error helps on a stationary bursty link and overshoots
+        # after every change of rate (the errors then measure the estimator's lag), so it is
+        # off by default; the errors' spread is always used as the estimate's uncertainty.
+        self.correct_bias = correct_bias and mode == "decayed"
+        # Trusted once about ten split-0 frames' worth of bytes were predicted.
+        self.errors = PredictionErrors(half_life_s=error_half_life_s, min_weight_bytes=300_000)
 
     # observations
 
     def on_sent(self, payload_bytes: int, now: float) -> None:
         if payload_bytes < 0:
             raise EstimatorError(f"sent bytes must be >= 0, got {payload_bytes}")
-        self._in_flight.append(_Sent(wire_bytes(payload_bytes), now))
+        self._in_flight.append(_Sent(wire_bytes(payload_bytes), now, self.predicted_rate()))
 
     def on_sample(self, payload_bytes: int, seconds: float, now: float) -> None:
         if payload_bytes < 0 or seconds < 0 or not math.isfinite(seconds):
             raise EstimatorError(f"bad uplink sample: {payload_bytes} bytes in {seconds} s")
         wire = wire_bytes(payload_bytes)
-        self._retire(now - seconds)
+        sent = self._retire(now - seconds)
         # The fastest sample bounds the base RTT from above: learn it when the prior is high.
         self.rtt_s = min(self.rtt_s, seconds)
         transfer = min(max(seconds - self.rtt_s, MIN_TRANSFER_S), self.max_sample_s)
         rate = wire / transfer
+        if sent is not None and sent.predicted_bps:
+            self.errors.add(math.log(rate / sent.predicted_bps), wire, now)
         self._last_rate = rate
         self.samples += 1
         self._decay_to(now)
@@ -134,11 +186,14 @@ class UplinkEstimator:
         self._log_rate += wire * math.log(rate)
         self._log_rate_sq += wire * math.log(rate) ** 2
 
-    def _retire(self, sent_at: float) -> None:
+    def _retire(self, sent_at: float) -> _Sent | None:
         """Drop the in-flight record this sample acknowledges (publishes are acked in order),
-        and any older one whose sample never came (a publish lost to a disconnect)."""
+        and any older one whose sample never came (a publish lost to a disconnect); return the
+        acknowledged one."""
+        last = None
         while self._in_flight and self._in_flight[0].at <= sent_at + 1e-3:
-            self._in_flight.popleft()
+            last = self._in_flight.popleft()
+        return last
 
     def _expire(self, now: float) -> None:
         while self._in_flight and now - self._in_flight[0].at > self.forget_in_flight_s:
@@ -163,9 +218,21 @@ class UplinkEstimator:
             return None
         return self._bytes / self._seconds
 
+    def predicted_rate(self) -> float | None:
+        """The smoothed rate; with `correct_bias`, shifted by the mean log error of its past
+        predictions (the median guess of what the next transfer achieves)."""
+        rate = self.smoothed_rate()
+        if rate is None or not self.correct_bias:
+            return rate
+        return rate * math.exp(self.errors.bias())
+
     def spread(self) -> float:
-        """Byte-weighted standard deviation of log(rate) over the recent samples: how much
-        the next transfer may differ from the estimate."""
+        """How much the next transfer may differ from the estimate (std of log rate): the
+        spread of the estimator's own past prediction errors once enough are known, before
+        that the dispersion of the recent samples."""
+        measured = self.errors.spread() if self.mode == "decayed" else None
+        if measured is not None:
+            return measured
         if self._bytes <= 0:
             return 0.0
         mean = self._log_rate / self._bytes
@@ -179,7 +246,7 @@ class UplinkEstimator:
 
     def estimate(self, now: float) -> LinkEstimate:
         self._expire(now)
-        rate = self.smoothed_rate()
+        rate = self.predicted_rate()
         backlog = sum(s.wire for s in self._in_flight)
         oldest = now - self._in_flight[0].at if self._in_flight else 0.0
         stalled = False

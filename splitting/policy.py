@@ -284,6 +284,8 @@ class DynamicSplit:
             params=self.params,
             previous_k=self._last.k if self._last is not None else None,
             device_ms=self._device_ms(),
+            fallback=self.fallback,
+            racing=self.race == "always",
         )
 
     def _device_ms(self) -> dict[int, float]:

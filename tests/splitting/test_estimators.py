@@ -214,3 +214,32 @@ def test_device_times_are_smoothed():
     assert times.get(3) == pytest.approx(15.0)
     with pytest.raises(EstimatorError):
         times.on_measured(3, -1.0)
+
+
+def test_the_estimator_learns_and_corrects_its_own_bias():
+    """A link that alternates between 0.5 and 2 MB/s on every transfer: the decayed harmonic
+    mean predicts 0.8 MB/s, the median transfer gets about 1 MB/s. The estimator measures its
+    log errors against what each transfer achieved and shifts its prediction by their mean;
+    their spread becomes the estimate's uncertainty."""
+    estimator = UplinkEstimator(rtt_s=RTT, half_life_s=2.0, correct_bias=True)
+    plain = UplinkEstimator(rtt_s=RTT, half_life_s=2.0)
+    for i in range(200):
+        rate = 2e6 if i % 2 else 0.5e6
+        feed(estimator, 40_000, rate, at=i * 0.5)
+        feed(plain, 40_000, rate, at=i * 0.5)
+    biased = plain.estimate(100.0).rate_bps
+    corrected = estimator.estimate(100.0).rate_bps
+    assert biased is not None and corrected is not None
+    assert biased == pytest.approx(0.8e6, rel=0.1)
+    assert corrected == pytest.approx(1e6, rel=0.15)  # geometric mean of what transfers get
+    assert estimator.errors.known and plain.errors.known
+    assert plain.estimate(100.0).spread == pytest.approx(estimator.estimate(100.0).spread, rel=0.1)
+    assert estimator.estimate(100.0).spread == pytest.approx(math.log(4) / 2, rel=0.15)
+
+
+def test_errors_are_not_trusted_before_enough_bytes_were_predicted():
+    estimator = UplinkEstimator(rtt_s=RTT)
+    feed(estimator, 40_000, 1e6, at=0.0)
+    feed(estimator, 40_000, 2e6, at=0.5)
+    assert not estimator.errors.known
+    assert estimator.errors.bias() == 0.0
