@@ -29,6 +29,7 @@ COLUMNS = (
     Column("tail", 6),
     Column("other", 6),
     Column("total", 7),
+    Column("pred", 6),
     Column("prediction", 30, left=True),
 )
 
@@ -43,7 +44,7 @@ def _line(cells: list[str]) -> str:
 
 
 def header() -> str:
-    """Column titles, then a rule; times are in ms."""
+    """Column titles, then a rule; times are in ms ("pred": the chooser's prediction)."""
     titles = _line([c.title for c in COLUMNS])
     return titles + "\n" + "-" * len(titles) + "   (times in ms)"
 
@@ -78,6 +79,7 @@ def row(record: ResultRecord) -> str:
             where(record),
             str(record.bytes_sent),
             *[f"{value:.1f}" for value in ms],
+            "-" if record.predicted_ms is None else f"{record.predicted_ms:.0f}",
             f"{top1.label} {top1.score:.2f}",
         ]
     )

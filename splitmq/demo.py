@@ -299,6 +299,8 @@ def summarize(run: DemoRun) -> dict[str, Any]:
             "max": max(totals) if totals else None,
         },
         "offloaded_parts_ms": _mean_parts(offloaded),
+        "prediction": _prediction_summary(records),
+        "local_vs_offloaded_ms": _local_vs_offloaded(records),
         "splits": {str(k): n for k, n in sorted(Counter(r.split for r in records).items())},
         "bytes_sent_mean": statistics.fmean([r.bytes_sent for r in offloaded]) if offloaded else 0,
         "late_results_dropped": run.late_results,
@@ -316,6 +318,35 @@ def summarize(run: DemoRun) -> dict[str, Any]:
         "worker": run.worker,
         "records": [r.to_dict() for r in records],
     }
+
+
+def _prediction_summary(records: list[ResultRecord]) -> dict[str, Any]:
+    """How the chooser's predictions compared with what the requests took."""
+    pairs = [(r.predicted_ms, r.total_ms) for r in records if r.predicted_ms]
+    if not pairs:
+        return {"requests": 0}
+    errors = [actual - predicted for predicted, actual in pairs]
+    return {
+        "requests": len(pairs),
+        "error_ms_p50": percentile(errors, 50),
+        "abs_error_ms_p50": percentile([abs(e) for e in errors], 50),
+        "abs_error_ms_p95": percentile([abs(e) for e in errors], 95),
+    }
+
+
+def _local_vs_offloaded(records: list[ResultRecord]) -> dict[str, dict[str, float | None]]:
+    """Per device: mean latency of the requests it chose to run here, and of its offloads
+    (a good chooser stays local only where that is faster)."""
+    table: dict[str, dict[str, float | None]] = {}
+    for device in sorted({r.device_id for r in records}):
+        mine = [r for r in records if r.device_id == device]
+        local = [r.total_ms for r in mine if not r.offloaded and r.fallback is None]
+        remote = [r.total_ms for r in mine if r.offloaded]
+        table[device] = {
+            "local_by_choice_mean": statistics.fmean(local) if local else None,
+            "offloaded_mean": statistics.fmean(remote) if remote else None,
+        }
+    return table
 
 
 def _mean_parts(records: list[ResultRecord]) -> dict[str, float]:
@@ -350,6 +381,17 @@ def format_summary(summary: dict[str, Any]) -> str:
             for name, value in summary["offloaded_parts_ms"].items()
         )
         lines.append(f"  offloaded, mean ms: {parts}")
+    prediction = summary["prediction"]
+    if prediction["requests"]:
+        lines.append(
+            f"  predicted vs actual: |error| p50 {prediction['abs_error_ms_p50']:.1f} ms, "
+            f"p95 {prediction['abs_error_ms_p95']:.1f} ms over {prediction['requests']} requests "
+            "(per request: the table's pred and total)"
+        )
+    for device, means in summary["local_vs_offloaded_ms"].items():
+        local, remote = means["local_by_choice_mean"], means["offloaded_mean"]
+        if local is not None and remote is not None:
+            lines.append(f"  {device}: local by choice {local:.1f} ms, offloaded {remote:.1f} ms")
     for device, error in summary["device_errors"].items():
         lines.append(f"  device {device} failed: {error}")
     return "\n".join(lines)
