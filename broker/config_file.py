@@ -41,6 +41,8 @@ def yaml_repr(value: Any) -> str:
 # Union members pydantic names in an error's location ("splits.int.0"); they are not keys.
 _UNION_TAGS = frozenset({"int", "float", "str", "bool", "bytes", "list", "dict", "tuple", "none"})
 _TAG_WITH_ARGS = re.compile(r"[a-z][a-z-]*\[.*\]")
+# Members of a tagged union (the policy section's "<fixed>", "<dynamic>"): not keys either.
+_UNION_MEMBER = re.compile(r"<[^<>]*>")
 
 
 def key_path(loc: tuple[int | str, ...], *, last_is_key: bool = False) -> str:
@@ -49,7 +51,13 @@ def key_path(loc: tuple[int | str, ...], *, last_is_key: bool = False) -> str:
     `last_is_key` (an unknown key), the last part is the user's key, whatever it looks like."""
     parts = [str(part) for part in loc]
     head = parts[:-1] if last_is_key else parts
-    kept = [p for p in head if p not in _UNION_TAGS and not _TAG_WITH_ARGS.fullmatch(p)]
+    kept = [
+        p
+        for p in head
+        if p not in _UNION_TAGS
+        and not _TAG_WITH_ARGS.fullmatch(p)
+        and not _UNION_MEMBER.fullmatch(p)
+    ]
     if last_is_key and parts:
         kept.append(parts[-1])
     return ".".join(kept) or "(top level)"

@@ -7,12 +7,11 @@ reports a bad file with its path and every bad key as a dotted path (`policy.spl
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 
 from broker.client import BrokerSettings
 from broker.config_file import STRICT_MODEL, read_yaml_mapping, validate_config
@@ -21,7 +20,7 @@ from device_node.sources import SourceConfig
 from schemas.codecs import CODECS, IMAGE_CODECS, INPUT_CODECS
 from schemas.discovery import HomeAssistantSettings
 from schemas.topics import Topics
-from splitting.policy import DynamicSplit
+from splitting.policy import DynamicOptions
 
 DEFAULT_MODEL = "efficientnet-lite0"
 # Codecs for an intermediate tensor (split >= 1); split 0 sends its image with an image codec.
@@ -38,83 +37,85 @@ def _tensor_codec(codec: str) -> str:
     return codec
 
 
-# DynamicSplit's own defaults, so that DynamicOptions states each of them once.
-_DYNAMIC_DEFAULTS: dict[str, Any] = {
-    name: parameter.default
-    for name, parameter in inspect.signature(DynamicSplit.__init__).parameters.items()
-    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-}
-
-
-def _dynamic(name: str, **constraints: Any) -> Any:
-    return Field(_DYNAMIC_DEFAULTS[name], **constraints)
-
-
-class DynamicOptions(BaseModel):
-    """`policy.options` of kind `dynamic`: the keyword options of `splitting.policy.DynamicSplit`
-    (its docstring says what each does), checked here so that a bad one is reported with its
-    dotted path when the file is read. Only the keys given are passed on; the rest keep
-    DynamicSplit's defaults. Its `fallback` rule is built from `deadline_ms`, not set here."""
+class DynamicPolicyOptions(DynamicOptions):
+    """`policy.options` of kind `dynamic`: `splitting.policy.DynamicOptions` (its docstring
+    says what each does) plus the server profile to load. Its `fallback` rule is built from
+    `deadline_ms`, not set here."""
 
     model_config = STRICT_MODEL
 
     server_profile: Path | None = Field(
         None, strict=False, description="server profile JSON (tail times by batch size)"
     )
-    one_way_ms: float = _dynamic("one_way_ms", ge=0, description="prior of the one-way delay")
-    rate_mode: Literal["decayed", "last"] = _dynamic("rate_mode")
-    half_life_s: float = _dynamic("half_life_s", gt=0, description="of the uplink estimate")
-    load_aware: bool = _dynamic("load_aware")
-    probe_size: int | None = _dynamic("probe_size", ge=0, description="None: split 0's frame")
-    probe_quiet_s: float = _dynamic("probe_quiet_s", ge=0)
-    probe_interval_s: float = _dynamic("probe_interval_s", ge=0)
-    stale_after_s: float = _dynamic("stale_after_s", gt=0, description="telemetry age limit")
-    hysteresis: float = _dynamic("hysteresis", ge=0, lt=1)
-    offload_margin_ms: float = _dynamic("offload_margin_ms", ge=0)
-    risk: float = _dynamic("risk", ge=0)
-    feedback: bool = _dynamic("feedback")
-    learn_bias: bool = _dynamic("learn_bias")
-    bias_half_life_s: float = _dynamic("bias_half_life_s", gt=0)
-    pin: int | None = _dynamic("pin", ge=0, description="always this split (still estimating)")
-    race: Literal["off", "always", "auto"] = _dynamic("race")
-    race_above: float = _dynamic("race_above", ge=0, le=1)
 
 
-class PolicyConfig(BaseModel):
-    """How the device picks its split.
-
-    `dynamic` (the default) runs the latency-model chooser (`splitting.policy.DynamicSplit`);
-    `fixed` always uses `split` (default: the model's best natural bottleneck from its profile).
-    Other kinds can be registered with `device_node.policies.register_policy`; their options
-    reach the factory unchecked.
-    """
+class DynamicPolicyConfig(BaseModel):
+    """`kind: dynamic` (the default): the latency-model chooser, `splitting.policy.DynamicSplit`."""
 
     model_config = STRICT_MODEL
 
-    kind: str = Field(default="dynamic", description="dynamic, fixed, or a registered kind")
-    split: int | None = Field(default=None, ge=0, description="split index for kind: fixed")
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="keyword options passed to the policy's factory"
-    )
+    kind: Literal["dynamic"] = "dynamic"
+    split: None = Field(default=None, description="not for this kind (see `options.pin`)")
+    options: DynamicPolicyOptions = Field(default_factory=DynamicPolicyOptions)
 
-    @field_validator("split")
+    @field_validator("split", mode="before")
     @classmethod
-    def _split_of_the_kind(cls, split: int | None, info: ValidationInfo) -> int | None:
-        if split is not None and info.data.get("kind") == "dynamic":
+    def _no_split(cls, split: object) -> None:
+        if split is not None:
             raise ValueError("policy.split is only for kind 'fixed'")
-        return split
+        return None
+
+
+class FixedPolicyConfig(BaseModel):
+    """`kind: fixed`: always `split` (default: the model's best natural bottleneck)."""
+
+    model_config = STRICT_MODEL
+
+    kind: Literal["fixed"] = "fixed"
+    split: int | None = Field(default=None, ge=0, description="the split index")
+    options: dict[str, Any] = Field(default_factory=dict, description="none: this kind has none")
 
     @field_validator("options")
     @classmethod
-    def _options_of_the_kind(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        kind = info.data.get("kind")
-        if kind == "fixed" and options:
+    def _no_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        if options:
             raise ValueError(f"policy kind 'fixed' takes no options, got {sorted(options)}")
-        if kind == "dynamic":
-            # A ValidationError raised here is reported under policy.options.<key>.
-            checked = DynamicOptions.model_validate(options)
-            return checked.model_dump(exclude_unset=True)
         return options
+
+
+class RegisteredPolicyConfig(BaseModel):
+    """Any other kind, registered with `device_node.policies.register_policy`: its factory
+    gets `split` and `options` as written and checks them itself."""
+
+    model_config = STRICT_MODEL
+
+    kind: str = Field(description="a registered policy kind")
+    split: int | None = Field(default=None, ge=0, description="split index, if the kind takes one")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="options passed to the policy's factory"
+    )
+
+
+def _policy_kind(section: Any) -> str | None:
+    """The union member a policy section validates into: its `kind` (dynamic when absent)."""
+    kind = section.get("kind", "dynamic") if isinstance(section, Mapping) else section.kind
+    if not isinstance(kind, str):
+        return None
+    return f"<{kind}>" if kind in ("fixed", "dynamic") else "<registered>"
+
+
+#: How the device picks its split, keyed on `kind`; each kind is strict about its own keys.
+#: The tags ("<fixed>") are not keys: error paths leave them out (`policy.options.race`).
+PolicyConfig = Annotated[
+    Annotated[DynamicPolicyConfig, Tag("<dynamic>")]
+    | Annotated[FixedPolicyConfig, Tag("<fixed>")]
+    | Annotated[RegisteredPolicyConfig, Tag("<registered>")],
+    Discriminator(
+        _policy_kind,
+        custom_error_type="policy_kind",
+        custom_error_message="should be a string: dynamic, fixed or a registered kind",
+    ),
+]
 
 
 class ProbeConfig(BaseModel):
@@ -164,7 +165,7 @@ class DeviceConfig(BaseModel):
     )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality at split 0")
     zstd_level: int = Field(default=1, ge=1, le=22, description="zstd level behind the codec")
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    policy: PolicyConfig = Field(default_factory=DynamicPolicyConfig)
     deadline_ms: float = Field(
         default=2000.0, gt=0, description="wait this long for a result, then run the tail locally"
     )

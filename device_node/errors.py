@@ -55,3 +55,8 @@ class LinkError(DeviceError):
 
 class NotConnectedError(LinkError):
     """A publish attempted while the link is down: the request runs locally instead."""
+
+
+class PolicyRegistrationError(PolicyError, ValueError):
+    """A policy kind that cannot be registered (taken). Also a ValueError, as it was before
+    the package had its own error."""

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from device_node.config import PolicyConfig
-from device_node.errors import PolicyError
+from device_node.config import DynamicPolicyConfig, FixedPolicyConfig, PolicyConfig
+from device_node.errors import PolicyError, PolicyRegistrationError
+from schemas.messages import TelemetryMessage
+from splitting.errors import SplitPolicyError
 from splitting.policy import Decision, DynamicSplit, FixedSplit, SplitPolicy
 from splitting.profiling import ModelProfile
 
@@ -43,7 +45,7 @@ _REGISTRY: dict[str, PolicyFactory] = {}
 
 def register_policy(kind: str, factory: PolicyFactory, *, replace: bool = False) -> None:
     if kind in _REGISTRY and not replace:
-        raise ValueError(f"policy kind {kind!r} is already registered")
+        raise PolicyRegistrationError(f"policy kind {kind!r} is already registered")
     _REGISTRY[kind] = factory
 
 
@@ -75,8 +77,8 @@ def best_bottleneck(profile: ModelProfile, codec: str) -> int:
 
 
 def _fixed(config: PolicyConfig, context: PolicyContext) -> SplitPolicy:
-    if config.options:
-        raise PolicyError(f"policy kind 'fixed' takes no options, got {sorted(config.options)}")
+    if not isinstance(config, FixedPolicyConfig):
+        raise PolicyError(f"policy kind 'fixed' got a {type(config).__name__}")
     k = (
         config.split
         if config.split is not None
@@ -88,8 +90,8 @@ def _fixed(config: PolicyConfig, context: PolicyContext) -> SplitPolicy:
 
 
 def _dynamic(config: PolicyConfig, context: PolicyContext) -> SplitPolicy:
-    if config.split is not None:
-        raise PolicyError("policy.split is only for kind 'fixed'")
+    if not isinstance(config, DynamicPolicyConfig):
+        raise PolicyError(f"policy kind 'dynamic' got a {type(config).__name__}")
     try:
         return DynamicSplit.for_device(
             profile=context.profile(),
@@ -99,14 +101,23 @@ def _dynamic(config: PolicyConfig, context: PolicyContext) -> SplitPolicy:
             min_agreement=context.min_agreement,
             slowdown=context.slowdown,
             deadline_ms=context.deadline_ms,
-            **config.options,
+            server_profile=config.options.server_profile,
+            options=config.options,
         )
-    except (TypeError, ValueError) as exc:
+    except SplitPolicyError as exc:
         raise PolicyError(f"policy.options do not fit DynamicSplit: {exc}") from exc
 
 
 register_policy("fixed", _fixed)
 register_policy("dynamic", _dynamic)
+
+
+def telemetry_of(value: object | None) -> TelemetryMessage | None:
+    """The link's observer protocol hands telemetry over as an object: it is always a parsed
+    `TelemetryMessage` (or None: the worker is gone), which is what a policy reads."""
+    if value is None or isinstance(value, TelemetryMessage):
+        return value
+    raise PolicyError(f"telemetry must be a TelemetryMessage, got {type(value).__name__}")
 
 
 class LockedPolicy:
@@ -133,8 +144,9 @@ class LockedPolicy:
             self.policy.on_device_time(k, ms, now)
 
     def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
+        message = telemetry_of(telemetry)
         with self._lock:
-            self.policy.on_telemetry(worker_id, telemetry, now)
+            self.policy.on_telemetry(worker_id, message, now)
 
     def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
         with self._lock:

@@ -30,7 +30,12 @@ import torch
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node import table
-from device_node.config import DeviceConfig, PolicyConfig
+from device_node.config import (
+    DeviceConfig,
+    DynamicPolicyConfig,
+    FixedPolicyConfig,
+    PolicyConfig,
+)
 from device_node.node import DeviceNode
 from device_node.records import ResultRecord
 from device_node.runtime import build_device, shaped_uplink
@@ -178,8 +183,10 @@ def _worker_stats(worker: EdgeWorker) -> dict[str, Any]:
 
 
 def device_config(options: DemoOptions, index: int, settings: BrokerSettings) -> DeviceConfig:
-    policy = PolicyConfig(
-        kind=options.policy, split=options.split if options.policy == "fixed" else None
+    policy: PolicyConfig = (
+        FixedPolicyConfig(split=options.split)
+        if options.policy == "fixed"
+        else DynamicPolicyConfig()
     )
     return DeviceConfig(
         broker=settings,

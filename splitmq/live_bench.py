@@ -39,9 +39,9 @@ import torch
 
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
-from device_node.config import DeviceConfig
+from device_node.config import DeviceConfig, DynamicPolicyConfig, DynamicPolicyOptions
 from device_node.node import DeviceNode
-from device_node.policies import build_policy
+from device_node.policies import build_policy, telemetry_of
 from device_node.records import ResultRecord
 from device_node.runtime import build_device, policy_context
 from device_node.shaper import TraceShaper
@@ -150,7 +150,7 @@ def device_configuration(options: LiveBenchOptions, settings: BrokerSettings) ->
     config = device_config(options.demo_options(), 1, settings)
     if options.policy == "dynamic":
         # The device knows its path's round trip: the same one-way delay as the shaper's.
-        policy = config.policy.model_copy(update={"options": {"one_way_ms": options.one_way_ms}})
+        policy = DynamicPolicyConfig(options=DynamicPolicyOptions(one_way_ms=options.one_way_ms))
         config = config.model_copy(update={"policy": policy})
     return config
 
@@ -277,7 +277,7 @@ class _NodeDeadline:
         self.policy.on_device_time(k, ms, now)
 
     def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
-        self.policy.on_telemetry(worker_id, telemetry, now)
+        self.policy.on_telemetry(worker_id, telemetry_of(telemetry), now)
 
     def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
         self.policy.on_result(k, offloaded, latency_ms, now)

@@ -46,3 +46,8 @@ class MissingExtraError(SplittingError):
 
 class ProfileError(SplittingError):
     """A profile file or dictionary that is malformed or belongs to another model."""
+
+
+class SplitPolicyError(SplittingError, ValueError):
+    """A split policy built with options it cannot take (a bad split, race mode, deadline).
+    Also a ValueError, as it was before the package had its own error."""

@@ -11,7 +11,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from splitting.chooser import (
     ChooserInputs,
@@ -22,24 +24,28 @@ from splitting.chooser import (
     chance_of_losing,
     choose,
 )
+from splitting.errors import SplitPolicyError
 from splitting.estimators import (
     DeviceTimes,
     LinkEstimate,
     OffloadFeedback,
     Prober,
     ServerView,
+    TelemetryLike,
     UplinkEstimator,
 )
+from splitting.jsonfile import profile_report
 from splitting.latency import DEFAULT_MIN_AGREEMENT, DeviceProfile, estimate_server
 from splitting.profiling import ModelProfile
 from splitting.server_profile import ServerProfile
 from splitting.traces import DEFAULT_ONE_WAY_MS
 
-__all__ = ["Decision", "DynamicSplit", "FixedSplit", "SplitPolicy"]
+__all__ = ["Decision", "DynamicOptions", "DynamicSplit", "FixedSplit", "SplitPolicy"]
 
 #: off: never race; always: every offload also runs tail(k) on the device; auto: only when
 #: the offload may well lose to running locally.
-RACE_MODES = ("off", "always", "auto")
+RaceMode = Literal["off", "always", "auto"]
+RACE_MODES: tuple[RaceMode, ...] = ("off", "always", "auto")
 
 #: Largest probe chosen automatically (a model whose input frame is larger probes with this).
 MAX_AUTO_PROBE_BYTES = 32 * 1024
@@ -67,7 +73,7 @@ class SplitPolicy(Protocol):
         """The device measured `ms` for head(k) plus encoding (k = n: the whole model)."""
         ...
 
-    def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
+    def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
         """Latest telemetry of a worker (a schemas.messages.TelemetryMessage), None when gone."""
         ...
 
@@ -91,9 +97,9 @@ class FixedSplit:
 
     def __init__(self, k: int, *, deadline_ms: float | None = None, race: bool = False) -> None:
         if k < 0:
-            raise ValueError(f"split index must be >= 0, got {k}")
+            raise SplitPolicyError(f"split index must be >= 0, got {k}")
         if deadline_ms is not None and deadline_ms <= 0:
-            raise ValueError(f"deadline must be > 0 ms, got {deadline_ms}")
+            raise SplitPolicyError(f"deadline must be > 0 ms, got {deadline_ms}")
         self.k = k
         self._deadline_ms = deadline_ms
         self.race = race
@@ -110,7 +116,7 @@ class FixedSplit:
     def on_device_time(self, k: int, ms: float, now: float) -> None:
         return None
 
-    def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
+    def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
         return None
 
     def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
@@ -123,6 +129,48 @@ class FixedSplit:
         return self._deadline_ms
 
 
+class DynamicOptions(BaseModel):
+    """The tunables of `DynamicSplit`, strict and frozen: the device configuration's
+    `policy.options` (kind dynamic) validates into this model, so a bad or misspelt option is
+    refused with its dotted path when the file is read.
+
+    `one_way_ms` is the prior of the base RTT (learned down); `rate_mode` / `half_life_s` shape
+    the uplink estimate; `probe_*` the probes (size None: split 0's frame); `stale_after_s` is
+    the telemetry age limit; `hysteresis` / `offload_margin_ms` / `risk` are `ChooserParams`;
+    `feedback` / `learn_bias` / `bias_half_life_s` learn from the policy's own offloads
+    (`OffloadFeedback`); `pin` always answers that split (still estimating); `race` and
+    `race_above` decide when an offload also runs tail(k) on the device.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    one_way_ms: float = Field(DEFAULT_ONE_WAY_MS, ge=0, description="prior of the one-way delay")
+    rate_mode: Literal["decayed", "last"] = "decayed"
+    half_life_s: float = Field(2.0, gt=0, description="of the uplink estimate")
+    load_aware: bool = True
+    probe_size: int | None = Field(None, ge=0, description="None: split 0's frame")
+    probe_quiet_s: float = Field(1.0, ge=0)
+    probe_interval_s: float = Field(1.0, ge=0)
+    stale_after_s: float = Field(3.0, gt=0, description="telemetry age limit")
+    hysteresis: float = Field(0.0, ge=0, lt=1)
+    offload_margin_ms: float = Field(0.0, ge=0)
+    risk: float = Field(0.0, ge=0)
+    feedback: bool = True
+    learn_bias: bool = True
+    bias_half_life_s: float = Field(60.0, gt=0)
+    pin: int | None = Field(None, ge=0, description="always this split (still estimating)")
+    race: RaceMode = "off"
+    race_above: float = Field(0.05, ge=0, le=1, description="auto: race above this chance")
+
+    @classmethod
+    def of(cls, **options: Any) -> DynamicOptions:
+        """Options from keywords; a bad one is a `SplitPolicyError` naming it."""
+        try:
+            return cls(**options)
+        except ValidationError as exc:
+            raise SplitPolicyError(profile_report(exc, "invalid DynamicSplit options:")) from exc
+
+
 class DynamicSplit:
     """The latency-model chooser with its estimators: the device node's default policy.
 
@@ -133,76 +181,77 @@ class DynamicSplit:
     prediction-based fallback deadline (the simulator's fixed strategies use it).
     `rate_mode="last"` with `load_aware=False` is the Neurosurgeon-style baseline.
 
-    Options: `server_profile` (tail times by batch size; without one, the workers' reported
-    service times are used and scaled), `one_way_ms` (the prior of the base RTT, learned down),
-    `half_life_s` (of the uplink estimate), `probe_*` (size None: split 0's frame), `stale_after_s`
-    (telemetry age limit), `hysteresis` / `offload_margin_ms` / `risk` (see `ChooserParams`),
-    `fallback` (the deadline rule), `feedback` / `learn_bias` / `bias_half_life_s` (learning
-    from its own offloads' latencies, see `OffloadFeedback`).
+    `options` (a `DynamicOptions`) holds its tunables; `server_profile` gives tail times by
+    batch size (without one, the workers' reported service times are used and scaled), and
+    `fallback` the deadline rule. `DynamicSplit.build(device, race="auto", ...)` takes the
+    options as keywords.
     """
 
     def __init__(
         self,
         device: DeviceProfile,
+        options: DynamicOptions | None = None,
         *,
         server_profile: ServerProfile | None = None,
-        one_way_ms: float = DEFAULT_ONE_WAY_MS,
-        rate_mode: str = "decayed",
-        half_life_s: float = 2.0,
-        load_aware: bool = True,
-        probe_size: int | None = None,
-        probe_quiet_s: float = 1.0,
-        probe_interval_s: float = 1.0,
-        stale_after_s: float = 3.0,
-        hysteresis: float = 0.0,
-        offload_margin_ms: float = 0.0,
-        risk: float = 0.0,
         fallback: FallbackRule | None = None,
-        feedback: bool = True,
-        learn_bias: bool = True,
-        bias_half_life_s: float = 60.0,
-        pin: int | None = None,
-        race: str = "off",
-        race_above: float = 0.05,
     ) -> None:
+        options = options if options is not None else DynamicOptions()
+        pin = options.pin
         if pin is not None and not 0 <= pin <= device.n:
-            raise ValueError(f"pinned split {pin} outside 0..{device.n}")
-        if race not in RACE_MODES:
-            raise ValueError(f"race must be one of {', '.join(RACE_MODES)}, got {race!r}")
-        if not 0 <= race_above <= 1:
-            raise ValueError(f"race_above must be in [0, 1], got {race_above}")
-        self.race = race
-        self.race_above = race_above
+            raise SplitPolicyError(f"pinned split {pin} outside 0..{device.n}")
+        self.options = options
+        self.race = options.race
+        self.race_above = options.race_above
         self.last_rate_bps: float | None = None  # the uplink rate the last decision assumed
         self.device = device
         self.server_profile = server_profile
-        self.load_aware = load_aware
+        self.load_aware = options.load_aware
         self.params = ChooserParams(
-            hysteresis=hysteresis, offload_margin_ms=offload_margin_ms, risk=risk
+            hysteresis=options.hysteresis,
+            offload_margin_ms=options.offload_margin_ms,
+            risk=options.risk,
         )
         self.fallback = fallback or FallbackRule()
         self.pin = pin
         self.uplink = UplinkEstimator(
-            rtt_s=2 * one_way_ms / 1000,
-            half_life_s=half_life_s,
-            mode=rate_mode,
+            rtt_s=2 * options.one_way_ms / 1000,
+            half_life_s=options.half_life_s,
+            mode=options.rate_mode,
         )
+        probe_size = options.probe_size
         if probe_size is None:
             # Probe with what an offload would send (split 0's frame): a transfer's time is not
             # proportional to its size on a bursty link, so a smaller probe mispredicts it.
             probe_size = min(device.costs[0].payload_bytes, MAX_AUTO_PROBE_BYTES)
-        self.prober = Prober(size=probe_size, quiet_s=probe_quiet_s, interval_s=probe_interval_s)
-        self.server_view = ServerView(device.model, stale_after_s=stale_after_s)
+        self.prober = Prober(
+            size=probe_size, quiet_s=options.probe_quiet_s, interval_s=options.probe_interval_s
+        )
+        self.server_view = ServerView(device.model, stale_after_s=options.stale_after_s)
         self.device_times = DeviceTimes()
         self.feedback = (
-            OffloadFeedback(bias=learn_bias, bias_half_life_s=bias_half_life_s)
-            if feedback
+            OffloadFeedback(bias=options.learn_bias, bias_half_life_s=options.bias_half_life_s)
+            if options.feedback
             else None
         )
         self._speed_ratio: float | None = None  # measured / profiled device time
         self._last: Decision | None = None
         self.fallbacks = 0
         self.results = 0
+
+    @classmethod
+    def build(
+        cls,
+        device: DeviceProfile,
+        *,
+        server_profile: ServerProfile | None = None,
+        fallback: FallbackRule | None = None,
+        **options: Any,
+    ) -> DynamicSplit:
+        """`DynamicSplit(device, DynamicOptions(**options), ...)`, a bad option being a
+        `SplitPolicyError` (for the simulator and tests, which set a few options inline)."""
+        return cls(
+            device, DynamicOptions.of(**options), server_profile=server_profile, fallback=fallback
+        )
 
     @classmethod
     def for_device(
@@ -216,12 +265,13 @@ class DynamicSplit:
         slowdown: float = 1.0,
         deadline_ms: float | None = None,
         server_profile: str | Path | ServerProfile | None = None,
-        **options: Any,
+        options: DynamicOptions | None = None,
+        fallback: FallbackRule | None = None,
     ) -> DynamicSplit:
         """Build from what a device node has: its model profile, codecs (`codec` and the
         further `codecs` it may choose per request, `input_codec` at split 0), the agreement
-        floor, slowdown, deadline cap (the configured deadline) and optionally a server
-        profile (path or object)."""
+        floor, slowdown, deadline cap (the configured deadline: the fallback rule's cap unless
+        `fallback` is given), optionally a server profile (path or object), and its options."""
         if input_codec is not None:
             profile = profile.with_codec(codec or profile.codec, input_codec)
         device = DeviceProfile.from_model_profile(
@@ -233,9 +283,9 @@ class DynamicSplit:
         )
         if isinstance(server_profile, str | Path):
             server_profile = ServerProfile.load(server_profile)
-        if deadline_ms is not None and "fallback" not in options:
-            options["fallback"] = FallbackRule(cap_ms=deadline_ms)
-        return cls(device, server_profile=server_profile, **options)
+        if deadline_ms is not None and fallback is None:
+            fallback = FallbackRule(cap_ms=deadline_ms)
+        return cls(device, options, server_profile=server_profile, fallback=fallback)
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -328,8 +378,8 @@ class DynamicSplit:
             old = self._speed_ratio
             self._speed_ratio = ratio if old is None else old + 0.2 * (ratio - old)
 
-    def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
-        self.server_view.on_telemetry(worker_id, telemetry, now)  # type: ignore[arg-type]
+    def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
+        self.server_view.on_telemetry(worker_id, telemetry, now)
 
     def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
         self.results += 1

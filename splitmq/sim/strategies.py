@@ -107,17 +107,17 @@ def policy_factories(
     common: dict[str, Any] = {"server_profile": server_profile, "one_way_ms": one_way}
 
     def pinned(k: int) -> Callable[[], DynamicSplit]:
-        return lambda: DynamicSplit(device, pin=k, probe_size=0, **common)
+        return lambda: DynamicSplit.build(device, pin=k, probe_size=0, **common)
 
     factories: dict[str, Callable[[], DynamicSplit]] = {
         f"fixed_{k}": pinned(k) for k in device.admissible_codecs()
     }
-    factories["neurosurgeon"] = lambda: DynamicSplit(
+    factories["neurosurgeon"] = lambda: DynamicSplit.build(
         device, rate_mode="last", load_aware=False, **common
     )
-    factories["dynamic"] = lambda: DynamicSplit(device, **common, **dynamic_options)
+    factories["dynamic"] = lambda: DynamicSplit.build(device, **common, **dynamic_options)
     racing = {**dynamic_options, "race": dynamic_options.get("race", "auto")}
-    factories["dynamic_race"] = lambda: DynamicSplit(device, **common, **racing)
+    factories["dynamic_race"] = lambda: DynamicSplit.build(device, **common, **racing)
     return factories
 
 

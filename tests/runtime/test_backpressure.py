@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from broker.client import BrokerSettings
-from device_node.config import DeviceConfig, PolicyConfig
+from device_node.config import DeviceConfig, FixedPolicyConfig
 from device_node.node import DeviceNode
 from device_node.records import Fallback, ResultRecord
 from edge_worker.runner import ModelTailRunner
@@ -56,7 +56,7 @@ def device(
         device_id=name,
         model=TINY,
         codec="lossless",
-        policy=PolicyConfig(kind="fixed", split=TINY_SPLIT),
+        policy=FixedPolicyConfig(split=TINY_SPLIT),
         deadline_ms=deadline_ms,
     )
     return DeviceNode(config, model, FixedSplit(TINY_SPLIT))

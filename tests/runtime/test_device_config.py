@@ -59,7 +59,12 @@ def test_unknown_broker_key_and_top_level_key_are_both_reported(tmp_path: Path) 
         ("device_id: cam\ntopic_prefix: a/+/b\n", "topic_prefix", "'+'"),
         ("device_id: cam\ndeadline_ms: 0\n", "deadline_ms", "greater than 0"),
         ("device_id: cam\nslowdown: 0.5\n", "slowdown", "greater than or equal to 1"),
-        ("device_id: cam\npolicy: {split: -1}\n", "policy.split", "greater than or equal to 0"),
+        (
+            "device_id: cam\npolicy: {kind: fixed, split: -1}\n",
+            "policy.split",
+            "greater than or equal to 0",
+        ),
+        ("device_id: cam\npolicy: {split: 3}\n", "policy.split", "only for kind 'fixed'"),
         ("device_id: cam\nsource: {on_unreadable: ignore}\n", "source.on_unreadable", "skip"),
         ("codec: int8\n", "device_id", "Field required"),
     ],

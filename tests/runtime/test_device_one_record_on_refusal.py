@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from broker.client import BrokerSettings
-from device_node.config import DeviceConfig, PolicyConfig
+from device_node.config import DeviceConfig, FixedPolicyConfig
 from device_node.node import DeviceNode
 from device_node.records import Fallback
 from edge_worker.runner import ModelTailRunner
@@ -35,7 +35,7 @@ def tiny_device(settings: BrokerSettings, model: SplitModel, codec: str) -> Devi
         device_id="refusal-dev",
         model=TINY,
         codec=codec,
-        policy=PolicyConfig(kind="fixed", split=TINY_SPLIT),
+        policy=FixedPolicyConfig(split=TINY_SPLIT),
         deadline_ms=10000.0,
     )
     return DeviceNode(config, model, FixedSplit(TINY_SPLIT))

@@ -8,7 +8,12 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from device_node.config import PolicyConfig
+from device_node.config import (
+    DynamicPolicyConfig,
+    FixedPolicyConfig,
+    PolicyConfig,
+    RegisteredPolicyConfig,
+)
 from device_node.errors import PolicyError
 from device_node.policies import (
     LockedPolicy,
@@ -68,7 +73,7 @@ def test_best_bottleneck(int8_bytes: list[int], expected: int) -> None:
 def test_fixed_policy_uses_the_given_split_without_profiling() -> None:
     calls: list[int] = []
     profile = profile_with_bytes([15000, 9000, 7000, 0])
-    policy = build_policy(PolicyConfig(kind="fixed", split=1), context_for(profile, calls))
+    policy = build_policy(FixedPolicyConfig(split=1), context_for(profile, calls))
     assert isinstance(policy, FixedSplit)
     assert policy.choose(0.0).k == 1
     assert calls == []  # the profile is only loaded when the default split is needed
@@ -77,7 +82,7 @@ def test_fixed_policy_uses_the_given_split_without_profiling() -> None:
 def test_fixed_policy_defaults_to_the_best_bottleneck() -> None:
     calls: list[int] = []
     profile = profile_with_bytes([15000, 20000, 9000, 7000, 0])
-    policy = build_policy(PolicyConfig(kind="fixed"), context_for(profile, calls))
+    policy = build_policy(FixedPolicyConfig(), context_for(profile, calls))
     assert policy.choose(0.0).k == 3
     assert calls == [1]
 
@@ -85,24 +90,25 @@ def test_fixed_policy_defaults_to_the_best_bottleneck() -> None:
 def test_bad_policies_are_policy_errors() -> None:
     context = context_for(profile_with_bytes([15000, 9000, 0]))
     with pytest.raises(PolicyError, match=r"outside 0\.\.2"):
-        build_policy(PolicyConfig(kind="fixed", split=3), context)
+        build_policy(FixedPolicyConfig(split=3), context)
     with pytest.raises(PolicyError, match="unknown policy kind 'oracle'"):
-        build_policy(PolicyConfig(kind="oracle"), context)
+        build_policy(RegisteredPolicyConfig(kind="oracle"), context)
     # Options or a split that do not fit the kind are refused with the config, before a build.
     with pytest.raises(ValidationError, match="no options"):
-        PolicyConfig(kind="fixed", options={"x": 1})
+        FixedPolicyConfig(options={"x": 1})
     with pytest.raises(ValidationError, match="only for kind 'fixed'"):
-        PolicyConfig(kind="dynamic", split=1)
+        DynamicPolicyConfig(split=1)
 
 
 def test_registered_policy_kind_gets_its_options() -> None:
     def every_other(config: PolicyConfig, context: PolicyContext) -> SplitPolicy:
+        assert isinstance(config, RegisteredPolicyConfig)
         return FixedSplit(context.n if config.options["local"] else 0)
 
     register_policy("test_local_or_offload", every_other)
     context = context_for(profile_with_bytes([15000, 9000, 0]))
     policy = build_policy(
-        PolicyConfig(kind="test_local_or_offload", options={"local": True}), context
+        RegisteredPolicyConfig(kind="test_local_or_offload", options={"local": True}), context
     )
     assert policy.choose(0.0).k == 2
 

@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node import cli as device_cli
-from device_node.config import DeviceConfig, PolicyConfig
+from device_node.config import DeviceConfig, FixedPolicyConfig
 from device_node.node import DeviceNode, top_predictions
 from device_node.records import Fallback, PredictionRecord, ResultRecord
 from device_node.runtime import build_device
@@ -93,7 +93,7 @@ def make_device(
         model=MODEL,
         codec=codec,
         input_codec=input_codec,
-        policy=PolicyConfig(kind="fixed", split=split),
+        policy=FixedPolicyConfig(split=split),
         deadline_ms=deadline_ms,
         telemetry_stale_s=telemetry_stale_s,
     )

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from broker.client import BrokerSettings
-from device_node.config import DeviceConfig, PolicyConfig
+from device_node.config import DeviceConfig, FixedPolicyConfig
 from device_node.node import DeviceNode
 from device_node.workers import WorkerView, expected_wait_ms, least_loaded
 from edge_worker.config import WorkerConfig
@@ -42,7 +42,7 @@ def device_node(settings: BrokerSettings, model: SplitModel) -> DeviceNode:
         device_id="chooser-device",
         model=TINY,
         codec="lossless",
-        policy=PolicyConfig(kind="fixed", split=TINY_SPLIT),
+        policy=FixedPolicyConfig(split=TINY_SPLIT),
         deadline_ms=20_000.0,
     )
     return DeviceNode(config, model, FixedSplit(TINY_SPLIT))

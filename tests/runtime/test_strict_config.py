@@ -3,14 +3,18 @@ error, and one exit code (EXIT_CONFIG) for every configuration error of every CL
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
 
 from broker.client import BrokerSettings
 from device_node.cli import main as device_main
-from device_node.config import DynamicOptions, device_config_from_mapping, load_device_config
+from device_node.config import (
+    DynamicPolicyConfig,
+    RegisteredPolicyConfig,
+    device_config_from_mapping,
+    load_device_config,
+)
 from device_node.errors import ConfigError as DeviceConfigError
 from edge_worker.cli import main as worker_main
 from edge_worker.config import load_worker_config
@@ -18,6 +22,7 @@ from edge_worker.errors import ConfigError as WorkerConfigError
 from splitmq.cli import main as splitmq_main
 from splitmq.errors import EXIT_CONFIG
 from splitting.policy import DynamicSplit
+from tests.splitting.test_chooser import toy_device
 
 
 def _error_line(message: str, key: str) -> str:
@@ -102,7 +107,9 @@ def test_numbers_and_paths_keep_loading_from_yaml(tmp_path: Path) -> None:
     assert config.trace == Path("uplink.trace")
     assert config.broker.password is not None and config.broker.password.get_secret_value() == "p"
     assert config.broker.tls is not None and config.broker.tls.ca_certs == ca
-    assert config.policy.options == {"half_life_s": 3.0, "server_profile": Path("server.json")}
+    assert isinstance(config.policy, DynamicPolicyConfig)
+    assert config.policy.options.half_life_s == 3.0
+    assert config.policy.options.server_profile == Path("server.json")
 
 
 @pytest.mark.parametrize(
@@ -135,15 +142,30 @@ def test_a_fixed_policy_takes_no_options() -> None:
     assert "takes no options" in _error_line(str(error.value), "policy.options")
 
 
-def test_dynamic_options_cover_every_keyword_of_the_chooser() -> None:
-    # A keyword DynamicSplit gains must be added to DynamicOptions (or YAML cannot set it).
-    keywords = {
-        name
-        for name, parameter in inspect.signature(DynamicSplit.__init__).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    keywords -= {"fallback"}  # an object, built from deadline_ms; not expressible in YAML
-    assert set(DynamicOptions.model_fields) == keywords
+def test_dynamic_options_from_yaml_reach_the_built_policy(tmp_path: Path) -> None:
+    path = tmp_path / "device.yaml"
+    path.write_text(
+        "device_id: cam\npolicy:\n  options: {race: auto, race_above: 0.2, one_way_ms: 7}\n"
+    )
+    config = load_device_config(path)
+    assert isinstance(config.policy, DynamicPolicyConfig)
+    policy = DynamicSplit(toy_device(), config.policy.options)
+    assert (policy.race, policy.race_above) == ("auto", 0.2)
+    assert policy.options.one_way_ms == 7.0 and policy.options.half_life_s == 2.0
+
+
+def test_an_unknown_policy_kind_keeps_its_options_for_its_factory() -> None:
+    config = device_config_from_mapping(
+        {"device_id": "cam", "policy": {"kind": "oracle", "options": {"lookahead": 3}}}
+    )
+    assert isinstance(config.policy, RegisteredPolicyConfig)
+    assert config.policy.options == {"lookahead": 3}
+
+
+def test_a_policy_kind_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(DeviceConfigError) as error:
+        device_config_from_mapping({"device_id": "cam", "policy": {"kind": 3}})
+    assert "registered kind" in _error_line(str(error.value), "policy")
 
 
 def test_broker_settings_refuse_a_boolean_port() -> None:

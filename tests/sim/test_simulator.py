@@ -94,10 +94,12 @@ def test_a_late_result_falls_back_to_the_local_tail_after_the_deadline():
 def test_without_probing_dynamic_stays_local_after_an_outage_and_with_probing_it_returns():
     trace = outage_trace(10, 15)
     sim = simulation(trace, duration_s=50.0)
-    no_probe = DynamicSplit(toy_device(), probe_size=0, server_profile=toy_server())
+    no_probe = DynamicSplit.build(toy_device(), probe_size=0, server_profile=toy_server())
     no_probe.on_uplink_sample(6_000, 0.045, 0.0)  # measured once, by an earlier offload
     stuck = sim.run_policy("no-probe", no_probe)
-    probing = sim.run_policy("dynamic", DynamicSplit(toy_device(), server_profile=toy_server()))
+    probing = sim.run_policy(
+        "dynamic", DynamicSplit.build(toy_device(), server_profile=toy_server())
+    )
     before = (stuck.arrival_s > 5) & (stuck.arrival_s < 10)
     after = stuck.arrival_s > 30
     assert np.all(stuck.k[before] < LOCAL)  # offloading while the link is good ...
@@ -123,7 +125,7 @@ def test_oracle_agreement_matches_requests_by_start_time():
     sim = simulation(UplinkTrace.fixed_rate(4.0))
     oracle = sim.run_oracle()
     assert oracle_agreement(oracle, oracle) == 1.0
-    local = sim.run_policy("local", DynamicSplit(toy_device(), pin=LOCAL))
+    local = sim.run_policy("local", DynamicSplit.build(toy_device(), pin=LOCAL))
     expected = float(np.mean(oracle.k == LOCAL))
     assert oracle_agreement(local, oracle) == pytest.approx(expected)
 
@@ -140,6 +142,6 @@ def test_device_cpu_places_jobs_in_the_first_gap_that_fits():
 
 def test_pipelined_requests_start_at_their_arrival():
     sim = simulation(UplinkTrace.fixed_rate(4.0), rate_hz=20.0, pipelined=True, duration_s=5.0)
-    run = sim.run_policy("local", DynamicSplit(toy_device(), pin=LOCAL))
+    run = sim.run_policy("local", DynamicSplit.build(toy_device(), pin=LOCAL))
     assert np.allclose(np.diff(run.arrival_s), 0.05)
     assert run.latency_ms[-1] > run.latency_ms[0]  # 160 ms each at 20 Hz: a growing queue

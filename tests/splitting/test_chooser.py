@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from typing import Any
 
 import numpy as np
 import pytest
@@ -186,8 +187,8 @@ def run_device(policy: DynamicSplit, link: Link, start: float, stop: float) -> l
     return chosen
 
 
-def dynamic(**options: object) -> DynamicSplit:
-    return DynamicSplit(toy_device(), server_profile=toy_server(), **options)  # type: ignore[arg-type]
+def dynamic(**options: Any) -> DynamicSplit:
+    return DynamicSplit.build(toy_device(), server_profile=toy_server(), **options)
 
 
 def test_dynamic_offloads_on_a_good_link_once_it_has_measured_it():

@@ -19,6 +19,7 @@ from splitmq.sim.scenarios import make_load
 from splitmq.sim.strategies import estimator_error
 from splitmq.sim.system import DeviceState
 from splitting.chooser import ChooserInputs, chance_of_losing, choose
+from splitting.errors import SplitPolicyError
 from splitting.estimators import LinkEstimate
 from splitting.latency import Breakdown, DeviceProfile, ServerEstimate
 from splitting.policy import DynamicSplit
@@ -198,8 +199,8 @@ def test_racing_keeps_latency_near_local_on_an_outage(tmp_path: Path) -> None:
         SimSettings(duration_s=30.0, one_way_ms=5.0),
     )
     server = toy_server()
-    race = sim.run_policy("race", DynamicSplit(device, server_profile=server, race="always"))
-    plain = sim.run_policy("plain", DynamicSplit(device, server_profile=server))
+    race = sim.run_policy("race", DynamicSplit.build(device, server_profile=server, race="always"))
+    plain = sim.run_policy("plain", DynamicSplit.build(device, server_profile=server))
     assert race.k.size == race.latency_ms.size  # one result per request
     worst = device.local_ms + max(c.encode_ms for c in device.costs)
     assert float(np.max(race.latency_ms)) <= worst + 1e-6
@@ -216,10 +217,10 @@ def test_chance_of_losing_grows_with_the_uplink_spread() -> None:
 
 def test_auto_racing_races_only_uncertain_offloads() -> None:
     device = toy_device()
-    policy = DynamicSplit(device, server_profile=toy_server(), race="auto")
+    policy = DynamicSplit.build(device, server_profile=toy_server(), race="auto")
     assert policy.race == "auto"
-    with pytest.raises(ValueError, match="race must be one of"):
-        DynamicSplit(device, race="sometimes")
+    with pytest.raises(SplitPolicyError, match=r"race: Input should be 'off', 'always' or 'auto'"):
+        DynamicSplit.build(device, race="sometimes")
 
 
 # -- the estimator's error report -------------------------------------------------------------
@@ -235,7 +236,7 @@ def test_the_estimator_error_is_small_on_a_constant_link(tmp_path: Path) -> None
         make_load("idle", 60.0),
         SimSettings(duration_s=60.0, one_way_ms=5.0),
     )
-    policy = DynamicSplit(device, server_profile=toy_server(), one_way_ms=5.0)
+    policy = DynamicSplit.build(device, server_profile=toy_server(), one_way_ms=5.0)
     run = sim.run_policy("dynamic", policy)
     report = estimator_error(run)
     assert (report["samples"] or 0) > 50
