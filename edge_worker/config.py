@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from broker.client import BrokerSettings
@@ -217,6 +218,16 @@ def load_worker_config(path: str | Path) -> WorkerConfig:
     """Read and validate a worker YAML file; ConfigError names the file and the bad keys."""
     data = read_yaml_mapping(Path(path), what=CONFIG_WHAT, error=ConfigError)
     return worker_config_from_mapping(data, source=str(path))
+
+
+def save_worker_config(config: WorkerConfig, path: str | Path) -> None:
+    """Write `config` as a YAML file that `load_worker_config` reads back equal (only the
+    keys that differ from the defaults; the broker password in clear, so keep the file
+    private: it is meant for a worker this process starts)."""
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    if config.broker.password is not None:
+        data["broker"]["password"] = config.broker.password.get_secret_value()
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
 def with_overrides(config: WorkerConfig, overrides: Mapping[str, Any]) -> WorkerConfig:

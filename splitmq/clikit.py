@@ -32,6 +32,28 @@ def port_number(text: str) -> int:
     return port
 
 
+def bounded_int(text: str, low: int, high: int | None, what: str) -> int:
+    """An integer flag in low..high (high None: no upper bound), else an argparse error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"{low}..{high}"
+        raise argparse.ArgumentTypeError(f"{what} must be {bounds}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse `type=` for a count: an integer >= 1."""
+    return bounded_int(text, 1, None, "the value")
+
+
+def jpeg_quality(text: str) -> int:
+    """argparse `type=` for a JPEG quality: 1..100."""
+    return bounded_int(text, 1, 100, "JPEG quality")
+
+
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
     """`-v` (repeatable) logs more, `-q` prints less: warnings-only logs become errors-only, and a
     command with a live table prints only its summary."""

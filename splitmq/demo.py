@@ -30,59 +30,14 @@ import torch
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node import table
-from device_node.config import (
-    DeviceConfig,
-    DynamicPolicyConfig,
-    FixedPolicyConfig,
-    PolicyConfig,
-)
 from device_node.node import DeviceNode
 from device_node.records import ResultRecord
 from device_node.runtime import build_device, shaped_uplink
 from device_node.sources import CyclingSource, SourceImage, sample_source_images
-from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.worker import EdgeWorker
-from splitmq.errors import SplitmqError
+from splitmq.demo_config import DemoError, DemoOptions, device_config, worker_config
 from splitting.partition import SplitModel
 from splitting.registry import load_model
-
-DEFAULT_MODEL = "efficientnet-lite0"
-# The demo's devices emulate a device 4x slower than this host (issue 4's default setting): with
-# the devices as fast as the worker's host, running everything locally usually wins.
-DEFAULT_SLOWDOWN = 4.0
-
-
-class DemoError(SplitmqError):
-    """The demo could not start (no worker became visible, a device could not connect, ...)."""
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """What `splitmq demo` runs. `requests` is per device."""
-
-    devices: int = 2
-    requests: int = 20
-    split: int | None = None
-    policy: str = "dynamic"
-    codec: str = "int5"
-    model: str = DEFAULT_MODEL
-    trace: Path | None = None
-    deadline_ms: float = 5000.0
-    rate_hz: float | None = None
-    slowdown: float = DEFAULT_SLOWDOWN
-    max_batch: int = 8
-    #: One intra-op thread: the devices' profiles are measured on one core, and devices and
-    #: worker each running a team of threads on a small host slow each other down.
-    torch_threads: int | None = 1
-    worker_wait_s: float = 30.0
-    warm_up: bool = True
-    quiet: bool = False
-
-    def __post_init__(self) -> None:
-        if self.devices < 1 or self.requests < 0:
-            raise DemoError("the demo needs at least one device and a request count >= 0")
-        if self.policy == "dynamic" and self.split is not None:
-            raise DemoError("--split fixes the split; it does not combine with --policy dynamic")
 
 
 @dataclass
@@ -145,17 +100,6 @@ def _say(out: TextIO, text: str) -> None:
 # -- the worker -------------------------------------------------------------------------------
 
 
-def worker_config(options: DemoOptions, settings: BrokerSettings) -> WorkerConfig:
-    return WorkerConfig(
-        broker=settings,
-        worker_id="edge-1",
-        models=[ModelEntry(name=options.model)],
-        device="cpu",
-        max_batch=options.max_batch,
-        torch_threads=options.torch_threads,
-    )
-
-
 @contextlib.contextmanager
 def _edge_worker(options: DemoOptions, broker: MosquittoBroker) -> Iterator[EdgeWorker]:
     settings = BrokerSettings(host=broker.host, port=broker.port, reconnect_max_delay_s=2)
@@ -180,24 +124,6 @@ def _worker_stats(worker: EdgeWorker) -> dict[str, Any]:
 
 
 # -- the devices ------------------------------------------------------------------------------
-
-
-def device_config(options: DemoOptions, index: int, settings: BrokerSettings) -> DeviceConfig:
-    policy: PolicyConfig = (
-        FixedPolicyConfig(split=options.split)
-        if options.policy == "fixed"
-        else DynamicPolicyConfig()
-    )
-    return DeviceConfig(
-        broker=settings,
-        device_id=f"dev{index}",
-        model=options.model,
-        codec=options.codec,
-        policy=policy,
-        deadline_ms=options.deadline_ms,
-        slowdown=options.slowdown,
-        trace=options.trace,
-    )
 
 
 def _run_devices(

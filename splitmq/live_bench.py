@@ -47,7 +47,13 @@ from device_node.runtime import build_device, policy_context
 from device_node.shaper import TraceShaper
 from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.worker import EdgeWorker
-from splitmq.demo import DEFAULT_MODEL, DEFAULT_SLOWDOWN, DemoOptions, device_config, worker_config
+from splitmq.demo_config import (
+    DEFAULT_MODEL,
+    DEFAULT_SLOWDOWN,
+    DemoOptions,
+    device_config,
+    worker_config,
+)
 from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.sim.inputs import read_trace
 from splitmq.sim.inputs import server_profile as load_server_profile

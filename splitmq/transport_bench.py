@@ -42,17 +42,11 @@ What made bursts stall or lose messages, and what prevents it here:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -62,16 +56,15 @@ from broker.launcher import MosquittoBroker
 from device_node.errors import DeviceError
 from device_node.link import DeviceLink
 from device_node.pending import Outcome, PendingRequest
-from edge_worker.cli import add_worker_arguments, config_from_args
-from edge_worker.config import WorkerConfig
+from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from schemas.frame import ModelInfo, encode_frame
 from schemas.messages import TelemetryMessage
 from splitmq.errors import SplitmqError
 from splitmq.raw_pingpong import measure_raw_rtt
+from splitmq.worker_process import worker_process
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_ID = "bench-worker"
 ECHO_MODEL = "echo"
 ECHO_SPLIT = 1  # a (64,) float32 tensor: the smallest frame the echo model takes
@@ -144,18 +137,18 @@ def run_transport_bench(
     }
 
 
-def _worker_args(options: TransportOptions, settings: BrokerSettings) -> list[str]:
-    return [
-        "--broker-host", settings.host,
-        "--broker-port", str(settings.port),
-        "--worker-id", WORKER_ID,
-        "--model", ECHO_MODEL,
-        "--runner", "echo",
-        "--device", "cpu",
-        "--max-batch", str(options.worker_max_batch),
-        "--max-wait-ms", "0",
-        "--queue-capacity", str(options.worker_queue),
-    ]  # fmt: skip
+def echo_worker_config(options: TransportOptions, settings: BrokerSettings) -> WorkerConfig:
+    """The echo worker's configuration: no batching wait, the benchmark's queue and batch."""
+    return WorkerConfig(
+        broker=BrokerSettings(host=settings.host, port=settings.port),
+        worker_id=WORKER_ID,
+        models=[ModelEntry(name=ECHO_MODEL)],
+        runner="echo",
+        device="cpu",
+        max_batch=options.worker_max_batch,
+        max_wait_ms=0.0,
+        queue_capacity=options.worker_queue,
+    )
 
 
 @contextlib.contextmanager
@@ -165,37 +158,13 @@ def _echo_worker(
     """The worker in its own process (as deployed: no GIL shared with the devices), or in
     this one (`worker_mode="thread"`). Yields a function that gives the worker process's exit
     code once it has exited (None while it runs)."""
+    config = echo_worker_config(options, settings)
     if options.worker_mode == "thread":
-        config = worker_config_from_args(_worker_args(options, settings))
         with EdgeWorker(config):
             yield lambda: None
         return
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge_worker.cli", *_worker_args(options, settings)],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": _python_path()},
-    )
-    try:
-        yield process.poll
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def worker_config_from_args(argv: list[str]) -> WorkerConfig:
-    """The config `edge-worker` would build from these flags (the in-process worker's)."""
-    parser = argparse.ArgumentParser()
-    add_worker_arguments(parser)
-    return config_from_args(parser.parse_args(argv))
-
-
-def _python_path() -> str:
-    existing = os.environ.get("PYTHONPATH")
-    return f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
+    with worker_process(config) as exited:
+        yield exited
 
 
 def _wait_for_worker(

@@ -25,13 +25,10 @@ import functools
 import itertools
 import os
 import platform
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,17 +38,18 @@ from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node.errors import DeviceError
 from device_node.link import DeviceLink
+from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import ModelTailRunner, candidate_splits
 from schemas.frame import Frame, encode_frame
 from schemas.messages import ResultMessage, ServerTimings, encode_message
 from schemas.topics import Topics
 from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.light_device import LightDevice
+from splitmq.worker_process import worker_process
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_CODEC = "int5"
 WORKER_START_S = 120.0
@@ -386,42 +384,40 @@ def _burst(
     }
 
 
-@contextlib.contextmanager
+def _worker_config(
+    options: WorkerBenchOptions,
+    settings: BrokerSettings,
+    worker_id: str,
+    max_batch: int,
+    topics: Topics,
+) -> WorkerConfig:
+    return WorkerConfig(
+        broker=settings,
+        worker_id=worker_id,
+        topic_prefix=topics.prefix,
+        models=[ModelEntry(name=options.model)],
+        device="cpu",
+        max_batch=max_batch,
+        max_wait_ms=options.max_wait_ms if max_batch > 1 else 0.0,
+        queue_capacity=options.queue_capacity,
+        torch_threads=options.torch_threads,
+    )
+
+
 def _worker_process(
     options: WorkerBenchOptions,
     settings: BrokerSettings,
     worker_id: str,
     max_batch: int,
     topics: Topics,
-) -> Iterator[Any]:
-    args = [
-        sys.executable, "-m", "edge_worker.cli",
-        "--host", settings.host, "--port", str(settings.port),
-        "--worker-id", worker_id,
-        "--topic-prefix", topics.prefix,
-        "--model", options.model,
-        "--device", "cpu",
-        "--max-batch", str(max_batch),
-        "--max-wait-ms", str(options.max_wait_ms if max_batch > 1 else 0.0),
-        "--queue-capacity", str(options.queue_capacity),
-        "--torch-threads", str(options.torch_threads),
-        "-q",
-    ]  # fmt: skip
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.getenv("PYTHONPATH")])),
-        "OMP_NUM_THREADS": str(options.torch_threads),
-    }
-    process = subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL)
-    try:
-        yield process.poll
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+) -> contextlib.AbstractContextManager[Callable[[], int | None]]:
+    config = _worker_config(options, settings, worker_id, max_batch, topics)
+    return worker_process(
+        config,
+        env={"OMP_NUM_THREADS": str(options.torch_threads)},
+        stdout=subprocess.DEVNULL,
+        quiet=True,
+    )
 
 
 def _wait_for_worker(

@@ -6,6 +6,8 @@ mobilenet_v2, mobilenet_v3_large, efficientnet_b0..b7, efficientnet_v2_s/m/l (b1
 at their own input resolutions) and vit_b_16. Users add
 their own with `register_model(ModelSpec(...))`, or from an installed package through the
 `splitmq.models` entry-point group so every splitmq process sees them (see docs/models.md).
+`ModelSpec` lives in `splitting.spec`, which both this module and the zoo import (the zoo
+never imports the registry); it is re-exported here.
 
 `weights` of `load_model`:
 - None: the model's default (`ModelSpec.default_weights`);
@@ -20,8 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -35,43 +36,17 @@ from splitting.errors import (
     WeightsLoadError,
     WeightsUnavailableError,
 )
-from splitting.partition import IMAGENET_MEAN, IMAGENET_STD, SplitModel
+from splitting.partition import SplitModel
+from splitting.spec import RANDOM_WEIGHTS, ModelSpec
+from splitting.spec import BlockList as BlockList  # re-exported: plugins and tests import it here
+from splitting.zoo import builtin_specs
 
 DEFAULT_MODEL = "efficientnet-lite0"
-RANDOM_WEIGHTS = "random"
 # Installed packages add models through this entry-point group (see docs/models.md).
 PLUGIN_GROUP = "splitmq.models"
 # Model names become MQTT topic segments and file names: keep them plain.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-
-BlockList = Sequence[tuple[str, nn.Module]]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build one model and cut it into blocks.
-
-    - `build()` returns the architecture with its own (random) initialisation; the registry
-      calls it under a fixed seed (`seed`) so every process gets the same weights.
-    - `blocks(module)` returns the ordered `(name, block)` list; each block maps one tensor to
-      one tensor, and running them in order must reproduce `module(x)` exactly.
-    - `named_weights(name)` (optional) returns the model with a named set of weights loaded
-      from local files, raising `WeightsUnavailableError` when they are not on this machine.
-    """
-
-    name: str
-    build: Callable[[], nn.Module]
-    blocks: Callable[[nn.Module], BlockList]
-    input_size: int = 224
-    default_weights: str = RANDOM_WEIGHTS
-    named_weights: Callable[[str], nn.Module] | None = None
-    labels: Sequence[str] | None = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    description: str = ""
-    seed: int = 0
-
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _builtins_registered = False
@@ -256,8 +231,6 @@ def _ensure_builtins() -> None:
     if _builtins_registered:
         return
     _builtins_registered = True
-    from splitting.zoo import builtin_specs  # the zoo imports this module
-
     for spec in builtin_specs():
         _validate_spec(spec)
         _REGISTRY.setdefault(spec.name, spec)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from splitting.errors import WeightsUnavailableError
-from splitting.registry import BlockList, ModelSpec
+from splitting.spec import BlockList, ModelSpec
 
 LITE0 = "efficientnet-lite0"
 LITE0_WEIGHTS = "imagenet"

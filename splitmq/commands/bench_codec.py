@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from splitmq.clikit import progress_bar
-from splitmq.commands.profile import jpeg_quality, positive_int
+from splitmq.clikit import jpeg_quality, positive_int, progress_bar
 from splitmq.text_table import aligned_rows
 from splitting.images import augmented_images
 from splitting.partition import SplitModel

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from splitmq.errors import SplitmqError
-from splitting.errors import SplittingError
 from splitting.grid import (
     MB,
     MBIT,
@@ -82,6 +80,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
+    # A splitmq error (a bad profile or model) propagates to the CLI's `guarded`: one line
+    # on stderr and its exit code.
     try:
         server = _server_profile(args.server_profile)
         results: dict[str, Any] = {}
@@ -93,9 +93,8 @@ def run(args: argparse.Namespace) -> int:
                 if args.plots:
                     plot_model(name, results[name], Path(args.plots))
                 progress.advance(task)
-    except (SplittingError, SplitmqError, OSError) as exc:
-        print(f"splitmq bench grid: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:  # a plot or the profile cache that cannot be written
+        raise SplitmqError(f"bench grid: {exc}") from exc
     summary = {
         "slowdown": args.slowdown,
         "server_profile": str(args.server_profile) if server else None,

@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any
 
-from splitmq.clikit import progress_bar
+from splitmq.clikit import jpeg_quality, positive_int, progress_bar
 from splitmq.text_table import aligned_rows
 from splitting.images import augmented_images
 from splitting.profiling import (
@@ -25,20 +25,6 @@ from splitting.profiling import (
     profile_model,
 )
 from splitting.registry import DEFAULT_MODEL, load_model
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def jpeg_quality(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"JPEG quality must be 1..100, got {value}")
-    return value
 
 
 def register(subparsers: Any) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from device_node.config import load_device_config
 from device_node.errors import ConfigError as DeviceConfigError
-from edge_worker.config import WorkerConfig, load_worker_config
+from edge_worker.config import WorkerConfig, load_worker_config, save_worker_config
 from edge_worker.errors import ConfigError as WorkerConfigError
 
 
@@ -41,3 +41,23 @@ def test_validator_messages_are_reported_without_pydantic_prefix(tmp_path: Path)
     with pytest.raises(WorkerConfigError) as error:
         load_worker_config(path)
     assert "  models: model listed twice: m" in str(error.value).splitlines()
+
+
+def test_a_saved_worker_config_reads_back_equal_with_its_password(tmp_path: Path) -> None:
+    config = load_worker_config(write_worker_yaml(tmp_path))
+    path = tmp_path / "saved.yaml"
+    save_worker_config(config, path)
+    again = load_worker_config(path)
+    assert again == config
+    assert again.broker.password is not None
+    assert again.broker.password.get_secret_value() == "s3cret"
+
+
+def write_worker_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "worker.yaml"
+    path.write_text(
+        "broker: {host: edge.local, port: 8883, username: w1, password: s3cret}\n"
+        "worker_id: w1\nmodels: [{name: echo, splits: [1]}]\nrunner: echo\n"
+        "max_batch: 4\nmax_wait_ms: 0\ntorch_threads: 2\n"
+    )
+    return path
