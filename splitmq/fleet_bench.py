@@ -21,14 +21,11 @@ import heapq
 import os
 import platform
 import random
-import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,14 +35,15 @@ from broker.errors import BrokerError
 from broker.launcher import MosquittoBroker
 from device_node.errors import DeviceError
 from device_node.link import DeviceLink
+from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import echo_model_info
 from schemas.frame import encode_frame
 from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.light_device import LightDevice, Reply
 from splitmq.raw_pingpong import measure_raw_rtt
+from splitmq.worker_process import worker_process
 from splitting.images import center_crop, sample_images
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_ID = "fleet-worker"
 ECHO_MODEL = "echo"
 ECHO_SPLIT = 0  # a 16x16 RGB image: a real photo, scaled down
@@ -265,33 +263,27 @@ def _percentiles(values: list[float]) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _worker_process(options: FleetOptions, settings: BrokerSettings) -> Iterator[Any]:
-    args = [
-        sys.executable, "-m", "edge_worker.cli",
-        "--host", settings.host, "--port", str(settings.port),
-        "--worker-id", WORKER_ID,
-        "--model", ECHO_MODEL, "--runner", "echo", "--device", "cpu",
-        "--max-batch", str(options.max_batch), "--max-wait-ms", "0",
-        "--queue-capacity", str(options.queue_capacity),
-        "-q",
-    ]  # fmt: skip
-    if options.max_held_bytes is not None:
-        args += ["--max-held-bytes", str(options.max_held_bytes)]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.getenv("PYTHONPATH")])),
-    }
-    process = subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL)
-    try:
-        yield process.poll
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def fleet_worker_config(options: FleetOptions, settings: BrokerSettings) -> WorkerConfig:
+    """The echo worker the fleet talks to: no batching wait, the benchmark's queue limits."""
+    limits = {} if options.max_held_bytes is None else {"max_held_bytes": options.max_held_bytes}
+    return WorkerConfig(
+        broker=BrokerSettings(host=settings.host, port=settings.port),
+        worker_id=WORKER_ID,
+        models=[ModelEntry(name=ECHO_MODEL)],
+        runner="echo",
+        device="cpu",
+        max_batch=options.max_batch,
+        max_wait_ms=0.0,
+        queue_capacity=options.queue_capacity,
+        **limits,
+    )
+
+
+def _worker_process(
+    options: FleetOptions, settings: BrokerSettings
+) -> contextlib.AbstractContextManager[Callable[[], int | None]]:
+    config = fleet_worker_config(options, settings)
+    return worker_process(config, stdout=subprocess.DEVNULL, quiet=True)
 
 
 def _wait_for_worker(settings: BrokerSettings, exited: Any) -> None:
