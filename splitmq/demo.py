@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 import torch
 
 from broker.client import BrokerSettings
@@ -36,6 +35,7 @@ from device_node.runtime import build_device, shaped_uplink
 from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.worker import EdgeWorker
 from splitmq.demo_config import DemoError, DemoOptions, device_config, worker_config
+from splitmq.reports import LatencyStats, latency_stats
 from splitting.partition import SplitModel
 from splitting.registry import load_model
 
@@ -203,10 +203,6 @@ def _device_loop(
 # -- the summary ------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
-
-
 def summarize(run: DemoRun) -> dict[str, Any]:
     """The demo's summary: the keys of the issue plus what helps to read them."""
     options = run.options
@@ -225,12 +221,7 @@ def summarize(run: DemoRun) -> dict[str, Any]:
         "local_fallback": len(fallbacks),
         "local_by_choice": len(records) - len(offloaded) - len(fallbacks),
         "fallback_reasons": dict(Counter(r.fallback for r in fallbacks)),
-        "latency_ms": {
-            "p50": percentile(totals, 50),
-            "p95": percentile(totals, 95),
-            "mean": statistics.fmean(totals) if totals else None,
-            "max": max(totals) if totals else None,
-        },
+        "latency_ms": latency_stats(totals),
         "offloaded_parts_ms": _mean_parts(offloaded),
         "prediction": _prediction_summary(records),
         "local_vs_offloaded_ms": _local_vs_offloaded(records),
@@ -259,11 +250,12 @@ def _prediction_summary(records: list[ResultRecord]) -> dict[str, Any]:
     if not pairs:
         return {"requests": 0}
     errors = [actual - predicted for predicted, actual in pairs]
+    absolute = LatencyStats.of(abs(e) for e in errors)
     return {
         "requests": len(pairs),
-        "error_ms_p50": percentile(errors, 50),
-        "abs_error_ms_p50": percentile([abs(e) for e in errors], 50),
-        "abs_error_ms_p95": percentile([abs(e) for e in errors], 95),
+        "error_ms_p50": LatencyStats.of(errors).p50_ms,
+        "abs_error_ms_p50": absolute.p50_ms,
+        "abs_error_ms_p95": absolute.p95_ms,
     }
 
 
@@ -303,10 +295,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  local (chosen)  {summary['local_by_choice']}",
         f"  splits          {summary['splits']}",
     ]
-    if latency["p50"] is not None:
+    if latency["count"]:
         lines.append(
-            f"  latency ms      p50 {latency['p50']:.1f}  p95 {latency['p95']:.1f}  "
-            f"mean {latency['mean']:.1f}  max {latency['max']:.1f}"
+            f"  latency ms      p50 {latency['p50_ms']:.1f}  p95 {latency['p95_ms']:.1f}  "
+            f"mean {latency['mean_ms']:.1f}  max {latency['max_ms']:.1f}"
         )
     if summary["offloaded_parts_ms"]:
         parts = "  ".join(

@@ -41,6 +41,7 @@ from schemas.frame import encode_frame
 from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.light_device import LightDevice, Reply
 from splitmq.raw_pingpong import measure_raw_rtt
+from splitmq.reports import latency_stats
 from splitmq.worker_process import worker_process
 from splitting.images import center_crop, sample_images
 
@@ -105,7 +106,7 @@ def run_fleet_bench(options: FleetOptions) -> dict[str, Any]:
         settings = BrokerSettings(host=broker.host, port=broker.port)
         exited = stack.enter_context(_worker_process(options, settings))
         _wait_for_worker(settings, exited)
-        raw = _percentiles(
+        raw = latency_stats(
             measure_raw_rtt(
                 settings,
                 payload_bytes=int(np.median([len(f) for f in frames])),
@@ -127,7 +128,9 @@ def run_fleet_bench(options: FleetOptions) -> dict[str, Any]:
         "latency_ms": latency,
         "raw_rtt_ms": raw,
         "latency_ratio": {
-            key: latency[key] / raw[key] if latency.get(key) and raw[key] else None
+            key: latency[f"{key}_ms"] / raw[f"{key}_ms"]
+            if latency[f"{key}_ms"] and raw[f"{key}_ms"]
+            else None
             for key in ("p50", "p99")
         },
         "send_lag_ms": send_lag,
@@ -196,7 +199,7 @@ class _Collector:
             "lost": sent - len(replies),
             "duplicates": duplicates,
             "per_s": answered / duration_s,
-            "latency_ms": _percentiles(latencies),
+            "latency_ms": latency_stats(latencies),
             "mean_batch": float(np.mean(batches)) if batches else 0.0,
         }
 
@@ -247,20 +250,7 @@ def _send_all(
         device.send(topic, frames[sent % len(frames)], request_id, expiry_s=options.expiry_s)
         sent += 1
         heapq.heappush(queue, (due + period, d))
-    return sent, _percentiles(lags)
-
-
-def _percentiles(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None, "max": None, "n": 0}
-    array = np.asarray(values)
-    return {
-        "p50": float(np.percentile(array, 50)),
-        "p95": float(np.percentile(array, 95)),
-        "p99": float(np.percentile(array, 99)),
-        "max": float(array.max()),
-        "n": int(array.size),
-    }
+    return sent, latency_stats(lags)
 
 
 def fleet_worker_config(options: FleetOptions, settings: BrokerSettings) -> WorkerConfig:
@@ -321,10 +311,11 @@ def format_report(result: dict[str, Any]) -> str:
             f"{result['rejected']}  expired {result['expired']}  errors {result['errors']}  "
             f"lost {result['lost']}  duplicates {result['duplicates']}",
             f"  answered per s {result['per_s']:.1f}  mean batch {result['mean_batch']:.2f}",
-            f"  latency ms p50 {ms(lat['p50'])}  p95 {ms(lat['p95'])}  p99 {ms(lat['p99'])}",
-            f"  bare paho ms p50 {ms(raw['p50'])}  p99 {ms(raw['p99'])}  ->  ratio p50 "
+            f"  latency ms p50 {ms(lat['p50_ms'])}  p95 {ms(lat['p95_ms'])}  "
+            f"p99 {ms(lat['p99_ms'])}",
+            f"  bare paho ms p50 {ms(raw['p50_ms'])}  p99 {ms(raw['p99_ms'])}  ->  ratio p50 "
             f"{x(ratio['p50'])}  p99 {x(ratio['p99'])}",
-            f"  scheduler lag ms p50 {ms(result['send_lag_ms']['p50'])}  p99 "
-            f"{ms(result['send_lag_ms']['p99'])}",
+            f"  scheduler lag ms p50 {ms(result['send_lag_ms']['p50_ms'])}  p99 "
+            f"{ms(result['send_lag_ms']['p99_ms'])}",
         ]
     )

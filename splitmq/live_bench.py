@@ -55,6 +55,7 @@ from splitmq.demo_config import (
     worker_config,
 )
 from splitmq.errors import ConfigurationError, SplitmqError
+from splitmq.reports import latency_stats
 from splitmq.sim.inputs import read_trace
 from splitmq.sim.inputs import server_profile as load_server_profile
 from splitmq.sim.runner import SimSettings, Simulation, StrategyRun
@@ -341,7 +342,7 @@ def live_stats(records: list[ResultRecord]) -> dict[str, Any]:
     totals = [r.total_ms for r in records]
     offloaded = sum(r.offloaded for r in records)
     return {
-        **_latency_stats(totals),
+        **latency_stats(totals),
         "requests": len(records),
         "offloaded": offloaded,
         "local": len(records) - offloaded,
@@ -365,7 +366,7 @@ def sim_stats(run: StrategyRun, device: DeviceProfile) -> dict[str, Any]:
     offloaded = int(run.offloaded.sum())
     sent = [device.costs[int(k)].payload_bytes for k in run.k]
     return {
-        **_latency_stats([float(x) for x in run.latency_ms]),
+        **latency_stats(run.latency_ms.tolist()),
         "requests": int(run.k.size),
         "offloaded": offloaded,
         "local": int(run.k.size) - offloaded,
@@ -375,14 +376,6 @@ def sim_stats(run: StrategyRun, device: DeviceProfile) -> dict[str, Any]:
             [(int(k), float(ms)) for k, ms in zip(run.k, run.latency_ms, strict=True)]
         ),
         "bytes_sent_mean": statistics.fmean(sent),
-    }
-
-
-def _latency_stats(values: list[float]) -> dict[str, float]:
-    return {
-        "mean_ms": statistics.fmean(values),
-        "p50_ms": float(np.percentile(values, 50)),
-        "p95_ms": float(np.percentile(values, 95)),
     }
 
 

@@ -63,6 +63,7 @@ from schemas.frame import ModelInfo, encode_frame
 from schemas.messages import TelemetryMessage
 from splitmq.errors import SplitmqError
 from splitmq.raw_pingpong import measure_raw_rtt
+from splitmq.reports import latency_stats
 from splitmq.worker_process import worker_process
 
 WORKER_ID = "bench-worker"
@@ -106,7 +107,7 @@ def run_transport_bench(
         _wait_for_worker(observer, options.worker_start_s, worker_exited)
         info = echo_model_info(ECHO_MODEL)
         rtt = measure_rtt(settings, info, options)
-        raw = _stats(
+        raw = latency_stats(
             measure_raw_rtt(
                 settings,
                 payload_bytes=len(_frame(info, "size-probe", "bench")),
@@ -115,14 +116,14 @@ def run_transport_bench(
             )
         )
         burst = measure_burst(settings, info, options)
-        answered = options.warmup + rtt["n"] + burst["answered"]
+        answered = options.warmup + rtt["count"] + burst["answered"]
         telemetry = _final_telemetry(observer, served_at_least=answered)
     return {
         "rtt_ms": rtt,
         "raw_rtt_ms": raw,
         "overhead_ratio": {
-            "p50": rtt["p50"] / raw["p50"],
-            "p99": rtt["p99"] / raw["p99"],
+            "p50": rtt["p50_ms"] / raw["p50_ms"],
+            "p99": rtt["p99_ms"] / raw["p99_ms"],
         },
         "burst": burst,
         "worker": {
@@ -263,19 +264,7 @@ def measure_rtt(
                 samples.append((outcome.received_at - started) * 1000.0)
     finally:
         link.stop()
-    return _stats(samples)
-
-
-def _stats(samples: list[float]) -> dict[str, Any]:
-    values = np.asarray(samples)
-    return {
-        "p50": float(np.percentile(values, 50)),
-        "p90": float(np.percentile(values, 90)),
-        "p99": float(np.percentile(values, 99)),
-        "mean": float(values.mean()),
-        "max": float(values.max()),
-        "n": int(values.size),
-    }
+    return latency_stats(samples)
 
 
 # -- burst ------------------------------------------------------------------------------------
@@ -417,6 +406,6 @@ def format_table(result: dict[str, Any]) -> str:
 
 def _rtt_row(name: str, rtt: dict[str, Any]) -> str:
     return (
-        f"{name:<17}{rtt['p50']:8.3f} {rtt['p90']:8.3f} {rtt['p99']:8.3f} "
-        f"{rtt['mean']:8.3f} {rtt['max']:8.3f} {rtt['n']:7d}"
+        f"{name:<17}{rtt['p50_ms']:8.3f} {rtt['p90_ms']:8.3f} {rtt['p99_ms']:8.3f} "
+        f"{rtt['mean_ms']:8.3f} {rtt['max_ms']:8.3f} {rtt['count']:7d}"
     )

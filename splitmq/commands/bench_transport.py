@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     result["targets"] = {
         "rtt_p50_ms": RTT_TARGET_P50_MS,
         "rtt_p99_ms": RTT_TARGET_P99_MS,
-        "met": result["rtt_ms"]["p50"] < RTT_TARGET_P50_MS
-        and result["rtt_ms"]["p99"] < RTT_TARGET_P99_MS
+        "met": result["rtt_ms"]["p50_ms"] < RTT_TARGET_P50_MS
+        and result["rtt_ms"]["p99_ms"] < RTT_TARGET_P99_MS
         and result["burst"]["lost"] == 0,
     }
     print(format_table(result))

@@ -19,6 +19,7 @@ import numpy as np
 
 from schemas.messages import TelemetryMessage
 from splitmq.errors import SplitmqError
+from splitmq.reports import latency_stats
 from splitmq.sim.scenarios import LOAD_STEP_S, ServerLoad
 from splitmq.sim.system import WORKER_QUEUE_CAPACITY, DeviceState, EdgeServer, Outcome
 from splitting.estimators import MIN_TRANSFER_S
@@ -80,14 +81,9 @@ class StrategyRun:
     #: Per offloaded request with an estimate: |log(estimated / actual rate over its transfer)|.
     estimate_error: np.ndarray | None = None
 
-    def stats(self) -> dict[str, float]:
-        lat = self.latency_ms
-        return {
-            "mean_ms": float(np.mean(lat)),
-            "p50_ms": float(np.percentile(lat, 50)),
-            "p95_ms": float(np.percentile(lat, 95)),
-            "p99_ms": float(np.percentile(lat, 99)),
-        }
+    def stats(self) -> dict[str, Any]:
+        """The run's latency summary (`splitmq.reports.LatencyStats`, as a dict)."""
+        return latency_stats(self.latency_ms.tolist())
 
 
 def arrival_times(settings: SimSettings) -> np.ndarray:

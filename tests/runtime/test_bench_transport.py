@@ -9,6 +9,7 @@ import pytest
 
 from broker.client import BrokerSettings
 from splitmq.cli import main
+from splitmq.reports import LatencyStats
 from splitmq.transport_bench import TransportBenchError, TransportOptions, run_transport_bench
 
 pytestmark = pytest.mark.integration
@@ -18,12 +19,12 @@ def test_small_burst_is_answered_in_full(broker_settings: BrokerSettings) -> Non
     options = TransportOptions(rtt_requests=40, warmup=5, burst_requests=400, burst_devices=4)
     result = run_transport_bench(options, settings=broker_settings)
     rtt, burst = result["rtt_ms"], result["burst"]
-    assert rtt["n"] == 40
-    assert 0 < rtt["p50"] <= rtt["p99"] <= rtt["max"]
+    assert rtt["count"] == 40
+    assert 0 < rtt["p50_ms"] <= rtt["p99_ms"] <= rtt["max_ms"]
     raw = result["raw_rtt_ms"]
-    assert raw["n"] == 40
-    assert 0 < raw["p50"] <= raw["p99"] <= raw["max"]
-    assert result["overhead_ratio"]["p50"] == pytest.approx(rtt["p50"] / raw["p50"])
+    assert raw["count"] == 40
+    assert 0 < raw["p50_ms"] <= raw["p99_ms"] <= raw["max_ms"]
+    assert result["overhead_ratio"]["p50"] == pytest.approx(rtt["p50_ms"] / raw["p50_ms"])
     assert burst["sent"] == burst["requested"] == 400
     assert burst["answered"] == burst["sent"]
     assert burst["lost"] == 0
@@ -39,8 +40,8 @@ def test_cli_writes_the_json_keys(tmp_path: Path, broker_settings: BrokerSetting
     argv += ["--host", broker_settings.host, "--port", str(broker_settings.port)]
     assert main([*argv, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert {"p50", "p99", "n"} <= set(result["rtt_ms"])
-    assert {"p50", "p99", "n"} <= set(result["raw_rtt_ms"])
+    assert set(result["rtt_ms"]) == set(LatencyStats.model_fields)
+    assert set(result["raw_rtt_ms"]) == set(LatencyStats.model_fields)
     assert result["overhead_ratio"]["p50"] > 0
     assert {"sent", "answered", "lost", "per_s"} <= set(result["burst"])
     assert result["burst"]["lost"] == 0

@@ -1,0 +1,59 @@
+"""Pieces of the reports the demo, the benchmarks and the simulator write.
+
+`LatencyStats` is the one shape of a latency summary in every report (`--json` and the
+tables), so `p50_ms` means the same thing wherever it appears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+#: The percentiles every summary carries.
+PERCENTILES = (50, 90, 95, 99)
+
+
+class LatencyStats(BaseModel):
+    """A latency summary in milliseconds: sample count, mean, percentiles, maximum.
+
+    With no samples, `count` is 0 and every figure is None (null in JSON), never NaN.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    count: int = Field(ge=0, description="samples summarised")
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+
+    @classmethod
+    def of(cls, samples_ms: Iterable[float]) -> LatencyStats:
+        """The summary of `samples_ms` (linear-interpolated percentiles, numpy's default)."""
+        values = np.asarray(list(samples_ms), dtype=np.float64)
+        if values.size == 0:
+            return cls(count=0)
+        p50, p90, p95, p99 = (float(v) for v in np.percentile(values, PERCENTILES))
+        return cls(
+            count=int(values.size),
+            mean_ms=float(values.mean()),
+            p50_ms=p50,
+            p90_ms=p90,
+            p95_ms=p95,
+            p99_ms=p99,
+            max_ms=float(values.max()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of a report's latency entry."""
+        return self.model_dump()
+
+
+def latency_stats(samples_ms: Iterable[float]) -> dict[str, Any]:
+    """`LatencyStats.of(samples_ms).to_dict()`: a report's latency entry."""
+    return LatencyStats.of(samples_ms).to_dict()
