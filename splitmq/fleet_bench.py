@@ -42,7 +42,7 @@ from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.light_device import LightDevice, Reply
 from splitmq.raw_pingpong import measure_raw_rtt
 from splitmq.reports import latency_stats
-from splitmq.worker_process import worker_process
+from splitmq.worker_process import wait_until_serving, worker_process
 from splitting.images import center_crop, sample_images
 
 WORKER_ID = "fleet-worker"
@@ -283,13 +283,12 @@ def _wait_for_worker(settings: BrokerSettings, exited: Any) -> None:
     except DeviceError as exc:
         raise FleetBenchError(f"observer cannot connect: {exc}") from exc
     try:
-        deadline = time.monotonic() + WORKER_START_S
-        while not observer.wait_for_worker(ECHO_MODEL, ECHO_SPLIT, 0.5):
-            code = exited()
-            if code is not None:
-                raise FleetBenchError(f"worker process exited with code {code}")
-            if time.monotonic() > deadline:
-                raise FleetBenchError(f"worker did not appear within {WORKER_START_S:g} s")
+        wait_until_serving(
+            lambda wait_s: observer.wait_for_worker(ECHO_MODEL, ECHO_SPLIT, wait_s),
+            exited,
+            timeout_s=WORKER_START_S,
+            error=FleetBenchError,
+        )
     finally:
         observer.stop()
 

@@ -64,12 +64,11 @@ from schemas.messages import TelemetryMessage
 from splitmq.errors import SplitmqError
 from splitmq.raw_pingpong import measure_raw_rtt
 from splitmq.reports import latency_stats
-from splitmq.worker_process import worker_process
+from splitmq.worker_process import wait_until_serving, worker_process
 
 WORKER_ID = "bench-worker"
 ECHO_MODEL = "echo"
 ECHO_SPLIT = 1  # a (64,) float32 tensor: the smallest frame the echo model takes
-EXIT_CHECK_S = 0.5  # how often a wait for the worker checks that its process still runs
 
 
 class TransportBenchError(SplitmqError):
@@ -171,14 +170,13 @@ def _echo_worker(
 def _wait_for_worker(
     observer: DeviceLink, timeout_s: float, exited: Callable[[], int | None]
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    # In slices, so a worker process that dies while starting is reported at once.
-    while not observer.wait_for_worker(ECHO_MODEL, ECHO_SPLIT, EXIT_CHECK_S):
-        code = exited()
-        if code is not None:
-            raise TransportBenchError(f"the echo worker process exited with code {code}")
-        if time.monotonic() > deadline:
-            raise TransportBenchError(f"the echo worker did not appear within {timeout_s:g} s")
+    wait_until_serving(
+        lambda wait_s: observer.wait_for_worker(ECHO_MODEL, ECHO_SPLIT, wait_s),
+        exited,
+        timeout_s=timeout_s,
+        error=TransportBenchError,
+        what="echo worker",
+    )
 
 
 def _final_telemetry(observer: DeviceLink, *, served_at_least: int) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from schemas.messages import ResultMessage, ServerTimings, encode_message
 from schemas.topics import Topics
 from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.light_device import LightDevice
-from splitmq.worker_process import worker_process
+from splitmq.worker_process import wait_until_serving, worker_process
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model
@@ -55,7 +55,6 @@ DEFAULT_CODEC = "int5"
 WORKER_START_S = 120.0
 REPLY_TIMEOUT_S = 300.0
 ROUNDS = 3
-EXIT_CHECK_S = 0.5
 
 
 class WorkerBenchError(SplitmqError):
@@ -435,15 +434,14 @@ def _wait_for_worker(
     except DeviceError as exc:
         raise WorkerBenchError(f"observer cannot connect: {exc}") from exc
     try:
-        deadline = time.monotonic() + WORKER_START_S
-        while not observer.wait_for_workers(
-            lambda: worker_id in observer.alive_workers(model, splits[-1]), EXIT_CHECK_S
-        ):
-            code = exited()
-            if code is not None:
-                raise WorkerBenchError(f"worker process exited with code {code}")
-            if time.monotonic() > deadline:
-                raise WorkerBenchError(f"worker did not appear within {WORKER_START_S:g} s")
+        wait_until_serving(
+            lambda wait_s: observer.wait_for_workers(
+                lambda: worker_id in observer.alive_workers(model, splits[-1]), wait_s
+            ),
+            exited,
+            timeout_s=WORKER_START_S,
+            error=WorkerBenchError,
+        )
     finally:
         observer.stop()
 

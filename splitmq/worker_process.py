@@ -15,13 +15,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
 from edge_worker.config import WorkerConfig, save_worker_config
+from splitmq.errors import SplitmqError
 
 STOP_WAIT_S = 15.0  # a worker that has not stopped this long after SIGTERM is killed
+EXIT_CHECK_S = 0.5  # how often a wait for the worker checks that its process still runs
 
 
 @contextlib.contextmanager
@@ -50,6 +53,26 @@ def worker_process(
             yield process.poll
         finally:
             _stop(process)
+
+
+def wait_until_serving(
+    serving: Callable[[float], bool],
+    exited: Callable[[], int | None],
+    *,
+    timeout_s: float,
+    error: type[SplitmqError],
+    what: str = "worker",
+) -> None:
+    """Return once `serving(wait_s)` (itself waiting up to wait_s, e.g. on the retained
+    telemetry) says the worker serves; `error` when its process exits first, or after
+    `timeout_s`. It waits in slices, so a process that dies while starting is reported at once."""
+    deadline = time.monotonic() + timeout_s
+    while not serving(EXIT_CHECK_S):
+        code = exited()
+        if code is not None:
+            raise error(f"the {what} process exited with code {code}")
+        if time.monotonic() > deadline:
+            raise error(f"the {what} did not appear within {timeout_s:g} s")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
