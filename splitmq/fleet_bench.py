@@ -33,20 +33,23 @@ import numpy as np
 from broker.client import BrokerSettings
 from broker.errors import BrokerError
 from broker.launcher import MosquittoBroker
-from device_node.errors import DeviceError
 from device_node.link import DeviceLink
-from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import echo_model_info
 from schemas.frame import encode_frame
 from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.light_device import LightDevice, Reply
 from splitmq.raw_pingpong import measure_raw_rtt
 from splitmq.reports import latency_stats
-from splitmq.worker_process import wait_until_serving, worker_process
+from splitmq.worker_process import (
+    ECHO_MODEL,
+    connected,
+    echo_worker_config,
+    wait_until_serving,
+    worker_process,
+)
 from splitting.images import center_crop, sample_images
 
 WORKER_ID = "fleet-worker"
-ECHO_MODEL = "echo"
 ECHO_SPLIT = 0  # a 16x16 RGB image: a real photo, scaled down
 WORKER_START_S = 60.0
 RAW_PINGS = 500
@@ -253,44 +256,27 @@ def _send_all(
     return sent, latency_stats(lags)
 
 
-def fleet_worker_config(options: FleetOptions, settings: BrokerSettings) -> WorkerConfig:
-    """The echo worker the fleet talks to: no batching wait, the benchmark's queue limits."""
-    limits = {} if options.max_held_bytes is None else {"max_held_bytes": options.max_held_bytes}
-    return WorkerConfig(
-        broker=BrokerSettings(host=settings.host, port=settings.port),
-        worker_id=WORKER_ID,
-        models=[ModelEntry(name=ECHO_MODEL)],
-        runner="echo",
-        device="cpu",
-        max_batch=options.max_batch,
-        max_wait_ms=0.0,
-        queue_capacity=options.queue_capacity,
-        **limits,
-    )
-
-
 def _worker_process(
     options: FleetOptions, settings: BrokerSettings
 ) -> contextlib.AbstractContextManager[Callable[[], int | None]]:
-    config = fleet_worker_config(options, settings)
+    config = echo_worker_config(
+        settings,
+        worker_id=WORKER_ID,
+        max_batch=options.max_batch,
+        queue_capacity=options.queue_capacity,
+        max_held_bytes=options.max_held_bytes,
+    )
     return worker_process(config, stdout=subprocess.DEVNULL, quiet=True)
 
 
 def _wait_for_worker(settings: BrokerSettings, exited: Any) -> None:
-    observer = DeviceLink(settings, "fleet-observer")
-    try:
-        observer.start(wait_s=10.0)
-    except DeviceError as exc:
-        raise FleetBenchError(f"observer cannot connect: {exc}") from exc
-    try:
+    with connected(DeviceLink(settings, "fleet-observer"), error=FleetBenchError) as observer:
         wait_until_serving(
             lambda wait_s: observer.wait_for_worker(ECHO_MODEL, ECHO_SPLIT, wait_s),
             exited,
             timeout_s=WORKER_START_S,
             error=FleetBenchError,
         )
-    finally:
-        observer.stop()
 
 
 def format_report(result: dict[str, Any]) -> str:

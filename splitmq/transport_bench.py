@@ -56,7 +56,6 @@ from broker.launcher import MosquittoBroker
 from device_node.errors import DeviceError
 from device_node.link import DeviceLink
 from device_node.pending import Outcome, PendingRequest
-from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from schemas.frame import ModelInfo, encode_frame
@@ -64,10 +63,15 @@ from schemas.messages import TelemetryMessage
 from splitmq.errors import SplitmqError
 from splitmq.raw_pingpong import measure_raw_rtt
 from splitmq.reports import latency_stats
-from splitmq.worker_process import wait_until_serving, worker_process
+from splitmq.worker_process import (
+    ECHO_MODEL,
+    connected,
+    echo_worker_config,
+    wait_until_serving,
+    worker_process,
+)
 
 WORKER_ID = "bench-worker"
-ECHO_MODEL = "echo"
 ECHO_SPLIT = 1  # a (64,) float32 tensor: the smallest frame the echo model takes
 
 
@@ -102,7 +106,9 @@ def run_transport_bench(
             broker = stack.enter_context(MosquittoBroker())
             settings = BrokerSettings(host=broker.host, port=broker.port)
         worker_exited = stack.enter_context(_echo_worker(options, settings))
-        observer = stack.enter_context(_connected(DeviceLink(settings, "bench-observer")))
+        observer = stack.enter_context(
+            connected(DeviceLink(settings, "bench-observer"), error=TransportBenchError)
+        )
         _wait_for_worker(observer, options.worker_start_s, worker_exited)
         info = echo_model_info(ECHO_MODEL)
         rtt = measure_rtt(settings, info, options)
@@ -137,20 +143,6 @@ def run_transport_bench(
     }
 
 
-def echo_worker_config(options: TransportOptions, settings: BrokerSettings) -> WorkerConfig:
-    """The echo worker's configuration: no batching wait, the benchmark's queue and batch."""
-    return WorkerConfig(
-        broker=BrokerSettings(host=settings.host, port=settings.port),
-        worker_id=WORKER_ID,
-        models=[ModelEntry(name=ECHO_MODEL)],
-        runner="echo",
-        device="cpu",
-        max_batch=options.worker_max_batch,
-        max_wait_ms=0.0,
-        queue_capacity=options.worker_queue,
-    )
-
-
 @contextlib.contextmanager
 def _echo_worker(
     options: TransportOptions, settings: BrokerSettings
@@ -158,7 +150,12 @@ def _echo_worker(
     """The worker in its own process (as deployed: no GIL shared with the devices), or in
     this one (`worker_mode="thread"`). Yields a function that gives the worker process's exit
     code once it has exited (None while it runs)."""
-    config = echo_worker_config(options, settings)
+    config = echo_worker_config(
+        settings,
+        worker_id=WORKER_ID,
+        max_batch=options.worker_max_batch,
+        queue_capacity=options.worker_queue,
+    )
     if options.worker_mode == "thread":
         with EdgeWorker(config):
             yield lambda: None
@@ -222,18 +219,6 @@ def _connected_link(settings: BrokerSettings, device_id: str) -> DeviceLink:
         return link.start(wait_s=10.0)
     except DeviceError as exc:
         raise TransportBenchError(f"device {device_id} cannot connect: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _connected(link: DeviceLink) -> Iterator[DeviceLink]:
-    try:
-        link.start(wait_s=10.0)
-    except DeviceError as exc:
-        raise TransportBenchError(f"device {link.device_id} cannot connect: {exc}") from exc
-    try:
-        yield link
-    finally:
-        link.stop()
 
 
 # -- round trip -------------------------------------------------------------------------------

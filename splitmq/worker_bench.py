@@ -36,7 +36,6 @@ import torch
 
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
-from device_node.errors import DeviceError
 from device_node.link import DeviceLink
 from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import ModelTailRunner, candidate_splits
@@ -45,7 +44,7 @@ from schemas.messages import ResultMessage, ServerTimings, encode_message
 from schemas.topics import Topics
 from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.light_device import LightDevice
-from splitmq.worker_process import wait_until_serving, worker_process
+from splitmq.worker_process import connected, wait_until_serving, worker_process
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model
@@ -428,12 +427,8 @@ def _wait_for_worker(
     exited: Any,
 ) -> None:
     model = options.model
-    observer = DeviceLink(settings, f"observer-{worker_id}", topics=topics)
-    try:
-        observer.start(wait_s=10.0)
-    except DeviceError as exc:
-        raise WorkerBenchError(f"observer cannot connect: {exc}") from exc
-    try:
+    link = DeviceLink(settings, f"observer-{worker_id}", topics=topics)
+    with connected(link, error=WorkerBenchError) as observer:
         wait_until_serving(
             lambda wait_s: observer.wait_for_workers(
                 lambda: worker_id in observer.alive_workers(model, splits[-1]), wait_s
@@ -442,8 +437,6 @@ def _wait_for_worker(
             timeout_s=WORKER_START_S,
             error=WorkerBenchError,
         )
-    finally:
-        observer.stop()
 
 
 def _machine() -> dict[str, Any]:

@@ -20,11 +20,41 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from edge_worker.config import WorkerConfig, save_worker_config
+from broker.client import BrokerSettings
+from device_node.errors import DeviceError
+from device_node.link import DeviceLink
+from edge_worker.config import ModelEntry, WorkerConfig, save_worker_config
 from splitmq.errors import SplitmqError
 
+ECHO_MODEL = "echo"  # the echo runner's model (edge_worker.runner.echo_model_info)
 STOP_WAIT_S = 15.0  # a worker that has not stopped this long after SIGTERM is killed
+CONNECT_WAIT_S = 10.0  # how long an observer may take to connect
 EXIT_CHECK_S = 0.5  # how often a wait for the worker checks that its process still runs
+
+
+def echo_worker_config(
+    settings: BrokerSettings,
+    *,
+    worker_id: str,
+    max_batch: int,
+    queue_capacity: int,
+    max_held_bytes: int | None = None,
+) -> WorkerConfig:
+    """A worker whose tail is the echo runner (the transport and fleet benchmarks measure the
+    messaging, not a model): it answers at once, with no batching wait. It connects to the
+    broker at `settings`' host and port only."""
+    limits = {} if max_held_bytes is None else {"max_held_bytes": max_held_bytes}
+    return WorkerConfig(
+        broker=BrokerSettings(host=settings.host, port=settings.port),
+        worker_id=worker_id,
+        models=[ModelEntry(name=ECHO_MODEL)],
+        runner="echo",
+        device="cpu",
+        max_batch=max_batch,
+        max_wait_ms=0.0,
+        queue_capacity=queue_capacity,
+        **limits,
+    )
 
 
 @contextlib.contextmanager
@@ -53,6 +83,20 @@ def worker_process(
             yield process.poll
         finally:
             _stop(process)
+
+
+@contextlib.contextmanager
+def connected(link: DeviceLink, *, error: type[SplitmqError]) -> Iterator[DeviceLink]:
+    """`link` started (its retained worker state in), stopped when the block ends; `error`
+    when it cannot connect. The benchmarks watch their workers through such an observer."""
+    try:
+        link.start(wait_s=CONNECT_WAIT_S)
+    except DeviceError as exc:
+        raise error(f"{link.device_id} cannot connect: {exc}") from exc
+    try:
+        yield link
+    finally:
+        link.stop()
 
 
 def wait_until_serving(
