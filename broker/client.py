@@ -58,7 +58,7 @@ DEFAULT_MAX_QUEUED = 0
 class TLSSettings(BaseModel):
     """TLS towards the broker. Files are PEM paths; `insecure` skips hostname verification."""
 
-    # Strict like every configuration model (broker.config_file): `insecure: 1` is refused.
+    # Strict like every configuration model (splitmq.configfile): `insecure: 1` is refused.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     ca_certs: Path | None = Field(
@@ -78,7 +78,7 @@ class TLSSettings(BaseModel):
 class BrokerSettings(BaseModel):
     """Where and how to connect to the MQTT broker."""
 
-    # Strict like every configuration model (broker.config_file): `port: true` is not port 1.
+    # Strict like every configuration model (splitmq.configfile): `port: true` is not port 1.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     host: str = Field("127.0.0.1", min_length=1, description="broker host name or address")

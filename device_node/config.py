@@ -2,7 +2,7 @@
 
 Every field is documented here and in `configs/device.example.yaml`. `load_device_config`
 reports a bad file with its path and every bad key as a dotted path (`policy.split: ...`,
-`policy.options.race_above: ...`). The models are strict (broker.config_file.STRICT_MODEL).
+`policy.options.race_above: ...`). The models are strict (splitmq.configfile.STRICT_MODEL).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 
 from broker.client import BrokerSettings
-from broker.config_file import STRICT_MODEL, read_yaml_mapping, validate_config
 from device_node.errors import ConfigError
 from device_node.sources import SourceConfig
 from schemas.codecs import CODECS, IMAGE_CODECS, INPUT_CODECS
 from schemas.discovery import HomeAssistantSettings
 from schemas.topics import Topics
+from splitmq.configfile import STRICT_MODEL, read_yaml_mapping, validate_config
 from splitting.policy import DynamicOptions
 
 DEFAULT_MODEL = "efficientnet-lite0"

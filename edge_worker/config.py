@@ -2,7 +2,7 @@
 
 `load_worker_config` reports a bad file with its path and every bad key as a dotted path
 (`models.0.splits: ...`). `configs/worker.example.yaml` shows every key. The models are strict
-(broker.config_file.STRICT_MODEL): `max_batch: true` is refused, not read as 1.
+(splitmq.configfile.STRICT_MODEL): `max_batch: true` is refused, not read as 1.
 
 Batching and bit-exactness: a batched CPU convolution or matmul may sum in a different order than
 batch 1 and round differently in the last bits. `max_batch: 1` makes every tail run alone, so its
@@ -22,12 +22,12 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from broker.client import BrokerSettings
-from broker.config_file import STRICT_MODEL, read_yaml_mapping, validate_config
 from edge_worker.errors import ConfigError
 from schemas.codecs import CODECS
 from schemas.discovery import HomeAssistantSettings
 from schemas.frame import FrameLimits
 from schemas.topics import Topics, check_segment
+from splitmq.configfile import STRICT_MODEL, read_yaml_mapping, validate_config
 
 DEFAULT_MODEL = "efficientnet-lite0"
 SplitSelection = Literal["candidates", "all"] | list[int]

@@ -6,10 +6,10 @@ import argparse
 import os
 
 from broker.client import BrokerSettings
-from broker.config_file import validate_config
 from broker.errors import BrokerSettingsError
 from schemas.topics import Topics
 from splitmq.clikit import port_number
+from splitmq.configfile import validate_config
 
 
 def add_watch_arguments(parser: argparse.ArgumentParser) -> None:

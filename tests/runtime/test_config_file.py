@@ -1,4 +1,4 @@
-"""The YAML configuration loader both runtimes share (broker.config_file)."""
+"""The YAML configuration loader both runtimes share (splitmq.configfile)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""YAML configuration files validated into pydantic models, for both runtimes.
+"""YAML configuration files validated into pydantic models, for both runtimes (and the
+monitoring commands).
+
+It sits beside `splitmq.errors` as a leaf module (pydantic and PyYAML only, nothing of
+splitmq's), so the device and the worker import it without depending on `broker`, which is
+about the broker, not about reading files.
 
 The device and the worker read their configuration the same way: a UTF-8 YAML mapping (an
 empty file means all defaults), validated into a model that rejects unknown keys. Every
