@@ -204,12 +204,14 @@ _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 def expected_ms(
     part: Breakdown, *, spread: float, tail_ms: float, deadline_ms: float | None
 ) -> float:
-    """Expected latency of the offload `part` when its uplink time is log-normal around the
-    prediction (std `spread` of log rate). With `deadline_ms`, an answer later than that is
+    """Expected latency of the offload `part` when its uplink time is log-normal with the
+    predicted mean (std `spread` of log rate). With `deadline_ms`, an answer later than that is
     replaced by the deadline plus `tail_ms` run here (the fallback); without one (racing), the
     request ends when the first of the offload and the device's own tail finishes."""
     rest = part.total_ms - part.uplink_ms
-    latencies = rest + part.uplink_ms * np.exp(spread * _NODES)
+    # Mean-preserving: the estimator's rate (decayed bytes over seconds) already predicts the
+    # mean transfer time, so the spread widens the distribution around it without moving it.
+    latencies = rest + part.uplink_ms * np.exp(spread * _NODES - spread * spread / 2)
     if deadline_ms is None:
         latencies = np.minimum(latencies, part.device_ms + tail_ms)
     else:

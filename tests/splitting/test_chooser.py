@@ -310,34 +310,32 @@ def test_fixed_split_is_a_policy_with_a_fixed_deadline():
 
 
 def test_expected_latency_prices_the_fallback_of_a_slow_transfer():
-    """Two offloads with the same point prediction: the one on the uncertain link is expected
-    to take longer, because a slow transfer costs the deadline plus the local tail."""
+    """The same predicted mean on a certain and an uncertain link: with a tight deadline, the
+    uncertain one is expected to take longer, because each slow transfer costs the deadline
+    plus the local tail; racing bounds every outcome by the device's own run."""
     from splitting.chooser import expected_ms
     from splitting.latency import Breakdown
 
     part = Breakdown(k=0, device_ms=10.0, uplink_ms=60.0, server_ms=20.0, downlink_ms=10.0)
-    certain = expected_ms(part, spread=0.0, tail_ms=150.0, deadline_ms=260.0)
-    uncertain = expected_ms(part, spread=0.8, tail_ms=150.0, deadline_ms=260.0)
+    certain = expected_ms(part, spread=0.0, tail_ms=150.0, deadline_ms=120.0)
+    uncertain = expected_ms(part, spread=0.8, tail_ms=150.0, deadline_ms=120.0)
     assert certain == pytest.approx(part.total_ms)
-    assert uncertain > certain + 5
-    # Racing bounds the loss: the device's own tail ends the request at 10 + 150 ms.
+    assert uncertain > certain + 10
     raced = expected_ms(part, spread=3.0, tail_ms=150.0, deadline_ms=None)
-    assert raced <= 160.0 + 1e-9
-    assert raced < expected_ms(part, spread=3.0, tail_ms=150.0, deadline_ms=260.0)
+    assert raced <= 10.0 + 150.0 + 1e-9
+    assert raced < expected_ms(part, spread=3.0, tail_ms=150.0, deadline_ms=120.0)
 
 
-def test_an_uncertain_link_keeps_a_marginal_offload_local():
-    """Predicted just under local, the offload wins on a calm link and loses on a volatile one
-    once the expectation counts its slow transfers (the point prediction would offload both)."""
-    calm = decide(0.08e6, spread=0.0)  # split 2 predicted 140 ms, local 160 ms
-    volatile = decide(0.08e6, spread=1.2)
-    point = choose(
-        ChooserInputs(
-            toy_device(),
-            LinkEstimate(rate_bps=0.08e6, rtt_s=0.040, spread=1.2),
-            IDLE,
-            params=ChooserParams(expected=False),
-        )
-    )
-    assert calm.k != LOCAL and point.k == calm.k
-    assert volatile.k == LOCAL
+def test_racing_makes_an_uncertain_offload_worth_trying():
+    """Split 2 predicted at 165 ms against 160 ms locally: without racing the device stays
+    local; racing on an uncertain link, the fast transfers win and the slow ones cost only the
+    device's own run, so the expectation offloads."""
+
+    def choice(spread: float, racing: bool) -> int:
+        estimate = LinkEstimate(rate_bps=0.06e6, rtt_s=0.040, spread=spread)
+        return choose(ChooserInputs(toy_device(), estimate, IDLE, racing=racing)).k
+
+    assert choice(0.0, racing=False) == LOCAL
+    assert choice(0.0, racing=True) == LOCAL  # a certain loss is not worth racing
+    assert choice(0.8, racing=False) == LOCAL
+    assert choice(0.8, racing=True) == 2
