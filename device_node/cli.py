@@ -21,6 +21,10 @@ from splitmq.clikit import (
     stop_on_signals,
 )
 
+# How long start-up waits for the broker and the workers' retained state before the first
+# request: a LAN broker answers in milliseconds; past this the device starts locally.
+START_WAIT_S = 3.0
+
 if TYPE_CHECKING:
     from device_node.config import DeviceConfig
     from device_node.records import ResultRecord
@@ -86,14 +90,21 @@ def run(args: argparse.Namespace) -> int:
     printer = _RecordPrinter(sys.stdout, args.jsonl, quiet=args.quiet)
     try:
         # With `trace` set, the device reaches its broker through a trace-driven shaper.
-        with shaped_uplink(config) as shaped, build_device(shaped, model=model) as node:
-            records = node.run(
-                source,
-                requests=config.requests,
-                rate_hz=config.rate_hz,
-                on_record=printer,
-                should_stop=stop.is_set,
-            )
+        with shaped_uplink(config) as shaped:
+            node = build_device(shaped, model=model)
+            # An edge device works without its broker: it classifies locally from the first
+            # request on and offloads once paho's reconnect gets in.
+            node.start(wait_s=START_WAIT_S, offline_ok=True)
+            try:
+                records = node.run(
+                    source,
+                    requests=config.requests,
+                    rate_hz=config.rate_hz,
+                    on_record=printer,
+                    should_stop=stop.is_set,
+                )
+            finally:
+                node.stop()
     finally:
         printer.close()
         source.close()

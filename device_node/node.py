@@ -131,10 +131,36 @@ class DeviceNode:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, *, wait_s: float | None = 10.0) -> DeviceNode:
+    def start(self, *, wait_s: float | None = 10.0, offline_ok: bool = False) -> DeviceNode:
+        """Warm the model up and connect. With `wait_s`, wait that long for the broker and the
+        workers' retained state; then, without a broker, raise `LinkError`, or with
+        `offline_ok` go on offline: every request runs here ("not_connected") until paho's
+        reconnect gets in, and offloading starts from then on. `wait_s=None` never waits."""
         self.warm_up_model()
-        self.link.start(wait_s=wait_s)
+        if not offline_ok or wait_s is None:
+            self.link.start(wait_s=wait_s)
+            return self
+        self.link.start(wait_s=None)
+        if not self._synced(wait_s):
+            settings = self.config.broker
+            logger.warning(
+                "device %s: no broker at %s:%d within %g s; running locally until it connects",
+                self.config.device_id,
+                settings.host,
+                settings.port,
+                wait_s,
+            )
         return self
+
+    def _synced(self, wait_s: float) -> bool:
+        """Connected and subscribed, with the retained worker state in, within `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        session = self.link.session
+        if not session.wait_subscribed(wait_s):
+            return False
+        # One QoS 1 round trip after the SUBACK: the retained telemetry has then arrived.
+        probe = self.link.topics.probe(self.config.device_id)
+        return session.sync(probe, deadline - time.monotonic())
 
     def warm_up_model(self) -> None:
         """Run the whole model once on a blank image: the first call of each block pays
