@@ -54,6 +54,7 @@ TABLE_STRATEGIES = (
     "oracle",
     "dynamic",
     "dynamic_race",
+    "dynamic_knows_past",
     "static_best",
     "neurosurgeon",
     "local",
@@ -296,11 +297,12 @@ def print_table(report: dict[str, Any]) -> None:
             f"\n{name}: {entry['mean_mbit_s']:.2f} Mbit/s mean, {entry['requests']} requests, "
             f"static_best k={entry['static_best_k']}, "
             f"oracle agreement {entry['oracle_agreement']:.3f}, "
-            f"captured {_share(entry['captured'])}, estimator |log error| "
+            f"captured {_share(entry['captured'])} "
+            f"(knowing the past {_share(entry['captured_knowing_past'])}), estimator |log error| "
             f"p50 {_num(error['p50'])} p90 {_num(error['p90'])}"
         )
         print(
-            f"  {'strategy':14s} {'mean':>8s} {'p50':>8s} {'p95':>8s} {'p99':>8s} "
+            f"  {'strategy':18s} {'mean':>8s} {'p50':>8s} {'p95':>8s} {'p99':>8s} "
             f"{'device ms':>9s}  fallbacks  splits"
         )
         for strategy in TABLE_STRATEGIES:
@@ -309,7 +311,7 @@ def print_table(report: dict[str, Any]) -> None:
             shares = entry["split_share"][strategy]
             splits = " ".join(f"{k}:{v:.0%}" for k, v in shares.items() if v >= 0.01)
             print(
-                f"  {strategy:14s} {s['mean_ms']:8.1f} {s['p50_ms']:8.1f} {s['p95_ms']:8.1f} "
+                f"  {strategy:18s} {s['mean_ms']:8.1f} {s['p50_ms']:8.1f} {s['p95_ms']:8.1f} "
                 f"{s['p99_ms']:8.1f} {s.get('device_compute_ms', 0.0):9.1f}  {fallbacks:9d}  "
                 f"{splits}"
             )

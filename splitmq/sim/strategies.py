@@ -10,6 +10,9 @@
 - `dynamic`: `splitting.policy.DynamicSplit`, the device node's default.
 - `dynamic_race`: the same chooser, racing every offload whose chance of losing to local is
   material (`race="auto"`): the device also runs tail(k) and the first result wins.
+- `dynamic_knows_past`: `dynamic` with an uplink estimate that is the trace's true capacity over
+  the last 100 ms (`splitmq.sim.hindsight`): the ceiling of any estimator of the past. What it
+  leaves of the oracle's gain, no causal estimator captures.
 - `oracle`: per request, the split that actually finished first (hindsight).
 
 Only (split, codec) pairs at or above the device profile's agreement floor take part: the
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from splitmq.sim.hindsight import PastCapacityEstimator
 from splitmq.sim.runner import Simulation, StrategyRun
 from splitting.policy import DynamicSplit
 from splitting.server_profile import ServerProfile
@@ -35,6 +39,7 @@ BASELINES = (
     "neurosurgeon",
     "dynamic",
     "dynamic_race",
+    "dynamic_knows_past",
     "oracle",
 )
 
@@ -61,20 +66,23 @@ class TraceResult:
             "fallbacks": {name: int(run.fallback.sum()) for name, run in self.runs.items()},
             "probes": {name: run.probes for name, run in self.runs.items() if run.probes},
             "captured": captured(self.runs),
+            "captured_knowing_past": captured(self.runs, strategy="dynamic_knows_past"),
             "estimator_error": estimator_error(self.runs.get("dynamic")),
             "split_share": {name: split_share(run) for name, run in self.runs.items()},
         }
 
 
-def captured(runs: dict[str, StrategyRun], *, min_gain: float = 0.01) -> float | None:
-    """Share of the oracle's gain over static_best that dynamic captures, on mean latency:
+def captured(
+    runs: dict[str, StrategyRun], *, strategy: str = "dynamic", min_gain: float = 0.01
+) -> float | None:
+    """Share of the oracle's gain over static_best that `strategy` captures, on mean latency:
     (static_best - dynamic) / (static_best - oracle); None where the oracle gains under
     `min_gain` (the ratio of two small numbers says nothing)."""
-    if "dynamic" not in runs:
+    if strategy not in runs:
         return None
     static = float(np.mean(runs["static_best"].latency_ms))
     oracle = float(np.mean(runs["oracle"].latency_ms))
-    dynamic = float(np.mean(runs["dynamic"].latency_ms))
+    dynamic = float(np.mean(runs[strategy].latency_ms))
     if static - oracle < min_gain * static:
         return None
     return (static - dynamic) / (static - oracle)
@@ -118,6 +126,13 @@ def policy_factories(
     factories["dynamic"] = lambda: DynamicSplit.build(device, **common, **dynamic_options)
     racing = {**dynamic_options, "race": dynamic_options.get("race", "auto")}
     factories["dynamic_race"] = lambda: DynamicSplit.build(device, **common, **racing)
+
+    def knows_past() -> DynamicSplit:
+        policy = DynamicSplit.build(device, **common, **dynamic_options)
+        policy.uplink = PastCapacityEstimator(sim.trace, rtt_s=2 * one_way / 1000)
+        return policy
+
+    factories["dynamic_knows_past"] = knows_past
     return factories
 
 

@@ -48,7 +48,7 @@ def test_bench_writes_every_strategy_for_every_trace(inputs, tmp_path, capsys):
     report = json.loads(out.read_text())
     entry = report["traces"]["synthetic.up"]
     expected = {"local", "offload", "static_best", "neurosurgeon", "dynamic", "oracle"}
-    expected |= {"dynamic_race"} | {f"fixed_{k}" for k in range(5)}
+    expected |= {"dynamic_race", "dynamic_knows_past"} | {f"fixed_{k}" for k in range(5)}
     assert set(entry["strategies"]) == expected
     for name, stats in entry["strategies"].items():
         assert set(stats) >= {"mean_ms", "p50_ms", "p95_ms", "p99_ms", "device_compute_ms"}

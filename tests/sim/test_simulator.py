@@ -145,3 +145,18 @@ def test_pipelined_requests_start_at_their_arrival():
     run = sim.run_policy("local", DynamicSplit.build(toy_device(), pin=LOCAL))
     assert np.allclose(np.diff(run.arrival_s), 0.05)
     assert run.latency_ms[-1] > run.latency_ms[0]  # 160 ms each at 20 Hz: a growing queue
+
+
+def test_knowing_the_past_capacity_reads_the_trace_not_the_future():
+    """The ceiling estimator answers with what the trace delivered over the last window only:
+    a trace that is fast in its first second and dead afterwards reads fast at t=1 s and
+    dead 100 ms later."""
+    from splitmq.sim.hindsight import PastCapacityEstimator
+    from splitting.traces import PACKET_BYTES, UplinkTrace
+
+    trace = UplinkTrace.parse("\n".join(str(ms) for ms in range(1, 1001)) + "\n10000\n")
+    estimator = PastCapacityEstimator(trace, rtt_s=0.04, window_s=0.1)
+    fast = estimator.estimate(1.0).rate_bps
+    dead = estimator.estimate(1.2).rate_bps
+    assert fast == pytest.approx(PACKET_BYTES * 1000, rel=0.02)
+    assert dead is not None and dead <= 1.0
