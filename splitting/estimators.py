@@ -340,6 +340,7 @@ class ServerSnapshot:
     service_ms: dict[int, float]
     splits: frozenset[int]
     age_s: float
+    direct: bool = False  # takes requests on its own topic: a device can pick it
 
 
 class ServerView:
@@ -393,6 +394,7 @@ class ServerView:
                     service_ms={int(k): float(v) for k, v in service.items()},
                     splits=frozenset(int(k) for k in splits),
                     age_s=age,
+                    direct=bool(getattr(telemetry, "direct", False)),
                 )
             )
         return sorted(snapshots, key=lambda s: (s.queue_depth, s.worker_id))

@@ -234,28 +234,32 @@ def estimate_server(
     """What a request at each split can expect at the server; None when no worker is there.
 
     Shared subscriptions spread requests over the workers serving a split, so a split's
-    estimate is the mean over those workers. A worker's queue drains in batches of its recent
+    estimate is the mean over those workers; where two or more of them take requests on their
+    own topic, the device sends to the least loaded one, so the estimate is that worker's. A worker's queue drains in batches of its recent
     batch size, each taking the per-batch service time it reports (or the profile's tail at
     that batch size); a busy worker adds half a batch for the one in progress. Without load
     awareness the server is taken as idle: no queue, the profile's batch-1 tail time.
     """
     if not snapshots:
         return None
-    queue: dict[int, list[float]] = {}
-    service: dict[int, list[float]] = {}
+    per_split: dict[int, list[tuple[float, float, bool]]] = {}
     for snap in snapshots:
         for k in sorted(snap.splits):
             if not 0 <= k < device.n:
                 continue
             wait, tail = _worker_split(snap, k, device, profile, load_aware)
-            queue.setdefault(k, []).append(wait)
-            service.setdefault(k, []).append(tail)
-    if not service:
+            per_split.setdefault(k, []).append((wait, tail, snap.direct))
+    if not per_split:
         return None
-    return ServerEstimate(
-        queue_ms={k: sum(v) / len(v) for k, v in queue.items()},
-        service_ms={k: sum(v) / len(v) for k, v in service.items()},
-    )
+    queue, service = {}, {}
+    for k, workers in per_split.items():
+        direct = [(wait, tail) for wait, tail, is_direct in workers if is_direct]
+        if len(direct) >= 2:
+            queue[k], service[k] = min(direct, key=lambda w: w[0] + w[1])
+        else:
+            queue[k] = sum(w[0] for w in workers) / len(workers)
+            service[k] = sum(w[1] for w in workers) / len(workers)
+    return ServerEstimate(queue_ms=queue, service_ms=service)
 
 
 def _worker_split(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -140,6 +141,21 @@ def test_requests_spread_over_workers_expect_the_mean():
     estimate = estimate_server([idle, busy], device, toy_server())
     assert estimate is not None
     assert estimate.queue_ms[0] == pytest.approx((0.0 + 8.0) / 2)
+
+
+def test_with_direct_topics_the_device_expects_the_least_loaded_worker():
+    """Workers that take requests on their own topic let the device pick the least loaded,
+    so the chooser sees that worker's load, not the mean."""
+    device = toy_device()
+    idle = snapshot(worker_id="a", direct=True)
+    busy = snapshot(
+        worker_id="b", queue_depth=64, batch_size=64.0, service_ms={0: 8.0}, direct=True
+    )
+    estimate = estimate_server([idle, busy], device, toy_server())
+    assert estimate is not None
+    assert estimate.queue_ms[0] == 0.0
+    one = estimate_server([idle, replace(busy, direct=False)], device, toy_server())
+    assert one is not None and one.queue_ms[0] == pytest.approx(4.0)  # one direct: the mean
 
 
 def test_no_worker_means_no_server_estimate():
