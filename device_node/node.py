@@ -37,7 +37,7 @@ from device_node.records import Fallback, LatencyParts, PredictionRecord, Result
 from device_node.sources import ImageSource, SourceImage
 from schemas.codecs import INPUT_CODECS
 from schemas.errors import SchemaError
-from schemas.frame import encode_frame
+from schemas.frame import SENT_TIMESTAMP, encode_frame
 from schemas.messages import ResultMessage
 from splitmq import __version__
 from splitting.partition import SplitModel
@@ -338,8 +338,9 @@ class DeviceNode:
             fingerprint=self.model.fingerprint,
             split=k,
             device_id=self.config.device_id,
-            timestamps={"sent": time.time()},
-            # What is left of the deadline: the worker skips a request the device gave up on.
+            timestamps={SENT_TIMESTAMP: time.time()},
+            # What is left of the deadline, from `sent`: the worker skips a request the device gave
+            # up on, even one that reached it late (a frozen worker, a resend on reconnect).
             deadline_ms=max(1.0, request.deadline_ms - (self.clock() - request.started) * 1000),
             zstd_level=self.config.zstd_level,
             jpeg_quality=self.config.jpeg_quality,

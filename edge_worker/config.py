@@ -25,7 +25,7 @@ from broker.client import BrokerSettings
 from edge_worker.errors import ConfigError
 from schemas.codecs import CODECS
 from schemas.discovery import HomeAssistantSettings
-from schemas.frame import FrameLimits
+from schemas.frame import MAX_DEADLINE_MS, FrameLimits
 from schemas.topics import Topics, check_segment
 from splitmq.configfile import STRICT_MODEL, read_yaml_mapping, validate_config
 
@@ -157,6 +157,15 @@ class WorkerConfig(BaseModel):
         ge=1,
         description="hard bound on request bytes held; past it requests are answered "
         '"rejected" (a broker that ignores ReceiveMaximum can deliver past queue_capacity)',
+    )
+    max_clock_skew_ms: float | None = Field(
+        1000.0,
+        ge=0,
+        le=MAX_DEADLINE_MS,
+        description="how far a device's wall clock may lag this worker's: a request whose "
+        "header `timestamps.sent` + `deadline_ms` lies more than this in the past is answered "
+        '"expired" uncomputed (a frozen worker, a resend on reconnect); None = trust only the '
+        "time since receipt (FORMAT.md, Deadlines)",
     )
     telemetry_interval_s: float = Field(1.0, gt=0, description="periodic telemetry interval")
     telemetry_min_gap_s: float = Field(

@@ -30,7 +30,7 @@ from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, Worke
 from edge_worker.runner import EchoTailRunner, ModelTailRunner, TailRunner, echo_model_info
 from edge_worker.telemetry import TelemetryReporter, WorkerStats
 from schemas.errors import SchemaError
-from schemas.frame import MAX_ID_CHARS, Frame
+from schemas.frame import MAX_ID_CHARS, SENT_TIMESTAMP, Frame
 from schemas.messages import (
     ErrorInfo,
     Prediction,
@@ -45,6 +45,15 @@ LOG = logging.getLogger(__name__)
 FailureStatus = Literal["error", "expired", "rejected"]
 UNKNOWN_REQUEST_ID = "unknown"
 MAX_ERROR_MESSAGE_CHARS = 512
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """When the compute thread took a batch: monotonic (against receipt) and wall clock
+    (against the device's `sent` timestamp)."""
+
+    monotonic: float
+    wall: float
 
 
 @dataclass(frozen=True)
@@ -221,7 +230,7 @@ class EdgeWorker:
                 self.telemetry.nudge()
 
     def _process(self, batch: Sequence[InboundRequest]) -> None:
-        taken = time.monotonic()
+        taken = _Taken(time.monotonic(), time.time())
         admitted = (self._guarded_admit(request, taken) for request in batch)
         decoded = [d for d in admitted if d is not None]
         if not decoded:
@@ -252,7 +261,7 @@ class EdgeWorker:
                 LOG.exception("worker %s: reply to one request failed", self.worker_id)
                 self._fail_safely(item.request, ComputeError(f"reply failed: {exc!r}"), None)
 
-    def _guarded_admit(self, request: InboundRequest, taken: float) -> _Decoded | None:
+    def _guarded_admit(self, request: InboundRequest, taken: _Taken) -> _Decoded | None:
         """`_admit`, where anything unforeseen ends this request alone ("internal")."""
         try:
             return self._admit(request, taken)
@@ -269,9 +278,9 @@ class EdgeWorker:
         except Exception:
             LOG.exception("worker %s: error reply to one request failed", self.worker_id)
 
-    def _admit(self, request: InboundRequest, taken: float) -> _Decoded | None:
+    def _admit(self, request: InboundRequest, taken: _Taken) -> _Decoded | None:
         """Decode and validate one request, or answer it (expired/error) and return None."""
-        if _expired(request.received, request.expiry_s, taken):
+        if _expired(request.received, request.expiry_s, taken.monotonic):
             self._expire(request, None, "message expiry interval passed in the queue")
             return None
         started = time.perf_counter()
@@ -281,11 +290,32 @@ class EdgeWorker:
             self._fail_safely(request, exc, None)
             return None
         decode_ms = (time.perf_counter() - started) * 1000.0
-        deadline_ms = frame.header.deadline_ms
-        if deadline_ms is not None and _expired(request.received, deadline_ms / 1000.0, taken):
-            self._expire(request, frame, f"deadline of {deadline_ms:g} ms passed in the queue")
+        stale = self._staleness(request, frame, taken)
+        if stale is not None:
+            self._expire(request, frame, stale)
             return None
-        return _Decoded(request, frame, (taken - request.received) * 1000.0, decode_ms)
+        return _Decoded(request, frame, (taken.monotonic - request.received) * 1000.0, decode_ms)
+
+    def _staleness(self, request: InboundRequest, frame: Frame, taken: _Taken) -> str | None:
+        """Why the request is past its deadline (FORMAT.md, Deadlines), or None. The time
+        since receipt misses what a frozen worker or a resend on reconnect kept it waiting
+        before; the device's `sent` timestamp does not, within the allowed clock skew."""
+        deadline_ms = frame.header.deadline_ms
+        if deadline_ms is None:
+            return None
+        if _expired(request.received, deadline_ms / 1000.0, taken.monotonic):
+            return f"deadline of {deadline_ms:g} ms passed in the queue"
+        sent = frame.header.timestamps.get(SENT_TIMESTAMP)
+        skew_ms = self.config.max_clock_skew_ms
+        if sent is None or skew_ms is None:
+            return None
+        age_ms = (taken.wall - sent) * 1000.0
+        if age_ms <= deadline_ms + skew_ms:
+            return None
+        return (
+            f"sent {age_ms / 1000.0:.3f} s ago by its timestamp, past its deadline of "
+            f"{deadline_ms:g} ms (clocks are assumed to agree within {skew_ms:g} ms)"
+        )
 
     # -- replies --------------------------------------------------------------------------------
 

@@ -66,6 +66,9 @@ MAX_NAME_CHARS = 64  # model, fingerprint, codec, dtype, compression, timestamp 
 MAX_TIMESTAMPS = 16  # entries in the timestamps object
 MAX_TIMESTAMP_S = 1e12  # |seconds| of one timestamp (unix time is ~1.8e9)
 MAX_DEADLINE_MS = 86_400_000.0  # one day
+# The `timestamps` entry a device sets to its wall clock (Unix seconds) as it publishes: with
+# `deadline_ms` it dates the request's absolute deadline (FORMAT.md, "Deadlines").
+SENT_TIMESTAMP = "sent"
 
 
 @dataclass(frozen=True)
