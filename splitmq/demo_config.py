@@ -21,7 +21,7 @@ from edge_worker.config import ModelEntry, WorkerConfig
 from splitmq.errors import SplitmqError
 
 DEFAULT_MODEL = "efficientnet-lite0"
-# The demo's devices emulate a device 4x slower than this host (issue 4's default setting): with
+# The demo's devices emulate a device 4x slower than this host (the live benchmark's default): with
 # the devices as fast as the worker's host, running everything locally usually wins.
 DEFAULT_SLOWDOWN = 4.0
 
