@@ -62,8 +62,8 @@ def acl_rules(
     the node id.
 
     worker: reads requests (also through `$share/...`), writes results, its telemetry and status.
-    device: writes requests and its probes, status and state; reads its own results, telemetry
-    and status.
+    device: writes its own requests (`req/<model>/<k>/<name>[/<worker>]`) and its probes,
+    status and state; reads its own results, telemetry and status.
     admin: everything under the prefix (monitoring, tests).
 
     Mosquitto 2.0 applies an ACL file to deliveries and publishes only, never to SUBSCRIBE: a
@@ -83,7 +83,9 @@ def acl_rules(
         ]
     if role == "device":
         return [
-            f"topic write {prefix}/req/#",
+            # Its own requests only: the request topic's device level is its login.
+            f"topic write {prefix}/req/+/+/{name}",
+            f"topic write {prefix}/req/+/+/{name}/+",
             f"topic write {prefix}/probe/{name}",
             f"topic read {prefix}/result/{name}",
             f"topic read {prefix}/telemetry/+",

@@ -156,11 +156,14 @@ def role_acls(
 ) -> list[dict[str, Any]]:
     """The plugin ACLs of one user: everything not listed is refused (see `dynsec_config`).
 
-    device: publishes requests (any model and split: request topics carry no device id) and
-    its own probes, status, state and discovery config; reads only its own results, the
-    workers' telemetry and everyone's status.
-    worker: reads requests only through the share group; publishes results (to any device)
-    and its own telemetry, status and discovery config.
+    device: publishes only its own requests (`req/<model>/<k>/<user>`, and direct ones
+    `req/<model>/<k>/<user>/<worker>`: the request topic's device level is its login, and the
+    worker answers on that device's result topic, so no device can have results sent into
+    another's), its own probes, status, state and discovery config; reads only its own results,
+    the workers' telemetry and everyone's status.
+    worker: reads requests only through the share group, and those addressed to it by name
+    (`req/+/+/+/<user>`); publishes results (to any device: it answers every device) and its
+    own telemetry, status and discovery config.
     monitor: reads everything under the prefix, the broker's `$SYS` statistics and the
     discovery topics; publishes nothing.
     """
@@ -168,10 +171,12 @@ def role_acls(
     check_segment(user, "user name")
     discovery = [f"{discovery_prefix}/device/{user}/config"]
     ha_status = f"{discovery_prefix}/status"
+    requests = f"{prefix}/req/+/+"  # <model>/<k>
     if role == "device":
         return [
             *_send(
-                f"{prefix}/req/#",
+                f"{requests}/{user}",
+                f"{requests}/{user}/+",
                 topics.probe(user),
                 topics.status(user),
                 topics.device_state(user),
@@ -187,9 +192,11 @@ def role_acls(
                 topics.status(user),
                 *discovery,
             ),
-            # The share group as written in SUBSCRIBE: a plain `<prefix>/req/#` stays refused.
-            _acl("subscribePattern", f"$share/{share_group}/{prefix}/req/#"),
-            _acl("publishClientReceive", f"{prefix}/req/#"),
+            # The share group as written in SUBSCRIBE: a plain `<prefix>/req/...` stays refused
+            # (the `+` of the device level matches the filter's own `+`).
+            _acl("subscribePattern", f"$share/{share_group}/{requests}/+"),
+            _acl("publishClientReceive", f"{requests}/+"),
+            *_read(f"{requests}/+/{user}"),
             *_read(topics.status_all(), ha_status),
         ]
     return _read(f"{prefix}/#", "$SYS/#", f"{discovery_prefix}/#")

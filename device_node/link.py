@@ -3,7 +3,8 @@
 Everything here runs either in the caller's thread (publish, wait) or in paho's network thread
 (callbacks). Callbacks only parse, record and complete futures; no model code runs in them.
 
-Requests go out at QoS 1 to `Topics.request(model, k)` with MQTT v5 ResponseTopic,
+Requests go out at QoS 1 to `Topics.request(model, k, device_id)` (the topic names the device,
+so a secure broker lets it publish only its own requests) with MQTT v5 ResponseTopic,
 CorrelationData (the request id) and MessageExpiryInterval. The time from handing a publish to
 paho to its PUBACK is an uplink sample for the policy. A result is matched to its waiting
 request by CorrelationData; a result nobody waits for (late, after a local fallback, or unknown)
@@ -197,9 +198,9 @@ class DeviceLink:
         self.observer.on_uplink_sent(len(frame), now)
         try:
             topic = (
-                self.topics.request(model, split)
+                self.topics.request(model, split, self.device_id)
                 if worker_id is None
-                else self.topics.request_direct(model, split, worker_id)
+                else self.topics.request_direct(model, split, self.device_id, worker_id)
             )
             acked = self.session.publish_acked(topic, frame, properties=props)
         except BrokerConnectError as exc:

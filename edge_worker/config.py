@@ -88,7 +88,7 @@ class ModelEntry(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, name: str) -> str:
-        Topics().request(name, 0)  # schemas.topics owns the segment rules (TopicError)
+        Topics().request(name, 0, "device")  # schemas.topics owns the segment rules (TopicError)
         return name
 
 

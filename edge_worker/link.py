@@ -9,6 +9,11 @@ worker, and a burst waits in the broker (whose per-client queue is sized for it 
 broker/mosquitto.conf). Mosquitto 2.0.11 over-delivers once acks flow (see
 edge_worker.batching); the queue then holds the extra requests up to its byte limit rather
 than drop what was delivered.
+
+Replies go to the result topic of the device named in the request topic
+(`<prefix>/result/<device_id>`), so a device the broker lets publish only on its own request
+topics cannot make the worker answer into another device's results (a confused deputy): a
+request whose ResponseTopic names any other topic is refused, unanswered, and counted.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from schemas.errors import TopicError
 from schemas.topics import EXACT_PROPERTY, Topics
 
 LOG = logging.getLogger(__name__)
-MAX_TOPIC_BYTES = 65535  # an MQTT UTF-8 string's length prefix is 16 bits
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class InboundRequest(Queued):
     """A request as received: raw frame bytes plus the MQTT v5 properties of its reply."""
 
     payload: bytes
-    response_topic: str | None
+    response_topic: str | None  # the device's result topic, derived from the request topic
     correlation_data: bytes | None
     expiry_s: int | None  # MessageExpiryInterval left when the broker delivered it
     mid: int
@@ -57,12 +61,14 @@ class InboundRequest(Queued):
 @dataclass(frozen=True)
 class UnroutableMessage:
     """A message that cannot be served or answered (acknowledged, counted): its topic is not a
-    request topic of this prefix, or its ResponseTopic cannot be published to."""
+    request topic of this prefix (or another worker's), or its ResponseTopic is not the sending
+    device's result topic."""
 
     topic: str
     reason: str
     response_topic: str | None
     correlation_data: bytes | None
+    quiet: bool = False  # the link logged the first of its kind already; count only
 
 
 class WorkerLink:
@@ -92,6 +98,7 @@ class WorkerLink:
         self._sink = sink
         self._on_unroutable = on_unroutable
         self._unsubscribed = threading.Event()
+        self.foreign_reply_topics = 0  # requests refused for a ResponseTopic not their device's
         self.session = MqttSession(
             settings,
             client_id=worker_id,
@@ -106,7 +113,7 @@ class WorkerLink:
         ]
         # Plain subscriptions to this worker's own request topics, for devices that pick it.
         self._filters += [
-            topics.request_direct(model, k, worker_id)
+            topics.request_direct_filter(model, k, worker_id)
             for model, splits in served.items()
             for k in splits
         ]
@@ -170,20 +177,35 @@ class WorkerLink:
         correlation = getattr(props, "CorrelationData", None)
         connection = self.session.connection
         try:
-            key = self._request_key(message.topic)
+            key, reply_topic = self._request_route(message.topic)
         except TopicError as exc:
             self._ack_now(message)
             self._on_unroutable(
                 UnroutableMessage(message.topic, str(exc), response_topic, correlation)
             )
             return
-        bad_reply_topic = _unpublishable(response_topic)
-        if bad_reply_topic is not None:
-            # paho raises on such a reply (wildcards) or the broker drops the connection over
-            # it (empty topic, resent after every reconnect): refuse it here, alone.
+        if response_topic is not None and response_topic != reply_topic:
+            # Someone asks for the reply elsewhere than the sending device's result topic:
+            # never deliver into another device's results. Logged once, counted always.
             self._ack_now(message)
+            self.foreign_reply_topics += 1
+            if self.foreign_reply_topics == 1:
+                LOG.warning(
+                    "worker %s: refused a request on %s with ResponseTopic %r (not %r); "
+                    "further ones are counted as errors, not logged",
+                    self.worker_id,
+                    message.topic,
+                    response_topic[:200],
+                    reply_topic,
+                )
             self._on_unroutable(
-                UnroutableMessage(message.topic, bad_reply_topic, response_topic, correlation)
+                UnroutableMessage(
+                    message.topic,
+                    f"ResponseTopic {response_topic[:200]!r} is not {reply_topic!r}",
+                    response_topic,
+                    correlation,
+                    quiet=True,
+                )
             )
             return
         payload = bytes(message.payload)
@@ -193,7 +215,7 @@ class WorkerLink:
                 received=received,
                 nbytes=len(payload),
                 payload=payload,
-                response_topic=response_topic,
+                response_topic=reply_topic,
                 correlation_data=correlation,
                 expiry_s=getattr(props, "MessageExpiryInterval", None),
                 mid=message.mid,
@@ -203,29 +225,14 @@ class WorkerLink:
             )
         )
 
-    def _request_key(self, topic: str) -> tuple[str, int]:
-        """(model, split) of a shared or of this worker's own request topic."""
-        if topic.count("/") == self.topics.request("m", 0).count("/") + 1:
-            model, split, worker_id = self.topics.parse_direct_request(topic)
-            if worker_id != self.worker_id:
-                raise TopicError(f"topic {topic!r} is another worker's")
-            return model, split
-        return self.topics.parse_request(topic)
+    def _request_route(self, topic: str) -> tuple[tuple[str, int], str]:
+        """(model, split) of a shared or of this worker's own request topic, and the result
+        topic of the device that sent it."""
+        request = self.topics.parse_request(topic)
+        if request.worker_id is not None and request.worker_id != self.worker_id:
+            raise TopicError(f"topic {topic!r} is another worker's")
+        return (request.model, request.split), self.topics.result(request.device_id)
 
     def _ack_now(self, message: mqtt.MQTTMessage) -> None:
         if message.qos > 0:
             self.client.ack(message.mid, message.qos)
-
-
-def _unpublishable(response_topic: str | None) -> str | None:
-    """Why a reply cannot be published to `response_topic`; None when it can (or none is
-    wanted)."""
-    if response_topic is None:
-        return None
-    if not response_topic:
-        return "empty ResponseTopic"
-    if "+" in response_topic or "#" in response_topic:
-        return f"ResponseTopic {response_topic!r} contains a wildcard"
-    if len(response_topic.encode("utf-8")) > MAX_TOPIC_BYTES:
-        return f"ResponseTopic is longer than {MAX_TOPIC_BYTES} bytes"
-    return None

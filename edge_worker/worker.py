@@ -200,7 +200,8 @@ class EdgeWorker:
 
     def _unroutable(self, message: UnroutableMessage) -> None:
         self.stats.count("errors")
-        LOG.warning("worker %s: message on %s: %s", self.worker_id, message.topic, message.reason)
+        if not message.quiet:
+            LOG.warning("worker %s: on %s: %s", self.worker_id, message.topic, message.reason)
 
     def _connected(self) -> None:
         # Retained telemetry does not survive a broker restart (no persistence): send it again.

@@ -237,7 +237,7 @@ class TelemetryMessage(_Message):
     direct: bool = Field(
         False,
         description="the worker also takes requests on its own topic "
-        "<prefix>/req/<model>/<k>/<worker_id> (false from workers that predate it)",
+        "<prefix>/req/<model>/<k>/<device_id>/<worker_id> (false from workers that predate it)",
     )
     splits: SplitLoads = Field(
         default_factory=dict,

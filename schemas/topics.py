@@ -1,18 +1,22 @@
 """MQTT topics of splitmq, built and parsed in one place (never by scattered f-strings).
 
-| topic                            | payload               | QoS | retained | publisher |
-|----------------------------------|-----------------------|-----|----------|-----------|
-| `<prefix>/req/<model>/<k>`       | binary frame          | 1   | no       | device    |
-| `<prefix>/req/<model>/<k>/<wid>` | binary frame          | 1   | no       | device    |
-| `<prefix>/result/<device_id>`    | JSON ResultMessage    | 1   | no       | worker    |
-| `<prefix>/telemetry/<worker_id>` | JSON TelemetryMessage | 1   | yes      | worker    |
-| `<prefix>/status/<node_id>`      | JSON StatusMessage    | 1   | yes      | both      |
-| `<prefix>/state/<device_id>`     | JSON DeviceStateMsg   | 1   | yes      | device    |
-| `<prefix>/probe/<device_id>`     | filler bytes          | 1   | no       | device    |
+| topic                                  | payload               | QoS | retained | publisher |
+|----------------------------------------|-----------------------|-----|----------|-----------|
+| `<prefix>/req/<model>/<k>/<did>`       | binary frame          | 1   | no       | device    |
+| `<prefix>/req/<model>/<k>/<did>/<wid>` | binary frame          | 1   | no       | device    |
+| `<prefix>/result/<device_id>`          | JSON ResultMessage    | 1   | no       | worker    |
+| `<prefix>/telemetry/<worker_id>`       | JSON TelemetryMessage | 1   | yes      | worker    |
+| `<prefix>/status/<node_id>`            | JSON StatusMessage    | 1   | yes      | both      |
+| `<prefix>/state/<device_id>`           | JSON DeviceStateMsg   | 1   | yes      | device    |
+| `<prefix>/probe/<device_id>`           | filler bytes          | 1   | no       | device    |
 
-Workers subscribe to requests through `$share/<group>/<prefix>/req/<model>/<k>` so several
-workers share one split; each worker also subscribes (plainly) to its own
-`<prefix>/req/<model>/<k>/<worker_id>`, so a device can send to the least loaded one.
+A request topic carries the sending device's id (`<did>`, its login on a secure broker), so
+the broker can let each device publish only its own requests, and the worker answers on
+`result(<did>)`, derived from the topic, never on a ResponseTopic anyone can set (a request
+whose ResponseTopic differs from it is refused unanswered). Workers subscribe to requests
+through `$share/<group>/<prefix>/req/<model>/<k>/+` so several workers share one split; each
+worker also subscribes (plainly) to its own `<prefix>/req/<model>/<k>/+/<worker_id>`, so a
+device can send to the least loaded one.
 
 A request that carries the MQTT v5 user property `EXACT_PROPERTY` (`splitmq-exact: 1`) asks for
 the worker's bit-exact path (batch 1, one thread); a worker that does not know it ignores it.
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.errors import TopicError
 
@@ -59,6 +63,16 @@ def check_split(k: Any) -> int:
     return index
 
 
+class RequestTopic(NamedTuple):
+    """What a request topic says: model, split, sending device, and the worker it is addressed
+    to (None on the shared topic)."""
+
+    model: str
+    split: int
+    device_id: str
+    worker_id: str | None = None
+
+
 @dataclass(frozen=True)
 class Topics:
     """The topic names under one prefix (which may span several levels, e.g. "site/a/splitmq")."""
@@ -73,23 +87,30 @@ class Topics:
 
     # Builders -------------------------------------------------------------------------------
 
-    def request(self, model: str, k: int) -> str:
-        """Requests of `model` at split `k`: `<prefix>/req/<model>/<k>`."""
-        return self._join("req", check_segment(model, "model"), str(check_split(k)))
+    def request(self, model: str, k: int, device_id: str) -> str:
+        """Requests of `model` at split `k` from one device: `<prefix>/req/<model>/<k>/<did>`."""
+        return self._join(*self._request_levels(model, k), check_segment(device_id, "device id"))
 
-    def request_direct(self, model: str, k: int, worker_id: str) -> str:
-        """Requests for one worker only: `<prefix>/req/<model>/<k>/<worker_id>` (a device that
-        picks the least loaded worker sends here; the shared topic stays for everyone else)."""
+    def request_direct(self, model: str, k: int, device_id: str, worker_id: str) -> str:
+        """Requests for one worker only: `<prefix>/req/<model>/<k>/<did>/<worker_id>` (a device
+        that picks the least loaded worker sends here; the shared topic stays for the rest)."""
         return self._join(
-            "req",
-            check_segment(model, "model"),
-            str(check_split(k)),
+            *self._request_levels(model, k),
+            check_segment(device_id, "device id"),
             check_segment(worker_id, "worker id"),
         )
 
     def request_shared(self, group: str, model: str, k: int) -> str:
-        """Shared subscription of a worker group: `$share/<group>/<prefix>/req/<model>/<k>`."""
-        return f"$share/{check_segment(group, 'share group')}/{self.request(model, k)}"
+        """Shared subscription of a worker group to every device's requests of `model` at `k`:
+        `$share/<group>/<prefix>/req/<model>/<k>/+`."""
+        topic_filter = self._join(*self._request_levels(model, k), "+")
+        return f"$share/{check_segment(group, 'share group')}/{topic_filter}"
+
+    def request_direct_filter(self, model: str, k: int, worker_id: str) -> str:
+        """A worker's own requests from every device: `<prefix>/req/<model>/<k>/+/<worker_id>`."""
+        return self._join(
+            *self._request_levels(model, k), "+", check_segment(worker_id, "worker id")
+        )
 
     def result(self, device_id: str) -> str:
         """Results for one device (its MQTT v5 ResponseTopic): `<prefix>/result/<device_id>`."""
@@ -125,18 +146,17 @@ class Topics:
 
     # Parsers --------------------------------------------------------------------------------
 
-    def parse_request(self, topic: str) -> tuple[str, int]:
-        """`<prefix>/req/<model>/<k>` -> (model, k)."""
-        model, k = self._levels_after(topic, "req", 2)
+    def parse_request(self, topic: str) -> RequestTopic:
+        """`<prefix>/req/<model>/<k>/<did>` or `<prefix>/req/<model>/<k>/<did>/<worker_id>` ->
+        RequestTopic(model, k, device_id, worker_id or None)."""
+        levels = self._levels_after(topic, "req", (3, 4))
+        model, k, device_id = levels[:3]
         if not k.isdigit() or not k.isascii() or str(int(k)) != k:
             raise TopicError(f"topic {topic!r}: split {k!r} is not a canonical integer")
-        return check_segment(model, "model"), int(k)
-
-    def parse_direct_request(self, topic: str) -> tuple[str, int, str]:
-        """`<prefix>/req/<model>/<k>/<worker_id>` -> (model, k, worker_id)."""
-        model, k, worker_id = self._levels_after(topic, "req", 3)
-        parsed_model, split = self.parse_request(self._join("req", model, k))
-        return parsed_model, split, check_segment(worker_id, "worker id")
+        worker_id = check_segment(levels[3], "worker id") if len(levels) == 4 else None
+        return RequestTopic(
+            check_segment(model, "model"), int(k), check_segment(device_id, "device id"), worker_id
+        )
 
     def parse_result(self, topic: str) -> str:
         """`<prefix>/result/<device_id>` -> device_id."""
@@ -162,13 +182,18 @@ class Topics:
             raise TopicError(f"topic is longer than MQTT's {MAX_TOPIC_BYTES} bytes")
         return topic
 
-    def _levels_after(self, topic: str, kind: str, count: int) -> list[str]:
+    def _request_levels(self, model: str, k: int) -> tuple[str, str, str]:
+        return "req", check_segment(model, "model"), str(check_split(k))
+
+    def _levels_after(self, topic: str, kind: str, count: int | tuple[int, ...]) -> list[str]:
         if not isinstance(topic, str):
             raise TopicError(f"topic must be a string, got {topic!r}")
         head = f"{self.prefix}/{kind}/"
         if not topic.startswith(head):
             raise TopicError(f"topic {topic!r} does not start with {head!r}")
         levels = topic[len(head) :].split("/")
-        if len(levels) != count:
-            raise TopicError(f"topic {topic!r} needs {count} level(s) after {head!r}")
+        counts = (count,) if isinstance(count, int) else count
+        if len(levels) not in counts:
+            wanted = " or ".join(map(str, counts))
+            raise TopicError(f"topic {topic!r} needs {wanted} level(s) after {head!r}")
         return levels

@@ -236,7 +236,6 @@ def _send_all(
     counts = [0] * len(devices)
     lags: list[float] = []
     sent = 0
-    topic = devices[0].topics.request(ECHO_MODEL, ECHO_SPLIT)
     while queue:
         due, d = heapq.heappop(queue)
         if due >= end:
@@ -250,6 +249,7 @@ def _send_all(
         request_id = f"{device.device_id}-{counts[d]}"
         counts[d] += 1
         collector.sending(request_id, now)
+        topic = device.topics.request(ECHO_MODEL, ECHO_SPLIT, device.device_id)
         device.send(topic, frames[sent % len(frames)], request_id, expiry_s=options.expiry_s)
         sent += 1
         heapq.heappush(queue, (due + period, d))

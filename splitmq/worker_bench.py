@@ -353,7 +353,7 @@ def measure_through_worker(
 def _burst(
     device: LightDevice, options: WorkerBenchOptions, inputs: SplitInputs, n: int, *, tag: str
 ) -> dict[str, Any]:
-    topic = device.topics.request(options.model, inputs.k)
+    topic = device.topics.request(options.model, inputs.k, device.device_id)
     ids = [f"{tag}-k{inputs.k}-{i}" for i in range(n)]
     frames = [inputs.frame(i, rid) for i, rid in enumerate(ids)]
     started = time.perf_counter()

@@ -51,7 +51,7 @@ def test_requests_from_a_site_reach_a_central_worker_and_results_come_back(
             observer.stop()
         device = LightDevice(site_settings, "site-device").start()
         try:
-            topic = device.topics.request("echo", 1)
+            topic = device.topics.request("echo", 1, device.device_id)
             ids = [f"bridged-{i}" for i in range(20)]
             for i, rid in enumerate(ids):
                 device.send(topic, echo_frame(rid), rid, exact=i % 2 == 0)

@@ -82,10 +82,10 @@ def test_worker_and_device_talk_through_the_acl(secure_broker: MosquittoBroker) 
 
     def on_connect(client: mqtt.Client, *args: object) -> None:
         # Its own results are allowed; other devices' requests are not readable by a device.
-        client.subscribe([(TOPICS.result("cam-1"), 1), (TOPICS.request("echo", 1), 1)])
+        client.subscribe([(TOPICS.result("cam-1"), 1), (TOPICS.request("echo", 1, "cam-1"), 1)])
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic.startswith(TOPICS.request("echo", 1)):
+        if msg.topic.startswith(TOPICS.request("echo", 1, "cam-1")):
             snooped.append(msg.topic)
         else:
             results.append(bytes(msg.payload))
@@ -110,7 +110,7 @@ def test_worker_and_device_talk_through_the_acl(secure_broker: MosquittoBroker) 
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = TOPICS.result("cam-1")
             props.CorrelationData = b"acl-1"
-            device.publish(TOPICS.request("echo", 1), frame, 1, properties=props)
+            device.publish(TOPICS.request("echo", 1, "cam-1"), frame, 1, properties=props)
             assert got.wait(10), "no result through the secure broker"
             time.sleep(0.2)
         finally:

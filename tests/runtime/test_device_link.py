@@ -135,7 +135,7 @@ def test_waiting_request_fails_when_the_connection_drops(
     # A subscriber that never answers: the broker routes the request to it and the device
     # waits, until the broker goes away.
     listener = MqttSession(broker_settings, client_id="silent-listener")
-    listener.route(Topics().request("echo", 1), lambda message: None)
+    listener.route(Topics().request("echo", 1, "dev1"), lambda message: None)
     listener.start(wait_s=5)  # returns once the broker confirmed the subscription
     try:
         with DeviceLink(broker_settings, "dev1") as link:

@@ -76,8 +76,8 @@ def test_two_workers_share_a_split_and_one_serves_only_a_subset(
     )
     with EdgeWorker(both), EdgeWorker(subset) as narrow:
         assert narrow.link.subscriptions == [
-            "$share/splitmq-workers/splitmq/req/echo/0",
-            "splitmq/req/echo/0/only-0",
+            "$share/splitmq-workers/splitmq/req/echo/0/+",
+            "splitmq/req/echo/0/+/only-0",
         ], "a worker subscribes to the splits it serves, no others"
         shared = [f"shared-{i}" for i in range(40)]
         alone = [f"alone-{i}" for i in range(20)]
@@ -108,7 +108,7 @@ def test_the_device_sends_to_the_less_loaded_of_two_live_workers(
         stack.enter_context(EdgeWorker(idle, ModelTailRunner({TINY: model}, {TINY: [TINY_SPLIT]})))
         # Load one worker through its own topic: one request computing, three waiting.
         for i in range(4):
-            props_topic = TOPICS.request_direct(TINY, TINY_SPLIT, "busy")
+            props_topic = TOPICS.request_direct(TINY, TINY_SPLIT, requester.device_id, "busy")
             requester.client.publish(props_topic, frame, qos=1)
             if i == 0:
                 assert busy_runner.entered.wait(10)

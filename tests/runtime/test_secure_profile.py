@@ -91,15 +91,22 @@ def test_passwords_are_stored_as_the_plugins_pbkdf2_sha512(tmp_path: Path) -> No
     assert hash_password("another password", salt) != stored
 
 
-def test_devices_get_no_wildcard_over_results_and_workers_read_only_their_group() -> None:
+def test_devices_send_only_their_own_requests_and_workers_read_only_their_group() -> None:
     device = role_acls("cam-1", "device", share_group="g")
     reads = {a["topic"] for a in device if a["acltype"] == "subscribePattern"}
     assert "splitmq/result/cam-1" in reads
     assert not any(topic.startswith("$share") or "result/+" in topic for topic in reads)
     worker = role_acls("w1", "worker", share_group="g")
     subscriptions = {a["topic"] for a in worker if a["acltype"] == "subscribePattern"}
-    assert "$share/g/splitmq/req/#" in subscriptions
-    assert "splitmq/req/#" not in subscriptions
+    assert subscriptions == {
+        "$share/g/splitmq/req/+/+/+",  # every device's requests, through the group only
+        "splitmq/req/+/+/+/w1",  # its own direct requests
+        "splitmq/status/+",
+        "homeassistant/status",
+    }
+    sends = {a["topic"] for a in device if a["acltype"] == "publishClientSend"}
+    assert {"splitmq/req/+/+/cam-1", "splitmq/req/+/+/cam-1/+"} <= sends
+    assert not any(topic.startswith("splitmq/req/") and "cam-1" not in topic for topic in sends)
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,55 @@ def test_a_device_cannot_publish_results_for_another_device(
     assert victim.received(TOPICS.result(DEVICES[1])) == [b"genuine"]
 
 
+# -- requests in another device's name -----------------------------------------------------------
+
+
+def test_a_device_cannot_publish_on_another_devices_request_topics(
+    site: SecureSite, probes: list[Probe]
+) -> None:
+    attacker = _login(site, DEVICES[0], probes)
+    theirs = [
+        TOPICS.request("echo", 1, DEVICES[1]),
+        TOPICS.request_direct("echo", 1, DEVICES[1], WORKER),
+        f"{TOPICS.prefix}/req/echo/1",  # the layout without a device level
+        f"{TOPICS.prefix}/req/echo/1/{DEVICES[0]}/{WORKER}/extra",
+    ]
+    for topic in theirs:
+        assert attacker.publish(topic, b"x") == REFUSED, topic
+    # Its own request topics stay open (nobody subscribes here: "No matching subscribers").
+    for topic in (
+        TOPICS.request("echo", 1, DEVICES[0]),
+        TOPICS.request_direct("echo", 1, DEVICES[0], WORKER),
+    ):
+        assert attacker.publish(topic, b"x") in ACCEPTED, topic
+
+
+def test_a_request_with_another_devices_response_topic_gets_no_answer_in_its_results(
+    site: SecureSite,
+) -> None:
+    # The confused deputy: the attacker sends its own image on its own topic, with the
+    # victim's ResponseTopic and a guessed CorrelationData.
+    with EdgeWorker(site.worker_config()) as worker:
+        attacker = Requester(site.settings(DEVICES[0]), device_id=DEVICES[0])
+        victim = Requester(site.settings(DEVICES[1]), device_id=DEVICES[1])
+        try:
+            for rid in ("victim-next-1", "victim-next-2"):
+                attacker.send("echo", 1, echo_frame(rid), rid, reply_to=victim.topic)
+            attacker.send("echo", 1, echo_frame("attacker-own"), "attacker-own")
+            # One connection, in order: the attacker's own reply means the forgeries were seen.
+            assert attacker.wait(["attacker-own"])[0].status == "ok"
+            # And the worker answers the victim in order, so a forged reply would come first.
+            victim.send("echo", 1, echo_frame("victim-own"), "victim-own")
+            assert victim.wait(["victim-own"])[0].status == "ok"
+            assert worker.link.foreign_reply_topics == 2
+        finally:
+            attacker.close()
+            victim.close()
+    assert sorted(victim.results) == ["victim-own"]
+    assert victim.correlations == [b"victim-own"]
+    assert sorted(attacker.results) == ["attacker-own"]
+
+
 # -- the workers' share group --------------------------------------------------------------------
 
 
@@ -110,7 +159,8 @@ def test_a_device_cannot_join_the_workers_share_group(
     attacker = _login(site, DEVICES[0], probes)
     joins = [
         f"$share/{SHARE_GROUP}/{TOPICS.prefix}/req/#",
-        f"$share/{SHARE_GROUP}/{TOPICS.request('echo', 1)}",
+        TOPICS.request_shared(SHARE_GROUP, "echo", 1),
+        TOPICS.request_direct_filter("echo", 1, WORKER),
         f"$share/other/{TOPICS.prefix}/req/#",
         f"{TOPICS.prefix}/req/#",
     ]
@@ -148,8 +198,15 @@ def test_a_worker_reads_requests_only_through_its_group(
     site: SecureSite, probes: list[Probe]
 ) -> None:
     worker = _login(site, WORKER, probes)
-    assert worker.subscribe(f"$share/{SHARE_GROUP}/{TOPICS.request('echo', 1)}") == [GRANTED]
-    outside = [f"{TOPICS.prefix}/req/#", f"$share/other/{TOPICS.prefix}/req/#", "#"]
+    assert worker.subscribe(TOPICS.request_shared(SHARE_GROUP, "echo", 1)) == [GRANTED]
+    assert worker.subscribe(TOPICS.request_direct_filter("echo", 1, WORKER)) == [GRANTED]
+    outside = [
+        f"{TOPICS.prefix}/req/#",
+        f"{TOPICS.prefix}/req/echo/1/+",
+        f"$share/other/{TOPICS.prefix}/req/#",
+        TOPICS.request_direct_filter("echo", 1, "w2"),
+        "#",
+    ]
     assert worker.subscribe(*outside) == [REFUSED] * len(outside)
 
 
@@ -180,7 +237,8 @@ def test_a_device_cannot_publish_a_workers_status_or_telemetry(
 
 def test_a_worker_cannot_speak_for_another_node(site: SecureSite, probes: list[Probe]) -> None:
     worker = _login(site, WORKER, probes)
-    for topic in (TOPICS.status(DEVICES[0]), TOPICS.telemetry("w2"), TOPICS.request("echo", 1)):
+    requests = TOPICS.request("echo", 1, DEVICES[0])
+    for topic in (TOPICS.status(DEVICES[0]), TOPICS.telemetry("w2"), requests):
         assert worker.publish(topic, b"x") == REFUSED
 
 
@@ -189,5 +247,6 @@ def test_a_monitor_reads_everything_and_publishes_nothing(
 ) -> None:
     monitor = _login(site, MONITOR, probes)
     assert monitor.subscribe(f"{TOPICS.prefix}/#", "$SYS/#") == [GRANTED, GRANTED]
-    for topic in (TOPICS.status(WORKER), TOPICS.request("echo", 1), TOPICS.result(DEVICES[0])):
+    requests = TOPICS.request("echo", 1, DEVICES[0])
+    for topic in (TOPICS.status(WORKER), requests, TOPICS.result(DEVICES[0])):
         assert monitor.publish(topic, b"x") == REFUSED

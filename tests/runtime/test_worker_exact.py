@@ -92,7 +92,7 @@ def test_exact_requests_run_alone_and_match_the_unsplit_model_bit_for_bit(
     frames = {rid: lossless_frame(lite0, images[i], rid) for i, rid in enumerate(batched_ids)}
     frames |= {rid: lossless_frame(lite0, images[6 + i], rid) for i, rid in enumerate(exact_ids)}
     device = LightDevice(broker_settings, "exact-device")
-    topic = device.topics.request(MODEL, SPLIT)
+    topic = device.topics.request(MODEL, SPLIT, device.device_id)
     with EdgeWorker(config, runner):
         device.start()
         try:

@@ -47,7 +47,8 @@ class Requester:
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         result = parse_result(msg.payload)
         with self._changed:
-            self.correlations.append(bytes(msg.properties.CorrelationData))  # type: ignore[union-attr]
+            # A request sent without properties is answered without CorrelationData.
+            self.correlations.append(bytes(getattr(msg.properties, "CorrelationData", b"")))
             self.results[result.request_id] = result
             self._changed.notify_all()
 
@@ -67,7 +68,8 @@ class Requester:
         props.CorrelationData = request_id.encode()
         if expiry_s is not None:
             props.MessageExpiryInterval = expiry_s
-        (client or self.client).publish(TOPICS.request(model, split), payload, 1, properties=props)
+        topic = TOPICS.request(model, split, self.device_id)
+        (client or self.client).publish(topic, payload, 1, properties=props)
 
     def wait(self, request_ids: Sequence[str], timeout_s: float = 30) -> list[ResultMessage]:
         deadline = time.monotonic() + timeout_s

@@ -13,10 +13,14 @@ from schemas.topics import Topics
 
 def test_builders() -> None:
     topics = Topics()
-    assert topics.request("efficientnet-lite0", 9) == "splitmq/req/efficientnet-lite0/9"
     assert (
-        topics.request_shared("workers", "resnet18", 0) == "$share/workers/splitmq/req/resnet18/0"
+        topics.request("efficientnet-lite0", 9, "cam-1") == "splitmq/req/efficientnet-lite0/9/cam-1"
     )
+    assert topics.request_direct("m", 2, "cam-1", "w1") == "splitmq/req/m/2/cam-1/w1"
+    assert (
+        topics.request_shared("workers", "resnet18", 0) == "$share/workers/splitmq/req/resnet18/0/+"
+    )
+    assert topics.request_direct_filter("m", 2, "w1") == "splitmq/req/m/2/+/w1"
     assert topics.result("cam-1") == "splitmq/result/cam-1"
     assert topics.telemetry("w1") == "splitmq/telemetry/w1"
     assert topics.telemetry_all() == "splitmq/telemetry/+"
@@ -27,10 +31,10 @@ def test_builders() -> None:
 
 def test_multi_level_prefix() -> None:
     topics = Topics("site/a/splitmq")
-    assert topics.request("m", 3) == "site/a/splitmq/req/m/3"
-    assert topics.parse_request("site/a/splitmq/req/m/3") == ("m", 3)
+    assert topics.request("m", 3, "d") == "site/a/splitmq/req/m/3/d"
+    assert topics.parse_request("site/a/splitmq/req/m/3/d") == ("m", 3, "d", None)
     with pytest.raises(TopicError):
-        topics.parse_request("splitmq/req/m/3")
+        topics.parse_request("splitmq/req/m/3/d")
 
 
 @pytest.mark.parametrize("prefix", ["", "a//b", "/a", "a/", "a/+", "#", "$SYS", "a\x00b", 5])
@@ -42,7 +46,9 @@ def test_bad_prefixes(prefix: Any) -> None:
 def test_parsers_invert_the_builders() -> None:
     topics = Topics("lab")
     for model, k in [("m", 0), ("efficientnet-lite0", 12), ("vit_b_16", 123456)]:
-        assert topics.parse_request(topics.request(model, k)) == (model, k)
+        assert topics.parse_request(topics.request(model, k, "cam-1")) == (model, k, "cam-1", None)
+        direct = topics.request_direct(model, k, "cam-1", "w 2")
+        assert topics.parse_request(direct) == (model, k, "cam-1", "w 2")
     assert topics.parse_telemetry(topics.telemetry("gpu-7")) == "gpu-7"
     assert topics.parse_status(topics.status("node é")) == "node é"
     assert topics.parse_result(topics.result("cam.1")) == "cam.1"
@@ -52,7 +58,11 @@ def test_parsers_invert_the_builders() -> None:
 def test_bad_segments(segment: Any) -> None:
     topics = Topics()
     for build in (
-        lambda: topics.request(segment, 1),
+        lambda: topics.request(segment, 1, "d"),
+        lambda: topics.request("m", 1, segment),
+        lambda: topics.request_direct("m", 1, segment, "w"),
+        lambda: topics.request_direct("m", 1, "d", segment),
+        lambda: topics.request_direct_filter("m", 1, segment),
         lambda: topics.request_shared(segment, "m", 1),
         lambda: topics.result(segment),
         lambda: topics.telemetry(segment),
@@ -66,27 +76,34 @@ def test_bad_segments(segment: Any) -> None:
 @pytest.mark.parametrize("k", [-1, True, 1.5, "3", None])
 def test_bad_splits(k: Any) -> None:
     with pytest.raises(TopicError, match="split"):
-        Topics().request("m", k)
+        Topics().request("m", k, "d")
 
 
 def test_numpy_split_is_an_integer() -> None:
-    assert Topics().request("m", np.int64(4)) == "splitmq/req/m/4"  # type: ignore[arg-type]
+    topic = Topics().request("m", np.int64(4), "d")  # type: ignore[arg-type]
+    assert topic == "splitmq/req/m/4/d"
 
 
 @pytest.mark.parametrize(
     "topic",
     [
         "splitmq/req/m",
-        "splitmq/req/m/3/extra",
-        "splitmq/req//3",
-        "splitmq/req/m/03",
-        "splitmq/req/m/-1",
-        "splitmq/req/m/+3",
-        "splitmq/req/m/x",
-        "splitmq/req/m/３",
-        "splitmq/req/m/",
-        "other/req/m/3",
-        "$share/g/splitmq/req/m/3",
+        "splitmq/req/m/3",  # no device level (the layout before device ids)
+        "splitmq/req/m/3/d/w/extra",
+        "splitmq/req//3/d",
+        "splitmq/req/m/03/d",
+        "splitmq/req/m/-1/d",
+        "splitmq/req/m/+3/d",
+        "splitmq/req/m/x/d",
+        "splitmq/req/m/３/d",
+        "splitmq/req/m//d",
+        "splitmq/req/m/3/",
+        "splitmq/req/m/3/+",
+        "splitmq/req/m/3/$d",
+        "splitmq/req/m/3/d/",
+        "splitmq/req/m/3/d/#",
+        "other/req/m/3/d",
+        "$share/g/splitmq/req/m/3/d",
         "splitmq/telemetry/m",
     ],
 )
