@@ -1,9 +1,10 @@
-"""An uplink estimator that reads the trace's true past: the ceiling of any causal estimator.
+"""An uplink estimator that reads the trace's true past: a reference for causal estimators.
 
 `PastCapacityEstimator` answers with the capacity the trace actually delivered over the last
 `window_s` seconds, known exactly (a real device only sees its own transfers). A chooser given
-it still cannot know the next transfer, so what it leaves of the oracle's gain is the part no
-estimator of the past can capture; what the real estimator leaves beyond it is the estimator's.
+it still cannot know the next transfer: what it leaves of the oracle's gain is what the future
+holds; what the real estimator leaves beyond it is mostly what the device does not observe. At
+sub-Mbit rates the window holds only a few packets and the reference is noisy.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@
 - `dynamic_race`: the same chooser, racing every offload whose chance of losing to local is
   material (`race="auto"`): the device also runs tail(k) and the first result wins.
 - `dynamic_knows_past`: `dynamic` with an uplink estimate that is the trace's true capacity over
-  the last 100 ms (`splitmq.sim.hindsight`): the ceiling of any estimator of the past. What it
-  leaves of the oracle's gain, no causal estimator captures.
+  the last 100 ms (`splitmq.sim.hindsight`): a reference for what exact knowledge of the recent
+  past buys, against what the oracle's knowledge of the transfer itself buys.
 - `oracle`: per request, the split that actually finished first (hindsight).
 
 Only (split, codec) pairs at or above the device profile's agreement floor take part: the
