@@ -181,14 +181,16 @@ class DeviceLink:
         split: int,
         expiry_s: float,
         worker_id: str | None = None,
+        num_classes: int | None = None,
     ) -> PendingRequest:
         """Publish one request frame (to `worker_id`'s own request topic when given, else the
         shared one); raises NotConnectedError (nothing waits) when the link is down, so the
-        caller runs the request locally at once instead of losing it."""
+        caller runs the request locally at once instead of losing it. `num_classes`, the
+        model's class count, bounds the class indices a reply may name."""
         if not self.connected:
             raise NotConnectedError(f"device {self.device_id}: not connected to the broker")
         now = self.clock()
-        pending = PendingRequest(request_id, model, split, len(frame), now)
+        pending = PendingRequest(request_id, model, split, len(frame), now, num_classes=num_classes)
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.result_topic
         props.CorrelationData = pending.token

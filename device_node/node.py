@@ -255,6 +255,7 @@ class DeviceNode:
                 expiry_s=request.deadline_ms / 1000.0,
                 # The least loaded of several live workers, by their telemetry; else shared.
                 worker_id=self.link.least_loaded_worker(self.model.name, k),
+                num_classes=self.model.num_classes,  # replies name classes of this model only
             )
         except NotConnectedError:
             return self._finish_here(request, prepared, z, k, Fallback.NOT_CONNECTED, None)

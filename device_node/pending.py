@@ -33,6 +33,9 @@ class PendingRequest:
     published_at: float
     future: Future[Outcome] = field(default_factory=Future)
     uplink_s: float | None = None
+    #: The model's class count: a reply naming a class index at or above it is not an answer
+    #: of this model (None: not known, only the lower bound is checked).
+    num_classes: int | None = None
     #: The request's CorrelationData: random, so that nobody who reads the device's results
     #: can guess the next one and answer in the worker's place.
     token: bytes = field(default_factory=lambda: secrets.token_bytes(16))
@@ -56,7 +59,10 @@ def reply_mismatch(result: ResultMessage, pending: PendingRequest) -> str | None
         )
     if result.status == "ok" and result.request_id != pending.request_id:
         return f"reply names request {result.request_id[:80]!r}, not {pending.request_id!r}"
+    limit = pending.num_classes
     for p in result.top5:
-        if p.index < 0 or not 0.0 <= p.score <= 1.0:
+        if p.index < 0 or (limit is not None and p.index >= limit):
+            return f"prediction out of range: class {p.index} of a model with {limit} classes"
+        if not 0.0 <= p.score <= 1.0:
             return f"prediction out of range: class {p.index}, score {p.score}"
     return None

@@ -6,7 +6,10 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
@@ -18,7 +21,13 @@ from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from schemas.frame import encode_frame
-from schemas.messages import StatusMessage, parse_status
+from schemas.messages import (
+    Prediction,
+    ResultMessage,
+    StatusMessage,
+    encode_message,
+    parse_status,
+)
 from schemas.topics import Topics
 from tests.waiting import wait_until
 
@@ -180,3 +189,44 @@ def test_no_broker_is_a_link_error() -> None:
     settings = BrokerSettings(host="127.0.0.1", port=9, reconnect_max_delay_s=1)
     with pytest.raises(LinkError, match="no connection"):
         DeviceLink(settings, "dev1").start(wait_s=0.5)
+
+
+def test_a_reply_naming_a_class_beyond_the_models_count_is_refused(
+    broker_settings: BrokerSettings,
+) -> None:
+    # A responder that takes the request like a worker and answers twice, in order: first
+    # with class index 10 of a 10-class model (out of range), then with class 9.
+    classes = 10
+    responder = MqttSession(broker_settings, client_id="rogue-worker")
+
+    def answer(message: mqtt.MQTTMessage) -> None:
+        for index in (classes, classes - 1):
+            result = ResultMessage(
+                request_id="r5",
+                status="ok",
+                model="echo",
+                split=1,
+                worker_id="rogue",
+                top5=[Prediction(index=index, label=f"class_{index}", score=0.5)],
+            )
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = message.properties.CorrelationData  # type: ignore[union-attr]
+            responder.publish(
+                message.properties.ResponseTopic,  # type: ignore[union-attr]
+                encode_message(result),
+                properties=props,
+            )
+
+    responder.route(Topics().request("echo", 1, "dev1"), answer)
+    responder.start(wait_s=5)
+    try:
+        with DeviceLink(broker_settings, "dev1") as link:
+            pending = link.publish_request(
+                frame("r5"), request_id="r5", model="echo", split=1, expiry_s=5, num_classes=classes
+            )
+            outcome = pending.future.result(timeout=10)
+            assert link.counters.bad_results == 1
+    finally:
+        responder.stop()
+    assert outcome.message is not None
+    assert [p.index for p in outcome.message.top5] == [classes - 1]
