@@ -32,7 +32,9 @@ Role = Literal["device", "worker"]
 class HomeAssistantSettings(BaseModel):
     """Whether and where a node announces itself to Home Assistant."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict like every config section (splitmq.configfile.STRICT_MODEL, which schemas does
+    # not import: it pulls in YAML): `enabled: 1` is not a boolean, `"5"` not a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     enabled: bool = Field(True, description="publish the retained discovery config")
     discovery_prefix: str = Field(

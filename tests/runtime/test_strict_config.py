@@ -46,6 +46,7 @@ def _error_line(message: str, key: str) -> str:
         ("rate_hz: true\n", "rate_hz"),
         ("probe: {max_bytes: true}\n", "probe.max_bytes"),
         ("probe: {enabled: 1}\n", "probe.enabled"),
+        ("homeassistant: {enabled: 1}\n", "homeassistant.enabled"),
         ("torch_threads: true\n", "torch_threads"),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from schemas.discovery import (
     DEVICE_SENSORS,
@@ -64,3 +65,21 @@ def test_settings_build_the_config_and_birth_topics() -> None:
         settings.config_topic("a/b")
     with pytest.raises(ValueError, match="discovery_prefix"):
         HomeAssistantSettings(discovery_prefix="ha/#")
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"enabled": 1}, "enabled"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"birth_delay_max_s": True}, "birth_delay_max_s"),
+        ({"birth_delay_max_s": "5"}, "birth_delay_max_s"),
+        ({"discovery_prefix": 7}, "discovery_prefix"),
+    ],
+)
+def test_settings_are_strict_about_types(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        HomeAssistantSettings.model_validate(data)
+    assert [e["loc"] for e in error.value.errors()] == [(key,)]
+    # What YAML spells naturally still passes (an integer for a float).
+    assert HomeAssistantSettings.model_validate({"enabled": False, "birth_delay_max_s": 2})
