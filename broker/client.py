@@ -86,7 +86,8 @@ class BrokerSettings(BaseModel):
     username: str | None = Field(None, min_length=1, description="login, if the broker wants one")
     password: SecretStr | None = Field(None, strict=False, description="password of `username`")
     tls: TLSSettings | None = Field(None, description="TLS settings; None = plain TCP")
-    keepalive: int = Field(30, ge=5, le=65535, description="MQTT keepalive in seconds")
+    # At least 1 s (0 would turn keepalive off). Workers default to 2 s (edge_worker.config).
+    keepalive: int = Field(30, ge=1, le=65535, description="MQTT keepalive in seconds")
     client_id: str | None = Field(
         None, min_length=1, description="MQTT client id; None = derived from the node id"
     )

@@ -38,6 +38,16 @@ SplitSelection = Literal["candidates", "all"] | list[int]
 # larger batch and a short window pay; not measured on a GPU by this build.
 BATCH_DEFAULTS: dict[str, tuple[int, float]] = {"cpu": (8, 0.0), "cuda": (32, 2.0)}
 CONFIG_WHAT = "worker configuration"
+# The worker's MQTT keepalive when its config gives none. The broker drops a client silent for
+# 1.5 keepalives, taking a frozen (SIGSTOPped, hung) worker out of its `$share` groups and
+# firing its "offline" will; devices call its telemetry stale after 3 intervals of 1 s + 1 s,
+# so 2 s (3 s of silence) drops it no later. Mosquitto 2.0.11 checks keepalives only about
+# every 5 s (measured: a client with keepalive 1, 2 or 3 s was dropped 5.2-5.7 s after it
+# froze, one with 4 s after 11.7 s), so the bound is 1.5 keepalive + 5 s: 8 s here, against
+# 50 s with the former 30 s. A shorter keepalive would buy at most 1.5 s of that and drop a
+# worker whose network thread stalls briefly. It costs nothing on the wire: the telemetry
+# every second keeps the connection busy, so paho rarely needs a PINGREQ.
+WORKER_KEEPALIVE_S = 2
 
 
 def default_worker_id() -> str:
@@ -111,7 +121,10 @@ class WorkerConfig(BaseModel):
 
     model_config = STRICT_MODEL
 
-    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    broker: BrokerSettings = Field(
+        default_factory=lambda: BrokerSettings(keepalive=WORKER_KEEPALIVE_S),
+        description=f"broker connection; keepalive defaults to {WORKER_KEEPALIVE_S} s here",
+    )
     worker_id: str = Field(
         default_factory=default_worker_id, description="unique worker name (telemetry/status)"
     )
@@ -176,6 +189,16 @@ class WorkerConfig(BaseModel):
     homeassistant: HomeAssistantSettings = Field(
         default_factory=HomeAssistantSettings, description="Home Assistant MQTT discovery"
     )
+
+    @field_validator("broker", mode="before")
+    @classmethod
+    def _worker_keepalive(cls, broker: Any) -> Any:
+        """A broker section that sets no keepalive gets the worker's (WORKER_KEEPALIVE_S)."""
+        if isinstance(broker, Mapping) and "keepalive" not in broker:
+            return {**broker, "keepalive": WORKER_KEEPALIVE_S}
+        if isinstance(broker, BrokerSettings) and "keepalive" not in broker.model_fields_set:
+            return broker.model_copy(update={"keepalive": WORKER_KEEPALIVE_S})
+        return broker
 
     @field_validator("worker_id")
     @classmethod
