@@ -235,9 +235,10 @@ def estimate_server(
 
     Shared subscriptions spread requests over the workers serving a split, so a split's
     estimate is the mean over those workers; where two or more of them take requests on their
-    own topic, the device sends to the least loaded one, so the estimate is that worker's. A worker's queue drains in batches of its recent
-    batch size, each taking the per-batch service time it reports (or the profile's tail at
-    that batch size); a busy worker adds half a batch for the one in progress. Without load
+    own topic, the device sends to the least loaded one, so the estimate is that worker's. A
+    worker's queue drains in batches of its recent batch size, each taking the per-batch
+    service time it reports (or the profile's tail at that batch size); a busy worker adds half
+    a batch for the one in progress. Without load
     awareness the server is taken as idle: no queue, the profile's batch-1 tail time.
     """
     if not snapshots:
