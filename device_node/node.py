@@ -240,6 +240,11 @@ class DeviceNode:
 
     def _offload(self, request: _Request, prepared: np.ndarray, k: int) -> ResultRecord:
         z = self._head(request, prepared, k)
+        # The deadline gives the server twice its predicted share; a head slowed by the device
+        # itself (a busy CPU) must not eat into it, or the device gives up on a server on time.
+        predicted_head = request.decision.device_ms
+        if predicted_head is not None:
+            request.deadline_ms += max(0.0, request.head_ms - predicted_head)
         try:
             frame = self._encode(request, prepared, z, k)
         except SchemaError as exc:  # CodecError: NaN/Inf under int codecs, fp16 overflow

@@ -38,6 +38,7 @@ class Decision:
     codec: str | None = None  # None: the device's configured codec
     race: bool = False  # also run tail(k) on the device; the first result wins
     uplink_bps: float | None = None  # the uplink rate the decision assumed (None: unmeasured)
+    device_ms: float | None = None  # the predicted head + encode of the chosen split
 
     @property
     def expected_ms(self) -> float | None:
@@ -167,7 +168,13 @@ def choose(inputs: ChooserInputs) -> Decision:
 def _decision(
     k: int, reason: str, parts: Mapping[int, Breakdown], predicted: dict[int, float]
 ) -> Decision:
-    return Decision(k=k, reason=reason, predicted_ms=predicted, codec=parts[k].codec or None)
+    return Decision(
+        k=k,
+        reason=reason,
+        predicted_ms=predicted,
+        codec=parts[k].codec or None,
+        device_ms=parts[k].device_ms,
+    )
 
 
 def _score(part: Breakdown, local: int, inputs: ChooserInputs) -> float:
