@@ -9,27 +9,29 @@
 
 What both runtimes need from a connection lives here once: the retained status with its
 "offline" last will, subscriptions restored on every reconnect, callbacks routed by topic
-filter, waits on events (never polling), and a stop bounded in time. Everything registered runs
-in paho's network thread and must not block.
+filter, waits on events (never polling), a stop bounded in time, and reconnect waits with
+random jitter (`ReconnectBackoff`). Everything registered runs in paho's network thread and must
+not block.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.client import BrokerSettings, WillMessage, make_client
+from broker.client import BrokerSettings, WillMessage, log_connect_fail, make_client
 from broker.errors import BrokerConnectError
 
 LOG = logging.getLogger(__name__)
@@ -38,6 +40,44 @@ MessageHandler = Callable[[mqtt.MQTTMessage], None]
 DEFAULT_STOP_S = 5.0
 # How long a PUBACK may wait for its publish() call to return the mid (microseconds in practice).
 EARLY_ACK_TTL_S = 10.0
+
+
+class RandomSource(Protocol):
+    """Where the jitter comes from (`random.Random`; tests inject a fixed one)."""
+
+    def random(self) -> float: ...
+
+
+class ReconnectBackoff:
+    """The wait before each reconnect attempt: exponential, capped, with random jitter.
+
+    paho doubles its delay from `reconnect_min_delay_s` to `reconnect_max_delay_s` with no
+    randomness, so after a broker restart a whole fleet retries in lockstep, on the same
+    seconds. paho's `reconnect_delay_set` restarts its doubling, so the next wait is exactly the
+    `min_delay` given; this class gives a fresh one before every wait: attempt `n` (0 after a
+    lost connection) waits a uniform draw from `[min, min(max, min * 2^(n+1))]`, "full jitter"
+    that never leaves the configured bounds (with min == max there is nothing to draw from).
+    """
+
+    def __init__(self, min_s: float, max_s: float, rng: RandomSource) -> None:
+        self.min_s, self.max_s = min_s, max_s
+        self.rng = rng
+        self.attempt = 0
+        self.last_s: float | None = None  # the wait given to paho most recently
+
+    def next_delay(self) -> float:
+        high = min(self.max_s, self.min_s * 2.0 ** min(self.attempt + 1, 32))
+        self.attempt += 1
+        self.last_s = self.min_s + self.rng.random() * (high - self.min_s)
+        return self.last_s
+
+    def arm(self, client: mqtt.Client) -> None:
+        """Set the wait paho takes before its next attempt."""
+        # paho accepts seconds as a float (it sleeps on them), though its hint says int.
+        client.reconnect_delay_set(self.next_delay(), self.max_s)  # type: ignore[arg-type]
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +126,7 @@ class MqttSession:
         manual_ack: bool = False,
         receive_maximum: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rng: RandomSource | None = None,
     ) -> None:
         self.clock = clock
         self.client_id = settings.client_id or client_id
@@ -115,6 +156,13 @@ class MqttSession:
         self.client.on_subscribe = self._handle_subscribe
         self.client.on_message = self._handle_message
         self.client.on_publish = self._handle_puback
+        self.client.on_connect_fail = self._handle_connect_fail
+        self.backoff = ReconnectBackoff(
+            settings.reconnect_min_delay_s,
+            settings.reconnect_max_delay_s,
+            rng if rng is not None else random.Random(),
+        )
+        self.backoff.arm(self.client)  # the first connection may fail too (offline start)
 
     # -- registration -------------------------------------------------------------------------
 
@@ -257,6 +305,7 @@ class MqttSession:
             LOG.error("%s: broker refused the connection: %s", self.client_id, reason)
             return
         self._subscribed.clear()
+        self.backoff.reset()
         with self._lock:
             self._connection += 1
             routes = list(self._routes)
@@ -281,6 +330,7 @@ class MqttSession:
     ) -> None:
         self._connected.clear()
         self._subscribed.clear()
+        self.backoff.arm(client)  # before paho's wait for the next attempt
         with self._lock:
             waiting = [future for _, future in self._acks.values()]
             self._acks.clear()  # their PUBACKs will not come on this connection
@@ -291,6 +341,10 @@ class MqttSession:
             LOG.warning("%s: disconnected (%s); paho reconnects", self.client_id, reason)
         for hook in self._disconnect_hooks:
             _run_hook(hook)
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        log_connect_fail(client, userdata)
+        self.backoff.arm(client)
 
     def _handle_subscribe(
         self,

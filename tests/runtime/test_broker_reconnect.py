@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -12,6 +14,7 @@ import pytest
 
 from broker.client import BrokerSettings, log_connect_fail, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
+from broker.session import MqttSession, ReconnectBackoff
 
 pytestmark = pytest.mark.integration
 # Thread scheduling and the TCP + MQTT handshake on loopback, on top of the backoff cap.
@@ -67,3 +70,68 @@ def test_a_client_at_the_backoff_cap_is_back_within_the_cap(broker: MosquittoBro
         )
     finally:
         stop_client(client)
+
+
+class FixedRandom:
+    """A jitter source that always draws the same fraction of the jitter range."""
+
+    def __init__(self, fraction: float) -> None:
+        self.fraction = fraction
+
+    def random(self) -> float:
+        return self.fraction
+
+
+def test_two_sessions_do_not_retry_in_lockstep_after_a_broker_restart(
+    broker: MosquittoBroker,
+) -> None:
+    # paho alone waits exactly reconnect_min_delay_s (1 s) in both; with the jitter drawn at
+    # the two ends of its range, one waits 1 s and the other 2 s.
+    settings = BrokerSettings(
+        host=broker.host, port=broker.port, reconnect_min_delay_s=1, reconnect_max_delay_s=3
+    )
+    changed = threading.Condition()
+    lost: dict[str, float] = {}
+    back: dict[str, float] = {}
+    sessions = {
+        name: MqttSession(settings, client_id=name, rng=FixedRandom(fraction))
+        for name, fraction in (("early", 0.0), ("late", 0.999))
+    }
+
+    def record(table: dict[str, float], name: str, session: MqttSession) -> None:
+        with changed:
+            if session.connection > 1 or table is lost:
+                table.setdefault(name, time.monotonic())
+            changed.notify_all()
+
+    for name, session in sessions.items():
+        session.on_disconnected(partial(record, lost, name, session))
+        session.on_connected(partial(record, back, name, session))
+        session.start(wait_s=10)
+    try:
+        broker.stop()
+        with changed:
+            assert changed.wait_for(lambda: len(lost) == 2, GIVE_UP_S), "no disconnect seen"
+        broker.start()
+        with changed:
+            assert changed.wait_for(lambda: len(back) == 2, GIVE_UP_S), "no reconnect"
+    finally:
+        for session in sessions.values():
+            session.stop(timeout_s=1)
+    assert sessions["early"].backoff.last_s == 1.0
+    assert sessions["late"].backoff.last_s == pytest.approx(1.999)
+    waited = {name: back[name] - lost[name] for name in sessions}
+    # The draws differ by a second; half of it leaves room for scheduling on a busy machine.
+    assert waited["late"] - waited["early"] >= 0.5, waited
+
+
+def test_jittered_waits_stay_within_the_configured_bounds_and_grow_to_the_cap() -> None:
+    rng = random.Random(7)
+    backoff = ReconnectBackoff(1, 4, rng)
+    waits = [backoff.next_delay() for _ in range(200)]
+    assert all(1 <= wait <= 4 for wait in waits)
+    assert waits[0] <= 2, "the first wait after a loss draws from [min, 2 min]"
+    assert max(waits) > 3, "later waits reach towards the cap"
+    assert len({round(wait, 6) for wait in waits}) > 100, "no two clients share a schedule"
+    backoff.reset()
+    assert backoff.next_delay() <= 2
