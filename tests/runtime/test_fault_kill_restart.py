@@ -63,12 +63,13 @@ class Fleet:
         command = [sys.executable, "-m", "edge_worker.cli", "--config", str(path), "-q"]
         self.workers[worker_id] = subprocess.Popen(command, cwd=ROOT, env=ENV)
 
-    def start_device(self) -> None:
+    def start_device(self, *, trace: Path | None = None) -> None:
         config = self.folder / "device.yaml"
         config.write_text(
             f"broker: {{host: 127.0.0.1, port: {self.broker.port}, reconnect_max_delay_s: 2}}\n"
             f"device_id: fault-dev\nmodel: {MODEL}\ncodec: int8\ndeadline_ms: 2000\n"
             f"policy: {{kind: fixed, split: {SPLIT}}}\ntorch_threads: 1\n"
+            + (f"trace: {trace}\n" if trace is not None else "")
         )
         command = [sys.executable, "-m", "device_node.cli", "--config", str(config)]
         command += ["--rate", "4", "--jsonl", str(self.records), "-q"]
@@ -164,3 +165,24 @@ def test_a_broker_restart_costs_fallbacks_only_and_offloading_resumes(fleet: Fle
     fleet.wait_offloads("w1", 4, "offloads after the restart")
     records = fleet.stop_device()
     one_record_each(records, "broker restart")
+
+
+def test_an_uplink_outage_costs_fallbacks_only_and_offloading_resumes(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """The device's uplink through the trace shaper: 3 s at about 12 Mbit/s, then 4 s of zero
+    capacity, repeating. Requests caught in the dead seconds fall back locally at their
+    deadline; each still ends with one record, and offloads resume when capacity returns."""
+    trace = tmp_path / "outage.up"
+    trace.write_text("\n".join(str(ms) for ms in range(1, 3001)) + "\n7000\n")
+    fleet.start_worker("w1")
+    fleet.start_device(trace=trace)
+    wait_until(
+        lambda: any(r["fallback"] == "timeout" for r in read_records(fleet.records)),
+        120,
+        "a request caught in the outage",
+    )
+    fleet.wait_offloads("w1", 4, "offloads after the outage")
+    records = fleet.stop_device()
+    one_record_each(records, "uplink outage (4 s of every 7 at zero capacity)")
+    assert {r["fallback"] for r in records if not r["offloaded"]} <= {"timeout", "disconnected"}
