@@ -31,6 +31,11 @@ def ewma(previous: float | None, sample: float, weight: float) -> float:
     return sample if previous is None else previous + weight * (sample - previous)
 
 
+def decay(elapsed_s: float, half_life_s: float) -> float:
+    """The weight left to what was observed `elapsed_s` ago, halving every `half_life_s`."""
+    return 0.5 ** (max(0.0, elapsed_s) / half_life_s)
+
+
 # -- uplink rate -----------------------------------------------------------------------------
 
 
@@ -84,7 +89,7 @@ class PredictionErrors:
 
     def add(self, log_error: float, weight: float, now: float) -> None:
         if self._at is not None and now > self._at:
-            factor = 0.5 ** ((now - self._at) / self.half_life_s)
+            factor = decay(now - self._at, self.half_life_s)
             self._weight *= factor
             self._sum *= factor
             self._sum_sq *= factor
@@ -201,7 +206,7 @@ class UplinkEstimator:
 
     def _decay_to(self, now: float) -> None:
         if self._at is not None and now > self._at:
-            factor = 0.5 ** ((now - self._at) / self.half_life_s)
+            factor = decay(now - self._at, self.half_life_s)
             self._bytes *= factor
             self._seconds *= factor
             self._log_rate *= factor
@@ -468,7 +473,7 @@ class OffloadFeedback:
 
     def _decay_to(self, now: float) -> None:
         if self._bias_at is not None and now > self._bias_at:
-            factor = 0.5 ** ((now - self._bias_at) / self.bias_half_life_s)
+            factor = decay(now - self._bias_at, self.bias_half_life_s)
             self._residual_sum *= factor
             self._weight *= factor
         self._bias_at = now if self._bias_at is None else max(self._bias_at, now)
@@ -477,7 +482,7 @@ class OffloadFeedback:
         """How much later than predicted offloads have been finishing lately."""
         if not self.learn_bias or self._bias_at is None:
             return 0.0
-        factor = 0.5 ** (max(0.0, now - self._bias_at) / self.bias_half_life_s)
+        factor = decay(now - self._bias_at, self.bias_half_life_s)
         return self._residual_sum * factor / (self._weight * factor + self.prior_weight)
 
     def active(self, now: float, telemetry_at: float | None) -> bool:
