@@ -61,9 +61,10 @@ def acl_rules(
     telemetry, results, probes, state, discovery config) carry its login, so the user must be
     the node id.
 
-    worker: reads requests (also through `$share/...`), writes results, its telemetry and status.
+    worker: reads requests (also through `$share/...`), writes results, its telemetry and status,
+    and the catalogs of the models it serves.
     device: writes its own requests (`req/<model>/<k>/<name>[/<worker>]`) and its probes,
-    status and state; reads its own results, telemetry and status.
+    status and state; reads its own results, telemetry, status and the model catalogs.
     admin: everything under the prefix (monitoring, tests).
 
     Mosquitto 2.0 applies an ACL file to deliveries and publishes only, never to SUBSCRIBE: a
@@ -76,6 +77,7 @@ def acl_rules(
             f"topic read {prefix}/req/#",
             f"topic write {prefix}/result/+",
             f"topic write {prefix}/telemetry/{name}",
+            f"topic write {prefix}/catalog/+",
             f"topic write {prefix}/status/{name}",
             f"topic read {prefix}/status/+",
             f"topic write {discovery}",
@@ -89,6 +91,7 @@ def acl_rules(
             f"topic write {prefix}/probe/{name}",
             f"topic read {prefix}/result/{name}",
             f"topic read {prefix}/telemetry/+",
+            f"topic read {prefix}/catalog/+",
             f"topic read {prefix}/status/+",
             f"topic write {prefix}/status/{name}",
             f"topic write {prefix}/state/{name}",

@@ -160,10 +160,10 @@ def role_acls(
     `req/<model>/<k>/<user>/<worker>`: the request topic's device level is its login, and the
     worker answers on that device's result topic, so no device can have results sent into
     another's), its own probes, status, state and discovery config; reads only its own results,
-    the workers' telemetry and everyone's status.
+    the workers' telemetry, the model catalogs and everyone's status.
     worker: reads requests only through the share group, and those addressed to it by name
     (`req/+/+/+/<user>`); publishes results (to any device: it answers every device) and its
-    own telemetry, status and discovery config.
+    own telemetry, status and discovery config, and model catalogs.
     monitor: reads everything under the prefix, the broker's `$SYS` statistics and the
     discovery topics; publishes nothing.
     """
@@ -182,13 +182,20 @@ def role_acls(
                 topics.device_state(user),
                 *discovery,
             ),
-            *_read(topics.result(user), topics.telemetry_all(), topics.status_all(), ha_status),
+            *_read(
+                topics.result(user),
+                topics.telemetry_all(),
+                topics.status_all(),
+                topics.catalog_all(),
+                ha_status,
+            ),
         ]
     if role == "worker":
         return [
             *_send(
                 f"{prefix}/result/+",
                 topics.telemetry(user),
+                topics.catalog_all(),  # any model's: workers of one model share its catalog
                 topics.status(user),
                 *discovery,
             ),

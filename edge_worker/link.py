@@ -168,6 +168,10 @@ class WorkerLink:
     def publish_telemetry(self, payload: bytes) -> None:
         self.session.publish(self.topics.telemetry(self.worker_id), payload, retain=True)
 
+    def publish_catalog(self, model: str, payload: bytes) -> None:
+        """A model's catalog, retained (it describes the model, so it outlives this worker)."""
+        self.session.publish(self.topics.catalog(model), payload, retain=True)
+
     # -- incoming (network thread: nothing slow here) ---------------------------------------
 
     def _handle_request(self, message: mqtt.MQTTMessage) -> None:

@@ -22,6 +22,7 @@ from edge_worker.errors import (
     SplitNotServedError,
     TopicMismatchError,
 )
+from schemas.codecs import FLOAT_DTYPES, REGISTRY
 from schemas.frame import Frame, FrameLimits, ModelInfo, decode_frame, encode_frame
 from schemas.messages import Prediction
 from splitting.errors import SplittingError
@@ -69,6 +70,10 @@ class TailRunner(Protocol):
         """Pay one-time costs (kernel selection, allocations) before the first request."""
         ...
 
+    def model_infos(self) -> dict[str, ModelInfo]:
+        """model -> what its frames are checked against (fingerprint, per-split shapes)."""
+        ...
+
 
 class _DecodingRunner:
     """Frame decoding and validation shared by every runner."""
@@ -85,6 +90,9 @@ class _DecodingRunner:
 
     def served(self) -> dict[str, list[int]]:
         return {model: list(splits) for model, splits in self._served.items()}
+
+    def model_infos(self) -> dict[str, ModelInfo]:
+        return dict(self._catalog)
 
     def decode(self, payload: bytes, model: str, split: int) -> Frame:
         frame = decode_frame(payload, limits=self._limits, catalog=self._catalog)
@@ -245,6 +253,24 @@ def _one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def split_dtype(split: int) -> str:
+    """The dtype a head produces at `split`: the uint8 image at 0, float32 activations after."""
+    return "uint8" if split == 0 else "float32"
+
+
+def accepted_codecs(split: int) -> list[str]:
+    """Codecs whose decoded dtype `_check_dtype` admits at `split` (the catalog states them)."""
+    return [
+        name
+        for name, codec in REGISTRY.items()
+        if ("uint8" in codec.decoded_dtypes if split == 0 else _floating(codec.decoded_dtypes))
+    ]
+
+
+def _floating(dtypes: Sequence[str]) -> bool:
+    return any(dtype in FLOAT_DTYPES for dtype in dtypes)
 
 
 def _check_dtype(frame: Frame) -> None:

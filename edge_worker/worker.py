@@ -24,6 +24,7 @@ import torch
 
 from broker.homeassistant import announce_node
 from edge_worker.batching import RequestQueue
+from edge_worker.catalog import catalog_payloads
 from edge_worker.config import WorkerConfig
 from edge_worker.errors import ComputeError, RequestError
 from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, WorkerLink
@@ -91,6 +92,7 @@ class EdgeWorker:
             config.queue_capacity, config.max_held_bytes
         )
         self._warned_over_capacity = False
+        self._catalogs = catalog_payloads(self.runner)
         self.stats = WorkerStats(window_s=config.telemetry_interval_s)
         self.link = WorkerLink(
             config.broker,
@@ -204,7 +206,9 @@ class EdgeWorker:
             LOG.warning("worker %s: on %s: %s", self.worker_id, message.topic, message.reason)
 
     def _connected(self) -> None:
-        # Retained telemetry does not survive a broker restart (no persistence): send it again.
+        # Retained messages do not survive a broker restart (no persistence): send them again.
+        for model, payload in self._catalogs.items():
+            self.link.publish_catalog(model, payload)
         self.telemetry.nudge()
 
     def _status_payload(self, state: NodeState) -> bytes:

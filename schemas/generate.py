@@ -13,7 +13,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.messages import DeviceStateMessage, ResultMessage, StatusMessage, TelemetryMessage
+from schemas.messages import (
+    DeviceStateMessage,
+    ModelCatalogMessage,
+    ResultMessage,
+    StatusMessage,
+    TelemetryMessage,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -22,6 +28,7 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "telemetry": TelemetryMessage,
     "status": StatusMessage,
     "state": DeviceStateMessage,
+    "catalog": ModelCatalogMessage,
 }
 
 

@@ -1,4 +1,4 @@
-"""JSON messages of splitmq: results, telemetry, availability and device state.
+"""JSON messages of splitmq: results, telemetry, availability, device state and model catalogs.
 
 Every message is a frozen pydantic model that forbids unknown fields and NaN/Inf. Parsing is
 strict (no "3" for 3); `encode_message` and `parse_*` are the only ways bytes are made or
@@ -323,9 +323,93 @@ class DeviceStateMessage(_Message):
     latency: LatencyHistogram
 
 
-Message = ResultMessage | TelemetryMessage | StatusMessage | DeviceStateMessage
-_M = TypeVar("_M", ResultMessage, TelemetryMessage, StatusMessage, DeviceStateMessage)
-_MESSAGE_TYPES = (ResultMessage, TelemetryMessage, StatusMessage, DeviceStateMessage)
+# Bounds of a catalog: more blocks, dimensions or codecs than any real model or decoder has.
+MAX_SPLITS = 1024
+MAX_NDIM = 8  # schemas.codecs.DEFAULT_MAX_NDIM, the most dimensions a decoder takes
+MAX_CODECS = 32
+MAX_IMAGE_SIDE = 65535
+Dim = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+
+class SplitSpec(_Message):
+    """What a device sends at one split: the per-sample tensor and the codecs that carry it."""
+
+    split: SplitIndex = Field(description="the split index k (also its place in `splits`)")
+    shape: list[Dim] = Field(
+        max_length=MAX_NDIM, description="the frame header's `shape` at this split"
+    )
+    dtype: Name = Field(
+        description="dtype of the tensor the head produces here (uint8 at split 0, float32 "
+        "after); the frame header's `dtype` is the codec's decoded dtype (FORMAT.md 5.1)"
+    )
+    codecs: list[Name] = Field(
+        min_length=1,
+        max_length=MAX_CODECS,
+        description="codecs the worker decodes at this split; any other is refused",
+    )
+
+
+class PrepareRecipe(_Message):
+    """How a device turns a photo into split 0's tensor, exactly as `prepare_image` does: the
+    shorter side is resized to `round(size / crop_fraction)` (the other in proportion, each
+    side `max(size, round(side * size / crop_fraction / shorter))`) with `resample`, then the
+    centre `size` x `size` square is cut (left = (W' - size) // 2, top = (H' - size) // 2);
+    gray is repeated to three channels and alpha dropped. The worker normalises; the device
+    sends raw pixels."""
+
+    size: int = Field(ge=1, le=MAX_IMAGE_SIDE, description="S: the prepared image is S x S")
+    crop_fraction: float = Field(gt=0, le=1, description="share of the resized image kept")
+    resize: Literal["shorter_side"] = Field(
+        "shorter_side", description="the shorter side is scaled to size / crop_fraction"
+    )
+    resample: Literal["bilinear"] = Field(
+        "bilinear",
+        description="Pillow's BILINEAR: a triangle filter widened by the scale when shrinking "
+        "(antialiased); another resampler changes pixels, not validity",
+    )
+    crop: Literal["center"] = "center"
+    channels: Literal["RGB"] = "RGB"
+    layout: Literal["HWC"] = Field("HWC", description="rows, then columns, then R, G, B")
+    dtype: Literal["uint8"] = "uint8"
+
+
+class ModelCatalogMessage(_Message):
+    """One model as the workers serving it decode it, retained on `<prefix>/catalog/<model>`
+    (every worker republishes it on each connect): enough to build a valid frame of any split
+    from the wire alone."""
+
+    v: Literal[1] = 1
+    model: Name = Field(description="the model's name (also its topic's last level)")
+    fingerprint: Name = Field(description="the frame header's `fingerprint` for this model")
+    n: int = Field(ge=1, le=MAX_SPLITS, description="blocks: splits 0..n-1 are sent, n is not")
+    splits: list[SplitSpec] = Field(
+        max_length=MAX_SPLITS, description="one entry per split 0..n-1, in order"
+    )
+    prepare: PrepareRecipe = Field(description="how split 0's image is made from a photo")
+
+    @model_validator(mode="after")
+    def _splits_in_order(self) -> ModelCatalogMessage:
+        if [spec.split for spec in self.splits] != list(range(self.n)):
+            raise ValueError(f"splits must list 0..{self.n - 1} in order")
+        size = self.prepare.size
+        if self.splits[0].shape != [size, size, 3] or self.splits[0].dtype != "uint8":
+            raise ValueError(f"split 0 must be uint8 [{size}, {size}, 3], as prepare says")
+        return self
+
+
+Message = (
+    ResultMessage | TelemetryMessage | StatusMessage | DeviceStateMessage | ModelCatalogMessage
+)
+_M = TypeVar(
+    "_M", ResultMessage, TelemetryMessage, StatusMessage, DeviceStateMessage, ModelCatalogMessage
+)
+_MESSAGE_TYPES = (
+    ResultMessage,
+    TelemetryMessage,
+    StatusMessage,
+    DeviceStateMessage,
+    ModelCatalogMessage,
+)
 
 
 def encode_message(message: Message) -> bytes:
@@ -354,6 +438,11 @@ def parse_status(data: bytes | bytearray | str) -> StatusMessage:
 def parse_device_state(data: bytes | bytearray | str) -> DeviceStateMessage:
     """Parse a device's state; raises `MessageError` (empty retained payload: cleared)."""
     return _parse(DeviceStateMessage, data)
+
+
+def parse_catalog(data: bytes | bytearray | str) -> ModelCatalogMessage:
+    """Parse a model catalog; raises `MessageError` (empty retained payload: cleared)."""
+    return _parse(ModelCatalogMessage, data)
 
 
 def _parse(model: type[_M], data: bytes | bytearray | str) -> _M:

@@ -8,6 +8,7 @@
 | `<prefix>/telemetry/<worker_id>`       | JSON TelemetryMessage | 1   | yes      | worker    |
 | `<prefix>/status/<node_id>`            | JSON StatusMessage    | 1   | yes      | both      |
 | `<prefix>/state/<device_id>`           | JSON DeviceStateMsg   | 1   | yes      | device    |
+| `<prefix>/catalog/<model>`             | JSON ModelCatalogMsg  | 1   | yes      | worker    |
 | `<prefix>/probe/<device_id>`           | filler bytes          | 1   | no       | device    |
 
 A request topic carries the sending device's id (`<did>`, its login on a secure broker), so
@@ -16,7 +17,9 @@ the broker can let each device publish only its own requests, and the worker ans
 whose ResponseTopic differs from it is refused unanswered). Workers subscribe to requests
 through `$share/<group>/<prefix>/req/<model>/<k>/+` so several workers share one split; each
 worker also subscribes (plainly) to its own `<prefix>/req/<model>/<k>/+/<worker_id>`, so a
-device can send to the least loaded one.
+device can send to the least loaded one. Every worker republishes, on each connect, the retained
+catalog of each model it serves (fingerprint, per-split shapes, dtypes and codecs, split 0's
+prepare recipe), so a client can learn them in-band from `<prefix>/catalog/+`.
 
 A request that carries the MQTT v5 user property `EXACT_PROPERTY` (`splitmq-exact: 1`) asks for
 the worker's bit-exact path (batch 1, one thread); a worker that does not know it ignores it.
@@ -140,6 +143,14 @@ class Topics:
         """Filter for every device's state: `<prefix>/state/+`."""
         return self._join("state", "+")
 
+    def catalog(self, model: str) -> str:
+        """A model's retained catalog (shapes, codecs, fingerprint): `<prefix>/catalog/<model>`."""
+        return self._join("catalog", check_segment(model, "model"))
+
+    def catalog_all(self) -> str:
+        """Filter for every model's catalog: `<prefix>/catalog/+`."""
+        return self._join("catalog", "+")
+
     def probe(self, device_id: str) -> str:
         """Uplink probes (bandwidth measurement, nobody subscribes): `<prefix>/probe/<id>`."""
         return self._join("probe", check_segment(device_id, "device id"))
@@ -173,6 +184,10 @@ class Topics:
     def parse_device_state(self, topic: str) -> str:
         """`<prefix>/state/<device_id>` -> device_id."""
         return check_segment(self._levels_after(topic, "state", 1)[0], "device id")
+
+    def parse_catalog(self, topic: str) -> str:
+        """`<prefix>/catalog/<model>` -> model."""
+        return check_segment(self._levels_after(topic, "catalog", 1)[0], "model")
 
     # Helpers --------------------------------------------------------------------------------
 

@@ -22,11 +22,12 @@ from broker.errors import BrokerConnectError, SecureProfileError
 from broker.launcher import MosquittoBroker
 from broker.secure_profile import hash_password, init_profile, role_acls
 from device_node.config import load_device_config
+from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from splitmq.cli import main as splitmq_main
 from splitmq.errors import EXIT_CONFIG
 from tests.runtime.secure_site import WORKER, SecureSite
-from tests.runtime.worker_clients import Requester, echo_frame
+from tests.runtime.worker_clients import Requester, echo_frame, read_catalogs
 
 pytestmark = pytest.mark.integration
 
@@ -166,6 +167,13 @@ def test_a_worker_and_a_device_from_the_profile_talk_over_tls(site: SecureSite) 
         finally:
             device.close()
     assert f"as {WORKER} " in site.broker.log_text()
+
+
+def test_a_device_of_the_profile_reads_the_catalog_its_worker_publishes(site: SecureSite) -> None:
+    with EdgeWorker(site.worker_config()):
+        catalogs = read_catalogs(site.settings("cam-1"), {"echo"})
+    assert set(catalogs) == {"echo"}
+    assert catalogs["echo"].fingerprint == echo_model_info().fingerprint
 
 
 def test_plain_tcp_anonymous_and_wrong_passwords_are_refused(site: SecureSite) -> None:

@@ -14,11 +14,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings
+from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.session import MqttSession
 from edge_worker.runner import EchoTailRunner, echo_model_info
 from schemas.frame import Frame, encode_frame
-from schemas.messages import Prediction, ResultMessage, parse_result
+from schemas.messages import (
+    ModelCatalogMessage,
+    Prediction,
+    ResultMessage,
+    parse_catalog,
+    parse_result,
+)
 from schemas.topics import Topics
 
 TOPICS = Topics()
@@ -113,3 +119,36 @@ def echo_frame(request_id: str, *, split: int = 1, deadline_ms: float | None = N
         split=split,
         deadline_ms=deadline_ms,
     )
+
+
+def read_catalogs(
+    settings: BrokerSettings,
+    expected: set[str],
+    timeout_s: float = 10,
+    *,
+    retained_only: bool = True,
+) -> dict[str, ModelCatalogMessage]:
+    """What a fresh client subscribing to `<prefix>/catalog/+` receives (with `retained_only`,
+    asserting that it all came retained)."""
+    seen: dict[str, ModelCatalogMessage] = {}
+    live: list[str] = []  # topics that arrived not retained
+    done = threading.Event()
+    watcher = make_client(settings, f"catalog-reader-{time.monotonic_ns()}")
+    watcher.on_connect = lambda c, u, f, rc, p: c.subscribe(TOPICS.catalog_all(), qos=1)
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if not msg.retain:
+            live.append(msg.topic)
+        seen[TOPICS.parse_catalog(msg.topic)] = parse_catalog(msg.payload)
+        if set(seen) >= expected:
+            done.set()
+
+    watcher.on_message = on_message
+    start_client(watcher)
+    try:
+        done.wait(timeout_s)
+    finally:
+        stop_client(watcher)
+    if retained_only:
+        assert live == [], "a catalog reaches a late subscriber as a retained message"
+    return seen

@@ -17,12 +17,16 @@ from schemas.errors import MessageError
 from schemas.generate import MESSAGES, SCHEMA_DIR, main, render, stale_files
 from schemas.messages import (
     ErrorInfo,
+    ModelCatalogMessage,
     Prediction,
+    PrepareRecipe,
     ResultMessage,
     ServerTimings,
+    SplitSpec,
     StatusMessage,
     TelemetryMessage,
     encode_message,
+    parse_catalog,
     parse_result,
     parse_status,
     parse_telemetry,
@@ -78,6 +82,21 @@ def _status(**overrides: Any) -> StatusMessage:
     return StatusMessage(**fields)
 
 
+def _catalog(**overrides: Any) -> ModelCatalogMessage:
+    fields: dict[str, Any] = {
+        "model": "efficientnet-lite0",
+        "fingerprint": "0123456789abcdef",
+        "n": 2,
+        "splits": [
+            SplitSpec(split=0, shape=[224, 224, 3], dtype="uint8", codecs=["webp", "jpeg"]),
+            SplitSpec(split=1, shape=[32, 112, 112], dtype="float32", codecs=["int8"]),
+        ],
+        "prepare": PrepareRecipe(size=224, crop_fraction=0.875),
+    }
+    fields.update(overrides)
+    return ModelCatalogMessage(**fields)
+
+
 def _json(message: Any) -> dict[str, Any]:
     decoded: dict[str, Any] = json.loads(encode_message(message))
     return decoded
@@ -97,6 +116,7 @@ def test_round_trips() -> None:
         (_result(status="expired", top5=[], timings=None), parse_result),
         (_telemetry(), parse_telemetry),
         (_status(state="offline", role="device"), parse_status),
+        (_catalog(), parse_catalog),
     ):
         data = encode_message(message)
         assert isinstance(data, bytes)
@@ -174,8 +194,27 @@ INVALID: list[tuple[str, Any, list[Any], Any, str]] = [
     ("status", _status, ["state"], "away", "state"),
     ("status", _status, ["node_id"], 5, "node_id"),
     ("status", _status, ["ts"], "yesterday", "ts"),
+    ("catalog", _catalog, ["v"], 2, "v"),
+    ("catalog", _catalog, ["fingerprint"], "", "fingerprint"),
+    ("catalog", _catalog, ["model"], "m" * 257, "model"),
+    ("catalog", _catalog, ["n"], 0, "n"),
+    ("catalog", _catalog, ["splits", 1, "shape"], [1] * 9, "shape"),
+    ("catalog", _catalog, ["splits", 1, "shape", 0], -1, "shape"),
+    ("catalog", _catalog, ["splits", 1, "codecs"], [], "codecs"),
+    ("catalog", _catalog, ["splits", 1, "codecs"], ["int8"] * 33, "codecs"),
+    ("catalog", _catalog, ["splits", 0, "extra"], 1, "extra"),
+    ("catalog", _catalog, ["prepare", "size"], 0, "size"),
+    ("catalog", _catalog, ["prepare", "crop_fraction"], 1.5, "crop_fraction"),
+    ("catalog", _catalog, ["prepare", "channels"], "BGR", "channels"),
+    ("catalog", _catalog, ["prepare", "layout"], "CHW", "layout"),
+    ("catalog", _catalog, ["prepare", "dtype"], "float32", "dtype"),
 ]
-PARSERS = {"result": parse_result, "telemetry": parse_telemetry, "status": parse_status}
+PARSERS = {
+    "result": parse_result,
+    "telemetry": parse_telemetry,
+    "status": parse_status,
+    "catalog": parse_catalog,
+}
 
 
 @pytest.mark.parametrize(("kind", "make", "path", "value", "message"), INVALID)
@@ -194,6 +233,23 @@ def test_invalid_messages_are_refused(
 def test_garbage_is_a_message_error(kind: str, data: bytes) -> None:
     with pytest.raises(MessageError):
         PARSERS[kind](data)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (["n"], 3, "splits must list 0..2"),
+        (["splits", 1, "split"], 0, "splits must list 0..1"),
+        (["splits", 0, "shape"], [224, 224, 4], "split 0 must be uint8"),
+        (["splits", 0, "dtype"], "float32", "split 0 must be uint8"),
+        (["prepare", "size"], 256, "split 0 must be uint8"),
+    ],
+)
+def test_catalog_splits_must_agree_with_n_and_the_prepare_recipe(
+    path: list[Any], value: Any, message: str
+) -> None:
+    with pytest.raises(MessageError, match=message):
+        parse_catalog(_replace(_catalog(), path, value))
 
 
 def test_nan_is_refused_at_construction_and_in_json() -> None:
@@ -229,6 +285,7 @@ def test_generate_writes_and_checks(tmp_path: Path) -> None:
     assert main(["--check", "--dir", str(tmp_path)]) == 1  # nothing there yet
     assert main(["--dir", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "catalog.schema.json",
         "result.schema.json",
         "state.schema.json",
         "status.schema.json",
@@ -249,7 +306,7 @@ def test_generate_runs_as_a_module(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert len(list(tmp_path.glob("*.schema.json"))) == 4
+    assert len(list(tmp_path.glob("*.schema.json"))) == len(MESSAGES) == 5
 
 
 def test_valid_messages_satisfy_their_schemas() -> None:
@@ -261,6 +318,7 @@ def test_valid_messages_satisfy_their_schemas() -> None:
         ],
         "telemetry": [_telemetry(), _telemetry(models={}, service_ms={})],
         "status": [_status(), _status(role="device", state="offline")],
+        "catalog": [_catalog()],
     }
     for name, messages in samples.items():
         validator = _validator(name)

@@ -27,6 +27,8 @@ def test_builders() -> None:
     assert topics.status("w1") == "splitmq/status/w1"
     assert topics.status_all() == "splitmq/status/+"
     assert topics.probe("cam-1") == "splitmq/probe/cam-1"
+    assert topics.catalog("efficientnet-lite0") == "splitmq/catalog/efficientnet-lite0"
+    assert topics.catalog_all() == "splitmq/catalog/+"
 
 
 def test_multi_level_prefix() -> None:
@@ -52,6 +54,7 @@ def test_parsers_invert_the_builders() -> None:
     assert topics.parse_telemetry(topics.telemetry("gpu-7")) == "gpu-7"
     assert topics.parse_status(topics.status("node é")) == "node é"
     assert topics.parse_result(topics.result("cam.1")) == "cam.1"
+    assert topics.parse_catalog(topics.catalog("efficientnet-lite0")) == "efficientnet-lite0"
 
 
 @pytest.mark.parametrize("segment", ["", "a/b", "a+b", "a#", "$x", "nul\x00", None, 7])
@@ -68,6 +71,7 @@ def test_bad_segments(segment: Any) -> None:
         lambda: topics.telemetry(segment),
         lambda: topics.status(segment),
         lambda: topics.probe(segment),
+        lambda: topics.catalog(segment),
     ):
         with pytest.raises(TopicError):
             build()
@@ -123,3 +127,11 @@ def test_parse_telemetry_refuses_other_topics(topic: str) -> None:
 def test_topic_length_limit() -> None:
     with pytest.raises(TopicError, match="65535"):
         Topics().result("d" * 70000)
+
+
+@pytest.mark.parametrize(
+    "topic", ["splitmq/catalog/", "splitmq/catalog/a/b", "splitmq/catalog/+", "splitmq/status/m"]
+)
+def test_parse_catalog_refuses_other_topics(topic: str) -> None:
+    with pytest.raises(TopicError):
+        Topics().parse_catalog(topic)
