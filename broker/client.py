@@ -14,9 +14,13 @@ and reconnects on its own.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
+import stat
+import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from broker.errors import BrokerConnectError, BrokerSettingsError
 
 PAHO_LOGGER = logging.getLogger("splitmq.mqtt")
+LOG = logging.getLogger(__name__)
 
 
 class _SocketlessLoopNoise(logging.Filter):
@@ -85,6 +90,12 @@ class BrokerSettings(BaseModel):
     port: int = Field(1883, ge=1, le=65535, description="broker TCP port")
     username: str | None = Field(None, min_length=1, description="login, if the broker wants one")
     password: SecretStr | None = Field(None, strict=False, description="password of `username`")
+    password_env: str | None = Field(
+        None, min_length=1, description="environment variable holding the password instead"
+    )
+    password_file: Path | None = Field(
+        None, strict=False, description="file whose first line is the password instead"
+    )
     tls: TLSSettings | None = Field(None, description="TLS settings; None = plain TCP")
     # At least 1 s (0 would turn keepalive off). Workers default to 2 s (edge_worker.config).
     keepalive: int = Field(30, ge=1, le=65535, description="MQTT keepalive in seconds")
@@ -107,16 +118,62 @@ class BrokerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _password_needs_user(self) -> BrokerSettings:
-        if self.password is not None and self.username is None:
-            raise ValueError("password is set but username is not")
+        given = [
+            key
+            for key in ("password", "password_env", "password_file")
+            if getattr(self, key) is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are set: give the password one way only")
+        if given and self.username is None:
+            raise ValueError(f"{given[0]} is set but username is not")
         if self.reconnect_max_delay_s < self.reconnect_min_delay_s:
             raise ValueError("reconnect_max_delay_s is smaller than reconnect_min_delay_s")
         return self
+
+    def resolve_password(self) -> str | None:
+        """The password from `password`, the variable `password_env` or `password_file`.
+
+        Resolved when a client is made, not at validation, so a config can be checked on a
+        machine that lacks the secret. A password file readable by group or others is used with
+        a warning, not refused: container secret mounts are often 0444 or 0644.
+        """
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if not value:
+                raise BrokerSettingsError(
+                    f"password_env: environment variable {self.password_env} is unset or empty"
+                )
+            return value
+        if self.password_file is not None:
+            return _read_password_file(self.password_file)
+        return None
 
     @property
     def url(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"
         return f"{scheme}://{self.host}:{self.port}"
+
+
+def _read_password_file(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+        with path.open(encoding="utf-8") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BrokerSettingsError(f"password_file: cannot read {path}: {exc}") from exc
+    password = first.rstrip("\r\n")
+    if not password:
+        raise BrokerSettingsError(f"password_file: the first line of {path} is empty")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        LOG.warning(
+            "password_file %s is readable by group or others (mode %o); chmod 600 it",
+            path,
+            stat.S_IMODE(mode),
+        )
+    return password
 
 
 @dataclass(frozen=True)
@@ -136,10 +193,70 @@ def set_tcp_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
         setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+# Per client: the cause of its latest failed connection attempt, and the TLS causes already
+# reported (each distinct one is logged once at ERROR, not on every retry).
+_LAST_FAIL: weakref.WeakKeyDictionary[mqtt.Client, str] = weakref.WeakKeyDictionary()
+_TLS_REPORTED: weakref.WeakKeyDictionary[mqtt.Client, set[str]] = weakref.WeakKeyDictionary()
+_TLS_CLIENTS: weakref.WeakSet[mqtt.Client] = weakref.WeakSet()  # made with `tls` settings
+
+
+def describe_connect_error(exc: BaseException | None, *, tls: bool = False) -> str:
+    """A short cause for a failed connection attempt, e.g. "certificate verify failed: ..."."""
+    if exc is None:
+        return "cause unknown"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message or exc}".rstrip(". ")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        # What Mosquitto does to a TLS ClientHello on a plain listener.
+        if tls:
+            return "TLS handshake failed: connection reset (is the port a plain MQTT listener?)"
+        return "connection reset by the broker"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name: {exc.strerror or exc}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def last_connect_error(client: mqtt.Client) -> str | None:
+    """The cause of the client's latest failed connection attempt, if it had one."""
+    return _LAST_FAIL.get(client)
+
+
 def log_connect_fail(client: mqtt.Client, userdata: Any) -> None:
-    """paho's on_connect_fail hook: say which broker is unreachable (paho retries with backoff)."""
+    """paho's on_connect_fail hook: say which broker is unreachable and why (paho retries).
+
+    paho passes no exception, but paho 2.x calls this hook inside its `except OSError:` around
+    `reconnect()` (both call sites in loop_forever), so `sys.exc_info()` holds the cause: the
+    ssl error of a failed handshake, or the refused/timed-out socket.
+    """
+    exc = sys.exc_info()[1]
+    tls = client in _TLS_CLIENTS
+    cause = describe_connect_error(exc, tls=tls)
+    _LAST_FAIL[client] = cause
+    if isinstance(exc, ssl.SSLError) or (tls and isinstance(exc, ConnectionResetError)):
+        reported = _TLS_REPORTED.setdefault(client, set())
+        if cause not in reported:
+            reported.add(cause)
+            hint = (
+                " (broker.tls.ca_certs must be the CA that signed the broker's certificate, and"
+                " broker.host a name in it)"
+                if cause.startswith("certificate verify failed")
+                else ""
+            )
+            PAHO_LOGGER.error(
+                "no TLS connection to the MQTT broker at %s:%s: %s%s",
+                client.host,
+                client.port,
+                cause,
+                hint,
+            )
     PAHO_LOGGER.warning(
-        "cannot connect to the MQTT broker at %s:%s; retrying", client.host, client.port
+        "cannot connect to the MQTT broker at %s:%s (%s); retrying", client.host, client.port, cause
     )
 
 
@@ -189,10 +306,10 @@ def make_client(
     client.max_queued_messages_set(max_queued)
     client.reconnect_delay_set(settings.reconnect_min_delay_s, settings.reconnect_max_delay_s)
     if settings.username is not None:
-        password = settings.password.get_secret_value() if settings.password else None
-        client.username_pw_set(settings.username, password)
+        client.username_pw_set(settings.username, settings.resolve_password())
     if settings.tls is not None:
         _configure_tls(client, settings.tls)
+        _TLS_CLIENTS.add(client)
     if will is not None:
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
     client.connect_async(
@@ -230,9 +347,11 @@ def start_client(client: mqtt.Client, *, wait_s: float | None = 10.0) -> None:
         return
     if not accepted.wait(wait_s):
         client.loop_stop()
+        cause = last_connect_error(client)
+        hint = f"last attempt: {cause}" if cause else "is it running? are the credentials right?"
         raise BrokerConnectError(
             f"could not connect to the MQTT broker at {client.host}:{client.port} "
-            f"within {wait_s:g} s (is it running? are the credentials right?)"
+            f"within {wait_s:g} s ({hint})"
         )
 
 

@@ -31,7 +31,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.client import BrokerSettings, WillMessage, log_connect_fail, make_client
+from broker.client import (
+    BrokerSettings,
+    WillMessage,
+    last_connect_error,
+    log_connect_fail,
+    make_client,
+)
 from broker.errors import BrokerConnectError
 
 LOG = logging.getLogger(__name__)
@@ -200,9 +206,13 @@ class MqttSession:
         if not self.wait_subscribed(wait_s):
             self.client.loop_stop()
             self._started = False
+            cause = last_connect_error(self.client)
+            hint = (
+                f"last attempt: {cause}" if cause else "is it running? are the credentials right?"
+            )
             raise BrokerConnectError(
                 f"could not connect to the MQTT broker at {self.client.host}:{self.client.port} "
-                f"within {wait_s:g} s (is it running? are the credentials right?)"
+                f"within {wait_s:g} s ({hint})"
             )
         return self
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from broker.client import BrokerSettings
 from broker.errors import BrokerSettingsError
@@ -28,8 +27,14 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def watch_settings(args: argparse.Namespace) -> tuple[BrokerSettings, Topics]:
     """Broker settings and topics from the flags; invalid values raise a configuration error."""
-    password = os.environ.get(args.password_env) if args.password_env else None
-    data = {"host": args.host, "port": args.port, "username": args.username, "password": password}
+    # The variable is read when the client is made (BrokerSettings.password_env), which names it
+    # in the error when it is unset.
+    data = {
+        "host": args.host,
+        "port": args.port,
+        "username": args.username,
+        "password_env": args.password_env,
+    }
     settings = validate_config(
         BrokerSettings,
         {key: value for key, value in data.items() if value is not None},
