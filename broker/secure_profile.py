@@ -13,6 +13,7 @@ What it writes into DIR:
 | `dynamic-security.json`   | users (PBKDF2-SHA512 hashed) and one role per user           |
 | `mosquitto.conf`          | a launcher template (`${port}`, `${bind_address}`): TLS only |
 | `users/<name>.yaml`       | that client's `broker:` section: login, password, TLS files  |
+| `users/<name>.password`   | the same password alone, for `broker.password_file`          |
 | `users/<name>.crt/.key`   | a client certificate, for the users that asked for one       |
 
 Why Mosquitto's dynamic-security plugin and not an `acl_file`: in Mosquitto 2.0 the ACL file
@@ -108,6 +109,9 @@ class SecureProfile:
 
     def client_file(self, name: str) -> Path:
         return self.directory / "users" / f"{name}.yaml"
+
+    def password_file(self, name: str) -> Path:
+        return self.directory / "users" / f"{name}.password"
 
 
 def find_dynsec_plugin() -> str:
@@ -421,6 +425,8 @@ def _client_yaml(
         f"  port: {port}",
         f"  username: {user.name}",
         f"  password: {json.dumps(user.password)}",
+        "  # or, to keep the secret out of a shared config, instead of `password`:",
+        f"  # password_file: {profile.resolve() / 'users' / f'{user.name}.password'}",
         "  tls:",
         f"    ca_certs: {profile.resolve() / 'ca.crt'}",
     ]
@@ -579,6 +585,7 @@ def init_profile(
                 directory, user, host=host, port=port, prefix=prefix, share_group=share_group
             )
             _write_private(users_dir / f"{user.name}.yaml", text.encode())
+            _write_private(users_dir / f"{user.name}.password", f"{user.password}\n".encode())
         _share_with_broker([paths["server_key"], paths["dynsec"]], directory if created else None)
     except OSError as exc:
         raise SecureProfileError(f"cannot write the profile into {directory}: {exc}") from exc

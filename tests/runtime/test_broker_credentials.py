@@ -76,6 +76,16 @@ def test_password_file_logs_in_with_its_first_line(site: SecureSite, tmp_path: P
     _wrong_password_is_refused(site)
 
 
+def test_broker_init_writes_a_password_file_each_user_can_log_in_with(site: SecureSite) -> None:
+    path = site.profile.password_file(DEVICE)
+    assert path.stat().st_mode & 0o777 == 0o600
+    user_file = site.profile.client_file(DEVICE).read_text()
+    assert f"# password_file: {path.resolve()}" in user_file  # the file says how to switch
+    settings = BrokerSettings.model_validate({**_section(site, DEVICE), "password_file": path})
+    assert _connects(settings)
+    _wrong_password_is_refused(site)
+
+
 def test_a_password_file_others_can_read_is_used_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
