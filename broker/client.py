@@ -242,12 +242,11 @@ def log_connect_fail(client: mqtt.Client, userdata: Any) -> None:
         reported = _TLS_REPORTED.setdefault(client, set())
         if cause not in reported:
             reported.add(cause)
-            hint = (
-                " (broker.tls.ca_certs must be the CA that signed the broker's certificate, and"
-                " broker.host a name in it)"
-                if cause.startswith("certificate verify failed")
-                else ""
-            )
+            hint = ""
+            if "mismatch" in cause:
+                hint = " (broker.host must be a name or address in the broker's certificate)"
+            elif cause.startswith("certificate verify failed"):
+                hint = " (broker.tls.ca_certs must be the CA that signed the broker's certificate)"
             PAHO_LOGGER.error(
                 "no TLS connection to the MQTT broker at %s:%s: %s%s",
                 client.host,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,18 @@ def test_a_tls_client_on_a_plain_listener_reports_a_handshake_failure(
     client: mqtt.Client = make_client(settings, "tls-on-plain")
     with pytest.raises(BrokerConnectError, match="last attempt: TLS handshake failed: "):
         start_client(client, wait_s=2)
+
+
+def test_a_host_not_in_the_brokers_certificate_is_reported_as_a_hostname_mismatch(
+    site: SecureSite,
+) -> None:
+    # The profile's certificate names 127.0.0.1 and localhost; the same broker on 127.0.0.2 is
+    # the right CA under a name the certificate lacks.
+    with MosquittoBroker(config_template=site.profile.config, host="127.0.0.2") as other:
+        section = _section(site, DEVICE)
+        section.update(host=other.host, port=other.port)
+        section["password"] = site.profile.users[DEVICE].password
+        client = make_client(BrokerSettings.model_validate(section), DEVICE)
+        mismatch = "certificate verify failed: IP address mismatch, certificate is not valid for"
+        with pytest.raises(BrokerConnectError, match=re.escape(f"{mismatch} '127.0.0.2'")):
+            start_client(client, wait_s=2)
