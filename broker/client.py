@@ -41,10 +41,15 @@ class _SocketlessLoopNoise(logging.Filter):
     """paho 2.2's network thread logs "Client is not connected" at ERROR whenever it loops
     without a socket: once after every clean disconnect, and after every failed reconnect.
     The first is no problem and the second is reported by `log_connect_fail` with the
-    broker's address, so the line itself is dropped."""
+    broker's address, so the line itself is dropped. "failed to receive on socket", logged at
+    ERROR when the broker goes away, is an expected event paho recovers from: a warning."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected.")
+        message = str(record.msg)
+        if message.startswith("failed to receive on socket") and record.levelno > logging.WARNING:
+            # A broker restart or a dropped link: paho reconnects, the session says so.
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return not message.startswith("Client is not connected.")
 
 
 PAHO_LOGGER.addFilter(_SocketlessLoopNoise())
