@@ -138,19 +138,22 @@ class DeviceLink:
         self.session.start(wait_s=None)
         if wait_s is None:
             return self
-        deadline = time.monotonic() + wait_s
-        # After the SUBACK, one round trip: the workers' retained state has then arrived.
-        probe = self.topics.probe(self.device_id)
-        synced = self.session.wait_subscribed(wait_s) and self.session.sync(
-            probe, deadline - time.monotonic()
-        )
-        if not synced:
+        if not self.wait_synced(wait_s):
             self.session.stop(timeout_s=0)
             raise LinkError(
                 f"device {self.device_id}: no connection to the broker at "
                 f"{self.client.host}:{self.client.port} within {wait_s:g} s"
             )
         return self
+
+    def wait_synced(self, wait_s: float) -> bool:
+        """Connected and subscribed, with the workers' retained state in, within `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        if not self.session.wait_subscribed(wait_s):
+            return False
+        # One QoS 1 round trip after the SUBACK: the retained messages have then arrived.
+        probe = self.topics.probe(self.device_id)
+        return self.session.sync(probe, deadline - time.monotonic())
 
     def stop(self) -> None:
         """Say "offline" (retained), disconnect cleanly and fail whatever still waits."""

@@ -141,7 +141,7 @@ class DeviceNode:
             self.link.start(wait_s=wait_s)
             return self
         self.link.start(wait_s=None)
-        if not self._synced(wait_s):
+        if not self.link.wait_synced(wait_s):
             settings = self.config.broker
             logger.warning(
                 "device %s: no broker at %s:%d within %g s; running locally until it connects",
@@ -151,16 +151,6 @@ class DeviceNode:
                 wait_s,
             )
         return self
-
-    def _synced(self, wait_s: float) -> bool:
-        """Connected and subscribed, with the retained worker state in, within `wait_s`."""
-        deadline = time.monotonic() + wait_s
-        session = self.link.session
-        if not session.wait_subscribed(wait_s):
-            return False
-        # One QoS 1 round trip after the SUBACK: the retained telemetry has then arrived.
-        probe = self.link.topics.probe(self.config.device_id)
-        return session.sync(probe, deadline - time.monotonic())
 
     def warm_up_model(self) -> None:
         """Run the whole model once on a blank image: the first call of each block pays
