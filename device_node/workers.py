@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 import paho.mqtt.client as mqtt
 
 from schemas.errors import SchemaError
-from schemas.messages import TelemetryMessage, parse_status, parse_telemetry
+from schemas.messages import TelemetryMessage, parse_status
+from schemas.retained import read_telemetry
 from schemas.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -144,13 +145,9 @@ class WorkerDirectory:
     def on_telemetry(self, message: mqtt.MQTTMessage) -> None:
         now = self._clock()
         try:
-            worker_id = self.topics.parse_telemetry(message.topic)
-            telemetry = parse_telemetry(message.payload) if message.payload else None
+            worker_id, telemetry = read_telemetry(self.topics, message.topic, message.payload)
         except SchemaError as exc:
             logger.warning("bad telemetry on %s: %s", message.topic, exc)
-            return
-        if telemetry is not None and telemetry.worker_id != worker_id:
-            logger.warning("telemetry on %s speaks for %r", message.topic, telemetry.worker_id)
             return
         received_at = now
         if telemetry is not None and message.retain:

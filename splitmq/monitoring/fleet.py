@@ -26,10 +26,9 @@ from schemas.errors import SchemaError
 from schemas.messages import (
     DeviceStateMessage,
     TelemetryMessage,
-    parse_device_state,
     parse_status,
-    parse_telemetry,
 )
+from schemas.retained import read_device_state, read_telemetry
 from schemas.topics import Topics
 
 LOG = logging.getLogger(__name__)
@@ -183,13 +182,9 @@ class FleetWatcher:
 
     def _on_telemetry(self, message: mqtt.MQTTMessage) -> None:
         try:
-            worker_id = self.topics.parse_telemetry(message.topic)
-            telemetry = parse_telemetry(message.payload) if message.payload else None
+            worker_id, telemetry = read_telemetry(self.topics, message.topic, message.payload)
         except SchemaError as exc:
             self._drop(message.topic, str(exc))
-            return
-        if telemetry is not None and telemetry.worker_id != worker_id:
-            self._drop(message.topic, f"payload speaks for {telemetry.worker_id!r}")
             return
         received = self._clock() if telemetry is not None else None
         self._update(self._workers, worker_id, WorkerView(worker_id), telemetry=telemetry,
@@ -197,13 +192,9 @@ class FleetWatcher:
 
     def _on_state(self, message: mqtt.MQTTMessage) -> None:
         try:
-            device_id = self.topics.parse_device_state(message.topic)
-            state = parse_device_state(message.payload) if message.payload else None
+            device_id, state = read_device_state(self.topics, message.topic, message.payload)
         except SchemaError as exc:
             self._drop(message.topic, str(exc))
-            return
-        if state is not None and state.device_id != device_id:
-            self._drop(message.topic, f"payload speaks for {state.device_id!r}")
             return
         received = self._clock() if state is not None else None
         self._update(self._devices, device_id, DeviceView(device_id), state=state,

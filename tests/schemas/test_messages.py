@@ -386,3 +386,16 @@ def test_telemetry_with_a_400_digit_queue_depth_is_refused_not_overflowing() -> 
     huge_ms["service_ms"] = {"m": {"1": 1e300}}
     with pytest.raises(_MessageError, match="service_ms"):
         _parse_telemetry(_json.dumps(huge_ms))
+
+
+def test_a_retained_message_is_read_as_its_topics_node_or_refused():
+    from schemas.retained import read_telemetry
+    from schemas.topics import Topics
+
+    topics = Topics()
+    payload = encode_message(_telemetry())
+    worker = json.loads(payload)["worker_id"]
+    assert read_telemetry(topics, topics.telemetry(worker), payload)[1] is not None
+    assert read_telemetry(topics, topics.telemetry(worker), b"") == (worker, None)  # cleared
+    with pytest.raises(MessageError, match="speaks for"):
+        read_telemetry(topics, topics.telemetry("someone-else"), payload)
