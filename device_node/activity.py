@@ -18,6 +18,7 @@ from schemas.messages import (
     LATENCY_BUCKETS_MS,
     MAX_FALLBACK_REASONS,
     MAX_MILLIS,
+    MAX_NAME,
     RECENT_REQUESTS,
     DeviceStateMessage,
     LastResult,
@@ -87,7 +88,7 @@ class DeviceActivity:
                 )
             )
             self._last = LastResult(
-                label=record.top1.label[:256],
+                label=record.top1.label[:MAX_NAME],
                 index=record.top1.index,
                 score=min(1.0, max(0.0, record.top1.score)),
                 split=record.split,
