@@ -15,6 +15,10 @@ from typing import Protocol
 from splitting.errors import SplittingError
 from splitting.traces import DEFAULT_ONE_WAY_MS, wire_bytes
 
+#: How fast an unmeasured link's rate drifts: variance of log(rate) gained per second without a
+#: sample. A second's age adds nearly nothing; half a minute doubles a typical cellular spread.
+DEFAULT_LINK_DRIFT_PER_S = 0.02
+
 #: A sample's transfer time is at least this: the resolution of a 1-ms trace (and of clocks),
 #: so that a message whose time is all RTT cannot claim an infinite rate.
 MIN_TRANSFER_S = 0.001
@@ -137,9 +141,10 @@ class UplinkEstimator:
         forget_in_flight_s: float = 60.0,
         correct_bias: bool = False,
         error_half_life_s: float = 30.0,
+        drift_per_s: float = DEFAULT_LINK_DRIFT_PER_S,
     ) -> None:
-        if rtt_s < 0 or half_life_s <= 0 or max_sample_s <= 0:
-            raise EstimatorError("rtt must be >= 0, half-life and max sample time > 0")
+        if rtt_s < 0 or half_life_s <= 0 or max_sample_s <= 0 or drift_per_s < 0:
+            raise EstimatorError("rtt and drift must be >= 0, half-life and max sample time > 0")
         if mode not in ("decayed", "last"):
             raise EstimatorError(f"unknown uplink estimator mode {mode!r} (decayed, last)")
         self.rtt_prior_s = rtt_s
@@ -150,6 +155,7 @@ class UplinkEstimator:
         # dominate the decayed sums for longer than the outage lasted.
         self.max_sample_s = max_sample_s
         self.forget_in_flight_s = forget_in_flight_s
+        self.drift_per_s = drift_per_s
         self._bytes = 0.0  # decayed sum of sampled stream bytes
         self._seconds = 0.0  # decayed sum of their transfer times
         self._log_rate = 0.0  # decayed byte-weighted sums of log(rate) and its square
@@ -273,7 +279,8 @@ class UplinkEstimator:
             oldest_in_flight_s=oldest,
             age_s=age,
             stalled=stalled,
-            spread=self.spread(),
+            # An old rate is an uncertain one: the link drifts while nothing measures it.
+            spread=math.sqrt(self.spread() ** 2 + self.drift_per_s * min(age, 3600.0)),
         )
 
 
@@ -455,7 +462,12 @@ class OffloadFeedback:
         if math.isfinite(predicted_ms):
             self._predicted[started] = predicted_ms
 
-    def on_result(self, latency_ms: float, now: float) -> None:
+    def on_result(self, latency_ms: float, now: float, *, excused_ms: float = 0.0) -> None:
+        """An offload's latency; `excused_ms` of it is already learned elsewhere (the head's
+        overrun, which the device times learn) and does not count as the offload's surprise.
+
+        One result moves the bias by at most its own prediction: a single cold or stalled
+        reply is a surprise for `hold_s`, not a belief for minutes."""
         started = now - latency_ms / 1000
         match = min(self._predicted, key=lambda t: abs(t - started), default=None)
         if match is None or abs(match - started) > 0.005:
@@ -463,9 +475,9 @@ class OffloadFeedback:
         predicted = self._predicted.pop(match)
         for old in [t for t in self._predicted if t < match - 60]:
             del self._predicted[old]  # results that never came
-        excess = latency_ms - predicted
+        excess = latency_ms - excused_ms - predicted
         self._decay_to(now)
-        self._residual_sum += excess
+        self._residual_sum += min(excess, max(predicted, self.min_excess_ms))
         self._weight += 1.0
         if excess > max(self.min_excess_ms, self.rel_excess * predicted):
             self._excess_ms = max(excess, self._excess_ms if self.active(now, None) else 0.0)
@@ -496,25 +508,91 @@ class OffloadFeedback:
         return surprise + self.bias_ms(now)
 
 
+# -- beliefs that age -------------------------------------------------------------------------
+
+
+class Belief:
+    """A learned number that returns to its prior as its evidence ages.
+
+    Samples are smoothed (EWMA with `weight`); the value at a later time is the prior plus
+    the smoothed samples' difference from it, shrunk by half every `half_life_s` since the last
+    sample. So what was learned from one slow run fades by itself, even if the option it made
+    look slow is never taken again, and fresh evidence always dominates.
+    """
+
+    def __init__(self, *, weight: float = 0.2, half_life_s: float = 30.0) -> None:
+        self.check(weight, half_life_s)
+        self.weight = weight
+        self.half_life_s = half_life_s
+        self._smoothed: float | None = None
+        self._at: float | None = None
+        self.samples = 0
+
+    @staticmethod
+    def check(weight: float, half_life_s: float) -> None:
+        if not 0 < weight <= 1:
+            raise EstimatorError(f"EWMA weight must be in (0, 1], got {weight}")
+        if half_life_s <= 0:
+            raise EstimatorError(f"half-life must be > 0 s, got {half_life_s}")
+
+    def observe(self, sample: float, now: float, prior: float) -> None:
+        """Learn `sample`; what is left of earlier samples is first aged toward `prior`."""
+        if not math.isfinite(sample):
+            raise EstimatorError(f"a belief cannot learn {sample}")
+        current = self.value(prior, now) if self._smoothed is not None else None
+        self._smoothed = ewma(current, sample, self.weight)
+        self._at = now if self._at is None else max(self._at, now)
+        self.samples += 1
+
+    def evidence(self, now: float) -> float:
+        """How much of the value is still learned (1: just observed, 0: all prior)."""
+        if self._at is None:
+            return 0.0
+        return decay(now - self._at, self.half_life_s)
+
+    def value(self, prior: float, now: float) -> float:
+        if self._smoothed is None:
+            return prior
+        return prior + self.evidence(now) * (self._smoothed - prior)
+
+    def learned(self) -> float | None:
+        """The smoothed samples, unaged (None: nothing learned)."""
+        return self._smoothed
+
+
 # -- device head times ------------------------------------------------------------------------
 
 
 class DeviceTimes:
-    """Measured head(k)+encode times per split, smoothed (EWMA); None until measured."""
+    """Measured head(k)+encode times per split, each a `Belief` that ages toward its prior
+    (the profile's time, scaled by what the device measured lately at any split)."""
 
-    def __init__(self, *, weight: float = 0.2) -> None:
-        if not 0 < weight <= 1:
-            raise EstimatorError(f"EWMA weight must be in (0, 1], got {weight}")
+    def __init__(self, *, weight: float = 0.2, half_life_s: float = 30.0) -> None:
+        Belief.check(weight, half_life_s)
         self.weight = weight
-        self._ms: dict[int, float] = {}
+        self.half_life_s = half_life_s
+        self._beliefs: dict[int, Belief] = {}
 
-    def on_measured(self, k: int, ms: float) -> None:
+    def on_measured(
+        self, k: int, ms: float, now: float = 0.0, prior_ms: float | None = None
+    ) -> None:
         if ms < 0 or not math.isfinite(ms):
             raise EstimatorError(f"bad device time {ms} ms for split {k}")
-        self._ms[k] = ewma(self._ms.get(k), ms, self.weight)
+        belief = self._beliefs.setdefault(
+            k, Belief(weight=self.weight, half_life_s=self.half_life_s)
+        )
+        belief.observe(ms, now, ms if prior_ms is None else prior_ms)
 
     def get(self, k: int) -> float | None:
-        return self._ms.get(k)
+        """The smoothed measurements at k, unaged (None until measured)."""
+        belief = self._beliefs.get(k)
+        return belief.learned() if belief is not None else None
+
+    def estimate(self, k: int, prior_ms: float, now: float) -> float:
+        """Split k's time now: the measurements, aged toward `prior_ms`."""
+        belief = self._beliefs.get(k)
+        return belief.value(prior_ms, now) if belief is not None else prior_ms
 
     def measured(self) -> dict[int, float]:
-        return dict(self._ms)
+        learned = {k: belief.learned() for k, belief in self._beliefs.items()}
+        return {k: ms for k, ms in learned.items() if ms is not None}

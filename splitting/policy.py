@@ -26,6 +26,7 @@ from splitting.chooser import (
 )
 from splitting.errors import SplitPolicyError
 from splitting.estimators import (
+    Belief,
     DeviceTimes,
     LinkEstimate,
     OffloadFeedback,
@@ -34,6 +35,7 @@ from splitting.estimators import (
     TelemetryLike,
     UplinkEstimator,
 )
+from splitting.exploration import Explorer
 from splitting.jsonfile import profile_report
 from splitting.latency import DEFAULT_MIN_AGREEMENT, DeviceProfile, estimate_server
 from splitting.profiling import ModelProfile
@@ -46,6 +48,10 @@ __all__ = ["Decision", "DynamicOptions", "DynamicSplit", "FixedSplit", "SplitPol
 #: the offload may well lose to running locally.
 RaceMode = Literal["off", "always", "auto"]
 RACE_MODES: tuple[RaceMode, ...] = ("off", "always", "auto")
+
+#: A split's device time teaches the device's speed only when it is at least this share of the
+#: whole model's time on the device.
+MIN_RATIO_SHARE = 0.1
 
 #: Largest probe chosen automatically (a model whose input frame is larger probes with this).
 MAX_AUTO_PROBE_BYTES = 32 * 1024
@@ -69,8 +75,12 @@ class SplitPolicy(Protocol):
         """A publish of `nbytes` took `seconds` from hand-over to the broker's PUBACK."""
         ...
 
-    def on_device_time(self, k: int, ms: float, now: float) -> None:
-        """The device measured `ms` for head(k) plus encoding (k = n: the whole model)."""
+    def on_device_time(self, k: int, ms: float, now: float, *, representative: bool = True) -> None:
+        """The device measured `ms` for head(k) plus encoding (k = n: the whole model).
+
+        `representative=False`: the device knows the run was not typical (the first run of a
+        split in its thread, a garbage-collector pause inside it); it is not learned as the
+        device's speed, but still explains the request's own latency."""
         ...
 
     def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
@@ -113,7 +123,7 @@ class FixedSplit:
     def on_uplink_sample(self, nbytes: int, seconds: float, now: float) -> None:
         return None
 
-    def on_device_time(self, k: int, ms: float, now: float) -> None:
+    def on_device_time(self, k: int, ms: float, now: float, *, representative: bool = True) -> None:
         return None
 
     def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
@@ -138,7 +148,10 @@ class DynamicOptions(BaseModel):
     the uplink estimate; `probe_*` the probes (size None: split 0's frame); `stale_after_s` is
     the telemetry age limit; `hysteresis` / `offload_margin_ms` / `risk` are `ChooserParams`;
     `feedback` / `learn_bias` / `bias_half_life_s` learn from the policy's own offloads
-    (`OffloadFeedback`); `pin` always answers that split (still estimating); `race` and
+    (`OffloadFeedback`); `device_half_life_s` ages the measured head times toward the
+    profile; `explore_after_s` / `explore_max_s` bound how long offloading goes untested
+    (`Explorer`); `wait_factor` / `wait_margin_ms` are the wait rule below the configured
+    deadline (`FallbackRule`); `pin` always answers that split (still estimating); `race` and
     `race_above` decide when an offload also runs tail(k) on the device.
     """
 
@@ -158,6 +171,13 @@ class DynamicOptions(BaseModel):
     feedback: bool = True
     learn_bias: bool = True
     bias_half_life_s: float = Field(60.0, gt=0)
+    device_half_life_s: float = Field(30.0, gt=0, description="of measured head times")
+    explore_after_s: float = Field(
+        2.0, ge=0, description="re-test offloading after this long local (0: never)"
+    )
+    explore_max_s: float = Field(60.0, gt=0, description="longest gap between two re-tests")
+    wait_factor: float = Field(2.0, ge=1, description="wait = factor x predicted + margin")
+    wait_margin_ms: float = Field(60.0, ge=0)
     pin: int | None = Field(None, ge=0, description="always this split (still estimating)")
     race: RaceMode = "off"
     race_above: float = Field(0.05, ge=0, le=1, description="auto: race above this chance")
@@ -169,6 +189,13 @@ class DynamicOptions(BaseModel):
             return cls(**options)
         except ValidationError as exc:
             raise SplitPolicyError(profile_report(exc, "invalid DynamicSplit options:")) from exc
+
+
+def wait_rule(options: DynamicOptions, *, cap_ms: float | None = None) -> FallbackRule:
+    """How long the device waits for the server: `wait_factor` x the predicted latency +
+    `wait_margin_ms`, never beyond `cap_ms` (the configured deadline)."""
+    rule = FallbackRule(factor=options.wait_factor, margin_ms=options.wait_margin_ms)
+    return rule if cap_ms is None else replace(rule, cap_ms=cap_ms)
 
 
 class DynamicSplit:
@@ -211,7 +238,7 @@ class DynamicSplit:
             offload_margin_ms=options.offload_margin_ms,
             risk=options.risk,
         )
-        self.fallback = fallback or FallbackRule()
+        self.fallback = fallback or wait_rule(options)
         self.pin = pin
         self.uplink = UplinkEstimator(
             rtt_s=2 * options.one_way_ms / 1000,
@@ -227,13 +254,17 @@ class DynamicSplit:
             size=probe_size, quiet_s=options.probe_quiet_s, interval_s=options.probe_interval_s
         )
         self.server_view = ServerView(device.model, stale_after_s=options.stale_after_s)
-        self.device_times = DeviceTimes()
+        self.device_times = DeviceTimes(half_life_s=options.device_half_life_s)
+        # measured / profiled device time, learned at every split and aged toward 1 (the
+        # profile): the prior of a split's time that has no fresh measurement of its own
+        self.speed_ratio = Belief(half_life_s=options.device_half_life_s)
+        self.explorer = Explorer(after_s=options.explore_after_s, max_s=options.explore_max_s)
+        self._head_overrun_ms = 0.0  # the current request's head beyond its prediction
         self.feedback = (
             OffloadFeedback(bias=options.learn_bias, bias_half_life_s=options.bias_half_life_s)
             if options.feedback
             else None
         )
-        self._speed_ratio: float | None = None  # measured / profiled device time
         self._last: Decision | None = None
         self.fallbacks = 0
         self.results = 0
@@ -284,7 +315,7 @@ class DynamicSplit:
         if isinstance(server_profile, str | Path):
             server_profile = ServerProfile.load(server_profile)
         if deadline_ms is not None and fallback is None:
-            fallback = FallbackRule(cap_ms=deadline_ms)
+            fallback = wait_rule(options or DynamicOptions(), cap_ms=deadline_ms)
         return cls(device, options, server_profile=server_profile, fallback=fallback)
 
     # -- decisions ------------------------------------------------------------------------
@@ -294,8 +325,15 @@ class DynamicSplit:
         decision = choose(inputs)
         if self.pin is not None:
             decision = Decision(k=self.pin, reason="fixed", predicted_ms=decision.predicted_ms)
+        elif decision.k == self.device.n and self.explorer.due(now) and _offloadable(inputs):
+            decision = self._exploration(decision, inputs)
         if decision.k < self.device.n and self._races(decision, inputs):
             decision = replace(decision, race=True)
+        if decision.k < self.device.n:
+            exploring = decision.reason == "explore"
+            local_ms = decision.predicted_ms.get(self.device.n, math.inf)
+            self.explorer.on_offload(now, exploring_against_ms=local_ms if exploring else None)
+        self._head_overrun_ms = 0.0
         self.last_rate_bps = inputs.link.rate_bps if inputs.link is not None else None
         decision = replace(decision, uplink_bps=self.last_rate_bps)
         self._last = decision
@@ -303,14 +341,32 @@ class DynamicSplit:
             self.feedback.on_offload(now, decision.predicted_ms.get(decision.k, math.inf))
         return decision
 
+    def _exploration(self, local: Decision, inputs: ChooserInputs) -> Decision:
+        """Re-test the best offload the chooser has stopped taking. It races the device's own
+        tail, so it costs at most its head's encode and send when the offload is as slow as
+        believed, and it corrects every belief that made offloading look slow when it is not."""
+        k = min(
+            (k for k in self.device.candidates if k < self.device.n),
+            key=lambda k: (local.predicted_ms.get(k, math.inf), k),
+        )
+        part = best_option(k, inputs)
+        return Decision(
+            k=k,
+            reason="explore",
+            predicted_ms=local.predicted_ms,
+            codec=part.codec or None,
+            race=True,
+            device_ms=part.device_ms,
+        )
+
     def _races(self, decision: Decision, inputs: ChooserInputs) -> bool:
         """`always`: every offload races. `auto`: when the chance that the offload finishes
         after running locally (uplink uncertainty, learned bias included) exceeds
         `race_above`; a confident offload does not spend the device's energy."""
+        if decision.race or self.race == "always":
+            return True
         if self.race == "off":
             return False
-        if self.race == "always":
-            return True
         part = best_option(decision.k, inputs)
         spread = inputs.link.spread if inputs.link is not None else 0.0
         return chance_of_losing(part, self.device.local_ms, spread) > self.race_above
@@ -333,19 +389,19 @@ class DynamicSplit:
             server=server,
             params=self.params,
             previous_k=self._last.k if self._last is not None else None,
-            device_ms=self._device_ms(),
+            device_ms=self._device_ms(now),
             fallback=self.fallback,
             racing=self.race == "always",
         )
 
-    def _device_ms(self) -> dict[int, float]:
-        """Measured head+encode per split; unmeasured splits scaled by the measured ratio."""
-        measured = self.device_times.measured()
-        if self._speed_ratio is None:
-            return measured
-        scaled = {c.k: c.device_ms * self._speed_ratio for c in self.device.costs}
-        scaled.update(measured)
-        return scaled
+    def _device_ms(self, now: float) -> dict[int, float]:
+        """Head+encode per split: its own measurements, aged toward the profile's time scaled
+        by the device's recent speed at any split."""
+        ratio = self.speed_ratio.value(1.0, now)
+        return {
+            c.k: self.device_times.estimate(c.k, c.device_ms * ratio, now)
+            for c in self.device.costs
+        }
 
     def deadline_ms(self, decision: Decision) -> float | None:
         if decision.k >= self.device.n:
@@ -368,24 +424,42 @@ class DynamicSplit:
     def on_uplink_sample(self, nbytes: int, seconds: float, now: float) -> None:
         self.uplink.on_sample(nbytes, seconds, now)
 
-    def on_device_time(self, k: int, ms: float, now: float) -> None:
+    def on_device_time(self, k: int, ms: float, now: float, *, representative: bool = True) -> None:
         if not 0 <= k <= self.device.n:
             return
-        self.device_times.on_measured(k, ms)
+        last = self._last
+        if last is not None and last.k == k and last.device_ms is not None:
+            # Slowness of the head is the device's; the offload's feedback must not count it.
+            self._head_overrun_ms = ms - last.device_ms
+        if not representative:
+            return
         profiled = self.device.costs[k].device_ms
-        if profiled > 0:
-            ratio = ms / profiled
-            old = self._speed_ratio
-            self._speed_ratio = ratio if old is None else old + 0.2 * (ratio - old)
+        prior_ms = profiled * self.speed_ratio.value(1.0, now)
+        self.device_times.on_measured(k, ms, now, prior_ms=prior_ms)
+        # Short runs (an encode alone, a head of one block) are mostly noise as a speed.
+        if profiled >= MIN_RATIO_SHARE * self.device.local_ms:
+            self.speed_ratio.observe(ms / profiled, now, prior=1.0)
 
     def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
         self.server_view.on_telemetry(worker_id, telemetry, now)
 
     def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
         self.results += 1
+        self.explorer.on_result(latency_ms, now)
         if k >= self.device.n:
             return
         if not offloaded:
             self.fallbacks += 1
         if self.feedback is not None:
-            self.feedback.on_result(latency_ms, now)
+            self.feedback.on_result(latency_ms, now, excused_ms=self._head_overrun_ms)
+
+
+def _offloadable(inputs: ChooserInputs) -> bool:
+    """A worker is there and the link is measured and moving: an offload can be tried."""
+    link = inputs.link
+    return (
+        inputs.server is not None
+        and link is not None
+        and link.rate_bps is not None
+        and not link.stalled
+    )

@@ -91,15 +91,20 @@ def test_a_late_result_falls_back_to_the_local_tail_after_the_deadline():
     assert outcome.latency_ms == pytest.approx(150.0 + device.local_tail_ms(2))
 
 
-def test_without_probing_dynamic_stays_local_after_an_outage_and_with_probing_it_returns():
+def test_after_an_outage_dynamic_returns_by_probing_or_by_re_testing_and_stays_local_without():
     trace = outage_trace(10, 15)
     sim = simulation(trace, duration_s=50.0)
-    no_probe = DynamicSplit.build(toy_device(), probe_size=0, server_profile=toy_server())
-    no_probe.on_uplink_sample(6_000, 0.045, 0.0)  # measured once, by an earlier offload
-    stuck = sim.run_policy("no-probe", no_probe)
-    probing = sim.run_policy(
-        "dynamic", DynamicSplit.build(toy_device(), server_profile=toy_server())
+    blind = DynamicSplit.build(
+        toy_device(), probe_size=0, explore_after_s=0, server_profile=toy_server()
     )
+    blind.on_uplink_sample(6_000, 0.045, 0.0)  # measured once, by an earlier offload
+    stuck = sim.run_policy("blind", blind)
+    probing = sim.run_policy(
+        "dynamic", DynamicSplit.build(toy_device(), explore_after_s=0, server_profile=toy_server())
+    )
+    re_testing = DynamicSplit.build(toy_device(), probe_size=0, server_profile=toy_server())
+    re_testing.on_uplink_sample(6_000, 0.045, 0.0)
+    explored = sim.run_policy("re-testing", re_testing)
     before = (stuck.arrival_s > 5) & (stuck.arrival_s < 10)
     after = stuck.arrival_s > 30
     assert np.all(stuck.k[before] < LOCAL)  # offloading while the link is good ...
@@ -107,6 +112,9 @@ def test_without_probing_dynamic_stays_local_after_an_outage_and_with_probing_it
     assert stuck.probes == 0
     assert np.all(probing.k[probing.arrival_s > 30] < LOCAL)
     assert probing.probes > 0
+    assert explored.probes == 0
+    assert np.all(explored.k[explored.arrival_s > 30] < LOCAL)
+    assert 0 < re_testing.explorer.explorations < 10  # a few re-tests, backing off in the outage
 
 
 def test_load_switch_is_seen_from_on_change_telemetry_within_the_gap():

@@ -198,8 +198,8 @@ def test_dynamic_offloads_on_a_good_link_once_it_has_measured_it():
     assert chosen[-3:] == [2] * 3  # the 6 kB bottleneck beats the 60 kB input here
 
 
-def test_without_probing_the_policy_stays_local_forever_after_an_outage():
-    policy = dynamic(probe_size=0)
+def test_without_probing_or_re_tests_the_policy_stays_local_forever_after_an_outage():
+    policy = dynamic(probe_size=0, explore_after_s=0)
     link = Link(outage_trace(5.0, 10.0))
     policy.on_uplink_sample(6_000, 0.045, 0.0)  # measured once (by an earlier offload)
     before = run_device(policy, link, 0.0, 5.0)
@@ -269,8 +269,8 @@ def test_deadline_follows_the_prediction_and_local_needs_none():
 
 def test_measured_device_times_replace_the_profile():
     policy = dynamic()
-    policy.on_device_time(LOCAL, 40.0, 0.0)  # 4x faster than the profile says
     run_device(policy, Link(outage_trace(start_s=50)), 0.0, 5.0)
+    policy.on_device_time(LOCAL, 40.0, 5.0)  # 4x faster than the profile says
     decision = policy.choose(5.0)
     assert decision.predicted_ms[LOCAL] == pytest.approx(40.0)
     assert decision.k == LOCAL  # faster than any offload now
