@@ -69,3 +69,7 @@ class ComputeError(RequestError):
     """The tail raised while computing a batch."""
 
     code = "internal"
+
+
+class WorkerStateError(WorkerError):
+    """A lifecycle call out of order: a second `start()`, or `start()` after `stop()`."""

@@ -24,6 +24,9 @@ from splitting.estimators import ewma
 LOG = logging.getLogger(__name__)
 Outcome = Literal["served", "rejected", "expired", "errors"]
 EWMA_ALPHA = 0.2  # weight of the newest sample: about the last 10 batches matter
+#: A split's advertised service time is withdrawn when its last tail call is older than this:
+#: the devices then fall back to the profile, rather than trusting a figure from another load.
+SERVICE_MAX_AGE_S = 60.0
 
 
 @dataclass
@@ -72,12 +75,20 @@ class StatsSnapshot:
 class WorkerStats:
     """Counters and moving averages of one worker; thread-safe."""
 
-    def __init__(self, *, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        service_max_age_s: float = SERVICE_MAX_AGE_S,
+    ) -> None:
         self._window_s = window_s
         self._clock = clock
+        self._service_max_age_s = service_max_age_s
         self._lock = threading.Lock()
         self._counts: dict[Outcome, int] = {"served": 0, "rejected": 0, "expired": 0, "errors": 0}
-        self._service_ms: dict[str, dict[int, float]] = {}
+        self._service_ms: dict[str, dict[int, tuple[float, float]]] = {}  # (EWMA ms, when)
+        self._shapes_seen: set[tuple[str, int, int, bool]] = set()
         self._batch_size: float | None = None
         self._in_flight = 0
         self._busy_since: float | None = None
@@ -117,12 +128,23 @@ class WorkerStats:
         batch_size: int,
         compute_ms: float,
         queue_ms: float = 0.0,
+        *,
+        exact_path: bool = False,
     ) -> None:
         """One tail call: its time (per batch) and size feed the EWMAs, the split's cumulative
-        figures and the recent window; `queue_ms` is its requests' queue times summed."""
+        figures and the recent window; `queue_ms` is its requests' queue times summed.
+
+        The first call of a (split, batch size, path) is cold (kernel and allocator setup,
+        measured at up to 1.7 s on CPU): it is counted, but not advertised as the service
+        time, which describes the worker's steady state."""
         with self._lock:
-            per_model = self._service_ms.setdefault(model, {})
-            per_model[split] = ewma(per_model.get(split), compute_ms, EWMA_ALPHA)
+            shape = (model, split, batch_size, exact_path)
+            if shape in self._shapes_seen:
+                per_model = self._service_ms.setdefault(model, {})
+                previous = per_model.get(split)
+                smoothed = ewma(previous[0] if previous else None, compute_ms, EWMA_ALPHA)
+                per_model[split] = (smoothed, self._clock())
+            self._shapes_seen.add(shape)
             self._batch_size = ewma(self._batch_size, float(batch_size), EWMA_ALPHA)
             counters = self._splits.setdefault((model, split), _SplitCounters())
             counters.batches += 1
@@ -153,7 +175,7 @@ class WorkerStats:
                 in_flight=self._in_flight,
                 batch_size=self._batch_size or 0.0,
                 utilization=self._utilization(now),
-                service_ms={model: dict(splits) for model, splits in self._service_ms.items()},
+                service_ms=self._fresh_service_ms(now),
                 **self._counts,
                 throughput_rps=sum(n for _, n in self._served) / self._window_s,
                 batches=sum(c.batches for c in totals),
@@ -163,6 +185,19 @@ class WorkerStats:
                 compute_ms_recent=_mean_compute(recent),
                 splits=splits,
             )
+
+    def mark_warm(self, model: str, split: int, batch_size: int, exact_path: bool) -> None:
+        """A warm-up call of this shape ran: the next real call is not cold."""
+        with self._lock:
+            self._shapes_seen.add((model, split, batch_size, exact_path))
+
+    def _fresh_service_ms(self, now: float) -> dict[str, dict[int, float]]:
+        fresh: dict[str, dict[int, float]] = {}
+        for model, splits in self._service_ms.items():
+            for split, (ms, at) in splits.items():
+                if now - at <= self._service_max_age_s:
+                    fresh.setdefault(model, {})[split] = ms
+        return fresh
 
     def _split_load(
         self, counters: _SplitCounters, recent: list[_Batch], pending: int

@@ -26,7 +26,7 @@ from broker.homeassistant import announce_node
 from edge_worker.batching import RequestQueue
 from edge_worker.catalog import catalog_payloads
 from edge_worker.config import WorkerConfig
-from edge_worker.errors import ComputeError, RequestError
+from edge_worker.errors import ComputeError, RequestError, WorkerStateError
 from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, WorkerLink
 from edge_worker.runner import EchoTailRunner, ModelTailRunner, TailRunner, echo_model_info
 from edge_worker.telemetry import TelemetryReporter, WorkerStats
@@ -134,14 +134,29 @@ class EdgeWorker:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, *, wait_s: float | None = 10.0) -> EdgeWorker:
-        """Start computing, connect and subscribe (with `wait_s`: wait for the SUBACK)."""
-        self._stopped.clear()
-        self.runner.warm_up()
-        self.link.start(wait_s=wait_s)  # raises BrokerConnectError; requests wait in the queue
+        """Warm every served split on the compute thread, then connect and subscribe (with
+        `wait_s`: wait for the SUBACK): devices see this worker only once it is warm."""
+        if self._compute_thread is not None:
+            raise WorkerStateError(f"worker {self.worker_id} is already started")
+        if self._stopped.is_set():
+            raise WorkerStateError(f"worker {self.worker_id} was stopped; build a new one")
+        warmed = threading.Event()
         self._compute_thread = threading.Thread(
-            target=self._compute_loop, name=f"compute-{self.worker_id}", daemon=True
+            target=self._compute_loop,
+            args=(warmed,),
+            name=f"compute-{self.worker_id}",
+            daemon=True,
         )
         self._compute_thread.start()
+        warmed.wait()
+        try:
+            self.link.start(wait_s=wait_s)  # raises BrokerConnectError
+        except Exception:
+            self.queue.close()
+            self._compute_thread.join()
+            self._compute_thread = None
+            self._stopped.set()
+            raise
         self.telemetry.start()
         LOG.info(
             "worker %s serving %s on %s (%s)",
@@ -217,7 +232,28 @@ class EdgeWorker:
 
     # -- compute thread -------------------------------------------------------------------------
 
-    def _compute_loop(self) -> None:
+    def _warm_up(self) -> None:
+        """The runner's warm-up, here on the compute thread: its thread-local setup is paid too."""
+        started = time.perf_counter()
+        warmed = self.runner.warm_up()
+        for model, split in warmed:
+            for exact_path in (False, True):
+                self.stats.mark_warm(model, split, 1, exact_path)
+        if warmed:
+            LOG.info(
+                "worker %s: warmed %d splits in %.1f s",
+                self.worker_id,
+                len(warmed),
+                time.perf_counter() - started,
+            )
+
+    def _compute_loop(self, warmed: threading.Event) -> None:
+        try:
+            self._warm_up()
+        except Exception:  # a warm-up failure shows on the first request, with its reply
+            LOG.exception("worker %s: warm-up failed", self.worker_id)
+        finally:
+            warmed.set()
         max_wait_s = self.max_wait_ms / 1000.0
         while True:
             batch = self.queue.take_batch(
@@ -257,7 +293,9 @@ class EdgeWorker:
             return
         compute_ms = (time.perf_counter() - started) * 1000.0
         queue_ms = sum(item.queue_ms for item in decoded)
-        self.stats.record_compute(model, split, len(decoded), compute_ms, queue_ms)
+        self.stats.record_compute(
+            model, split, len(decoded), compute_ms, queue_ms, exact_path=exact_path
+        )
         exact = self.runner.computes_exactly(len(decoded), exact_path)
         for item, predictions in zip(decoded, top5, strict=True):
             try:

@@ -153,6 +153,8 @@ def test_utilization_is_the_busy_share_of_the_window() -> None:
 
 def test_service_time_and_batch_size_are_ewmas() -> None:
     stats = WorkerStats(window_s=1.0)
+    for batch in (4, 2):
+        stats.mark_warm("m", 3, batch, exact_path=False)
     stats.record_compute("m", 3, batch_size=4, compute_ms=10.0)
     stats.record_compute("m", 3, batch_size=2, compute_ms=20.0)
     snapshot = stats.snapshot()
@@ -185,10 +187,25 @@ def test_telemetry_message_and_significant_change() -> None:
     depth[0] = reporter.depth_step  # 16 // 8 = 2 more queued requests
     assert reporter._changed_significantly()
     depth[0] = 0
+    stats.mark_warm("m", 3, 1, exact_path=False)
     stats.record_compute("m", 3, 1, 5.0)
     assert reporter._changed_significantly()  # a split's first service time
     second = reporter.publish_now()
     assert second.seq == 2 and second.service_ms == {"m": {3: 5.0}}
+
+
+def test_a_cold_call_is_counted_but_not_advertised_and_old_figures_age_out() -> None:
+    clock = FakeClock()
+    stats = WorkerStats(window_s=1.0, clock=clock, service_max_age_s=60.0)
+    stats.record_compute("m", 5, 1, 1550.0)  # the first call of this shape: cold
+    assert stats.snapshot().service_ms == {}
+    stats.record_compute("m", 5, 1, 15.0)
+    assert stats.snapshot().service_ms == {"m": {5: 15.0}}
+    assert stats.snapshot().splits["m"][5].batches == 2  # both counted
+    stats.record_compute("m", 5, 1, 20.0, exact_path=True)  # another path: cold again
+    assert stats.snapshot().service_ms == {"m": {5: 15.0}}
+    clock.now += 61.0
+    assert stats.snapshot().service_ms == {}  # a minute without a call: withdrawn
 
 
 def test_telemetry_thread_publishes_on_change_between_intervals() -> None:
