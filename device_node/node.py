@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from broker.homeassistant import announce_node
 from device_node.activity import DeviceActivity
 from device_node.config import DeviceConfig
 from device_node.errors import NotConnectedError
+from device_node.gcwatch import GC_PAUSES
 from device_node.link import DeviceLink
 from device_node.pending import Outcome, PendingRequest
 from device_node.policies import LockedPolicy
@@ -64,10 +66,12 @@ def top_predictions(
 
 @dataclass
 class _Timed:
-    """A computation's value and its wall time in ms (slowdown included)."""
+    """A computation's value and its wall time in ms (slowdown included); `representative`
+    is False when the device knows the time is not typical of it (see `_compute`)."""
 
     value: torch.Tensor
     ms: float
+    representative: bool = True
 
 
 @dataclass
@@ -82,6 +86,7 @@ class _Request:
     head_ms: float = 0.0
     encode_ms: float = 0.0
     bytes_sent: int = 0
+    representative: bool = True  # the head's time is typical of this device
 
 
 class DeviceNode:
@@ -108,7 +113,10 @@ class DeviceNode:
             telemetry_stale_s=config.telemetry_stale_s,
             clock=clock,
         )
+        GC_PAUSES.install()
         self._sequence = itertools.count(1)
+        self._warm_threads: set[int] = set()
+        self._measured: set[tuple[int, int]] = set()  # (thread, split) measured once already
         self._session = uuid.uuid4().hex[:8]
         self.activity = DeviceActivity(
             config.device_id,
@@ -136,7 +144,7 @@ class DeviceNode:
         workers' retained state; then, without a broker, raise `LinkError`, or with
         `offline_ok` go on offline: every request runs here ("not_connected") until paho's
         reconnect gets in, and offloading starts from then on. `wait_s=None` never waits."""
-        self.warm_up_model()
+        self._warm_this_thread()
         if not offline_ok or wait_s is None:
             self.link.start(wait_s=wait_s)
             return self
@@ -160,6 +168,14 @@ class DeviceNode:
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         with torch.inference_mode():
             self.model.forward(self.model.preprocess(blank))
+
+    def _warm_this_thread(self) -> None:
+        """Warm the model in the calling thread, once: a thread's first run pays its own
+        allocator and kernel setup (measured: a head 8x its steady time in a fresh thread)."""
+        thread = threading.get_ident()
+        if thread not in self._warm_threads:
+            self.warm_up_model()
+            self._warm_threads.add(thread)
 
     def stop(self) -> None:
         if self.announcer is not None:
@@ -187,6 +203,7 @@ class DeviceNode:
     ) -> list[ResultRecord]:
         """Classify images from `source`: `requests` of them (None: until `should_stop`), at
         most `rate_hz` per second (None: back to back)."""
+        self._warm_this_thread()  # before the first request's clock starts
         records: list[ResultRecord] = []
         period = 1.0 / rate_hz if rate_hz else 0.0
         next_start = self.clock()
@@ -240,7 +257,7 @@ class DeviceNode:
         except SchemaError as exc:  # CodecError: NaN/Inf under int codecs, fp16 overflow
             logger.warning("request %s: cannot encode split %d: %s", request.request_id, k, exc)
             return self._finish_here(request, prepared, z, k, Fallback.ENCODE_ERROR, None)
-        self.policy.on_device_time(k, request.head_ms + request.encode_ms, self.clock())
+        self._report_device_time(k, request.head_ms + request.encode_ms, request.representative)
         try:
             pending = self.link.publish_request(
                 frame,
@@ -314,6 +331,7 @@ class DeviceNode:
         x = self.model.preprocess(prepared)
         head = self._compute(lambda: self.model.head(x, k))
         request.head_ms = head.ms
+        request.representative = head.representative
         return head.value
 
     def _encode(
@@ -391,7 +409,7 @@ class DeviceNode:
         x = self.model.preprocess(prepared)
         n = self.model.n
         logits = self._compute(lambda: self.model.head(x, n))
-        self.policy.on_device_time(n, logits.ms, self.clock())
+        self._report_device_time(n, logits.ms, logits.representative)
         parts = LatencyParts(head_ms=logits.ms)
         top5 = top_predictions(logits.value, self.model.labels)
         return self._record(request, n, parts, top5, offloaded=False, fallback=fallback)
@@ -418,13 +436,23 @@ class DeviceNode:
         return self._record(request, k, parts, top5, offloaded=False, fallback=reason)
 
     def _compute(self, run: Callable[[], torch.Tensor]) -> _Timed:
-        """Run model code and, for an emulated weaker device, sleep (slowdown - 1) times as long."""
+        """Run model code and, for an emulated weaker device, sleep (slowdown - 1) times as long.
+        A run that a garbage-collector pause stretched is marked as not representative."""
+        paused = GC_PAUSES.total_s
         t0 = time.perf_counter()
         value = run()
         elapsed = time.perf_counter() - t0
+        gc_s = GC_PAUSES.total_s - paused
         if self.config.slowdown > 1.0:
-            time.sleep(elapsed * (self.config.slowdown - 1.0))
-        return _Timed(value, (time.perf_counter() - t0) * 1000.0)
+            time.sleep(max(0.0, elapsed - gc_s) * (self.config.slowdown - 1.0))
+        ms = (time.perf_counter() - t0) * 1000.0
+        return _Timed(value, ms, representative=not GC_PAUSES.stretched(gc_s, elapsed))
+
+    def _report_device_time(self, k: int, ms: float, representative: bool) -> None:
+        """Tell the policy a device time; the first of each split in a thread is not typical."""
+        first = (threading.get_ident(), k) not in self._measured
+        self._measured.add((threading.get_ident(), k))
+        self.policy.on_device_time(k, ms, self.clock(), representative=representative and not first)
 
     # -- records --------------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ def _fixed(config: PolicyConfig, context: PolicyContext) -> SplitPolicy:
     )
     if not 0 <= k <= context.n:
         raise PolicyError(f"policy.split {k} is outside 0..{context.n} for {context.model_name}")
-    return FixedSplit(k)
+    return FixedSplit(k, deadline_ms=context.deadline_ms)
 
 
 def _dynamic(config: PolicyConfig, context: PolicyContext) -> SplitPolicy:
@@ -139,9 +139,9 @@ class LockedPolicy:
         with self._lock:
             self.policy.on_uplink_sample(nbytes, seconds, now)
 
-    def on_device_time(self, k: int, ms: float, now: float) -> None:
+    def on_device_time(self, k: int, ms: float, now: float, *, representative: bool = True) -> None:
         with self._lock:
-            self.policy.on_device_time(k, ms, now)
+            self.policy.on_device_time(k, ms, now, representative=representative)
 
     def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
         message = telemetry_of(telemetry)

@@ -280,8 +280,8 @@ class _NodeDeadline:
     def on_uplink_sample(self, nbytes: int, seconds: float, now: float) -> None:
         self.policy.on_uplink_sample(nbytes, seconds, now)
 
-    def on_device_time(self, k: int, ms: float, now: float) -> None:
-        self.policy.on_device_time(k, ms, now)
+    def on_device_time(self, k: int, ms: float, now: float, *, representative: bool = True) -> None:
+        self.policy.on_device_time(k, ms, now, representative=representative)
 
     def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
         self.policy.on_telemetry(worker_id, telemetry_of(telemetry), now)
