@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from splitting.policy import Decision, SplitPolicy
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 TOP_K = 5
 
 
@@ -65,11 +67,11 @@ def top_predictions(
 
 
 @dataclass
-class _Timed:
+class _Timed(Generic[T]):
     """A computation's value and its wall time in ms (slowdown included); `representative`
     is False when the device knows the time is not typical of it (see `_compute`)."""
 
-    value: torch.Tensor
+    value: T
     ms: float
     representative: bool = True
 
@@ -87,6 +89,7 @@ class _Request:
     encode_ms: float = 0.0
     bytes_sent: int = 0
     representative: bool = True  # the head's time is typical of this device
+    overrun_ms: float = 0.0  # the device's own delay already added to the deadline
 
 
 class DeviceNode:
@@ -167,7 +170,22 @@ class DeviceNode:
         size = self.model.input_size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         with torch.inference_mode():
-            self.model.forward(self.model.preprocess(blank))
+            x = self.model.preprocess(blank)
+            self.model.forward(x)
+            z = self.model.head(x, 1)
+        # The codecs have first-call costs too (measured: a 110 ms first WebP encode).
+        for split, tensor, codec in (
+            (0, blank, self.config.input_codec),
+            (1, z[0].numpy(), self.config.codec),
+        ):
+            encode_frame(
+                tensor,
+                codec=codec,
+                request_id="warm-up",
+                model=self.model.name,
+                fingerprint=self.model.fingerprint,
+                split=split,
+            )
 
     def _warm_this_thread(self) -> None:
         """Warm the model in the calling thread, once: a thread's first run pays its own
@@ -247,16 +265,16 @@ class DeviceNode:
 
     def _offload(self, request: _Request, prepared: np.ndarray, k: int) -> ResultRecord:
         z = self._head(request, prepared, k)
-        # The deadline gives the server twice its predicted share; a head slowed by the device
-        # itself (a busy CPU) must not eat into it, or the device gives up on a server on time.
-        predicted_head = request.decision.device_ms
-        if predicted_head is not None:
-            request.deadline_ms += max(0.0, request.head_ms - predicted_head)
+        # The deadline gives the server twice its predicted share; a head or an encode slowed
+        # by the device itself (a busy CPU) must not eat into it, or the device gives up on a
+        # server that is on time.
+        self._extend_deadline(request, request.head_ms)
         try:
             frame = self._encode(request, prepared, z, k)
         except SchemaError as exc:  # CodecError: NaN/Inf under int codecs, fp16 overflow
             logger.warning("request %s: cannot encode split %d: %s", request.request_id, k, exc)
             return self._finish_here(request, prepared, z, k, Fallback.ENCODE_ERROR, None)
+        self._extend_deadline(request, request.head_ms + request.encode_ms)
         self._report_device_time(k, request.head_ms + request.encode_ms, request.representative)
         try:
             pending = self.link.publish_request(
@@ -279,6 +297,16 @@ class DeviceNode:
         if message is not None and message.status == "ok" and message.top5:
             return self._offloaded_record(request, k, message, pending, outcome)
         return self._finish_here(request, prepared, z, k, _fallback_reason(outcome), pending)
+
+    @staticmethod
+    def _extend_deadline(request: _Request, device_ms: float) -> None:
+        """Extend the wait by the device's own overrun of its predicted head + encode so far."""
+        predicted = request.decision.device_ms
+        if predicted is None:
+            return
+        overrun = max(0.0, device_ms - predicted)
+        request.deadline_ms += overrun - request.overrun_ms
+        request.overrun_ms = overrun
 
     def _race(
         self,
@@ -343,24 +371,26 @@ class DeviceNode:
         codec = request.decision.codec or (self.config.input_codec if k == 0 else self.config.codec)
         if k == 0 and codec not in INPUT_CODECS:
             codec = self.config.input_codec
-        t0 = time.perf_counter()
-        frame = encode_frame(
-            tensor,
-            codec=codec,
-            request_id=request.request_id,
-            model=self.model.name,
-            fingerprint=self.model.fingerprint,
-            split=k,
-            device_id=self.config.device_id,
-            timestamps={SENT_TIMESTAMP: time.time()},
-            # What is left of the deadline, from `sent`: the worker skips a request the device gave
-            # up on, even one that reached it late (a frozen worker, a resend on reconnect).
-            deadline_ms=max(1.0, request.deadline_ms - (self.clock() - request.started) * 1000),
-            zstd_level=self.config.zstd_level,
-            jpeg_quality=self.config.jpeg_quality,
+        encoded = self._compute(
+            lambda: encode_frame(
+                tensor,
+                codec=codec,
+                request_id=request.request_id,
+                model=self.model.name,
+                fingerprint=self.model.fingerprint,
+                split=k,
+                device_id=self.config.device_id,
+                timestamps={SENT_TIMESTAMP: time.time()},
+                # What is left of the deadline, from `sent`: the worker skips a request the
+                # device gave up on, even one that reached it late (a frozen worker, a resend).
+                deadline_ms=max(1.0, request.deadline_ms - (self.clock() - request.started) * 1000),
+                zstd_level=self.config.zstd_level,
+                jpeg_quality=self.config.jpeg_quality,
+            )
         )
-        request.encode_ms = (time.perf_counter() - t0) * 1000.0
-        return frame
+        # Encoding runs on the device's CPU too: an emulated weaker device is slower at it.
+        request.encode_ms = encoded.ms
+        return encoded.value
 
     def _wait(self, pending: PendingRequest, deadline: float) -> Outcome:
         try:
@@ -435,7 +465,7 @@ class DeviceNode:
         top5 = top_predictions(logits.value, self.model.labels)
         return self._record(request, k, parts, top5, offloaded=False, fallback=reason)
 
-    def _compute(self, run: Callable[[], torch.Tensor]) -> _Timed:
+    def _compute(self, run: Callable[[], T]) -> _Timed[T]:
         """Run model code and, for an emulated weaker device, sleep (slowdown - 1) times as long.
         A run that a garbage-collector pause stretched is marked as not representative."""
         paused = GC_PAUSES.total_s

@@ -436,8 +436,9 @@ class DynamicSplit:
         profiled = self.device.costs[k].device_ms
         prior_ms = profiled * self.speed_ratio.value(1.0, now)
         self.device_times.on_measured(k, ms, now, prior_ms=prior_ms)
-        # Short runs (an encode alone, a head of one block) are mostly noise as a speed.
-        if profiled >= MIN_RATIO_SHARE * self.device.local_ms:
+        # The device's speed is its model compute: split 0 is an encode alone, whose time
+        # follows the image's content, and a head of a block or two is mostly noise.
+        if k > 0 and profiled >= MIN_RATIO_SHARE * self.device.local_ms:
             self.speed_ratio.observe(ms / profiled, now, prior=1.0)
 
     def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
