@@ -36,7 +36,13 @@ from device_node.gcwatch import GC_PAUSES
 from device_node.link import DeviceLink
 from device_node.pending import Outcome, PendingRequest
 from device_node.policies import LockedPolicy
-from device_node.records import Fallback, LatencyParts, PredictionRecord, ResultRecord
+from device_node.records import (
+    RACE_LOCAL_MS,
+    Fallback,
+    LatencyParts,
+    PredictionRecord,
+    ResultRecord,
+)
 from device_node.sources import ImageSource, SourceImage
 from schemas.codecs import INPUT_CODECS
 from schemas.errors import SchemaError
@@ -90,6 +96,7 @@ class _Request:
     bytes_sent: int = 0
     representative: bool = True  # the head's time is typical of this device
     overrun_ms: float = 0.0  # the device's own delay already added to the deadline
+    race_local_ms: float = 0.0  # tail blocks computed here while racing the server
 
 
 class DeviceNode:
@@ -325,7 +332,9 @@ class DeviceNode:
             answered = self._server_answer(pending)
             if answered is not None:
                 return self._offloaded_record(request, k, answered[1], pending, answered[0])
-            x = self._compute(partial(self.model.run_blocks, x, index, index + 1)).value
+            block = self._compute(partial(self.model.run_blocks, x, index, index + 1))
+            x = block.value
+            request.race_local_ms += block.ms  # the device's energy, spent whoever wins
         self.link.cancel(pending.request_id)
         answered = self._server_answer(pending)  # a reply that slipped in before the cancel
         if answered is not None:
@@ -519,6 +528,8 @@ class DeviceNode:
             reason=request.decision.reason,
             predicted_ms=request.decision.expected_ms,
             uplink_bps=request.decision.uplink_bps,
+            started_s=request.started,
+            extra={RACE_LOCAL_MS: request.race_local_ms} if request.race_local_ms else {},
         )
         self.activity.record(record)
         return record

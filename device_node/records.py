@@ -22,6 +22,11 @@ class Fallback:
     RACE_WON_HERE = "race_won_here"  # raced: the device's own tail finished first
 
 
+#: `ResultRecord.extra` key: ms of tail blocks the device computed while racing the server (they
+#: overlap the server's work, so they are not a latency part, but they cost the device energy).
+RACE_LOCAL_MS = "race_local_ms"
+
+
 @dataclass(frozen=True)
 class PredictionRecord:
     index: int
@@ -86,6 +91,7 @@ class ResultRecord:
     reason: str = ""
     predicted_ms: float | None = None  # the chooser's estimate for the chosen split
     uplink_bps: float | None = None  # the uplink rate the choice assumed
+    started_s: float | None = None  # the device's monotonic clock when the request started
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import torch
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node import table
+from device_node.judgement import judge
 from device_node.node import DeviceNode
 from device_node.records import ResultRecord
 from device_node.runtime import build_device, shaped_uplink
@@ -225,6 +226,7 @@ def summarize(run: DemoRun) -> dict[str, Any]:
         "offloaded_parts_ms": _mean_parts(offloaded),
         "prediction": _prediction_summary(records),
         "local_vs_offloaded_ms": _local_vs_offloaded(records),
+        "judgement": {device: j.to_dict(device) for device, j in judge(records).items()},
         "splits": {str(k): n for k, n in sorted(Counter(r.split for r in records).items())},
         "bytes_sent_mean": statistics.fmean([r.bytes_sent for r in offloaded]) if offloaded else 0,
         "late_results_dropped": run.late_results,
@@ -317,6 +319,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         local, remote = means["local_by_choice_mean"], means["offloaded_mean"]
         if local is not None and remote is not None:
             lines.append(f"  {device}: local by choice {local:.1f} ms, offloaded {remote:.1f} ms")
+    lines.extend(f"  {judgement['line']}" for judgement in summary["judgement"].values())
     for device, error in summary["device_errors"].items():
         lines.append(f"  device {device} failed: {error}")
     return "\n".join(lines)

@@ -40,6 +40,7 @@ import torch
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node.config import DeviceConfig, DynamicPolicyConfig, DynamicPolicyOptions
+from device_node.judgement import judge
 from device_node.node import DeviceNode
 from device_node.policies import build_policy, telemetry_of
 from device_node.records import ResultRecord
@@ -351,6 +352,7 @@ def live_stats(records: list[ResultRecord]) -> dict[str, Any]:
         "mean_ms_by_split": _mean_by_split([(r.split, r.total_ms) for r in records]),
         "bytes_sent_mean": statistics.fmean(r.bytes_sent for r in records),
         "offloaded_parts_ms": _mean_parts([r for r in records if r.offloaded]),
+        "judgement": {device: j.to_dict(device) for device, j in judge(records).items()},
     }
 
 
