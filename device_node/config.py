@@ -167,7 +167,11 @@ class DeviceConfig(BaseModel):
     zstd_level: int = Field(default=1, ge=1, le=22, description="zstd level behind the codec")
     policy: PolicyConfig = Field(default_factory=DynamicPolicyConfig)
     deadline_ms: float = Field(
-        default=2000.0, gt=0, description="wait this long for a result, then run the tail locally"
+        default=2000.0,
+        gt=0,
+        description="the longest wait for a result before the tail runs locally (a dynamic "
+        "policy waits min(this, wait_factor x predicted + wait_margin_ms) plus the device's "
+        "own overrun)",
     )
     source: SourceConfig = Field(default_factory=SourceConfig)
     rate_hz: float | None = Field(

@@ -326,7 +326,7 @@ class DynamicSplit:
         if self.pin is not None:
             decision = Decision(k=self.pin, reason="fixed", predicted_ms=decision.predicted_ms)
         elif decision.k == self.device.n and self.explorer.due(now) and _offloadable(inputs):
-            decision = self._exploration(decision, inputs)
+            decision = self._exploration(decision, inputs) or decision
         if decision.k < self.device.n and self._races(decision, inputs):
             decision = replace(decision, race=True)
         if decision.k < self.device.n:
@@ -341,14 +341,19 @@ class DynamicSplit:
             self.feedback.on_offload(now, decision.predicted_ms.get(decision.k, math.inf))
         return decision
 
-    def _exploration(self, local: Decision, inputs: ChooserInputs) -> Decision:
-        """Re-test the best offload the chooser has stopped taking. It races the device's own
-        tail, so it costs at most its head's encode and send when the offload is as slow as
-        believed, and it corrects every belief that made offloading look slow when it is not."""
-        k = min(
-            (k for k in self.device.candidates if k < self.device.n),
-            key=lambda k: (local.predicted_ms.get(k, math.inf), k),
-        )
+    def _exploration(self, local: Decision, inputs: ChooserInputs) -> Decision | None:
+        """Re-test the best offload the chooser has stopped taking (None: no worker serves
+        any). It races the device's own tail, so it costs at most its head's encode and send
+        when the offload is as slow as believed, and it corrects every belief that made
+        offloading look slow when it is not."""
+        served = [
+            k
+            for k in self.device.candidates
+            if k < self.device.n and math.isfinite(local.predicted_ms.get(k, math.inf))
+        ]
+        if not served:
+            return None
+        k = min(served, key=lambda k: (local.predicted_ms[k], k))
         part = best_option(k, inputs)
         return Decision(
             k=k,

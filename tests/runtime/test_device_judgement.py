@@ -26,7 +26,7 @@ def record(
     fallback: str | None = None,
     reason: str = "lowest predicted",
     device: str = "dev1",
-    **extra: float,
+    race_local_ms: float = 0.0,
 ) -> ResultRecord:
     head = total_ms if split == LOCAL else 0.0
     return ResultRecord(
@@ -44,7 +44,7 @@ def record(
         chosen_split=split,
         reason=reason,
         started_s=at,
-        extra=dict(extra),
+        extra={RACE_LOCAL_MS: race_local_ms} if race_local_ms else {},
     )
 
 
@@ -67,7 +67,7 @@ def test_a_local_choice_slower_than_nearby_offloads_is_counted_with_its_regret()
 def test_re_tests_are_counted_and_racing_work_is_the_devices_compute():
     records = [
         record(0.0, 150.0, split=LOCAL, offloaded=False),
-        record(0.2, 60.0, reason="explore", **{RACE_LOCAL_MS: 40.0}),
+        record(0.2, 60.0, reason="explore", race_local_ms=40.0),
         record(0.4, 160.0, split=LOCAL, offloaded=False),
     ]
     verdict = judge(records)["dev1"]

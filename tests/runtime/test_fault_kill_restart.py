@@ -22,7 +22,8 @@ import pytest
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from edge_worker.config import ModelEntry, WorkerConfig, save_worker_config
-from tests.waiting import wait_until
+from schemas.topics import Topics
+from tests.waiting import wait_for_retained, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +63,9 @@ class Fleet:
         save_worker_config(config, path)
         command = [sys.executable, "-m", "edge_worker.cli", "--config", str(path), "-q"]
         self.workers[worker_id] = subprocess.Popen(command, cwd=ROOT, env=ENV)
+        # A worker announces itself once warm; the scenarios start from a serving worker.
+        settings = BrokerSettings(host=self.broker.host, port=self.broker.port)
+        wait_for_retained(settings, Topics().telemetry(worker_id), bool, timeout_s=60)
 
     def start_device(self, *, trace: Path | None = None) -> None:
         config = self.folder / "device.yaml"
@@ -118,9 +122,12 @@ def one_record_each(records: list[dict[str, Any]], scenario: str) -> None:
     sequence = sorted(int(r["request_id"].rsplit("-", 1)[1]) for r in records)
     assert sequence == list(range(1, len(records) + 1)), "a request without exactly one record"
     remote = sum(r["offloaded"] for r in records)
+    ids = [r["request_id"] for r in records]
+    lost = max(sequence) - len(set(ids))
+    duplicates = len(ids) - len(set(ids))
     print(
-        f"{scenario}: {len(records)} requests, {len(records)} records, {remote} remote, "
-        f"{len(records) - remote} local, lost 0, duplicates 0"
+        f"{scenario}: {max(sequence)} requests, {len(records)} records, {remote} remote, "
+        f"{len(records) - remote} local, lost {lost}, duplicates {duplicates}"
     )
 
 

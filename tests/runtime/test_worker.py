@@ -32,7 +32,7 @@ from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model
 from tests.runtime.worker_clients import Requester, SlowFirstRunner, echo_frame
-from tests.waiting import wait_until
+from tests.waiting import wait_for_retained, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -179,29 +179,6 @@ def test_expired_requests_are_not_computed_and_are_counted(
         assert [r.status for r in results] == ["ok", "expired", "expired", "ok"]
         assert runner.computed == ["blocker", "patient"]
         assert worker.stats.snapshot().expired == 2
-
-
-def wait_for_retained(
-    settings: BrokerSettings, topic: str, accept: object, timeout_s: float = 10
-) -> list[bytes]:
-    """Subscribe (fresh client) and return the payloads seen until `accept(payload)` is true."""
-    seen: list[bytes] = []
-    done = threading.Event()
-    watcher = make_client(settings, f"watch-{time.monotonic_ns()}")
-    watcher.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-
-    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        seen.append(bytes(msg.payload))
-        if accept(bytes(msg.payload)):  # type: ignore[operator]
-            done.set()
-
-    watcher.on_message = on_message
-    start_client(watcher)
-    try:
-        done.wait(timeout_s)
-    finally:
-        stop_client(watcher)
-    return seen
 
 
 def test_telemetry_is_retained_and_cleared_on_shutdown(
