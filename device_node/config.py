@@ -7,6 +7,7 @@ reports a bad file with its path and every bad key as a dotted path (`policy.spl
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -181,6 +182,12 @@ class DeviceConfig(BaseModel):
     slowdown: float = Field(
         default=1.0, ge=1.0, description="stretch head/local compute by this factor (weak device)"
     )
+    cores: int | None = Field(
+        default=None,
+        ge=1,
+        description="the device's CPU cores (None: this machine's); with 2 or more, a raced "
+        "request runs its local tail at once while another core encodes and sends",
+    )
     trace: Path | None = Field(
         default=None,
         strict=False,
@@ -236,6 +243,11 @@ class DeviceConfig(BaseModel):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    @property
+    def cpu_cores(self) -> int:
+        """The device's cores: as configured, else this machine's."""
+        return self.cores or os.cpu_count() or 1
 
 
 def device_config_from_mapping(data: Mapping[str, Any], *, source: str = "<dict>") -> DeviceConfig:

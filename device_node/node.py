@@ -14,12 +14,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from functools import partial
@@ -99,6 +101,22 @@ class _Request:
     race_local_ms: float = 0.0  # tail blocks computed here while racing the server
 
 
+class _SendGate:
+    """Between a raced request and the thread that sends it: the request is published only
+    while the race still wants it, and the race sees the pending request once it is sent."""
+
+    def __init__(self, pending: PendingRequest | None = None) -> None:
+        self.lock = threading.Lock()
+        self.withdrawn = False
+        self.pending = pending
+
+    def withdraw(self) -> PendingRequest | None:
+        """The local tail won: nothing more is sent; the pending request if one was."""
+        with self.lock:
+            self.withdrawn = True
+            return self.pending
+
+
 class DeviceNode:
     """One device: a model, a policy and an MQTT link (started by the caller)."""
 
@@ -126,6 +144,7 @@ class DeviceNode:
         GC_PAUSES.install()
         self._sequence = itertools.count(1)
         self._warm_threads: set[int] = set()
+        self._sender_pool: ThreadPoolExecutor | None = None
         self._measured: set[tuple[int, int]] = set()  # (thread, split) measured once already
         self._session = uuid.uuid4().hex[:8]
         self.activity = DeviceActivity(
@@ -155,6 +174,8 @@ class DeviceNode:
         `offline_ok` go on offline: every request runs here ("not_connected") until paho's
         reconnect gets in, and offloading starts from then on. `wait_s=None` never waits."""
         self._warm_this_thread()
+        if self.config.cpu_cores >= 2:
+            self._sender()  # raced requests encode and send there: warm it off the request path
         if not offline_ok or wait_s is None:
             self.link.start(wait_s=wait_s)
             return self
@@ -203,6 +224,9 @@ class DeviceNode:
             self._warm_threads.add(thread)
 
     def stop(self) -> None:
+        if self._sender_pool is not None:
+            self._sender_pool.shutdown(wait=True)
+            self._sender_pool = None
         if self.announcer is not None:
             self.announcer.cancel()
         self.activity.close()
@@ -272,6 +296,34 @@ class DeviceNode:
 
     def _offload(self, request: _Request, prepared: np.ndarray, k: int) -> ResultRecord:
         z = self._head(request, prepared, k)
+        if request.decision.race and self.config.cpu_cores >= 2:
+            # Another core encodes and sends while this one starts the local tail at once:
+            # a race the server loses costs no encode.
+            gate = _SendGate()
+            sending = self._sender().submit(self._send, request, prepared, z, k, gate)
+            sending.add_done_callback(_log_send_failure)
+            return self._race(request, prepared, z, k, gate)
+        sent = self._send(request, prepared, z, k, None)
+        if isinstance(sent, str):
+            return self._finish_here(request, prepared, z, k, sent, None)
+        if request.decision.race:
+            return self._race(request, prepared, z, k, _SendGate(sent))
+        outcome = self._wait(sent, request.started + request.deadline_ms / 1000.0)
+        message = outcome.message
+        if message is not None and message.status == "ok" and message.top5:
+            return self._offloaded_record(request, k, message, sent, outcome)
+        return self._finish_here(request, prepared, z, k, _fallback_reason(outcome), sent)
+
+    def _send(
+        self,
+        request: _Request,
+        prepared: np.ndarray,
+        z: torch.Tensor | None,
+        k: int,
+        gate: _SendGate | None,
+    ) -> PendingRequest | str:
+        """Encode and publish head(k)'s output: the pending request, or the `Fallback` reason
+        it was not sent. With a `gate`, publish only while the race still wants it."""
         # The deadline gives the server twice its predicted share; a head or an encode slowed
         # by the device itself (a busy CPU) must not eat into it, or the device gives up on a
         # server that is on time.
@@ -280,30 +332,36 @@ class DeviceNode:
             frame = self._encode(request, prepared, z, k)
         except SchemaError as exc:  # CodecError: NaN/Inf under int codecs, fp16 overflow
             logger.warning("request %s: cannot encode split %d: %s", request.request_id, k, exc)
-            return self._finish_here(request, prepared, z, k, Fallback.ENCODE_ERROR, None)
+            return Fallback.ENCODE_ERROR
         self._extend_deadline(request, request.head_ms + request.encode_ms)
         self._report_device_time(k, request.head_ms + request.encode_ms, request.representative)
-        try:
-            pending = self.link.publish_request(
-                frame,
-                request_id=request.request_id,
-                model=self.model.name,
-                split=k,
-                expiry_s=request.deadline_ms / 1000.0,
-                # The least loaded of several live workers, by their telemetry; else shared.
-                worker_id=self.link.least_loaded_worker(self.model.name, k),
-                num_classes=self.model.num_classes,  # replies name classes of this model only
-            )
-        except NotConnectedError:
-            return self._finish_here(request, prepared, z, k, Fallback.NOT_CONNECTED, None)
-        request.bytes_sent = len(frame)
-        if request.decision.race:
-            return self._race(request, prepared, z, k, pending)
-        outcome = self._wait(pending, request.started + request.deadline_ms / 1000.0)
-        message = outcome.message
-        if message is not None and message.status == "ok" and message.top5:
-            return self._offloaded_record(request, k, message, pending, outcome)
-        return self._finish_here(request, prepared, z, k, _fallback_reason(outcome), pending)
+        with gate.lock if gate is not None else contextlib.nullcontext():
+            if gate is not None and gate.withdrawn:
+                return Fallback.RACE_WON_HERE
+            try:
+                pending = self.link.publish_request(
+                    frame,
+                    request_id=request.request_id,
+                    model=self.model.name,
+                    split=k,
+                    expiry_s=request.deadline_ms / 1000.0,
+                    # The least loaded of several live workers, by their telemetry; else shared.
+                    worker_id=self.link.least_loaded_worker(self.model.name, k),
+                    num_classes=self.model.num_classes,  # replies name this model's classes only
+                )
+            except NotConnectedError:
+                return Fallback.NOT_CONNECTED
+            request.bytes_sent = len(frame)
+            if gate is not None:
+                gate.pending = pending
+        return pending
+
+    def _sender(self) -> ThreadPoolExecutor:
+        """The thread that encodes and sends raced requests, warmed on first use."""
+        if self._sender_pool is None:
+            self._sender_pool = ThreadPoolExecutor(1, thread_name_prefix="sender")
+            self._sender_pool.submit(self._warm_this_thread).result()
+        return self._sender_pool
 
     @staticmethod
     def _extend_deadline(request: _Request, device_ms: float) -> None:
@@ -321,28 +379,33 @@ class DeviceNode:
         prepared: np.ndarray,
         z: torch.Tensor | None,
         k: int,
-        pending: PendingRequest,
+        gate: _SendGate,
     ) -> ResultRecord:
         """tail(k) here, one block at a time, while the server works on the same request: the
         first result wins. The server's is taken between blocks; if the local tail finishes
-        first, the pending request is cancelled and a late reply is dropped like any other."""
+        first, the request is withdrawn (cancelled if sent, never sent if not yet) and a late
+        reply is dropped like any other."""
         x = z if z is not None else self.model.preprocess(prepared)
         t0 = time.perf_counter()
         for index in range(k, self.model.n):
-            answered = self._server_answer(pending)
-            if answered is not None:
+            pending = gate.pending
+            answered = self._server_answer(pending) if pending is not None else None
+            if pending is not None and answered is not None:
                 return self._offloaded_record(request, k, answered[1], pending, answered[0])
             block = self._compute(partial(self.model.run_blocks, x, index, index + 1))
             x = block.value
             request.race_local_ms += block.ms  # the device's energy, spent whoever wins
-        self.link.cancel(pending.request_id)
-        answered = self._server_answer(pending)  # a reply that slipped in before the cancel
-        if answered is not None:
-            return self._offloaded_record(request, k, answered[1], pending, answered[0])
+        pending = gate.withdraw()
+        if pending is not None:
+            self.link.cancel(pending.request_id)
+            answered = self._server_answer(pending)  # a reply that slipped in before the cancel
+            if answered is not None:
+                return self._offloaded_record(request, k, answered[1], pending, answered[0])
+        uplink_s = pending.uplink_s if pending is not None else None
         parts = LatencyParts(
             head_ms=request.head_ms,
             encode_ms=request.encode_ms,
-            uplink_ms=(pending.uplink_s or 0.0) * 1000.0,
+            uplink_ms=(uplink_s or 0.0) * 1000.0,
             local_tail_ms=(time.perf_counter() - t0) * 1000.0,
         )
         top5 = top_predictions(x, self.model.labels)
@@ -541,6 +604,13 @@ class DeviceNode:
 
     def _next_request_id(self) -> str:
         return f"{self.config.device_id}-{self._session}-{next(self._sequence)}"
+
+
+def _log_send_failure(sending: Future[PendingRequest | str]) -> None:
+    """A raced request's sender failed unforeseen: the race then ends here; say why."""
+    error = sending.exception()
+    if error is not None:
+        logger.error("sending a raced request failed: %r", error)
 
 
 def _fallback_reason(outcome: Outcome) -> str:

@@ -37,6 +37,7 @@ class PolicyContext:
     codecs: tuple[str, ...] = ()
     input_codec: str = "webp"
     min_agreement: float = 0.99
+    cores: int = 1
 
 
 PolicyFactory = Callable[[PolicyConfig, PolicyContext], SplitPolicy]
@@ -100,6 +101,7 @@ def _dynamic(config: PolicyConfig, context: PolicyContext) -> SplitPolicy:
             input_codec=context.input_codec,
             min_agreement=context.min_agreement,
             slowdown=context.slowdown,
+            cores=context.cores,
             deadline_ms=context.deadline_ms,
             server_profile=config.options.server_profile,
             options=config.options,

@@ -53,6 +53,7 @@ def policy_context(
         codecs=config.codecs,
         input_codec=config.input_codec,
         min_agreement=config.min_agreement,
+        cores=config.cpu_cores,
     )
 
 

@@ -187,11 +187,14 @@ def _score(part: Breakdown, local: int, inputs: ChooserInputs) -> float:
     if not params.expected:
         return part.total_ms + price
     tail_ms = local_tail_ms(part.k, inputs)
+    device = inputs.device
+    overlap = device.cost(part.k, part.codec or None).encode_ms if device.cores >= 2 else 0.0
     return price + expected_ms(
         part,
         spread=spread,
         tail_ms=tail_ms,
         deadline_ms=None if inputs.racing else inputs.fallback.deadline_ms(part.total_ms),
+        overlap_ms=overlap,
     )
 
 
@@ -209,18 +212,24 @@ _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
 def expected_ms(
-    part: Breakdown, *, spread: float, tail_ms: float, deadline_ms: float | None
+    part: Breakdown,
+    *,
+    spread: float,
+    tail_ms: float,
+    deadline_ms: float | None,
+    overlap_ms: float = 0.0,
 ) -> float:
     """Expected latency of the offload `part` when its uplink time is log-normal with the
     predicted mean (std `spread` of log rate). With `deadline_ms`, an answer later than that is
     replaced by the deadline plus `tail_ms` run here (the fallback); without one (racing), the
-    request ends when the first of the offload and the device's own tail finishes."""
+    request ends when the first of the offload and the device's own tail finishes, the tail
+    starting `overlap_ms` before the encode ends on a device that encodes on another core."""
     rest = part.total_ms - part.uplink_ms
     # Mean-preserving: the estimator's rate (decayed bytes over seconds) already predicts the
     # mean transfer time, so the spread widens the distribution around it without moving it.
     latencies = rest + part.uplink_ms * np.exp(spread * _NODES - spread * spread / 2)
     if deadline_ms is None:
-        latencies = np.minimum(latencies, part.device_ms + tail_ms)
+        latencies = np.minimum(latencies, part.device_ms - overlap_ms + tail_ms)
     else:
         latencies = np.where(latencies > deadline_ms, deadline_ms + tail_ms, latencies)
     return float(np.dot(_WEIGHTS, latencies))

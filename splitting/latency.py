@@ -70,8 +70,13 @@ class DeviceProfile:
     slowdown: float = 1.0
     options: Mapping[int, tuple[SplitCost, ...]] = field(default_factory=dict)
     min_agreement: float = 0.0
+    #: CPU cores: with two or more, a raced request runs its local tail on one while another
+    #: encodes and sends the head's output, so a lost race costs no encode.
+    cores: int = 1
 
     def __post_init__(self) -> None:
+        if self.cores < 1:
+            raise ProfileError(f"{self.model}: a device has at least one core, got {self.cores}")
         if [c.k for c in self.costs] != list(range(self.n + 1)):
             raise ProfileError(f"{self.model}: costs must be listed for k = 0..{self.n}")
         if not self.candidates or any(not 0 <= k <= self.n for k in self.candidates):
@@ -123,6 +128,7 @@ class DeviceProfile:
         candidates: Sequence[int] | None = None,
         codecs: Sequence[str] | None = None,
         min_agreement: float = 0.0,
+        cores: int = 1,
     ) -> DeviceProfile:
         """Scale a profile measured on this host to a device `slowdown` times slower.
 
@@ -158,6 +164,7 @@ class DeviceProfile:
             slowdown=slowdown,
             options=options,
             min_agreement=min_agreement,
+            cores=cores,
         )
 
     @classmethod

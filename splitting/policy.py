@@ -294,6 +294,7 @@ class DynamicSplit:
         input_codec: str | None = None,
         min_agreement: float = DEFAULT_MIN_AGREEMENT,
         slowdown: float = 1.0,
+        cores: int = 1,
         deadline_ms: float | None = None,
         server_profile: str | Path | ServerProfile | None = None,
         options: DynamicOptions | None = None,
@@ -301,8 +302,9 @@ class DynamicSplit:
     ) -> DynamicSplit:
         """Build from what a device node has: its model profile, codecs (`codec` and the
         further `codecs` it may choose per request, `input_codec` at split 0), the agreement
-        floor, slowdown, deadline cap (the configured deadline: the fallback rule's cap unless
-        `fallback` is given), optionally a server profile (path or object), and its options."""
+        floor, slowdown, cores, deadline cap (the configured deadline: the fallback rule's cap
+        unless `fallback` is given), optionally a server profile (path or object), and its
+        options."""
         if input_codec is not None:
             profile = profile.with_codec(codec or profile.codec, input_codec)
         device = DeviceProfile.from_model_profile(
@@ -311,6 +313,7 @@ class DynamicSplit:
             codec=codec,
             codecs=codecs,
             min_agreement=min_agreement,
+            cores=cores,
         )
         if isinstance(server_profile, str | Path):
             server_profile = ServerProfile.load(server_profile)

@@ -33,6 +33,7 @@ class DeviceClass:
     name: str
     local_ms: float
     description: str
+    cores: int = 1
 
     def slowdown(self, profile: ModelProfile) -> float:
         measured = profile.device_ms_at(profile.n)
@@ -44,14 +45,21 @@ class DeviceClass:
 DEVICE_CLASSES: dict[str, DeviceClass] = {
     c.name: c
     for c in (
-        DeviceClass("fast-40ms", 40.0, "a fast device: the whole model in 40 ms"),
+        DeviceClass(
+            "fast-40ms", 40.0, "a fast device, 8 cores: the whole model in 40 ms on one", 8
+        ),
         DeviceClass(
             "camera-150ms",
             150.0,
-            "a camera-class device running eager PyTorch on its CPU: the whole model in 150 ms",
+            "a camera-class device, 4 cores (a Raspberry Pi 4/5 class board) running eager "
+            "PyTorch on one: the whole model in 150 ms",
+            4,
         ),
         DeviceClass(
-            "sensor-400ms", 400.0, "a weak, battery-powered sensor: the whole model in 400 ms"
+            "sensor-400ms",
+            400.0,
+            "a weak, battery-powered sensor, 1 core: the whole model in 400 ms",
+            1,
         ),
     )
 }
@@ -105,6 +113,7 @@ def reference_device(
         codec=codec,
         codecs=codecs,
         min_agreement=min_agreement,
+        cores=chosen.cores,
     )
 
 

@@ -218,17 +218,21 @@ class DeviceState:
         race: bool = False,
     ) -> Outcome:
         """Run one request at split k (under `codec`) from now; `deadline_ms` after arrival
-        it falls back. Raced: right after handing the frame over, the device runs tail(k)
-        itself; the first result wins and the other is cancelled (no deadline needed)."""
+        it falls back. Raced: the device runs tail(k) itself, right after handing the frame
+        over, or on a device with several cores right after the head while another core
+        encodes; the first result wins and the other is cancelled (no deadline needed)."""
         self.cpu.forget_before(arrival_s)
         cost = self.device.cost(k, codec)
         device_ms = cost.device_ms
-        _, head_end = self.cpu.run_head(arrival_s, device_ms / 1000)
+        concurrent = race and k < self.device.n and self.device.cores >= 2
+        on_cpu_ms = cost.head_ms if concurrent else device_ms
+        _, head_end = self.cpu.run_head(arrival_s, on_cpu_ms / 1000)
         if k == self.device.n:
             return Outcome(
                 k, arrival_s, head_end, device_ms, head_end, False, False, 0, None, device_ms
             )
-        handed = max(head_end, self.uplink.last_handed_s)
+        encoded = head_end + (device_ms - on_cpu_ms) / 1000  # on another core when concurrent
+        handed = max(encoded, self.uplink.last_handed_s)
         delivery = self.uplink.send(wire_bytes(cost.payload_bytes), handed)
         result_s = self.server.done_s(k, delivery.arrives_s) + self.uplink.one_way_s
         tail_s = self.device.local_tail_ms(k) / 1000

@@ -401,6 +401,38 @@ def test_a_raced_request_ends_with_the_local_result_when_the_server_is_slow(
         assert record.top5 == unsplit_top5(model, image)
 
 
+def test_on_two_cores_a_lost_race_costs_no_encode(
+    broker_settings: BrokerSettings, model: SplitModel, photos: list[SourceImage]
+) -> None:
+    """Split 0 raced against a slow server on a device 10x slower than this host: with two
+    cores the local run starts at once and the image's encode overlaps it; with one core the
+    encode comes first and the local run after it."""
+    config = worker_config(broker_settings)
+    slow_worker = EdgeWorker(config, runner=SlowTails.from_config(config))
+    totals: dict[int, list[ResultRecord]] = {}
+    with slow_worker:
+        for cores in (2, 1):
+            device = DeviceConfig(
+                broker=broker_settings,
+                device_id=f"racer{cores}",
+                model=MODEL,
+                slowdown=10.0,
+                cores=cores,
+            )
+            policy = FixedSplit(0, race=True)
+            with build_device(device, model=model, policy=policy) as node:
+                wait_for_worker(node, split=0)
+                totals[cores] = [node.run_request(image) for image in photos[:3]]
+    for record in totals[2]:
+        parts = record.latency
+        assert record.fallback == Fallback.RACE_WON_HERE
+        assert parts.encode_ms > 20  # a WebP encode, 10x stretched, ran for this request ...
+        assert record.total_ms < parts.local_tail_ms + parts.encode_ms / 2  # ... beside the tail
+    for record in totals[1]:
+        parts = record.latency
+        assert record.total_ms >= parts.local_tail_ms + parts.encode_ms  # one after the other
+
+
 def test_a_raced_request_takes_the_server_result_when_it_comes_first(
     broker_settings: BrokerSettings,
     worker: EdgeWorker,

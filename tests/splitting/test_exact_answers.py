@@ -175,6 +175,16 @@ def test_a_raced_request_takes_the_local_result_when_the_server_is_slow(tmp_path
     assert outcome.compute_ms == pytest.approx(local + state.device.costs[2].encode_ms)
 
 
+def test_on_several_cores_a_lost_race_costs_no_encode(tmp_path: Path) -> None:
+    state = state_for(tmp_path, slow_server())
+    state.device = replace(state.device, cores=4)
+    outcome = state.run(2, 1.0, None, race=True)
+    local = state.device.local_ms
+    assert outcome.fallback and not outcome.offloaded
+    assert outcome.latency_ms == pytest.approx(local)  # the encode ran on another core
+    assert outcome.compute_ms == pytest.approx(local + state.device.costs[2].encode_ms)
+
+
 def test_a_raced_request_cancels_the_local_tail_when_the_server_wins(tmp_path: Path) -> None:
     state = state_for(tmp_path, toy_server())
     raced = state.copy().run(1, 1.0, None, race=True)
