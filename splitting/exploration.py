@@ -49,14 +49,16 @@ class Explorer:
             self.explorations += 1
             self._open = (now, exploring_against_ms)
 
-    def on_result(self, latency_ms: float, now: float) -> None:
+    def on_result(self, latency_ms: float, now: float, *, offloaded: bool) -> None:
+        """A request's result; a re-test's says whether offloading paid: the server's answer
+        came first (`offloaded`) and beat the local prediction."""
         if self._open is None:
             return
         started, local_ms = self._open
         if abs(now - latency_ms / 1000 - started) > 0.005:
             return  # another request's result
         self._open = None
-        if latency_ms < local_ms:
+        if offloaded and latency_ms < local_ms:
             self.interval_s = self.after_s  # offloading pays again: re-test soon if dropped
         else:
             self.confirmed_local += 1

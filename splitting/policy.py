@@ -454,7 +454,7 @@ class DynamicSplit:
 
     def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
         self.results += 1
-        self.explorer.on_result(latency_ms, now)
+        self.explorer.on_result(latency_ms, now, offloaded=offloaded)
         if k >= self.device.n:
             return
         if not offloaded:

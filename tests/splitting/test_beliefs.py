@@ -105,11 +105,11 @@ def test_re_tests_start_after_a_quiet_spell_and_back_off_while_local_wins():
     assert explorer.due(2.0)
     explorer.on_offload(2.0, exploring_against_ms=100.0)
     assert not explorer.due(10.0)  # one re-test at a time
-    explorer.on_result(150.0, 2.15)  # slower than local: local confirmed
+    explorer.on_result(150.0, 2.15, offloaded=True)  # slower than local: local confirmed
     assert explorer.interval_s == 4.0
     assert not explorer.due(5.0) and explorer.due(6.0)
     explorer.on_offload(6.0, exploring_against_ms=100.0)
-    explorer.on_result(40.0, 6.04)  # faster than local: offloading pays again
+    explorer.on_result(40.0, 6.04, offloaded=True)  # faster than local: offloading pays again
     assert explorer.interval_s == 2.0
     assert (explorer.explorations, explorer.confirmed_local) == (2, 1)
 
@@ -120,7 +120,7 @@ def test_re_tests_back_off_to_the_cap_and_a_lost_result_does_not_block_them():
     now = 2.0
     for _ in range(5):
         explorer.on_offload(now, exploring_against_ms=10.0)
-        explorer.on_result(50.0, now + 0.05)
+        explorer.on_result(5.0, now + 0.005, offloaded=False)  # the local run won the race
         now += explorer.interval_s + 0.05
     assert explorer.interval_s == 8.0
     explorer.on_offload(now, exploring_against_ms=10.0)  # its result never comes
