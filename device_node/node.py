@@ -145,7 +145,6 @@ class DeviceNode:
         self._sequence = itertools.count(1)
         self._warm_threads: set[int] = set()
         self._sender_pool: ThreadPoolExecutor | None = None
-        self._measured: set[tuple[int, int]] = set()  # (thread, split) measured once already
         self._session = uuid.uuid4().hex[:8]
         self.activity = DeviceActivity(
             config.device_id,
@@ -252,7 +251,6 @@ class DeviceNode:
     ) -> list[ResultRecord]:
         """Classify images from `source`: `requests` of them (None: until `should_stop`), at
         most `rate_hz` per second (None: back to back)."""
-        self._warm_this_thread()  # before the first request's clock starts
         records: list[ResultRecord] = []
         period = 1.0 / rate_hz if rate_hz else 0.0
         next_start = self.clock()
@@ -276,6 +274,7 @@ class DeviceNode:
         defaults to `<device>-<session>-<sequence>`; a given one must be unique too."""
         if not isinstance(image, SourceImage):
             image = SourceImage("image", image)
+        self._warm_this_thread()  # once per thread, before the request's clock starts
         started = self.clock()
         decision = self.policy.choose(started)
         self._send_probe(started)
@@ -551,10 +550,10 @@ class DeviceNode:
         return _Timed(value, ms, representative=not GC_PAUSES.stretched(gc_s, elapsed))
 
     def _report_device_time(self, k: int, ms: float, representative: bool) -> None:
-        """Tell the policy a device time; the first of each split in a thread is not typical."""
-        first = (threading.get_ident(), k) not in self._measured
-        self._measured.add((threading.get_ident(), k))
-        self.policy.on_device_time(k, ms, self.clock(), representative=representative and not first)
+        """Tell the policy a device time; one from a thread that was never warmed (its first
+        runs pay one-time setup) is not typical."""
+        warm = threading.get_ident() in self._warm_threads
+        self.policy.on_device_time(k, ms, self.clock(), representative=representative and warm)
 
     # -- records --------------------------------------------------------------------------
 

@@ -428,7 +428,9 @@ class OffloadFeedback:
     - Surprise: telemetry is up to an interval old, so when the worker's load jumps the device
       learns it from its own late results first. A result later than predicted by more than
       `max(min_excess_ms, rel_excess * predicted)` adds its excess to the expected wait until
-      telemetry received after it (which shows the new load) or `hold_s` passes.
+      telemetry received after it (which shows the new load) or `hold_s` passes. One late
+      result alone is as likely a one-off (two devices' requests meeting in the queue) as a
+      lasting jump, so it counts half; a second one within `hold_s` counts whole.
     """
 
     def __init__(
@@ -480,7 +482,9 @@ class OffloadFeedback:
         self._residual_sum += min(excess, max(predicted, self.min_excess_ms))
         self._weight += 1.0
         if excess > max(self.min_excess_ms, self.rel_excess * predicted):
-            self._excess_ms = max(excess, self._excess_ms if self.active(now, None) else 0.0)
+            repeated = self.active(now, None)
+            weighed = excess if repeated else excess / 2
+            self._excess_ms = max(weighed, self._excess_ms if repeated else 0.0)
             self._since = now
 
     def _decay_to(self, now: float) -> None:

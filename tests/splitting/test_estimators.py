@@ -184,9 +184,12 @@ def test_slow_telemetry_interval_stretches_the_staleness_limit():
 def test_a_late_result_raises_the_expected_wait_until_fresh_telemetry():
     feedback = OffloadFeedback(min_excess_ms=25.0, bias=False)
     feedback.on_offload(10.0, 60.0)
-    feedback.on_result(200.0, 10.2)  # 140 ms later than predicted
-    assert feedback.penalty_ms(10.3, telemetry_at=9.5) == pytest.approx(140.0)
-    assert feedback.penalty_ms(10.3, telemetry_at=10.25) == 0.0  # telemetry shows the load
+    feedback.on_result(200.0, 10.2)  # 140 ms later than predicted: maybe a one-off
+    assert feedback.penalty_ms(10.25, telemetry_at=9.5) == pytest.approx(70.0)
+    feedback.on_offload(10.25, 60.0)
+    feedback.on_result(200.0, 10.25 + 0.2)  # late again: the load has jumped
+    assert feedback.penalty_ms(10.5, telemetry_at=9.5) == pytest.approx(140.0)
+    assert feedback.penalty_ms(10.5, telemetry_at=10.46) == 0.0  # telemetry shows the load
     assert feedback.penalty_ms(13.0, telemetry_at=9.5) == 0.0  # held for 2 s at most
 
 
