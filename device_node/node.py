@@ -196,6 +196,7 @@ class DeviceNode:
         deadline nor in the device times the policy learns from."""
         size = self.model.input_size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
+        _ = self.model.labels  # loaded on first use: an import of torchvision, ~1.9 s
         with torch.inference_mode():
             x = self.model.preprocess(blank)
             self.model.forward(x)

@@ -15,6 +15,7 @@ BENCH_MODULES = (
     "bench_grid",
     "bench_worker",
     "bench_fleet",
+    "bench_cold_start",
 )
 
 

@@ -1,0 +1,45 @@
+"""`splitmq bench cold-start`: devices started against a worker started a moment earlier."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from splitmq.cold_start_bench import __doc__ as doc
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "cold-start",
+        help="a fresh worker and fresh devices: the request at which each first offloads",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--devices", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=10, help="per device")
+    parser.add_argument("--head-start", type=float, default=1.0, help="worker's lead, seconds")
+    parser.add_argument("--busy-cores", type=int, default=0, help="CPU-bound processes beside")
+    parser.add_argument("--slowdown", type=float, default=4.0, help="device compute stretch")
+    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitmq.cold_start_bench import ColdStartOptions, format_report, run_cold_start_bench
+
+    options = ColdStartOptions(
+        devices=args.devices,
+        requests=args.requests,
+        head_start_s=args.head_start,
+        busy_cores=args.busy_cores,
+        slowdown=args.slowdown,
+    )
+    result = run_cold_start_bench(options)
+    print(format_report(result))
+    if args.json_path is not None:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"  written to {args.json_path}")
+    return 0
