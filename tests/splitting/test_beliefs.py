@@ -97,6 +97,24 @@ def test_a_slow_first_head_does_not_pin_a_device_to_local():
     assert policy.choose(3.6).k < LOCAL
 
 
+def test_an_unnoticed_slow_first_head_costs_at_most_one_more_local_choice():
+    """The same slow first head, taken as typical: the device's speed and the split's time
+    jump, yet within two decisions the device offloads again, and the belief fades."""
+    policy = DynamicSplit.build(toy_device(), server_profile=toy_server())
+    link = Link(UplinkTrace.fixed_rate(4.0))
+    run_device(policy, link, 0.0, 3.0)
+    first = policy.choose(3.0)
+    head = first.device_ms or 0.0
+    policy.on_device_time(first.k, 8 * head, 3.0)
+    policy.on_result(first.k, True, (first.expected_ms or 0.0) + 7 * head, 3.5)
+    following = [policy.choose(3.5 + 0.1 * i).k for i in range(2)]
+    assert any(k < LOCAL for k in following)
+    slow = policy.inputs(3.6).device_ms[first.k]
+    # The split's own belief ages toward a prior that itself ages toward the profile: after
+    # four half-lives (2 min) less than a quarter of the slowness is left.
+    assert policy.inputs(123.6).device_ms[first.k] < head + (slow - head) / 4
+
+
 # -- re-testing ---------------------------------------------------------------------------------
 
 
