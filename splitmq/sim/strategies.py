@@ -10,6 +10,8 @@
 - `dynamic`: `splitting.policy.DynamicSplit`, the device node's default.
 - `dynamic_race`: the same chooser, racing every offload whose chance of losing to local is
   material (`race="auto"`): the device also runs tail(k) and the first result wins.
+- `dynamic_race_always`: racing every offload (`race="always"`): on a device with several cores
+  a lost race costs no latency, only the device's compute (its energy).
 - `dynamic_knows_past`: `dynamic` with an uplink estimate that is the trace's true capacity over
   the last 100 ms (`splitmq.sim.hindsight`): a reference for what exact knowledge of the recent
   past buys, against what the oracle's knowledge of the transfer itself buys.
@@ -39,6 +41,7 @@ BASELINES = (
     "neurosurgeon",
     "dynamic",
     "dynamic_race",
+    "dynamic_race_always",
     "dynamic_knows_past",
     "oracle",
 )
@@ -126,6 +129,8 @@ def policy_factories(
     factories["dynamic"] = lambda: DynamicSplit.build(device, **common, **dynamic_options)
     racing = {**dynamic_options, "race": dynamic_options.get("race", "auto")}
     factories["dynamic_race"] = lambda: DynamicSplit.build(device, **common, **racing)
+    always = {**dynamic_options, "race": "always"}
+    factories["dynamic_race_always"] = lambda: DynamicSplit.build(device, **common, **always)
 
     def knows_past() -> DynamicSplit:
         policy = DynamicSplit.build(device, **common, **dynamic_options)

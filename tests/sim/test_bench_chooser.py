@@ -48,7 +48,8 @@ def test_bench_writes_every_strategy_for_every_trace(inputs, tmp_path, capsys):
     report = json.loads(out.read_text())
     entry = report["traces"]["synthetic.up"]
     expected = {"local", "offload", "static_best", "neurosurgeon", "dynamic", "oracle"}
-    expected |= {"dynamic_race", "dynamic_knows_past"} | {f"fixed_{k}" for k in range(5)}
+    expected |= {"dynamic_race", "dynamic_race_always", "dynamic_knows_past"}
+    expected |= {f"fixed_{k}" for k in range(5)}
     assert set(entry["strategies"]) == expected
     for name, stats in entry["strategies"].items():
         assert set(stats) >= {"mean_ms", "p50_ms", "p95_ms", "p99_ms", "device_compute_ms"}
@@ -59,6 +60,8 @@ def test_bench_writes_every_strategy_for_every_trace(inputs, tmp_path, capsys):
     # Racing costs device compute: never less than the same chooser without racing.
     race, dynamic = entry["strategies"]["dynamic_race"], entry["strategies"]["dynamic"]
     assert race["device_compute_ms"] >= dynamic["device_compute_ms"] - 1e-9
+    always = entry["strategies"]["dynamic_race_always"]
+    assert always["device_compute_ms"] >= race["device_compute_ms"] - 1e-9
     error = entry["estimator_error"]
     assert error["samples"] > 0 and 0 <= error["p50"] <= error["p90"]
     captured = entry["captured"]
