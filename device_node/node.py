@@ -173,6 +173,7 @@ class DeviceNode:
         `offline_ok` go on offline: every request runs here ("not_connected") until paho's
         reconnect gets in, and offloading starts from then on. `wait_s=None` never waits."""
         self._warm_this_thread()
+        self._measure_local_run()
         if self.config.cpu_cores >= 2:
             self._sender()  # raced requests encode and send there: warm it off the request path
         if not offline_ok or wait_s is None:
@@ -214,6 +215,15 @@ class DeviceNode:
                 fingerprint=self.model.fingerprint,
                 split=split,
             )
+
+    def _measure_local_run(self) -> None:
+        """Time one whole-model run now, as a request would run it, and tell the policy: the
+        profile was measured at another moment, and a device that offloads from its first
+        request would otherwise judge running locally by the profile alone."""
+        size = self.model.input_size
+        x = self.model.preprocess(np.zeros((size, size, 3), dtype=np.uint8))
+        run = self._compute(lambda: self.model.head(x, self.model.n))
+        self._report_device_time(self.model.n, run.ms, run.representative)
 
     def _warm_this_thread(self) -> None:
         """Warm the model in the calling thread, once: a thread's first run pays its own

@@ -507,9 +507,12 @@ class OffloadFeedback:
         return telemetry_at is None or telemetry_at <= self._since
 
     def penalty_ms(self, now: float, telemetry_at: float | None) -> float:
-        """Extra expected time for an offload now (may be negative: predictions too high)."""
+        """Extra expected time for an offload now (may be negative: predictions too high).
+        The late results behind a surprise also raised the bias: the larger of the two counts,
+        not their sum, so one result's excess is not paid twice."""
         surprise = self._excess_ms if self.active(now, telemetry_at) else 0.0
-        return surprise + self.bias_ms(now)
+        bias = self.bias_ms(now)
+        return bias + max(0.0, surprise - max(0.0, bias))
 
 
 # -- beliefs that age -------------------------------------------------------------------------
