@@ -226,9 +226,10 @@ class DeviceLink:
         with self._lock:
             self._pending.pop(request_id, None)
 
-    def publish_probe(self, nbytes: int) -> bool:
+    def publish_probe(self, nbytes: int, *, wait_s: float = 0.0) -> bool:
         """Publish `nbytes` of filler at QoS 1 to this device's probe topic (nobody subscribes:
-        the broker only acknowledges it). False when the link is down."""
+        the broker only acknowledges it). False when the link is down. With `wait_s`, wait up
+        to that long for the PUBACK, so that its sample has reached the observer on return."""
         if nbytes <= 0 or not self.connected:
             return False
         props = Properties(PacketTypes.PUBLISH)
@@ -242,6 +243,10 @@ class DeviceLink:
             return False
         self.counters.probes += 1
         acked.add_done_callback(partial(self._acknowledged, nbytes, None))
+        if wait_s > 0:
+            observed = threading.Event()
+            acked.add_done_callback(lambda _: observed.set())  # runs after the one above
+            observed.wait(wait_s)
         return True
 
     # -- workers ------------------------------------------------------------------------

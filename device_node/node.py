@@ -57,6 +57,8 @@ from splitting.policy import Decision, SplitPolicy
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+#: How long a starting device waits for its first probe's PUBACK (a dead link: it goes on).
+FIRST_PROBE_WAIT_S = 1.0
 T = TypeVar("T")
 TOP_K = 5
 
@@ -178,17 +180,19 @@ class DeviceNode:
             self._sender()  # raced requests encode and send there: warm it off the request path
         if not offline_ok or wait_s is None:
             self.link.start(wait_s=wait_s)
-            return self
-        self.link.start(wait_s=None)
-        if not self.link.wait_synced(wait_s):
-            settings = self.config.broker
-            logger.warning(
-                "device %s: no broker at %s:%d within %g s; running locally until it connects",
-                self.config.device_id,
-                settings.host,
-                settings.port,
-                wait_s,
-            )
+        else:
+            self.link.start(wait_s=None)
+            if not self.link.wait_synced(wait_s):
+                settings = self.config.broker
+                logger.warning(
+                    "device %s: no broker at %s:%d within %g s; running locally until it connects",
+                    self.config.device_id,
+                    settings.host,
+                    settings.port,
+                    wait_s,
+                )
+        if self.link.connected:  # a first uplink sample before the first request
+            self._send_probe(self.clock(), wait_s=FIRST_PROBE_WAIT_S)
         return self
 
     def warm_up_model(self) -> None:
@@ -583,7 +587,11 @@ class DeviceNode:
         finished = end if end is not None else self.clock()
         total_ms = (finished - request.started) * 1000.0
         parts = replace(parts, other_ms=max(0.0, total_ms - parts.accounted_ms()))
-        self.policy.on_result(k, offloaded, total_ms, finished)
+        # After a failed offload the tail ran here, after the wait: the device's compute. A lost
+        # race ran it beside the wait, so its latency already bounds the server's from below.
+        waited = fallback is not None and fallback != Fallback.RACE_WON_HERE
+        tail = parts.local_tail_ms if waited else 0.0
+        self.policy.on_result(k, offloaded, total_ms, finished, local_tail_ms=tail)
         record = ResultRecord(
             request_id=request.request_id,
             device_id=self.config.device_id,
@@ -607,10 +615,10 @@ class DeviceNode:
         self.activity.record(record)
         return record
 
-    def _send_probe(self, now: float) -> None:
+    def _send_probe(self, now: float, *, wait_s: float = 0.0) -> None:
         nbytes = self.policy.probe_bytes(now)
         if nbytes > 0 and self.config.probe.enabled:
-            self.link.publish_probe(min(nbytes, self.config.probe.max_bytes))
+            self.link.publish_probe(min(nbytes, self.config.probe.max_bytes), wait_s=wait_s)
 
     def _next_request_id(self) -> str:
         return f"{self.config.device_id}-{self._session}-{next(self._sequence)}"

@@ -150,9 +150,11 @@ class LockedPolicy:
         with self._lock:
             self.policy.on_telemetry(worker_id, message, now)
 
-    def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
+    def on_result(
+        self, k: int, offloaded: bool, latency_ms: float, now: float, *, local_tail_ms: float = 0.0
+    ) -> None:
         with self._lock:
-            self.policy.on_result(k, offloaded, latency_ms, now)
+            self.policy.on_result(k, offloaded, latency_ms, now, local_tail_ms=local_tail_ms)
 
     def probe_bytes(self, now: float) -> int:
         with self._lock:

@@ -287,8 +287,10 @@ class _NodeDeadline:
     def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
         self.policy.on_telemetry(worker_id, telemetry_of(telemetry), now)
 
-    def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
-        self.policy.on_result(k, offloaded, latency_ms, now)
+    def on_result(
+        self, k: int, offloaded: bool, latency_ms: float, now: float, *, local_tail_ms: float = 0.0
+    ) -> None:
+        self.policy.on_result(k, offloaded, latency_ms, now, local_tail_ms=local_tail_ms)
 
     def probe_bytes(self, now: float) -> int:
         return self.policy.probe_bytes(now)

@@ -87,8 +87,12 @@ class SplitPolicy(Protocol):
         """Latest telemetry of a worker (a schemas.messages.TelemetryMessage), None when gone."""
         ...
 
-    def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
-        """A request finished (offloaded or run locally) after `latency_ms`."""
+    def on_result(
+        self, k: int, offloaded: bool, latency_ms: float, now: float, *, local_tail_ms: float = 0.0
+    ) -> None:
+        """A request finished (offloaded or run locally) after `latency_ms`; `local_tail_ms` of
+        it is the tail the device ran after an offload failed (its own compute, which the
+        device times learn; the server's lateness is the rest)."""
         ...
 
     def probe_bytes(self, now: float) -> int:
@@ -129,7 +133,9 @@ class FixedSplit:
     def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
         return None
 
-    def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
+    def on_result(
+        self, k: int, offloaded: bool, latency_ms: float, now: float, *, local_tail_ms: float = 0.0
+    ) -> None:
         return None
 
     def probe_bytes(self, now: float) -> int:
@@ -452,7 +458,9 @@ class DynamicSplit:
     def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
         self.server_view.on_telemetry(worker_id, telemetry, now)
 
-    def on_result(self, k: int, offloaded: bool, latency_ms: float, now: float) -> None:
+    def on_result(
+        self, k: int, offloaded: bool, latency_ms: float, now: float, *, local_tail_ms: float = 0.0
+    ) -> None:
         self.results += 1
         self.explorer.on_result(latency_ms, now, offloaded=offloaded)
         if k >= self.device.n:
@@ -460,7 +468,8 @@ class DynamicSplit:
         if not offloaded:
             self.fallbacks += 1
         if self.feedback is not None:
-            self.feedback.on_result(latency_ms, now, excused_ms=self._head_overrun_ms)
+            excused = self._head_overrun_ms + local_tail_ms
+            self.feedback.on_result(latency_ms, now, excused_ms=excused)
 
 
 def _offloadable(inputs: ChooserInputs) -> bool:

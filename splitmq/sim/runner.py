@@ -159,8 +159,8 @@ class _Observations:
         for t, worker, message in telemetry:
             self.at(t, "on_telemetry", worker, message)
 
-    def at(self, t: float, method: str, *args: Any) -> None:
-        heapq.heappush(self._heap, (t, next(self._seq), _caller(method), args))
+    def at(self, t: float, method: str, *args: Any, **keywords: Any) -> None:
+        heapq.heappush(self._heap, (t, next(self._seq), _caller(method, keywords), args))
 
     def deliver(self, policy: SplitPolicy, now: float) -> None:
         while self._heap and self._heap[0][0] <= now:
@@ -168,9 +168,9 @@ class _Observations:
             call(policy, *args, t)
 
 
-def _caller(method: str) -> Callable[..., None]:
+def _caller(method: str, keywords: dict[str, Any]) -> Callable[..., None]:
     def call(policy: SplitPolicy, *args: Any) -> None:
-        getattr(policy, method)(*args)
+        getattr(policy, method)(*args, **keywords)
 
     return call
 
@@ -244,7 +244,7 @@ class Simulation:
                 codec=decision.codec,
                 race=decision.race,
             )
-            self._observe(pending, outcome)
+            self._observe(pending, outcome, raced=decision.race)
             rate, predicted = None, None
             if isinstance(policy, DynamicSplit):
                 rate = policy.uplink.smoothed_rate()
@@ -309,7 +309,7 @@ class Simulation:
         pending.at(delivery.acked_s, "on_uplink_sample", size, delivery.sample_s)
         return 1
 
-    def _observe(self, pending: _Observations, outcome: Outcome) -> None:
+    def _observe(self, pending: _Observations, outcome: Outcome, *, raced: bool) -> None:
         pending.at(outcome.head_end_s, "on_device_time", outcome.k, outcome.device_ms)
         delivery = outcome.delivery
         if delivery is not None:
@@ -317,7 +317,16 @@ class Simulation:
             pending.at(
                 delivery.acked_s, "on_uplink_sample", outcome.payload_bytes, delivery.sample_s
             )
-        pending.at(outcome.done_s, "on_result", outcome.k, outcome.offloaded, outcome.latency_ms)
+        waited = outcome.fallback and not raced  # the tail ran here after the deadline
+        tail = outcome.compute_ms - outcome.device_ms if waited else 0.0
+        pending.at(
+            outcome.done_s,
+            "on_result",
+            outcome.k,
+            outcome.offloaded,
+            outcome.latency_ms,
+            local_tail_ms=tail,
+        )
 
     def evaluate_each_split(self, state: DeviceState, now: float) -> dict[int, float]:
         """Latency (ms) of a request at each split from `state` (the oracle's view)."""
