@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from splitmq import __version__
 from splitmq.clikit import configure_logging, guarded
 from splitmq.commands import register_module
 
@@ -32,6 +33,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitmq", description="Dynamic split computing over MQTT."
     )
+    parser.add_argument("--version", action="version", version=f"splitmq {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, help_text in COMMANDS:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import splitmq
 from edge_worker.cli import main as worker_main
 from splitmq.errors import EXIT_CONFIG
 
@@ -39,6 +40,14 @@ def test_help_answers_without_importing_torch() -> None:
     assert "demo" in done.stdout and "worker" in done.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "torch" not in imported and "paho" not in imported
+
+
+def test_version_is_the_packages() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "splitmq.cli", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"splitmq {splitmq.__version__}"
 
 
 def test_the_old_broker_host_flag_still_works() -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import tomllib
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 
 from splitmq.sim.runner import SimSettings, Simulation
 from splitmq.sim.scenarios import make_load
