@@ -215,9 +215,10 @@ class DynamicSplit:
     `rate_mode="last"` with `load_aware=False` is the Neurosurgeon-style baseline.
 
     `options` (a `DynamicOptions`) holds its tunables; `server_profile` gives tail times by
-    batch size (without one, the workers' reported service times are used and scaled), and
-    `fallback` the deadline rule. `DynamicSplit.build(device, race="auto", ...)` takes the
-    options as keywords.
+    batch size (without one, the workers' reported service times are used and scaled),
+    `fallback` the deadline rule, and `uplink` the link estimator (default: an
+    `UplinkEstimator` from the options; the simulator passes one that knows the trace's past).
+    `DynamicSplit.build(device, race="auto", ...)` takes the options as keywords.
     """
 
     def __init__(
@@ -227,6 +228,7 @@ class DynamicSplit:
         *,
         server_profile: ServerProfile | None = None,
         fallback: FallbackRule | None = None,
+        uplink: UplinkEstimator | None = None,
     ) -> None:
         options = options if options is not None else DynamicOptions()
         pin = options.pin
@@ -246,7 +248,7 @@ class DynamicSplit:
         )
         self.fallback = fallback or wait_rule(options)
         self.pin = pin
-        self.uplink = UplinkEstimator(
+        self.uplink = uplink or UplinkEstimator(
             rtt_s=2 * options.one_way_ms / 1000,
             half_life_s=options.half_life_s,
             mode=options.rate_mode,
@@ -282,12 +284,17 @@ class DynamicSplit:
         *,
         server_profile: ServerProfile | None = None,
         fallback: FallbackRule | None = None,
+        uplink: UplinkEstimator | None = None,
         **options: Any,
     ) -> DynamicSplit:
         """`DynamicSplit(device, DynamicOptions(**options), ...)`, a bad option being a
         `SplitPolicyError` (for the simulator and tests, which set a few options inline)."""
         return cls(
-            device, DynamicOptions.of(**options), server_profile=server_profile, fallback=fallback
+            device,
+            DynamicOptions.of(**options),
+            server_profile=server_profile,
+            fallback=fallback,
+            uplink=uplink,
         )
 
     @classmethod

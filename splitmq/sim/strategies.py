@@ -133,9 +133,8 @@ def policy_factories(
     factories["dynamic_race_always"] = lambda: DynamicSplit.build(device, **common, **always)
 
     def knows_past() -> DynamicSplit:
-        policy = DynamicSplit.build(device, **common, **dynamic_options)
-        policy.uplink = PastCapacityEstimator(sim.trace, rtt_s=2 * one_way / 1000)
-        return policy
+        past = PastCapacityEstimator(sim.trace, rtt_s=2 * one_way / 1000)
+        return DynamicSplit.build(device, uplink=past, **common, **dynamic_options)
 
     factories["dynamic_knows_past"] = knows_past
     return factories
