@@ -51,6 +51,11 @@ class BrokerConnectError(BrokerError):
     """A client could not connect to the broker within its timeout."""
 
 
+class SessionStateError(BrokerError):
+    """A session lifecycle call out of order: a second `start()`, or `start()` after `stop()`
+    (a stopped session has disconnected for good; build a new one)."""
+
+
 class SecureProfileError(BrokerError, ConfigurationError):
     """`splitmq broker init` cannot write the profile (bad name, existing profile, no plugin)."""
 

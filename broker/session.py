@@ -38,7 +38,7 @@ from broker.client import (
     log_connect_fail,
     make_client,
 )
-from broker.errors import BrokerConnectError
+from broker.errors import BrokerConnectError, SessionStateError
 
 LOG = logging.getLogger(__name__)
 NodeState = Literal["online", "offline"]
@@ -145,6 +145,7 @@ class MqttSession:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._started = False
+        self._stopped = False
         self._suback_filters: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters
         self._acks: dict[int, tuple[float, Future[Ack]]] = {}  # mid -> (sent at, its future)
         # PUBACKs that arrived before publish() returned their mid: mid -> (time, reason code)
@@ -199,6 +200,10 @@ class MqttSession:
         """Start paho's network thread, which connects and reconnects by itself. With `wait_s`,
         wait until the subscriptions are confirmed, or stop and raise `BrokerConnectError`;
         without it, return at once (the caller works offline until connected)."""
+        if self._started:
+            raise SessionStateError(f"session {self.client_id} is already started")
+        if self._stopped:
+            raise SessionStateError(f"session {self.client_id} was stopped; build a new one")
         self.client.loop_start()
         self._started = True
         if wait_s is None:
@@ -224,6 +229,7 @@ class MqttSession:
         if not self._started:
             return
         self._started = False
+        self._stopped = True
         if self.connected:
             infos = [self.publish(topic, b"", retain=True) for topic in clear_retained]
             if self.status is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge_worker.batching import BatchKey
+from edge_worker.errors import WorkerStateError
 from schemas.messages import MAX_MILLIS, SplitLoad, TelemetryMessage, encode_message
 from splitting.estimators import ewma
 
@@ -338,6 +339,8 @@ class TelemetryReporter:
         self._wake.set()
 
     def start(self) -> None:
+        if self._thread is not None:
+            raise WorkerStateError(f"telemetry of {self._worker_id} is already started")
         self._stopping.clear()
         self._thread = threading.Thread(
             target=self._run, name=f"telemetry-{self._worker_id}", daemon=True
