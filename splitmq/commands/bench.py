@@ -16,6 +16,7 @@ BENCH_MODULES = (
     "bench_worker",
     "bench_fleet",
     "bench_cold_start",
+    "bench_tcp_info",
 )
 
 

@@ -1,0 +1,33 @@
+"""`splitmq bench tcp-info`: TCP_INFO on a real socket against a kernel-shaped uplink."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from splitmq.tcp_info_bench import __doc__ as doc
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "tcp-info",
+        help="what TCP_INFO says of a tc-shaped link, against ack-timed samples (root)",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitmq.tcp_info_bench import format_report, run_tcp_info_bench
+
+    result = run_tcp_info_bench()
+    print(format_report(result))
+    if args.json_path is not None:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"  written to {args.json_path}")
+    return 0
