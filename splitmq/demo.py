@@ -13,7 +13,6 @@ uplink on the device -> broker direction.
 from __future__ import annotations
 
 import contextlib
-import json
 import statistics
 import sys
 import threading
@@ -21,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import torch
@@ -323,8 +321,3 @@ def format_summary(summary: dict[str, Any]) -> str:
     for device, error in summary["device_errors"].items():
         lines.append(f"  device {device} failed: {error}")
     return "\n".join(lines)
-
-
-def write_json(summary: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=1) + "\n")

@@ -6,7 +6,9 @@ tables), so `p50_ms` means the same thing wherever it appears.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,3 +59,12 @@ class LatencyStats(BaseModel):
 def latency_stats(samples_ms: Iterable[float]) -> dict[str, Any]:
     """`LatencyStats.of(samples_ms).to_dict()`: a report's latency entry."""
     return LatencyStats.of(samples_ms).to_dict()
+
+
+def write_report(report: dict[str, Any], path: Path | None, *, what: str = "written") -> None:
+    """Write a command's JSON report to `path` (None: nowhere) and say where."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"  {what} to {path}")

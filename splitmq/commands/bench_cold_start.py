@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from splitmq.reports import write_report
 
 
 def register(subparsers: Any) -> None:
@@ -38,8 +39,5 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_cold_start_bench(options)
     print(format_report(result))
-    if args.json_path is not None:
-        args.json_path.parent.mkdir(parents=True, exist_ok=True)
-        args.json_path.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"  written to {args.json_path}")
+    write_report(result, args.json_path)
     return 0

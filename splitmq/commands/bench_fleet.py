@@ -4,9 +4,10 @@ devices against one worker; latency as a ratio to a bare paho ping-pong in the s
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from splitmq.reports import write_report
 
 
 def register(subparsers: Any) -> None:
@@ -41,8 +42,5 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_fleet_bench(options)
     print(format_report(result))
-    if args.json_path is not None:
-        args.json_path.parent.mkdir(parents=True, exist_ok=True)
-        args.json_path.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"  written to {args.json_path}")
+    write_report(result, args.json_path)
     return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1

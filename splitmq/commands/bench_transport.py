@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from splitmq.clikit import port_number
+from splitmq.reports import write_report
 
 RTT_TARGET_P50_MS = 1.0
 RTT_TARGET_P99_MS = 5.0
@@ -46,8 +46,5 @@ def run(args: argparse.Namespace) -> int:
     }
     print(format_table(result))
     print(f"  targets met: {result['targets']['met']}")
-    if args.json_path is not None:
-        args.json_path.parent.mkdir(parents=True, exist_ok=True)
-        args.json_path.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"  written to {args.json_path}")
+    write_report(result, args.json_path)
     return 0 if result["burst"]["lost"] == 0 else 1

@@ -4,9 +4,10 @@ through a real worker and broker, and what batching changes in the answer."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from splitmq.reports import write_report
 
 SPEEDUP_TARGET = 3.0
 OVERHEAD_TARGET = 0.15
@@ -55,8 +56,5 @@ def run(args: argparse.Namespace) -> int:
         "overhead_met": result["overhead_share"] <= OVERHEAD_TARGET,
     }
     print(format_report(result))
-    if args.json_path is not None:
-        args.json_path.parent.mkdir(parents=True, exist_ok=True)
-        args.json_path.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"  written to {args.json_path}")
+    write_report(result, args.json_path)
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from device_node.config import TENSOR_CODECS
 from splitmq.clikit import add_verbosity
+from splitmq.reports import write_report
 
 
 def register(subparsers: Any) -> None:
@@ -48,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
         format_summary,
         run_demo,
         summarize,
-        write_json,
     )
 
     given = {
@@ -71,7 +71,5 @@ def run(args: argparse.Namespace) -> int:
     demo_run = run_demo(options)
     summary = summarize(demo_run)
     print(format_summary(summary))
-    if args.json_path is not None:
-        write_json(summary, args.json_path)
-        print(f"  summary written to {args.json_path}")
+    write_report(summary, args.json_path, what="summary written")
     return 0 if summary["lost"] == 0 and not summary["duplicates"] else 1
