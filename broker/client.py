@@ -29,9 +29,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from broker.errors import BrokerConnectError, BrokerSettingsError
+from splitmq_base.models import STRICT
 
 PAHO_LOGGER = logging.getLogger("splitmq.mqtt")
 LOG = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ DEFAULT_MAX_QUEUED = 0
 class TLSSettings(BaseModel):
     """TLS towards the broker. Files are PEM paths; `insecure` skips hostname verification."""
 
-    # Strict like every configuration model (splitmq.configfile): `insecure: 1` is refused.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # Strict like every configuration model (splitmq_base.configfile): `insecure: 1` is refused.
+    model_config = STRICT
 
     ca_certs: Path | None = Field(
         None, strict=False, description="CA bundle that signed the broker's cert"
@@ -88,8 +89,8 @@ class TLSSettings(BaseModel):
 class BrokerSettings(BaseModel):
     """Where and how to connect to the MQTT broker."""
 
-    # Strict like every configuration model (splitmq.configfile): `port: true` is not port 1.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # Strict like every configuration model (splitmq_base.configfile): `port: true` is not port 1.
+    model_config = STRICT
 
     host: str = Field("127.0.0.1", min_length=1, description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker TCP port")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from splitmq.errors import ConfigurationError, SplitmqError
+from splitmq_base.errors import ConfigurationError, SplitmqError
 
 INSTALL_HINT = (
     "install it with `sudo apt-get install mosquitto` (Debian/Ubuntu), "

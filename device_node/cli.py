@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from splitmq.clikit import (
+from splitmq_base.cli import (
     add_verbosity,
     configure_logging,
     guarded,

@@ -2,7 +2,7 @@
 
 Every field is documented here and in `configs/device.example.yaml`. `load_device_config`
 reports a bad file with its path and every bad key as a dotted path (`policy.split: ...`,
-`policy.options.race_above: ...`). The models are strict (splitmq.configfile.STRICT_MODEL).
+`policy.options.race_above: ...`). The models are strict (splitmq_base.configfile.STRICT).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from device_node.sources import SourceConfig
 from schemas.codecs import CODECS, IMAGE_CODECS, INPUT_CODECS
 from schemas.discovery import HomeAssistantSettings
 from schemas.topics import Topics
-from splitmq.configfile import STRICT_MODEL, read_yaml_mapping, validate_config
+from splitmq_base.configfile import read_yaml_mapping, validate_config
+from splitmq_base.models import STRICT
 from splitting.policy import DynamicOptions
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -43,7 +44,7 @@ class DynamicPolicyOptions(DynamicOptions):
     says what each does) plus the server profile to load. Its `fallback` rule is built from
     `deadline_ms`, not set here."""
 
-    model_config = STRICT_MODEL
+    model_config = STRICT
 
     server_profile: Path | None = Field(
         None, strict=False, description="server profile JSON (tail times by batch size)"
@@ -53,7 +54,7 @@ class DynamicPolicyOptions(DynamicOptions):
 class DynamicPolicyConfig(BaseModel):
     """`kind: dynamic` (the default): the latency-model chooser, `splitting.policy.DynamicSplit`."""
 
-    model_config = STRICT_MODEL
+    model_config = STRICT
 
     kind: Literal["dynamic"] = "dynamic"
     split: None = Field(default=None, description="not for this kind (see `options.pin`)")
@@ -70,7 +71,7 @@ class DynamicPolicyConfig(BaseModel):
 class FixedPolicyConfig(BaseModel):
     """`kind: fixed`: always `split` (default: the model's best natural bottleneck)."""
 
-    model_config = STRICT_MODEL
+    model_config = STRICT
 
     kind: Literal["fixed"] = "fixed"
     split: int | None = Field(default=None, ge=0, description="the split index")
@@ -88,7 +89,7 @@ class RegisteredPolicyConfig(BaseModel):
     """Any other kind, registered with `device_node.policies.register_policy`: its factory
     gets `split` and `options` as written and checks them itself."""
 
-    model_config = STRICT_MODEL
+    model_config = STRICT
 
     kind: str = Field(description="a registered policy kind")
     split: int | None = Field(default=None, ge=0, description="split index, if the kind takes one")
@@ -123,7 +124,7 @@ class ProbeConfig(BaseModel):
     """Uplink probes, sent when the policy asks for them (so a local-only device still
     measures its uplink)."""
 
-    model_config = STRICT_MODEL
+    model_config = STRICT
 
     enabled: bool = Field(default=True, description="send the probes the policy asks for")
     max_bytes: int = Field(default=64 * 1024, gt=0, description="cap on one probe's size")
@@ -132,7 +133,7 @@ class ProbeConfig(BaseModel):
 class DeviceConfig(BaseModel):
     """One device node: its broker, identity, model, codec, policy, deadline and input."""
 
-    model_config = STRICT_MODEL
+    model_config = STRICT
 
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     device_id: str = Field(description="unique device name; also its result topic segment")

@@ -50,7 +50,7 @@ from schemas.codecs import INPUT_CODECS
 from schemas.errors import SchemaError
 from schemas.frame import SENT_TIMESTAMP, encode_frame
 from schemas.messages import ResultMessage
-from splitmq import __version__
+from splitmq_base import __version__
 from splitting.partition import SplitModel
 from splitting.policy import Decision, SplitPolicy
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_worker.config import WorkerConfig, load_worker_config, with_overrides
-from splitmq.clikit import (
+from splitmq_base.cli import (
     add_verbosity,
     configure_logging,
     guarded,

@@ -2,7 +2,7 @@
 
 `load_worker_config` reports a bad file with its path and every bad key as a dotted path
 (`models.0.splits: ...`). `configs/worker.example.yaml` shows every key. The models are strict
-(splitmq.configfile.STRICT_MODEL): `max_batch: true` is refused, not read as 1.
+(splitmq_base.configfile.STRICT): `max_batch: true` is refused, not read as 1.
 
 Batching and bit-exactness: a batched CPU convolution or matmul may sum in a different order than
 batch 1 and round differently in the last bits. `max_batch: 1` makes every tail run alone, so its
@@ -27,7 +27,8 @@ from schemas.codecs import CODECS
 from schemas.discovery import HomeAssistantSettings
 from schemas.frame import MAX_DEADLINE_MS, FrameLimits
 from schemas.topics import Topics, check_segment
-from splitmq.configfile import STRICT_MODEL, read_yaml_mapping, validate_config
+from splitmq_base.configfile import read_yaml_mapping, validate_config
+from splitmq_base.models import STRICT
 
 DEFAULT_MODEL = "efficientnet-lite0"
 SplitSelection = Literal["candidates", "all"] | list[int]
@@ -59,7 +60,7 @@ def default_worker_id() -> str:
 class ModelEntry(BaseModel):
     """One model this worker serves, and at which splits."""
 
-    model_config = STRICT_MODEL
+    model_config = STRICT
 
     name: str = Field(DEFAULT_MODEL, description="registered model name (splitting.registry)")
     weights: str | None = Field(
@@ -105,7 +106,7 @@ class ModelEntry(BaseModel):
 class FrameLimitsConfig(BaseModel):
     """What the worker's frame decoder accepts at most (schemas.frame.FrameLimits)."""
 
-    model_config = STRICT_MODEL
+    model_config = STRICT
 
     max_frame_bytes: int = Field(FrameLimits.max_frame_bytes, gt=0)
     max_header_bytes: int = Field(FrameLimits.max_header_bytes, gt=0)
@@ -119,7 +120,7 @@ class FrameLimitsConfig(BaseModel):
 class WorkerConfig(BaseModel):
     """One edge worker: broker, identity, models, device, batching, queue and telemetry."""
 
-    model_config = STRICT_MODEL
+    model_config = STRICT
 
     broker: BrokerSettings = Field(
         default_factory=lambda: BrokerSettings(keepalive=WORKER_KEEPALIVE_S),

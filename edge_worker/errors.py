@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from splitmq.errors import ConfigurationError, SplitmqError
+from splitmq_base.errors import ConfigurationError, SplitmqError
 
 
 class WorkerError(SplitmqError):

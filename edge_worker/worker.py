@@ -40,7 +40,7 @@ from schemas.messages import (
     StatusMessage,
     encode_message,
 )
-from splitmq import __version__
+from splitmq_base import __version__
 
 LOG = logging.getLogger(__name__)
 FailureStatus = Literal["error", "expired", "rejected"]

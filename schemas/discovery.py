@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from schemas.topics import Topics, check_segment
+from splitmq_base.models import STRICT
 
 ORIGIN_NAME = "splitmq"
 # The method splitmq implements; deployments point `origin_url` at their own documentation.
@@ -32,9 +33,8 @@ Role = Literal["device", "worker"]
 class HomeAssistantSettings(BaseModel):
     """Whether and where a node announces itself to Home Assistant."""
 
-    # Strict like every config section (splitmq.configfile.STRICT_MODEL, which schemas does
-    # not import: it pulls in YAML): `enabled: 1` is not a boolean, `"5"` not a number.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # Strict like every config section: `enabled: 1` is not a boolean, `"5"` not a number.
+    model_config = STRICT
 
     enabled: bool = Field(True, description="publish the retained discovery config")
     discovery_prefix: str = Field(

@@ -4,7 +4,7 @@ Every error carries a stable `code` (a class attribute) that error replies put o
 client can tell the problems apart without parsing messages.
 """
 
-from splitmq.errors import ConfigurationError
+from splitmq_base.errors import ConfigurationError
 
 
 class SchemaError(ConfigurationError):

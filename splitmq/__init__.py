@@ -1,6 +1,9 @@
 """splitmq: dynamic split computing over MQTT.
 
-This package is the application: CLI, demo, benchmarks and the trace simulator.
+This package is the application: CLI, demo, benchmarks and the trace simulator. It sits on top
+of every other package; the base they all share is `splitmq_base`.
 """
 
-__version__ = "0.1.0"
+from splitmq_base import __version__
+
+__all__ = ["__version__"]

@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from splitmq import __version__
-from splitmq.clikit import configure_logging, guarded
 from splitmq.commands import register_module
+from splitmq_base import __version__
+from splitmq_base.cli import configure_logging, guarded
 
 # Modules under splitmq.commands with their one-line help, in the order `--help` lists them.
 COMMANDS: tuple[tuple[str, str], ...] = (

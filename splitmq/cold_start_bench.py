@@ -28,8 +28,8 @@ import yaml
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from edge_worker.config import ModelEntry, WorkerConfig
-from splitmq.errors import SplitmqError
 from splitmq.worker_process import worker_process
+from splitmq_base.errors import SplitmqError
 
 MODEL = "efficientnet-lite0"
 DEVICE_RUN_S = 300.0  # a device process that has not finished by then is killed

@@ -18,7 +18,7 @@ from device_node.config import (
     PolicyConfig,
 )
 from edge_worker.config import ModelEntry, WorkerConfig
-from splitmq.errors import SplitmqError
+from splitmq_base.errors import SplitmqError
 
 DEFAULT_MODEL = "efficientnet-lite0"
 # The demo's devices emulate a device 4x slower than this host (the live benchmark's default): with

@@ -36,7 +36,6 @@ from broker.launcher import MosquittoBroker
 from device_node.link import DeviceLink
 from edge_worker.runner import echo_model_info
 from schemas.frame import encode_frame
-from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.light_device import LightDevice, Reply
 from splitmq.raw_pingpong import measure_raw_rtt
 from splitmq.reports import latency_stats
@@ -47,6 +46,7 @@ from splitmq.worker_process import (
     wait_until_serving,
     worker_process,
 )
+from splitmq_base.errors import ConfigurationError, SplitmqError
 from splitting.images import center_crop, sample_images
 
 WORKER_ID = "fleet-worker"

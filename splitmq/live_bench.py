@@ -55,12 +55,12 @@ from splitmq.demo_config import (
     device_config,
     worker_config,
 )
-from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.reports import latency_stats
 from splitmq.sim.inputs import read_trace
 from splitmq.sim.inputs import server_profile as load_server_profile
 from splitmq.sim.runner import SimSettings, Simulation, StrategyRun
 from splitmq.sim.scenarios import make_load
+from splitmq_base.errors import ConfigurationError, SplitmqError
 from splitting.errors import SplittingError
 from splitting.latency import DeviceProfile
 from splitting.partition import SplitModel

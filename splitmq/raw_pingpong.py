@@ -17,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from broker.client import BrokerSettings, make_client, start_client, stop_client
-from splitmq.errors import SplitmqError
+from splitmq_base.errors import SplitmqError
 
 
 class PingPongError(SplitmqError):

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from splitmq_base.models import STRICT
 
 #: The percentiles every summary carries.
 PERCENTILES = (50, 90, 95, 99)
@@ -24,7 +26,7 @@ class LatencyStats(BaseModel):
     With no samples, `count` is 0 and every figure is None (null in JSON), never NaN.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = STRICT
 
     count: int = Field(ge=0, description="samples summarised")
     mean_ms: float | None = None

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from device_node.tcpinfo import read_tcp_info
-from splitmq.errors import SplitmqError
+from splitmq_base.errors import SplitmqError
 
 #: (Mbit/s, frames) of each phase: a link at LTE-like rate, then a drop.
 DEFAULT_PHASES: tuple[tuple[float, int], ...] = ((8.0, 12), (2.0, 8))

@@ -60,7 +60,6 @@ from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from schemas.frame import ModelInfo, encode_frame
 from schemas.messages import TelemetryMessage
-from splitmq.errors import SplitmqError
 from splitmq.raw_pingpong import measure_raw_rtt
 from splitmq.reports import latency_stats
 from splitmq.worker_process import (
@@ -70,6 +69,7 @@ from splitmq.worker_process import (
     wait_until_serving,
     worker_process,
 )
+from splitmq_base.errors import SplitmqError
 
 WORKER_ID = "bench-worker"
 ECHO_SPLIT = 1  # a (64,) float32 tensor: the smallest frame the echo model takes

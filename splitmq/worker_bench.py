@@ -42,9 +42,9 @@ from edge_worker.runner import ModelTailRunner, candidate_splits
 from schemas.frame import Frame, encode_frame
 from schemas.messages import ResultMessage, ServerTimings, encode_message
 from schemas.topics import Topics
-from splitmq.errors import ConfigurationError, SplitmqError
 from splitmq.light_device import LightDevice
 from splitmq.worker_process import connected, wait_until_serving, worker_process
+from splitmq_base.errors import ConfigurationError, SplitmqError
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model

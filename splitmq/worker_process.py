@@ -24,7 +24,7 @@ from broker.client import BrokerSettings
 from device_node.errors import DeviceError
 from device_node.link import DeviceLink
 from edge_worker.config import ModelEntry, WorkerConfig, save_worker_config
-from splitmq.errors import SplitmqError
+from splitmq_base.errors import SplitmqError
 
 ECHO_MODEL = "echo"  # the echo runner's model (edge_worker.runner.echo_model_info)
 STOP_WAIT_S = 15.0  # a worker that has not stopped this long after SIGTERM is killed

@@ -1,6 +1,6 @@
 """Errors of the split engine."""
 
-from splitmq.errors import ConfigurationError
+from splitmq_base.errors import ConfigurationError
 
 
 class SplittingError(ConfigurationError):

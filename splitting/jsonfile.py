@@ -11,12 +11,11 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from splitting.errors import ProfileError
 
 #: Every profile model: unknown keys refused, immutable, no type coercion.
-STRICT_PROFILE = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 Profile = TypeVar("Profile", bound=BaseModel)
 

@@ -13,8 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from splitmq_base.models import STRICT
 from splitting.chooser import (
     ChooserInputs,
     ChooserParams,
@@ -161,7 +162,7 @@ class DynamicOptions(BaseModel):
     `race_above` decide when an offload also runs tail(k) on the device.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = STRICT
 
     one_way_ms: float = Field(DEFAULT_ONE_WAY_MS, ge=0, description="prior of the one-way delay")
     rate_mode: Literal["decayed", "last"] = "decayed"

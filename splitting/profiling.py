@@ -31,9 +31,10 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from schemas.codecs import INPUT_CODECS as _INPUT_CODECS
+from splitmq_base.models import STRICT
 from splitting.errors import ProfileError
 from splitting.images import augmented_images
-from splitting.jsonfile import STRICT_PROFILE, read_json_object, validate_json_data
+from splitting.jsonfile import read_json_object, validate_json_data
 from splitting.partition import SplitModel
 
 PROFILE_FORMAT_VERSION = 2
@@ -75,7 +76,7 @@ class SplitPoint(BaseModel):
     codec; absent when not measured).
     """
 
-    model_config = STRICT_PROFILE
+    model_config = STRICT
 
     k: int
     name: str
@@ -108,7 +109,7 @@ class ModelProfile(BaseModel):
     The fields are declared in the order of the JSON file (format version 2).
     """
 
-    model_config = STRICT_PROFILE
+    model_config = STRICT
 
     model: str
     fingerprint: str

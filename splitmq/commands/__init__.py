@@ -13,8 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from splitmq.clikit import add_verbosity
-from splitmq.errors import EXIT_RUNTIME
+from splitmq_base.cli import EXIT_RUNTIME, add_verbosity
 
 
 def register_modules(subparsers: Any, names: Iterable[str]) -> None:

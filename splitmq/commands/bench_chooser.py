@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codecs import INPUT_CODECS
-from splitmq.clikit import progress_bar
-from splitmq.errors import SplitmqError
 from splitmq.sim.inputs import (
     DEFAULT_SERVER_PROFILE,
     MEASURED_HERE,
@@ -40,6 +38,8 @@ from splitmq.sim.plots import plot_trace
 from splitmq.sim.runner import ARRIVALS, SimSettings, Simulation
 from splitmq.sim.scenarios import SCENARIOS, make_load
 from splitmq.sim.strategies import TraceResult, captured, evaluate
+from splitmq_base.cli import progress_bar
+from splitmq_base.errors import SplitmqError
 from splitting.errors import SplittingError
 from splitting.latency import DEFAULT_MIN_AGREEMENT, DEFAULT_SLOWDOWN, DeviceProfile
 from splitting.reference import DEFAULT_DEVICE_CLASS, DEVICE_CLASSES

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from splitmq.clikit import jpeg_quality, positive_int, progress_bar
 from splitmq.text_table import aligned_rows
+from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
 from splitting.images import augmented_images
 from splitting.partition import SplitModel
 from splitting.profiling import (

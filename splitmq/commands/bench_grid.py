@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from splitmq.errors import SplitmqError
+from splitmq_base.errors import SplitmqError
 from splitting.grid import (
     MB,
     MBIT,

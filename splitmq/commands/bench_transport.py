@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from splitmq.clikit import port_number
 from splitmq.reports import write_report
+from splitmq_base.cli import port_number
 
 RTT_TARGET_P50_MS = 1.0
 RTT_TARGET_P99_MS = 5.0

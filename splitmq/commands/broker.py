@@ -24,7 +24,7 @@ from broker.secure_profile import (
     PLUGIN_NAME,
     init_profile,
 )
-from splitmq.clikit import port_number
+from splitmq_base.cli import port_number
 
 POLL_S = 0.2
 

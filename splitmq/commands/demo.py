@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from device_node.config import TENSOR_CODECS
-from splitmq.clikit import add_verbosity
 from splitmq.reports import write_report
+from splitmq_base.cli import add_verbosity
 
 
 def register(subparsers: Any) -> None:

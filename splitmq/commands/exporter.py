@@ -11,11 +11,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from splitmq.clikit import stop_on_signals
-from splitmq.errors import ConfigurationError
 from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
 from splitmq.monitoring.exporter import FleetCollector
 from splitmq.monitoring.fleet import FleetWatcher
+from splitmq_base.cli import stop_on_signals
+from splitmq_base.errors import ConfigurationError
 
 DEFAULT_LISTEN = "127.0.0.1:9810"
 

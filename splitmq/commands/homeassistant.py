@@ -13,8 +13,8 @@ from typing import Any
 
 from broker.session import MqttSession
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX, HomeAssistantSettings
-from splitmq.errors import SplitmqError
 from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
+from splitmq_base.errors import SplitmqError
 
 ACK_TIMEOUT_S = 5.0
 

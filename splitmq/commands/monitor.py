@@ -15,10 +15,10 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from splitmq.clikit import stop_on_signals
 from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
 from splitmq.monitoring.dashboard import render, snapshot_dict
 from splitmq.monitoring.fleet import FleetWatcher
+from splitmq_base.cli import stop_on_signals
 
 
 def register(subparsers: Any) -> None:

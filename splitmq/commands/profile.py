@@ -12,8 +12,8 @@ import argparse
 import json
 from typing import Any
 
-from splitmq.clikit import jpeg_quality, positive_int, progress_bar
 from splitmq.text_table import aligned_rows
+from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
 from splitting.images import augmented_images
 from splitting.profiling import (
     DEFAULT_CODECS,

@@ -7,8 +7,8 @@ import argparse
 from broker.client import BrokerSettings
 from broker.errors import BrokerSettingsError
 from schemas.topics import Topics
-from splitmq.clikit import port_number
-from splitmq.configfile import validate_config
+from splitmq_base.cli import port_number
+from splitmq_base.configfile import validate_config
 
 
 def add_watch_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from splitmq.errors import SplitmqError
+from splitmq_base.errors import SplitmqError
 from splitting.errors import SplittingError
 from splitting.latency import DEFAULT_MIN_AGREEMENT, DEFAULT_SLOWDOWN, DeviceProfile
 from splitting.profiling import ModelProfile

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from schemas.messages import TelemetryMessage
-from splitmq.errors import SplitmqError
 from splitmq.reports import latency_stats
 from splitmq.sim.scenarios import LOAD_STEP_S, ServerLoad
 from splitmq.sim.system import WORKER_QUEUE_CAPACITY, DeviceState, EdgeServer, Outcome
+from splitmq_base.errors import SplitmqError
 from splitting.estimators import MIN_TRANSFER_S
 from splitting.latency import DeviceProfile
 from splitting.policy import DynamicSplit, SplitPolicy

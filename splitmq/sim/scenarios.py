@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitmq.errors import SplitmqError
+from splitmq_base.errors import SplitmqError
 
 SCENARIOS = ("idle", "steady", "switching")
 #: Time step of the load process (s).

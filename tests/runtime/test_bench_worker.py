@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from splitmq.cli import main
-from splitmq.errors import ConfigurationError
 from splitmq.worker_bench import WorkerBenchOptions, best_middle
+from splitmq_base.errors import ConfigurationError
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from broker.errors import BrokerConnectError, BrokerSettingsError
 from broker.launcher import MosquittoBroker, free_port
 from broker.secure_profile import make_ca
 from broker.session import MqttSession
-from splitmq.configfile import validate_config
 from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
+from splitmq_base.configfile import validate_config
 from tests.runtime.secure_site import DEVICES, WAIT_S, SecureSite
 
 DEVICE = DEVICES[0]

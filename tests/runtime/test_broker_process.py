@@ -25,7 +25,7 @@ from broker.launcher import (
     port_accepts,
     remove_orphaned_workdirs,
 )
-from splitmq.errors import EXIT_RUNTIME
+from splitmq_base.cli import EXIT_RUNTIME
 
 pytestmark = [
     pytest.mark.integration,

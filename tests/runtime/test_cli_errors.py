@@ -10,7 +10,7 @@ import pytest
 
 import splitmq
 from edge_worker.cli import main as worker_main
-from splitmq.errors import EXIT_CONFIG
+from splitmq_base.cli import EXIT_CONFIG
 
 
 def test_a_missing_tls_ca_file_is_one_line_and_the_config_exit_code(

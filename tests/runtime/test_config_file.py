@@ -1,4 +1,4 @@
-"""The YAML configuration loader both runtimes share (splitmq.configfile)."""
+"""The YAML configuration loader both runtimes share (splitmq_base.configfile)."""
 
 from __future__ import annotations
 

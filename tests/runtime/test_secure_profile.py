@@ -25,7 +25,7 @@ from device_node.config import load_device_config
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from splitmq.cli import main as splitmq_main
-from splitmq.errors import EXIT_CONFIG
+from splitmq_base.cli import EXIT_CONFIG
 from tests.runtime.secure_site import WORKER, SecureSite
 from tests.runtime.worker_clients import Requester, echo_frame, read_catalogs
 

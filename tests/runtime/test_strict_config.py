@@ -20,7 +20,7 @@ from edge_worker.cli import main as worker_main
 from edge_worker.config import load_worker_config
 from edge_worker.errors import ConfigError as WorkerConfigError
 from splitmq.cli import main as splitmq_main
-from splitmq.errors import EXIT_CONFIG
+from splitmq_base.cli import EXIT_CONFIG
 from splitting.policy import DynamicSplit
 from tests.splitting.test_chooser import toy_device
 

@@ -1,4 +1,5 @@
-"""What every splitmq entry point shares: -v/-q, logging, one signal handler, one error guard.
+"""What every splitmq entry point shares: -v/-q, logging, one signal handler, one error guard,
+and the table from errors to exit codes.
 
 Imports nothing heavy, so a CLI can build its parser and answer `--help` without torch.
 """
@@ -14,7 +15,19 @@ import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-from splitmq.errors import EXIT_INTERRUPTED, SplitmqError
+from splitmq_base.errors import ConfigurationError, SplitmqError
+
+EXIT_OK = 0
+"""The command did what it was asked."""
+EXIT_FAILED = 1
+"""The command ran to its end but its result failed (requests lost, a target missed)."""
+EXIT_CONFIG = 2
+"""Bad usage or configuration: a flag, a config key, a missing file, an unknown model or codec.
+argparse exits with 2 for a bad flag as well."""
+EXIT_RUNTIME = 3
+"""The command could not finish: broker missing or unreachable, the link or a tail failed."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C before the command was running (a running command stops cleanly with 0)."""
 
 MAX_PORT = 65535
 
@@ -110,13 +123,18 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def exit_code(error: SplitmqError) -> int:
+    """What a command returns for `error`: 2 for bad input or configuration, else 3."""
+    return EXIT_CONFIG if isinstance(error, ConfigurationError) else EXIT_RUNTIME
+
+
 def guarded(prog: str, command: Callable[[], int]) -> int:
     """Run `command`; a splitmq error becomes one line on stderr and its documented exit code."""
     try:
         return command()
     except SplitmqError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exit_code(exc)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

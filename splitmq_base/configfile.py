@@ -1,7 +1,7 @@
 """YAML configuration files validated into pydantic models, for both runtimes (and the
 monitoring commands).
 
-It sits beside `splitmq.errors` as a leaf module (pydantic and PyYAML only, nothing of
+It sits beside `splitmq_base.errors` as a leaf module (pydantic and PyYAML only, nothing of
 splitmq's), so the device and the worker import it without depending on `broker`, which is
 about the broker, not about reading files.
 
@@ -10,9 +10,10 @@ empty file means all defaults), validated into a model that rejects unknown keys
 problem raises the caller's own error class (its package's `ConfigError`) with a message that
 names the file and each bad key as a dotted path (`policy.split: ...`).
 
-The models are strict (`STRICT_MODEL`): YAML's `true` is not the integer 1, `1` is not a
-boolean and "8" is not a number. Only fields whose YAML form is naturally another type relax it
-(`Field(strict=False)`): paths (strings) and tuples (lists). An integer is accepted for a float.
+The models are strict (`splitmq_base.models.STRICT`): YAML's `true` is not the integer 1, `1`
+is not a boolean and "8" is not a number. Only fields whose YAML form is naturally another type
+relax it (`Field(strict=False)`): paths (strings) and tuples (lists). An integer is accepted
+for a float.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 # Every configuration model: unknown keys refused, immutable, no type coercion.
-STRICT_MODEL = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def yaml_repr(value: Any) -> str:
