@@ -47,6 +47,11 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+#: Columns of `--once` output that goes to a pipe or a file (rich would assume 80 and cut every
+#: name in the tables to a few characters).
+PIPED_WIDTH = 200
+
+
 def run(args: argparse.Namespace) -> int:
     settings, topics = watch_settings(args)
     stop = stop_on_signals()
@@ -58,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
                 json.dump(snapshot_dict(snapshot), sys.stdout, indent=2)
                 print()
             else:
-                Console().print(render(snapshot))
+                console = Console()
+                if not console.is_terminal:  # a pipe or a file: no width to fit, cut nothing
+                    console = Console(width=PIPED_WIDTH)
+                console.print(render(snapshot))
             return 0
         with Live(render(watcher.snapshot()), refresh_per_second=4, screen=False) as live:
             while not stop.wait(max(0.1, args.refresh)):

@@ -317,6 +317,16 @@ def test_monitor_once_prints_the_fleet_as_json(fleet: Fleet) -> None:
     assert data["broker"]["clients_connected"] >= 2
 
 
+def test_monitor_once_into_a_pipe_keeps_whole_names(fleet: Fleet) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "splitmq.cli", "monitor", "--port", str(fleet.settings.port),
+         "--once"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert WORKER in done.stdout and DEVICE in done.stdout
+
+
 def test_grafana_dashboard_queries_only_exported_metrics(fleet: Fleet) -> None:
     dashboard = json.loads((ROOT / "docs" / "grafana" / "splitmq-fleet.json").read_text())
     with urllib.request.urlopen(fleet.metrics_url, timeout=10) as response:
