@@ -47,7 +47,7 @@ from device_node.records import (
 )
 from device_node.sources import ImageSource, SourceImage
 from schemas.codecs import INPUT_CODECS
-from schemas.errors import SchemaError
+from schemas.errors import CodecError, SchemaError
 from schemas.frame import SENT_TIMESTAMP, encode_frame
 from schemas.messages import ResultMessage
 from splitmq_base import __version__
@@ -452,11 +452,15 @@ class DeviceNode:
         self, request: _Request, prepared: np.ndarray, z: torch.Tensor | None, k: int
     ) -> bytes:
         # Split 0 sends the prepared image (lossless WebP by default); other splits one
-        # sample's tensor, under the codec the policy chose with the split.
+        # sample's tensor, under the codec the policy chose with the split (None: the
+        # configured one). A policy's codec is taken as given, or refused with the reason.
         tensor = prepared if z is None else z[0].numpy()
         codec = request.decision.codec or (self.config.input_codec if k == 0 else self.config.codec)
         if k == 0 and codec not in INPUT_CODECS:
-            codec = self.config.input_codec
+            raise CodecError(
+                f"the policy chose codec {codec!r} for split 0, which sends the image; "
+                f"image codecs: {', '.join(sorted(INPUT_CODECS))}"
+            )
         encoded = self._compute(
             lambda: encode_frame(
                 tensor,

@@ -20,7 +20,7 @@ from schemas.frame import Frame
 from schemas.messages import Prediction
 from splitting.images import sample_images
 from splitting.partition import SplitModel
-from splitting.policy import FixedSplit
+from splitting.policy import Decision, FixedSplit
 from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
 
 pytestmark = pytest.mark.integration
@@ -64,6 +64,33 @@ def test_an_encoder_refusal_falls_back_to_one_local_record(
     x = model.preprocess(model.prepare_image(image))
     expected = int(torch.argmax(model.forward(x)))
     assert record.top1.index == expected
+    assert worker.stats.snapshot().served == 0
+
+
+class TensorCodecAtSplitZero(FixedSplit):
+    """A policy that names a tensor codec for split 0, which sends the image."""
+
+    def choose(self, now: float) -> Decision:
+        return Decision(k=0, reason="fixed", codec="int8")
+
+
+def test_a_policy_codec_that_cannot_send_the_image_is_refused_with_one_local_record(
+    broker_settings: BrokerSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = tiny_model()
+    runner = ModelTailRunner({TINY: model}, {TINY: [0, TINY_SPLIT]})
+    _, image = sample_images()[0]
+    config = DeviceConfig(broker=broker_settings, device_id="codec-dev", model=TINY)
+    worker = EdgeWorker(worker_config(broker_settings), runner)
+    with worker, DeviceNode(config, model, TensorCodecAtSplitZero(0)) as node:
+        wait_for_worker(node)
+        record = node.run_request(image)
+    assert (record.offloaded, record.fallback, record.bytes_sent) == (
+        False,
+        Fallback.ENCODE_ERROR,
+        0,
+    )
+    assert "codec 'int8' for split 0" in caplog.text
     assert worker.stats.snapshot().served == 0
 
 
