@@ -38,6 +38,7 @@ from device_node.workers import WorkerDirectory, WorkerView
 from schemas.errors import SchemaError
 from schemas.messages import (
     StatusMessage,
+    TelemetryMessage,
     encode_message,
     parse_result,
 )
@@ -59,7 +60,9 @@ class UplinkObserver(Protocol):
 
     def on_uplink_sample(self, nbytes: int, seconds: float, now: float) -> None: ...
 
-    def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None: ...
+    def on_telemetry(
+        self, worker_id: str, telemetry: TelemetryMessage | None, now: float
+    ) -> None: ...
 
 
 class NullObserver:
@@ -71,7 +74,7 @@ class NullObserver:
     def on_uplink_sample(self, nbytes: int, seconds: float, now: float) -> None:
         return None
 
-    def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
+    def on_telemetry(self, worker_id: str, telemetry: TelemetryMessage | None, now: float) -> None:
         return None
 
 

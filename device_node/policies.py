@@ -114,14 +114,6 @@ register_policy("fixed", _fixed)
 register_policy("dynamic", _dynamic)
 
 
-def telemetry_of(value: object | None) -> TelemetryMessage | None:
-    """The link's observer protocol hands telemetry over as an object: it is always a parsed
-    `TelemetryMessage` (or None: the worker is gone), which is what a policy reads."""
-    if value is None or isinstance(value, TelemetryMessage):
-        return value
-    raise PolicyError(f"telemetry must be a TelemetryMessage, got {type(value).__name__}")
-
-
 class LockedPolicy:
     """A policy shared by the request thread and paho's network thread, one call at a time."""
 
@@ -145,10 +137,9 @@ class LockedPolicy:
         with self._lock:
             self.policy.on_device_time(k, ms, now, representative=representative)
 
-    def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
-        message = telemetry_of(telemetry)
+    def on_telemetry(self, worker_id: str, telemetry: TelemetryMessage | None, now: float) -> None:
         with self._lock:
-            self.policy.on_telemetry(worker_id, message, now)
+            self.policy.on_telemetry(worker_id, telemetry, now)
 
     def on_result(
         self, k: int, offloaded: bool, latency_ms: float, now: float, *, local_tail_ms: float = 0.0

@@ -42,7 +42,7 @@ from broker.launcher import MosquittoBroker
 from device_node.config import DeviceConfig, DynamicPolicyConfig, DynamicPolicyOptions
 from device_node.judgement import judge
 from device_node.node import DeviceNode
-from device_node.policies import build_policy, telemetry_of
+from device_node.policies import build_policy
 from device_node.records import ResultRecord
 from device_node.runtime import build_device, policy_context
 from device_node.shaper import TraceShaper
@@ -62,6 +62,7 @@ from splitmq.sim.runner import SimSettings, Simulation, StrategyRun
 from splitmq.sim.scenarios import make_load
 from splitmq_base.errors import ConfigurationError, SplitmqError
 from splitting.errors import SplittingError
+from splitting.estimators import TelemetryLike
 from splitting.latency import DeviceProfile
 from splitting.partition import SplitModel
 from splitting.policy import Decision, SplitPolicy
@@ -284,8 +285,8 @@ class _NodeDeadline:
     def on_device_time(self, k: int, ms: float, now: float, *, representative: bool = True) -> None:
         self.policy.on_device_time(k, ms, now, representative=representative)
 
-    def on_telemetry(self, worker_id: str, telemetry: object | None, now: float) -> None:
-        self.policy.on_telemetry(worker_id, telemetry_of(telemetry), now)
+    def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
+        self.policy.on_telemetry(worker_id, telemetry, now)
 
     def on_result(
         self, k: int, offloaded: bool, latency_ms: float, now: float, *, local_tail_ms: float = 0.0
