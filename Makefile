@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup mosquitto demo test lint typecheck unit bench bench-codec bench-transport bench-chooser bench-live clean
+.PHONY: setup mosquitto demo test test-fast lint typecheck unit bench bench-codec bench-transport bench-chooser bench-live clean
 
 setup: $(STAMP) mosquitto
 
@@ -40,6 +40,10 @@ unit: setup
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# Unit tests only (no broker, no process, no model profiling): under a minute, for the edit loop.
+test-fast: setup
+	$(BIN)/pytest -q -m "not integration and not slow"
 
 bench: bench-codec bench-transport bench-chooser bench-live
 

@@ -26,3 +26,11 @@ def broker() -> Iterator[MosquittoBroker]:
 def broker_settings(broker: MosquittoBroker) -> BrokerSettings:
     """Connection settings for the `broker` fixture."""
     return BrokerSettings(host=broker.host, port=broker.port, reconnect_max_delay_s=2)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that starts a broker through the fixture is an integration test, marked or
+    not, so `make test-fast` (`-m "not integration and not slow"`) never starts one."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)

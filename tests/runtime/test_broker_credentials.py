@@ -27,6 +27,8 @@ from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
 from splitmq_base.configfile import validate_config
 from tests.runtime.secure_site import DEVICES, WAIT_S, SecureSite
 
+pytestmark = pytest.mark.integration  # real brokers, some started by the tests themselves
+
 DEVICE = DEVICES[0]
 VAR = "SPLITMQ_TEST_BROKER_PASSWORD"
 

@@ -11,6 +11,8 @@ import torch
 from splitmq.cli import main
 from splitting.profiling import ModelProfile, natural_bottlenecks
 
+pytestmark = pytest.mark.slow  # each profiles a model through the CLI
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 QUICK = ["--images", "2", "--repeats", "1"]

@@ -186,6 +186,7 @@ def test_a_split_point_needs_its_keys() -> None:
         SplitPoint.from_dict({"k": 1, "name": "b", "shape": [1], "device_ms": 1.0})
 
 
+@pytest.mark.slow  # profiles the model several times
 def test_load_or_profile_caches_by_fingerprint_host_and_threads(
     lite0: SplitModel, tmp_path: Path
 ) -> None:

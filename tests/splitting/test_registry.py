@@ -85,6 +85,7 @@ def _fingerprint_in_new_process(name: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.integration  # starts a process per model
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet-lite0"])
 def test_every_process_builds_the_same_weights(name: str) -> None:
     here = load_model(name)

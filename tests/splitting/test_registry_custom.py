@@ -184,6 +184,7 @@ def _install_fake_distribution(root: Path, group: str, target: str) -> None:
     (info / "entry_points.txt").write_text(f"[{group}]\ndemo = {target}\n")
 
 
+@pytest.mark.integration  # runs a fresh interpreter on the installed plugin
 def test_installed_packages_register_models_through_entry_points(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
