@@ -391,6 +391,9 @@ class MosquittoBroker:
             stdout=self._log_file,
             stderr=self._log_file,
             cwd=self.workdir,
+            # Its own session: a terminal's Ctrl-C goes to the program that owns the broker,
+            # which stops it in order, not to the broker, which would leave the program without.
+            start_new_session=True,
             preexec_fn=_die_with_parent(),
             # Root: switch before exec, so the death signal asked for after it stays set.
             user=account.pw_uid if account else None,

@@ -50,6 +50,7 @@ class DemoRun:
     probes: int = 0
     wall_s: float = 0.0
     worker: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False  # Ctrl-C: the devices finished the requests they had started
 
 
 class _LivePrinter:
@@ -149,19 +150,19 @@ def _run_devices(
             _say(out, "warming up: one uncounted request per device (first calls are slow)")
             for node in nodes:
                 node.run_request(images[0], request_id=f"{node.config.device_id}-warmup")
+        stop = threading.Event()
         threads = [
             threading.Thread(
                 target=_device_loop,
                 # Each device walks the samples from its own starting point.
-                args=(node, CyclingSource(images, start=7 * i), options, printer, run, lock),
+                args=(node, CyclingSource(images, start=7 * i), options, printer, run, lock, stop),
                 name=node.config.device_id,
             )
             for i, node in enumerate(nodes)
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        _join_until_done_or_interrupted(threads, stop, run)
     run.late_results = sum(node.link.counters.late_results for node in nodes)
     run.probes = sum(node.link.counters.probes for node in nodes)
 
@@ -179,6 +180,21 @@ def _wait_for_worker(nodes: list[DeviceNode], timeout_s: float) -> None:
             )
 
 
+def _join_until_done_or_interrupted(
+    threads: list[threading.Thread], stop: threading.Event, run: DemoRun
+) -> None:
+    """Wait for the devices; on Ctrl-C, let each finish the request it has started (one record
+    each) and stop, so the summary covers what ran. A second Ctrl-C stops at once."""
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        run.interrupted = True
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
 def _device_loop(
     node: DeviceNode,
     source: CyclingSource,
@@ -186,6 +202,7 @@ def _device_loop(
     printer: _LivePrinter,
     run: DemoRun,
     lock: threading.Lock,
+    stop: threading.Event,
 ) -> None:
     def keep(record: ResultRecord) -> None:
         with lock:
@@ -193,7 +210,13 @@ def _device_loop(
         printer(record)
 
     try:
-        node.run(source, requests=options.requests, rate_hz=options.rate_hz, on_record=keep)
+        node.run(
+            source,
+            requests=options.requests,
+            rate_hz=options.rate_hz,
+            on_record=keep,
+            should_stop=stop.is_set,
+        )
     except Exception as exc:  # a device that dies counts its unanswered requests as lost
         with lock:
             run.device_errors[node.config.device_id] = f"{type(exc).__name__}: {exc}"
@@ -206,13 +229,15 @@ def summarize(run: DemoRun) -> dict[str, Any]:
     """The demo's summary: the keys of the issue plus what helps to read them."""
     options = run.options
     records = run.records
-    requested = options.devices * options.requests
     unique_ids = {r.request_id for r in records}
+    # Interrupted, the devices stopped asking: every request they started was asked for.
+    requested = len(unique_ids) if run.interrupted else options.devices * options.requests
     totals = [r.total_ms for r in records]
     offloaded = [r for r in records if r.offloaded]
     fallbacks = [r for r in records if r.fallback is not None]
     return {
         "requests": requested,
+        "interrupted": run.interrupted,
         "results": len(unique_ids),
         "lost": requested - len(unique_ids),
         "duplicates": len(records) - len(unique_ids),
