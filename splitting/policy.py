@@ -79,9 +79,9 @@ class SplitPolicy(Protocol):
     def on_device_time(self, k: int, ms: float, now: float, *, representative: bool = True) -> None:
         """The device measured `ms` for head(k) plus encoding (k = n: the whole model).
 
-        `representative=False`: the device knows the run was not typical (the first run of a
-        split in its thread, a garbage-collector pause inside it); it is not learned as the
-        device's speed, but still explains the request's own latency."""
+        `representative=False`: the device knows the run was not typical (a thread that was
+        never warmed, a garbage-collector pause inside it); it is not learned as the device's
+        speed, but still explains the request's own latency."""
         ...
 
     def on_telemetry(self, worker_id: str, telemetry: TelemetryLike | None, now: float) -> None:
