@@ -465,8 +465,9 @@ class OffloadFeedback:
             self._predicted[started] = predicted_ms
 
     def on_result(self, latency_ms: float, now: float, *, excused_ms: float = 0.0) -> None:
-        """An offload's latency; `excused_ms` of it is already learned elsewhere (the head's
-        overrun, which the device times learn) and does not count as the offload's surprise.
+        """An offload's latency; `excused_ms` of it is the device's own (its head's overrun,
+        the tail it ran after a failed offload), which the device times learn, and counts
+        neither in the bias nor in the surprise.
 
         One result moves the bias by at most its own prediction: a single cold or stalled
         reply is a surprise for `hold_s`, not a belief for minutes."""
