@@ -119,6 +119,9 @@ def test_ctrl_c_ends_the_demo_with_the_summary_of_what_ran(tmp_path: Path) -> No
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # As from a terminal: a shell's background job (CI may be one) ignores SIGINT, and a
+        # child inherits that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert demo.stdout is not None
     seen = 0
