@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,7 @@ import yaml
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from edge_worker.config import ModelEntry, WorkerConfig
+from splitmq.reports import machine
 from splitmq.worker_process import worker_process
 from splitmq_base.errors import SplitmqError
 
@@ -70,7 +69,7 @@ def run_cold_start_bench(options: ColdStartOptions) -> dict[str, Any]:
     per_device = {device: _device_summary(rows) for device, rows in sorted(records.items())}
     return {
         "benchmark": "cold-start",
-        "provenance": _provenance(),
+        "machine": machine(),
         "settings": asdict(options),
         "wall_s": round(wall_s, 2),
         "devices": per_device,
@@ -141,24 +140,6 @@ def _device_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "fallbacks": sorted({row["fallback"] for row in rows if row["fallback"]}),
         "splits": [row["split"] for row in rows],
         "total_ms": [round(row["total_ms"], 1) for row in rows],
-    }
-
-
-def _provenance() -> dict[str, Any]:
-    """Where and when the figures were measured."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent,
-        check=False,
-    ).stdout.strip()
-    return {
-        "commit": commit or None,
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d"),
     }
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import os
-import platform
 import random
 import subprocess
 import threading
@@ -38,7 +36,7 @@ from edge_worker.runner import echo_model_info
 from schemas.frame import encode_frame
 from splitmq.light_device import LightDevice, Reply
 from splitmq.raw_pingpong import measure_raw_rtt
-from splitmq.reports import latency_stats
+from splitmq.reports import latency_stats, machine
 from splitmq.worker_process import (
     ECHO_MODEL,
     connected,
@@ -144,11 +142,7 @@ def run_fleet_bench(options: FleetOptions) -> dict[str, Any]:
             "queue_capacity": options.queue_capacity,
             "max_held_bytes": options.max_held_bytes,
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "date": time.strftime("%Y-%m-%d"),
-        },
+        "machine": machine(),
     }
 
 

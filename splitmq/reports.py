@@ -7,6 +7,10 @@ tables), so `p50_ms` means the same thing wherever it appears.
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -70,3 +74,22 @@ def write_report(report: dict[str, Any], path: Path | None, *, what: str = "writ
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"  {what} to {path}")
+
+
+def machine() -> dict[str, Any]:
+    """Where and when a report's figures were measured: the commit (None outside a checkout),
+    cores, processor, Python and the date."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent,
+        check=False,
+    ).stdout.strip()
+    return {
+        "commit": commit or None,
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }

@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import os
-import platform
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +41,7 @@ from schemas.frame import Frame, encode_frame
 from schemas.messages import ResultMessage, ServerTimings, encode_message
 from schemas.topics import Topics
 from splitmq.light_device import LightDevice
+from splitmq.reports import machine
 from splitmq.worker_process import connected, wait_until_serving, worker_process
 from splitmq_base.errors import ConfigurationError, SplitmqError
 from splitting.images import sample_images
@@ -440,13 +439,7 @@ def _wait_for_worker(
 
 
 def _machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    return {**machine(), "torch": torch.__version__}
 
 
 # -- output -----------------------------------------------------------------------------------

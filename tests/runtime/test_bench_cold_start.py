@@ -23,4 +23,4 @@ def test_a_device_started_beside_a_fresh_worker_offloads_within_three_requests(
     device = result["devices"]["cold1"]
     assert device["requests"] == 4
     assert device["first_offload"] is not None and device["first_offload"] <= 3
-    assert {"commit", "machine", "cores", "date"} <= set(result["provenance"])
+    assert {"commit", "cpus", "processor", "date"} <= set(result["machine"])
