@@ -534,7 +534,6 @@ class Belief:
         self.half_life_s = half_life_s
         self._smoothed: float | None = None
         self._at: float | None = None
-        self.samples = 0
 
     @staticmethod
     def check(weight: float, half_life_s: float) -> None:
@@ -550,7 +549,6 @@ class Belief:
         current = self.value(prior, now) if self._smoothed is not None else None
         self._smoothed = ewma(current, sample, self.weight)
         self._at = now if self._at is None else max(self._at, now)
-        self.samples += 1
 
     def evidence(self, now: float) -> float:
         """How much of the value is still learned (1: just observed, 0: all prior)."""
@@ -600,7 +598,3 @@ class DeviceTimes:
         """Split k's time now: the measurements, aged toward `prior_ms`."""
         belief = self._beliefs.get(k)
         return belief.value(prior_ms, now) if belief is not None else prior_ms
-
-    def measured(self) -> dict[int, float]:
-        learned = {k: belief.learned() for k, belief in self._beliefs.items()}
-        return {k: ms for k, ms in learned.items() if ms is not None}
