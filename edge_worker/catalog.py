@@ -12,7 +12,7 @@ from edge_worker.runner import TailRunner, accepted_codecs, split_dtype
 from schemas.errors import MessageError
 from schemas.frame import ModelInfo
 from schemas.messages import ModelCatalogMessage, PrepareRecipe, SplitSpec, encode_message
-from splitting.partition import CROP_FRACTION
+from splitting.pixels import CROP_FRACTION
 
 LOG = logging.getLogger(__name__)
 

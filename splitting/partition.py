@@ -13,19 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from splitting.errors import InvalidInputError, InvalidSplitError
 from splitting.labels import labels_for
+from splitting.pixels import IMAGENET_MEAN, IMAGENET_STD, checked_batch, prepare_image
 
 if TYPE_CHECKING:
     from schemas.frame import ModelInfo
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Resize the shorter side to S / 0.875 before the center crop (the usual ImageNet evaluation).
-CROP_FRACTION = 0.875
 
 
 def model_fingerprint(name: str, block_names: Sequence[str], module: nn.Module) -> str:
@@ -67,6 +62,8 @@ class SplitModel:
         self.n = len(self.blocks)
         self.input_size = input_size
         self.weights = weights
+        self.mean: tuple[float, float, float] = (float(mean[0]), float(mean[1]), float(mean[2]))
+        self.std: tuple[float, float, float] = (float(std[0]), float(std[1]), float(std[2]))
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self._given_labels = list(labels) if labels is not None else None
@@ -81,32 +78,11 @@ class SplitModel:
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         """Any RGB (or gray, or RGBA) uint8 image -> uint8 (S, S, 3): resize, then center crop."""
-        rgb = _as_rgb_uint8(image)
-        size = self.input_size
-        height, width = rgb.shape[:2]
-        scale = size / CROP_FRACTION / min(height, width)
-        resized_w = max(size, round(width * scale))
-        resized_h = max(size, round(height * scale))
-        resized = Image.fromarray(rgb).resize((resized_w, resized_h), Image.Resampling.BILINEAR)
-        left = (resized_w - size) // 2
-        top = (resized_h - size) // 2
-        return np.array(resized.crop((left, top, left + size, top + size)))
+        return prepare_image(image, self.input_size)
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (S, S, 3) or (B, S, S, 3) -> normalised float32 (B, 3, S, S)."""
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-            raise InvalidInputError(
-                f"preprocess takes uint8 numpy images, got {type(images).__name__}"
-                f" {getattr(images, 'dtype', '')}"
-            )
-        batch = images[None] if images.ndim == 3 else images
-        size = self.input_size
-        if batch.ndim != 4 or batch.shape[1:] != (size, size, 3):
-            raise InvalidInputError(
-                f"{self.name} takes prepared images of shape ({size}, {size}, 3) or"
-                f" (B, {size}, {size}, 3), got {images.shape}; use prepare_image first"
-            )
-        pixels = np.ascontiguousarray(batch)
+        pixels = checked_batch(images, self.input_size, self.name)
         if not pixels.flags.writeable:  # torch wants to own writable memory
             pixels = pixels.copy()
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
@@ -246,18 +222,3 @@ def _describe(value: object) -> str:
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     return type(value).__name__
-
-
-def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise InvalidInputError(
-            f"images must be uint8 numpy arrays, got {type(image).__name__}"
-            f" {getattr(image, 'dtype', '')}"
-        )
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[:, :, :3])
-    raise InvalidInputError(f"images must be HxW, HxWx3 or HxWx4, got shape {image.shape}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from splitting.partition import IMAGENET_MEAN, IMAGENET_STD
+from splitting.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 #: `weights="random"`: the architecture's own initialisation under the spec's seed.
 RANDOM_WEIGHTS = "random"

@@ -8,7 +8,8 @@ import torch
 
 from splitting.errors import InvalidInputError, InvalidSplitError
 from splitting.images import augmented_images
-from splitting.partition import IMAGENET_MEAN, IMAGENET_STD, SplitModel
+from splitting.partition import SplitModel
+from splitting.pixels import IMAGENET_MEAN, IMAGENET_STD
 from splitting.registry import available_models, load_model
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
