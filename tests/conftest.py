@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +35,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "broker" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def lite0_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """efficientnet-lite0 (real weights) exported once for the session: ~15 s of export."""
+    from splitting.onnx_export import ensure_exported
+    from splitting.registry import load_model
+
+    return ensure_exported(load_model(), tmp_path_factory.mktemp("onnx"))
