@@ -144,6 +144,18 @@ class WorkerConfig(BaseModel):
     device: Literal["cpu", "cuda", "auto"] = Field(
         "auto", description='where tails run; "auto" = cuda when available, else cpu (fp32)'
     )
+    backend: Literal["torch", "onnxruntime"] = Field(
+        "torch",
+        description='what runs the batched tails: "torch" (PyTorch) or "onnxruntime" (the '
+        "model's exported build, exported once per fingerprint into export_dir; CPU only). "
+        "Requests that ask for an exact answer always run on PyTorch",
+    )
+    export_dir: Path | None = Field(
+        None,
+        strict=False,
+        description="where exported builds are kept (splitmq export); None = the cache "
+        "($SPLITMQ_CACHE_DIR/onnx or ~/.cache/splitmq/onnx)",
+    )
     max_batch: int | None = Field(
         None,
         ge=1,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Protocol
+from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -26,12 +27,14 @@ from schemas.codecs import FLOAT_DTYPES, REGISTRY
 from schemas.frame import Frame, FrameLimits, ModelInfo, decode_frame, encode_frame
 from schemas.messages import Prediction
 from splitting.errors import SplittingError
+from splitting.onnx_blocks import OnnxBlocks, softmax_top
 from splitting.partition import SplitModel
 from splitting.profiling import natural_bottlenecks
 
 LOG = logging.getLogger(__name__)
 TOP_K = 5
 TAIL_FLOAT_MAX = float(np.finfo(np.float32).max)  # tails compute in fp32
+Backend = Literal["torch", "onnxruntime", "echo"]
 
 
 class TailRunner(Protocol):
@@ -59,6 +62,10 @@ class TailRunner(Protocol):
 
     def run_exact(self, model: str, split: int, frame: Frame) -> list[Prediction]:
         """tail(split) of one frame on the bit-exact path (see `computes_exactly`)."""
+        ...
+
+    def backend_for(self, exact_path: bool) -> Backend:
+        """The runtime that computes a batch on the exact path or off it."""
         ...
 
     def computes_exactly(self, batch_size: int, exact_path: bool) -> bool:
@@ -112,7 +119,8 @@ class _DecodingRunner:
 
 
 class ModelTailRunner(_DecodingRunner):
-    """Runs tail(k) of real split models on CPU or CUDA (fp32)."""
+    """Runs tail(k) of real split models on CPU or CUDA (fp32): batches on `backend`, exact
+    requests always on PyTorch, the reference."""
 
     def __init__(
         self,
@@ -121,6 +129,9 @@ class ModelTailRunner(_DecodingRunner):
         *,
         device: str = "cpu",
         limits: FrameLimits | None = None,
+        backend: Literal["torch", "onnxruntime"] = "torch",
+        export_dir: Path | None = None,
+        threads: int | None = None,
     ) -> None:
         for name, splits in served.items():
             if name not in models:
@@ -131,6 +142,8 @@ class ModelTailRunner(_DecodingRunner):
                     f"{name} has splits 0..{models[name].n - 1} to serve (split "
                     f"{models[name].n} runs on the device); got {bad}"
                 )
+        if backend == "onnxruntime" and torch.device(device).type != "cpu":
+            raise RunnerError("the onnxruntime backend runs on the CPU; use device: cpu")
         # model_info() runs one dry pass on the CPU and caches the block shapes that tail()'s
         # input check uses, so it must happen before the blocks move to another device.
         catalog = {name: model.model_info() for name, model in models.items()}
@@ -139,6 +152,26 @@ class ModelTailRunner(_DecodingRunner):
         self._models = dict(models)
         for model in self._models.values():
             model.module.to(self._device)
+        self.backend = backend
+        self._exported = (
+            self._load_exported(export_dir, threads) if backend == "onnxruntime" else {}
+        )
+
+    def _load_exported(self, export_dir: Path | None, threads: int | None) -> dict[str, OnnxBlocks]:
+        """Each model's exported build, exported now where this fingerprint has none."""
+        from splitting.onnx_export import ensure_exported
+
+        try:
+            return {
+                name: OnnxBlocks(
+                    ensure_exported(model, export_dir),
+                    expected_fingerprint=model.fingerprint,
+                    threads=threads,
+                )
+                for name, model in self._models.items()
+            }
+        except SplittingError as exc:
+            raise RunnerError(f"cannot load the onnxruntime backend: {exc}") from exc
 
     @classmethod
     def from_config(cls, config: WorkerConfig) -> ModelTailRunner:
@@ -155,7 +188,15 @@ class ModelTailRunner(_DecodingRunner):
                 raise RunnerError(f"cannot load model {entry.name!r}: {exc}") from exc
             models[entry.name] = model
             served[entry.name] = resolve_splits(model, entry)
-        return cls(models, served, device=device, limits=config.frame_limits.limits())
+        return cls(
+            models,
+            served,
+            device=device,
+            limits=config.frame_limits.limits(),
+            backend=config.backend,
+            export_dir=config.export_dir,
+            threads=config.torch_threads,
+        )
 
     @property
     def device(self) -> str:
@@ -172,6 +213,8 @@ class ModelTailRunner(_DecodingRunner):
     def _run(
         self, model: str, split: int, tensors: Sequence[np.ndarray], *, exact: bool
     ) -> list[list[Prediction]]:
+        if not exact and model in self._exported:
+            return self._run_exported(self._exported[model], split, tensors)
         split_model = self._models[model]
         batch = self._to_batch(split_model, split, tensors)
         threads = _one_thread() if exact and self._device.type == "cpu" else nullcontext()
@@ -183,13 +226,23 @@ class ModelTailRunner(_DecodingRunner):
             top.values.cpu().numpy(), top.indices.cpu().numpy(), split_model.labels
         )
 
+    @staticmethod
+    def _run_exported(
+        blocks: OnnxBlocks, split: int, tensors: Sequence[np.ndarray]
+    ) -> list[list[Prediction]]:
+        stacked = np.stack(tensors)
+        batch = blocks.preprocess(stacked) if split == 0 else stacked.astype(np.float32, copy=False)
+        scores, indices = softmax_top(blocks.tail(batch, split), TOP_K)
+        return top5_predictions(scores, indices, blocks.labels)
+
+    def backend_for(self, exact_path: bool) -> Backend:
+        return "torch" if exact_path else self.backend
+
     def computes_exactly(self, batch_size: int, exact_path: bool) -> bool:
-        # Batched kernels, other thread counts and GPU kernels may sum in another order.
-        return (
-            self._device.type == "cpu"
-            and batch_size == 1
-            and (exact_path or torch.get_num_threads() == 1)
-        )
+        # Batched kernels, other thread counts, GPU kernels and other runtimes may sum in
+        # another order.
+        torch_one_thread = self.backend == "torch" and torch.get_num_threads() == 1
+        return self._device.type == "cpu" and batch_size == 1 and (exact_path or torch_one_thread)
 
     def warm_up(self) -> list[tuple[str, int]]:
         """One tail call at every served split, batched and exact: a first call costs up to a
@@ -239,6 +292,9 @@ class EchoTailRunner(_DecodingRunner):
 
     def run_exact(self, model: str, split: int, frame: Frame) -> list[Prediction]:
         return self.run_batch(model, split, [frame])[0]
+
+    def backend_for(self, exact_path: bool) -> Backend:
+        return "echo"
 
     def computes_exactly(self, batch_size: int, exact_path: bool) -> bool:
         return batch_size == 1  # a fixed answer, the same in any batch; exact when alone

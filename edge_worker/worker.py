@@ -28,7 +28,13 @@ from edge_worker.catalog import catalog_payloads
 from edge_worker.config import WorkerConfig
 from edge_worker.errors import ComputeError, RequestError, WorkerStateError
 from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, WorkerLink
-from edge_worker.runner import EchoTailRunner, ModelTailRunner, TailRunner, echo_model_info
+from edge_worker.runner import (
+    Backend,
+    EchoTailRunner,
+    ModelTailRunner,
+    TailRunner,
+    echo_model_info,
+)
 from edge_worker.telemetry import TelemetryReporter, WorkerStats
 from schemas.errors import SchemaError
 from schemas.frame import MAX_ID_CHARS, SENT_TIMESTAMP, Frame
@@ -297,9 +303,10 @@ class EdgeWorker:
             model, split, len(decoded), compute_ms, queue_ms, exact_path=exact_path
         )
         exact = self.runner.computes_exactly(len(decoded), exact_path)
+        backend = self.runner.backend_for(exact_path)
         for item, predictions in zip(decoded, top5, strict=True):
             try:
-                self._reply_ok(item, predictions, compute_ms, len(decoded), exact)
+                self._reply_ok(item, predictions, compute_ms, len(decoded), exact, backend)
             except Exception as exc:  # one reply that cannot be built costs no batch-mate
                 LOG.exception("worker %s: reply to one request failed", self.worker_id)
                 self._fail_safely(item.request, ComputeError(f"reply failed: {exc!r}"), None)
@@ -369,6 +376,7 @@ class EdgeWorker:
         compute_ms: float,
         batch_size: int,
         exact: bool,
+        backend: Backend,
     ) -> None:
         request = item.request
         self.stats.count("served", key=request.key)
@@ -388,6 +396,7 @@ class EdgeWorker:
                 batch_size=batch_size,
             ),
             exact=exact,
+            backend=backend,
         )
         self.link.reply(request.response_topic, request.correlation_data, encode_message(message))
 

@@ -115,6 +115,12 @@ class ResultMessage(_Message):
         "run on the same decoded input; false when batched, multi-threaded or on a GPU, or when "
         "not computed (absent from workers that predate the field)",
     )
+    backend: Literal["torch", "onnxruntime", "echo"] | None = Field(
+        None,
+        description="the runtime that computed the scores: torch (PyTorch, the reference and "
+        "every exact path), onnxruntime (an exported build), echo (no model); absent when not "
+        "computed or from workers that predate the field",
+    )
 
     @model_validator(mode="after")
     def _status_matches_content(self) -> ResultMessage:
@@ -126,6 +132,8 @@ class ResultMessage(_Message):
             raise ValueError(f"a {self.status} result carries no predictions")
         if self.status != "ok" and self.exact:
             raise ValueError(f"a {self.status} result was not computed, so not exactly")
+        if self.status != "ok" and self.backend is not None:
+            raise ValueError(f"a {self.status} result was not computed by any backend")
         return self
 
 
