@@ -17,6 +17,7 @@ from splitmq_base.cli import configure_logging, guarded
 # Modules under splitmq.commands with their one-line help, in the order `--help` lists them.
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("profile", "bytes on the wire and device time of every split of a model"),
+    ("export", "write a model's onnxruntime build, one graph per block"),
     ("bench", "run a benchmark (codec, transport, chooser, live)"),
     ("broker", "run the embedded Mosquitto broker with the project's config"),
     ("worker", "run an edge worker (subscribes per split, runs tails, replies)"),

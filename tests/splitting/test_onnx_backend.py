@@ -119,3 +119,13 @@ def test_a_broken_manifest_is_not_taken_for_a_build(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_text("{}")
     with pytest.raises(Exception, match="not a readable splitmq export"):
         OnnxBlocks(tmp_path)
+
+
+def test_the_export_command_names_the_build_it_keeps(
+    lite0_export: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from splitmq.cli import main
+
+    assert main(["export", "--out", str(lite0_export.parent)]) == 0
+    printed = capsys.readouterr().out
+    assert read_manifest(lite0_export).fingerprint in printed and str(lite0_export) in printed
