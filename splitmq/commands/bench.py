@@ -17,6 +17,7 @@ BENCH_MODULES = (
     "bench_fleet",
     "bench_cold_start",
     "bench_tcp_info",
+    "bench_backends",
 )
 
 
