@@ -28,7 +28,6 @@ from functools import partial
 from typing import Generic, TypeVar
 
 import numpy as np
-import torch
 
 from broker.homeassistant import announce_node
 from device_node.activity import DeviceActivity
@@ -51,7 +50,7 @@ from schemas.errors import CodecError, SchemaError
 from schemas.frame import SENT_TIMESTAMP, encode_frame
 from schemas.messages import ResultMessage
 from splitmq_base import __version__
-from splitting.partition import SplitModel
+from splitting.blocks import Blocks
 from splitting.policy import Decision, SplitPolicy
 
 logger = logging.getLogger(__name__)
@@ -64,15 +63,15 @@ TOP_K = 5
 
 
 def top_predictions(
-    logits: torch.Tensor, labels: list[str], k: int = TOP_K
+    model: Blocks, logits: np.ndarray, k: int = TOP_K
 ) -> tuple[PredictionRecord, ...]:
-    """Top-k classes of one sample's logits, scored by softmax probability (fp32)."""
-    flat = logits.reshape(-1).float()
-    probs = torch.softmax(flat, dim=0)
-    scores, indices = torch.topk(probs, min(k, flat.numel()))
+    """Top-k classes of one sample's logits, scored by softmax probability as the model's
+    backend scores them on a worker."""
+    scores, indices = model.top(logits.reshape(1, -1), k)
+    labels = model.labels
     return tuple(
         PredictionRecord(int(i), labels[int(i)], float(s))
-        for s, i in zip(scores.tolist(), indices.tolist(), strict=True)
+        for s, i in zip(scores[0].tolist(), indices[0].tolist(), strict=True)
     )
 
 
@@ -125,7 +124,7 @@ class DeviceNode:
     def __init__(
         self,
         config: DeviceConfig,
-        model: SplitModel,
+        model: Blocks,
         policy: SplitPolicy,
         *,
         link: DeviceLink | None = None,
@@ -202,14 +201,14 @@ class DeviceNode:
         size = self.model.input_size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         _ = self.model.labels  # loaded on first use: an import of torchvision, ~1.9 s
-        with torch.inference_mode():
-            x = self.model.preprocess(blank)
-            self.model.forward(x)
-            z = self.model.head(x, 1)
+        x = self.model.preprocess(blank)
+        logits = self.model.run_blocks(x, 0, self.model.n)
+        top_predictions(self.model, logits[0])
+        z = self.model.run_blocks(x, 0, 1)
         # The codecs have first-call costs too (measured: a 110 ms first WebP encode).
         for split, tensor, codec in (
             (0, blank, self.config.input_codec),
-            (1, z[0].numpy(), self.config.codec),
+            (1, z[0], self.config.codec),
         ):
             encode_frame(
                 tensor,
@@ -226,7 +225,7 @@ class DeviceNode:
         request would otherwise judge running locally by the profile alone."""
         size = self.model.input_size
         x = self.model.preprocess(np.zeros((size, size, 3), dtype=np.uint8))
-        run = self._compute(lambda: self.model.head(x, self.model.n))
+        run = self._compute(lambda: self.model.run_blocks(x, 0, self.model.n))
         self._report_device_time(self.model.n, run.ms, run.representative)
 
     def _warm_this_thread(self) -> None:
@@ -332,7 +331,7 @@ class DeviceNode:
         self,
         request: _Request,
         prepared: np.ndarray,
-        z: torch.Tensor | None,
+        z: np.ndarray | None,
         k: int,
         gate: _SendGate | None,
     ) -> PendingRequest | str:
@@ -361,7 +360,7 @@ class DeviceNode:
                     expiry_s=request.deadline_ms / 1000.0,
                     # The least loaded of several live workers, by their telemetry; else shared.
                     worker_id=self.link.least_loaded_worker(self.model.name, k),
-                    num_classes=self.model.num_classes,  # replies name this model's classes only
+                    num_classes=len(self.model.labels),  # replies name this model's classes only
                 )
             except NotConnectedError:
                 return Fallback.NOT_CONNECTED
@@ -391,7 +390,7 @@ class DeviceNode:
         self,
         request: _Request,
         prepared: np.ndarray,
-        z: torch.Tensor | None,
+        z: np.ndarray | None,
         k: int,
         gate: _SendGate,
     ) -> ResultRecord:
@@ -422,7 +421,7 @@ class DeviceNode:
             uplink_ms=(uplink_s or 0.0) * 1000.0,
             local_tail_ms=(time.perf_counter() - t0) * 1000.0,
         )
-        top5 = top_predictions(x, self.model.labels)
+        top5 = top_predictions(self.model, x[0])
         return self._record(
             request, k, parts, top5, offloaded=False, fallback=Fallback.RACE_WON_HERE
         )
@@ -438,23 +437,23 @@ class DeviceNode:
             return outcome, message
         return None
 
-    def _head(self, request: _Request, prepared: np.ndarray, k: int) -> torch.Tensor | None:
+    def _head(self, request: _Request, prepared: np.ndarray, k: int) -> np.ndarray | None:
         """head(k) on the device; None at split 0, which sends the prepared image itself."""
         if k == 0:
             return None
         x = self.model.preprocess(prepared)
-        head = self._compute(lambda: self.model.head(x, k))
+        head = self._compute(lambda: self.model.run_blocks(x, 0, k))
         request.head_ms = head.ms
         request.representative = head.representative
         return head.value
 
     def _encode(
-        self, request: _Request, prepared: np.ndarray, z: torch.Tensor | None, k: int
+        self, request: _Request, prepared: np.ndarray, z: np.ndarray | None, k: int
     ) -> bytes:
         # Split 0 sends the prepared image (lossless WebP by default); other splits one
         # sample's tensor, under the codec the policy chose with the split (None: the
         # configured one). A policy's codec is taken as given, or refused with the reason.
-        tensor = prepared if z is None else z[0].numpy()
+        tensor = prepared if z is None else z[0]
         codec = request.decision.codec or (self.config.input_codec if k == 0 else self.config.codec)
         if k == 0 and codec not in INPUT_CODECS:
             raise CodecError(
@@ -528,31 +527,31 @@ class DeviceNode:
     ) -> ResultRecord:
         x = self.model.preprocess(prepared)
         n = self.model.n
-        logits = self._compute(lambda: self.model.head(x, n))
+        logits = self._compute(lambda: self.model.run_blocks(x, 0, n))
         self._report_device_time(n, logits.ms, logits.representative)
         parts = LatencyParts(head_ms=logits.ms)
-        top5 = top_predictions(logits.value, self.model.labels)
+        top5 = top_predictions(self.model, logits.value[0])
         return self._record(request, n, parts, top5, offloaded=False, fallback=fallback)
 
     def _finish_here(
         self,
         request: _Request,
         prepared: np.ndarray,
-        z: torch.Tensor | None,
+        z: np.ndarray | None,
         k: int,
         reason: str,
         pending: PendingRequest | None,
     ) -> ResultRecord:
         """tail(k) here, from the intermediate already computed (split 0: from the image)."""
         start = z if z is not None else self.model.preprocess(prepared)
-        logits = self._compute(lambda: self.model.tail(start, k))
+        logits = self._compute(lambda: self.model.run_blocks(start, k, self.model.n))
         parts = LatencyParts(
             head_ms=request.head_ms,
             encode_ms=request.encode_ms,
             uplink_ms=(pending.uplink_s or 0.0) * 1000.0 if pending else 0.0,
             local_tail_ms=logits.ms,
         )
-        top5 = top_predictions(logits.value, self.model.labels)
+        top5 = top_predictions(self.model, logits.value[0])
         return self._record(request, k, parts, top5, offloaded=False, fallback=reason)
 
     def _compute(self, run: Callable[[], T]) -> _Timed[T]:

@@ -7,33 +7,34 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-import torch
-
 from device_node.config import DeviceConfig
 from device_node.errors import ModelMismatchError
 from device_node.node import DeviceNode
 from device_node.policies import PolicyContext, build_policy
-from splitting.partition import SplitModel
 from splitting.policy import SplitPolicy
 from splitting.profiling import ModelProfile, load_or_profile
 from splitting.reference import with_reference_agreement
-from splitting.registry import load_model
+from splitting.torch_blocks import TorchBlocks
 
 
-def load_device_model(config: DeviceConfig) -> SplitModel:
+def load_device_model(config: DeviceConfig) -> TorchBlocks:
+    import torch
+
+    from splitting.registry import load_model
+
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
-    return load_model(config.model, weights=config.weights)
+    return TorchBlocks(load_model(config.model, weights=config.weights))
 
 
 def policy_context(
-    config: DeviceConfig, model: SplitModel, *, cache_dir: Path | None = None
+    config: DeviceConfig, model: TorchBlocks, *, cache_dir: Path | None = None
 ) -> PolicyContext:
     @cache
     def profile() -> ModelProfile:
         # Cached per model fingerprint and host: profiling takes seconds, a cache hit none.
         measured = load_or_profile(
-            model,
+            model.model,
             cache_dir,
             codec=config.codec,
             input_codec=config.input_codec,
@@ -60,7 +61,7 @@ def policy_context(
 def build_device(
     config: DeviceConfig,
     *,
-    model: SplitModel | None = None,
+    model: TorchBlocks | None = None,
     policy: SplitPolicy | None = None,
     cache_dir: Path | None = None,
 ) -> DeviceNode:

@@ -30,6 +30,7 @@ from splitting.errors import SplittingError
 from splitting.onnx_blocks import OnnxBlocks, softmax_top
 from splitting.partition import SplitModel
 from splitting.profiling import natural_bottlenecks
+from splitting.torch_blocks import torch_top
 
 LOG = logging.getLogger(__name__)
 TOP_K = 5
@@ -220,11 +221,8 @@ class ModelTailRunner(_DecodingRunner):
         threads = _one_thread() if exact and self._device.type == "cpu" else nullcontext()
         with threads, torch.inference_mode():
             logits = split_model.tail(batch.to(self._device), split)
-            probabilities = torch.softmax(logits.float().flatten(1), dim=1)
-            top = torch.topk(probabilities, k=min(TOP_K, probabilities.shape[1]), dim=1)
-        return top5_predictions(
-            top.values.cpu().numpy(), top.indices.cpu().numpy(), split_model.labels
-        )
+            scores, indices = torch_top(logits, TOP_K)
+        return top5_predictions(scores, indices, split_model.labels)
 
     @staticmethod
     def _run_exported(

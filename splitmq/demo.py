@@ -35,8 +35,8 @@ from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.worker import EdgeWorker
 from splitmq.demo_config import DemoError, DemoOptions, device_config, worker_config
 from splitmq.reports import LatencyStats, latency_stats
-from splitting.partition import SplitModel
 from splitting.registry import load_model
+from splitting.torch_blocks import TorchBlocks
 
 
 @dataclass
@@ -79,7 +79,7 @@ def run_demo(options: DemoOptions, *, out: TextIO | None = None) -> DemoRun:
     if options.torch_threads is not None:
         torch.set_num_threads(options.torch_threads)
     _say(out, f"loading {options.model} ...")
-    device_model = load_model(options.model)
+    device_model = TorchBlocks(load_model(options.model))
     images = sample_source_images()
     run = DemoRun(options)
     with MosquittoBroker() as broker:
@@ -129,7 +129,7 @@ def _worker_stats(worker: EdgeWorker) -> dict[str, Any]:
 def _run_devices(
     options: DemoOptions,
     broker: MosquittoBroker,
-    model: SplitModel,
+    model: TorchBlocks,
     images: list[SourceImage],
     run: DemoRun,
     out: TextIO,

@@ -64,11 +64,11 @@ from splitmq_base.errors import ConfigurationError, SplitmqError
 from splitting.errors import SplittingError
 from splitting.estimators import TelemetryLike
 from splitting.latency import DeviceProfile
-from splitting.partition import SplitModel
 from splitting.policy import Decision, SplitPolicy
 from splitting.profiling import default_cache_dir, load_or_profile
 from splitting.registry import load_model
 from splitting.server_profile import ServerProfile, measure_server_profile
+from splitting.torch_blocks import TorchBlocks
 from splitting.traces import DEFAULT_ONE_WAY_MS, UplinkTrace
 
 #: Batch sizes of the measured CPU profile (one device needs batch 1; the rest for reuse).
@@ -205,7 +205,7 @@ def _measure_in_a_thread(model: str, path: Path, threads: int) -> None:
 # -- the live run -------------------------------------------------------------------------------
 
 
-def run_live(options: LiveBenchOptions, model: SplitModel, images: list[SourceImage]) -> LiveRun:
+def run_live(options: LiveBenchOptions, model: TorchBlocks, images: list[SourceImage]) -> LiveRun:
     """One device through a trace shaper to a real broker and the demo's worker."""
     demo = options.demo_options()
     with MosquittoBroker() as broker:
@@ -403,11 +403,13 @@ def run_bench(options: LiveBenchOptions) -> dict[str, Any]:
     trace = read_trace(options.trace)
     torch.set_num_threads(options.torch_threads)  # the device's thread (the main one)
     server, server_path = cpu_server_profile(options)
-    model = load_model(options.model)
+    model = TorchBlocks(load_model(options.model))
     settings = BrokerSettings(host="127.0.0.1", port=1)  # only for building the policy
     config = device_configuration(options, settings)
     if options.fresh_device_profile:
-        load_or_profile(model, codec=config.codec, jpeg_quality=config.jpeg_quality, refresh=True)
+        load_or_profile(
+            model.model, codec=config.codec, jpeg_quality=config.jpeg_quality, refresh=True
+        )
     context = policy_context(config, model)
     device = DeviceProfile.from_model_profile(
         context.profile(), slowdown=options.slowdown, codec=options.codec

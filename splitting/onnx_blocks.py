@@ -22,14 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, ValidationError
 
 from splitmq_base.models import StrictModel
 from splitting.errors import InvalidSplitError, MissingExtraError, ProfileError
-from splitting.pixels import normalize
+from splitting.pixels import normalize, prepare_image
+
+if TYPE_CHECKING:
+    from schemas.frame import ModelInfo
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -147,9 +150,21 @@ class OnnxBlocks:
     def labels(self) -> list[str]:
         return list(self.manifest.labels)
 
+    def prepare_image(self, image: np.ndarray) -> np.ndarray:
+        return prepare_image(image, self.input_size)
+
+    def model_info(self) -> ModelInfo:
+        from schemas.frame import ModelInfo
+
+        shapes = tuple(tuple(shape) for shape in self.manifest.split_shapes)
+        return ModelInfo(name=self.name, fingerprint=self.fingerprint, split_shapes=shapes)
+
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """Prepared uint8 (S, S, 3) or (B, S, S, 3) images -> float32 (B, 3, S, S)."""
-        return normalize(images, self.manifest.mean, self.manifest.std, self.input_size)
+        return normalize(images, self.manifest.mean, self.manifest.std, self.input_size, self.name)
+
+    def top(self, logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return softmax_top(logits, k)
 
     def run_blocks(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Blocks [start, stop) on a batch of split-`start` tensors."""

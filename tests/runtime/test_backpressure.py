@@ -24,6 +24,7 @@ from schemas.messages import Prediction
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
+from splitting.torch_blocks import TorchBlocks
 from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
 from tests.waiting import wait_until
 
@@ -59,7 +60,7 @@ def device(
         policy=FixedPolicyConfig(split=TINY_SPLIT),
         deadline_ms=deadline_ms,
     )
-    return DeviceNode(config, model, FixedSplit(TINY_SPLIT))
+    return DeviceNode(config, TorchBlocks(model), FixedSplit(TINY_SPLIT))
 
 
 @pytest.fixture

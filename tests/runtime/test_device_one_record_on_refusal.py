@@ -21,6 +21,7 @@ from schemas.messages import Prediction
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.policy import Decision, FixedSplit
+from splitting.torch_blocks import TorchBlocks
 from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ def tiny_device(settings: BrokerSettings, model: SplitModel, codec: str) -> Devi
         policy=FixedPolicyConfig(split=TINY_SPLIT),
         deadline_ms=10000.0,
     )
-    return DeviceNode(config, model, FixedSplit(TINY_SPLIT))
+    return DeviceNode(config, TorchBlocks(model), FixedSplit(TINY_SPLIT))
 
 
 def wait_for_worker(node: DeviceNode, timeout_s: float = 10.0) -> None:
@@ -82,7 +83,7 @@ def test_a_policy_codec_that_cannot_send_the_image_is_refused_with_one_local_rec
     _, image = sample_images()[0]
     config = DeviceConfig(broker=broker_settings, device_id="codec-dev", model=TINY)
     worker = EdgeWorker(worker_config(broker_settings), runner)
-    with worker, DeviceNode(config, model, TensorCodecAtSplitZero(0)) as node:
+    with worker, DeviceNode(config, TorchBlocks(model), TensorCodecAtSplitZero(0)) as node:
         wait_for_worker(node)
         record = node.run_request(image)
     assert (record.offloaded, record.fallback, record.bytes_sent) == (

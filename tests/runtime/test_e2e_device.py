@@ -39,6 +39,7 @@ from schemas.messages import Prediction, ResultMessage, StatusMessage
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
 from splitting.registry import load_model
+from splitting.torch_blocks import TorchBlocks
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -97,7 +98,7 @@ def make_device(
         deadline_ms=deadline_ms,
         telemetry_stale_s=telemetry_stale_s,
     )
-    return build_device(config, model=model)
+    return build_device(config, model=TorchBlocks(model))
 
 
 def wait_for_worker(node: DeviceNode, split: int = MID_SPLIT) -> None:
@@ -106,7 +107,7 @@ def wait_for_worker(node: DeviceNode, split: int = MID_SPLIT) -> None:
 
 def unsplit_top5(model: SplitModel, image: SourceImage) -> tuple[PredictionRecord, ...]:
     x = model.preprocess(model.prepare_image(image.pixels))
-    return top_predictions(model.forward(x), model.labels)
+    return top_predictions(TorchBlocks(model), model.forward(x).numpy())
 
 
 def assert_one_record_each(records: list[ResultRecord], count: int) -> None:
@@ -181,7 +182,8 @@ def test_split_zero_sends_the_jpeg_when_asked_and_is_answered(
     # The worker classified exactly the JPEG of the prepared image (quality 90).
     prepared = model.prepare_image(photos[0].pixels)
     decoded = decode_tensor(encode_tensor(prepared, "jpeg", jpeg_quality=90))
-    assert record.top5 == top_predictions(model.forward(model.preprocess(decoded)), model.labels)
+    logits = model.forward(model.preprocess(decoded)).numpy()
+    assert record.top5 == top_predictions(TorchBlocks(model), logits)
 
 
 def test_local_split_never_touches_the_broker(
@@ -380,7 +382,7 @@ def racing_device(settings: BrokerSettings, model: SplitModel, *, slowdown: floa
     config = DeviceConfig(
         broker=settings, device_id="racer", model=MODEL, codec="lossless", slowdown=slowdown
     )
-    return build_device(config, model=model, policy=FixedSplit(MID_SPLIT, race=True))
+    return build_device(config, model=TorchBlocks(model), policy=FixedSplit(MID_SPLIT, race=True))
 
 
 def test_a_raced_request_ends_with_the_local_result_when_the_server_is_slow(
@@ -420,7 +422,7 @@ def test_on_two_cores_a_lost_race_costs_no_encode(
                 cores=cores,
             )
             policy = FixedSplit(0, race=True)
-            with build_device(device, model=model, policy=policy) as node:
+            with build_device(device, model=TorchBlocks(model), policy=policy) as node:
                 wait_for_worker(node, split=0)
                 totals[cores] = [node.run_request(image) for image in photos[:3]]
     for record in totals[2]:

@@ -20,6 +20,7 @@ from device_node.sources import CyclingSource, sample_source_images
 from device_node.workers import WorkerView
 from edge_worker.config import WorkerConfig, worker_config_from_mapping
 from splitting.registry import load_model
+from splitting.torch_blocks import TorchBlocks
 from tests.runtime.test_fault_stale_requests import worker_process
 from tests.waiting import wait_until
 
@@ -68,7 +69,7 @@ def test_a_frozen_worker_stops_getting_requests_and_every_request_ends_once(
         deadline_ms=2000.0,
         torch_threads=1,
     )
-    node = build_device(config, model=load_model(MODEL))
+    node = build_device(config, model=TorchBlocks(load_model(MODEL)))
     source = CyclingSource(sample_source_images())
     records: list[ResultRecord] = []
     with ExitStack() as stack:

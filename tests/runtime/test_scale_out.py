@@ -22,6 +22,7 @@ from schemas.topics import Topics
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
+from splitting.torch_blocks import TorchBlocks
 from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model
 from tests.runtime.scaled_model import worker_config as tiny_worker_config
 from tests.runtime.test_backpressure import GatedRunner
@@ -45,7 +46,7 @@ def device_node(settings: BrokerSettings, model: SplitModel) -> DeviceNode:
         policy=FixedPolicyConfig(split=TINY_SPLIT),
         deadline_ms=20_000.0,
     )
-    return DeviceNode(config, model, FixedSplit(TINY_SPLIT))
+    return DeviceNode(config, TorchBlocks(model), FixedSplit(TINY_SPLIT))
 
 
 def lossless_tiny_frame(model: SplitModel, image: np.ndarray) -> bytes:
