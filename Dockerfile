@@ -14,11 +14,12 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY splitmq_base splitmq_base
-COPY broker broker
 COPY schemas schemas
 COPY splitting splitting
+COPY mqtt_session mqtt_session
 COPY device_node device_node
 COPY edge_worker edge_worker
+COPY broker broker
 COPY splitmq splitmq
 COPY configs configs
 # [samples]: the bundled sample photographs the device simulators classify.

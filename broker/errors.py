@@ -1,4 +1,4 @@
-"""Errors of the broker launcher and client settings."""
+"""Errors of broker provisioning: the launcher, the password and ACL files, the secure profile."""
 
 from __future__ import annotations
 
@@ -41,19 +41,6 @@ class BrokerExitedError(BrokerError):
 
 class BrokerConfigError(BrokerError, ConfigurationError):
     """A broker configuration template cannot be rendered (missing file or placeholder)."""
-
-
-class BrokerSettingsError(BrokerError, ConfigurationError):
-    """Connection settings are invalid (e.g. a TLS file that does not exist)."""
-
-
-class BrokerConnectError(BrokerError):
-    """A client could not connect to the broker within its timeout."""
-
-
-class SessionStateError(BrokerError):
-    """A session lifecycle call out of order: a second `start()`, or `start()` after `stop()`
-    (a stopped session has disconnected for good; build a new one)."""
 
 
 class SecureProfileError(BrokerError, ConfigurationError):

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
+from mqtt_session.client import BrokerSettings
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
 from broker.secure_profile import SecureProfile, init_profile
 from edge_worker.config import WorkerConfig, load_worker_config, with_overrides
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
 from schemas.topics import Topics
 
 TOPICS = Topics()

@@ -17,13 +17,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
-from broker.errors import BrokerConnectError, SecureProfileError
+from broker.errors import SecureProfileError
 from broker.launcher import MosquittoBroker
 from broker.secure_profile import hash_password, init_profile, role_acls
 from device_node.config import load_device_config
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
+from mqtt_session.errors import BrokerConnectError
 from splitmq.cli import main as splitmq_main
 from splitmq_base.cli import EXIT_CONFIG
 from tests.runtime.secure_site import WORKER, SecureSite
