@@ -49,3 +49,10 @@ class SecureProfileError(BrokerError, ConfigurationError):
 
 class AuthFileError(BrokerError, ConfigurationError):
     """The password or ACL file could not be written."""
+
+
+class BrokerExtraMissingError(BrokerError, ConfigurationError):
+    """A provisioning command needs a package of the `broker` extra, which is not installed."""
+
+    def __init__(self, task: str, package: str) -> None:
+        super().__init__(f"{task} needs the {package!r} package: pip install 'splitmq[broker]'")

@@ -27,14 +27,16 @@ client id its login, so no one can take over (and kick) another client's session
 
 The identity rule this relies on: a node's login is its node id (`device_id`, `worker_id`), so
 that its status, telemetry and result topics carry its login.
+
+The certificates need `cryptography` (the `broker` extra, `pip install 'splitmq[broker]'`),
+loaded only when a profile is written (`broker.certificates`).
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import ipaddress
+import importlib
 import json
 import os
 import secrets
@@ -43,12 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from broker.errors import SecureProfileError
+from broker.errors import BrokerExtraMissingError, SecureProfileError
 from broker.launcher import DEFAULT_CONFIG, broker_account
 from broker.programs import find_program
 from schemas.errors import TopicError
@@ -77,8 +74,6 @@ HASH_BYTES = 64
 SALT_BYTES = 12
 HASH_ITERATIONS = 1000
 PASSWORD_BYTES = 24
-CA_DAYS = 3650
-LEAF_DAYS = 825
 # The tuning of the plain config, from its first section after the listener one, is copied.
 TUNING_MARK = "# --- Latency"
 
@@ -264,109 +259,20 @@ def dynsec_config(
     }
 
 
-# -- certificates --------------------------------------------------------------------------------
+# -- files ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Issuer:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "splitmq"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def make_ca(common_name: str = "splitmq private CA") -> _Issuer:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(common_name)
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return _Issuer(key, cert)
-
-
-def _san_entry(name: str) -> x509.GeneralName:
+def require_cryptography() -> None:
+    """Fail before anything is written when `cryptography` (the `broker` extra) is missing: only
+    provisioning needs it, so a device or worker install leaves it out."""
     try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
+        importlib.import_module("cryptography.x509")
+    except ImportError as exc:
+        raise BrokerExtraMissingError("writing a secure profile", "cryptography") from exc
 
 
-def issue_cert(
-    issuer: _Issuer, common_name: str, *, server: bool, names: Sequence[str] = ()
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A leaf certificate signed by `issuer`: a TLS server's (with `names` as SANs) or a
-    client's (its common name is the login)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(issuer.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-            critical=False,
-        )
-    )
-    if names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([_san_entry(n) for n in names]), critical=False
-        )
-    return key, builder.sign(issuer.key, hashes.SHA256())
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    _write_private(path, data)
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+def _write_cert(path: Path, pem: bytes) -> None:
+    path.write_bytes(pem)
     os.chmod(path, 0o644)
 
 
@@ -525,6 +431,9 @@ def init_profile(
     unknown = sorted(set(client_certs) - set(roles))
     if unknown:
         raise SecureProfileError(f"client certificates for unknown users: {', '.join(unknown)}")
+    require_cryptography()
+    from broker.certificates import issue_cert, make_ca
+
     plugin = plugin or find_dynsec_plugin()
     directory = Path(directory)
     if (directory / "ca.crt").exists() and not force:
@@ -542,7 +451,7 @@ def init_profile(
         ca = make_ca()
         names = list(dict.fromkeys(["127.0.0.1", "localhost", *server_names]))
         common_name = server_names[0] if server_names else "localhost"
-        server_key, server_cert = issue_cert(ca, common_name, server=True, names=names)
+        server = issue_cert(ca, common_name, server=True, names=names)
         paths = {
             "ca_cert": directory / "ca.crt",
             "ca_key": directory / "ca.key",
@@ -551,19 +460,19 @@ def init_profile(
             "dynsec": directory / "dynamic-security.json",
             "config": directory / "mosquitto.conf",
         }
-        _write_cert(paths["ca_cert"], ca.cert)
-        _write_key(paths["ca_key"], ca.key)
-        _write_cert(paths["server_cert"], server_cert)
-        _write_key(paths["server_key"], server_key)
+        _write_cert(paths["ca_cert"], ca.cert_pem())
+        _write_private(paths["ca_key"], ca.key_pem())
+        _write_cert(paths["server_cert"], server.cert_pem())
+        _write_private(paths["server_key"], server.key_pem())
         with_certs = set(roles) if require_client_certs else set(client_certs)
         users: dict[str, ProfileUser] = {}
         for name, role in roles.items():
             certfile = keyfile = None
             if name in with_certs:
-                key, cert = issue_cert(ca, name, server=False)
+                client = issue_cert(ca, name, server=False)
                 certfile, keyfile = users_dir / f"{name}.crt", users_dir / f"{name}.key"
-                _write_cert(certfile, cert)
-                _write_key(keyfile, key)
+                _write_cert(certfile, client.cert_pem())
+                _write_private(keyfile, client.key_pem())
             password = secrets.token_urlsafe(PASSWORD_BYTES)
             users[name] = ProfileUser(name, role, password, certfile, keyfile)
         config = dynsec_config(

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
+from broker.certificates import make_ca
 from broker.launcher import MosquittoBroker, free_port
-from broker.secure_profile import make_ca
 from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
 from mqtt_session.errors import BrokerConnectError, BrokerSettingsError
 from mqtt_session.session import MqttSession
