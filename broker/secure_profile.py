@@ -45,15 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from broker.access import DEFAULT_SHARE_GROUP, role_rules
 from broker.errors import BrokerExtraMissingError, SecureProfileError
 from broker.launcher import DEFAULT_CONFIG, broker_account
 from broker.programs import find_program
+from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from schemas.errors import TopicError
 from schemas.topics import Topics, check_segment
 
 ProfileRole = Literal["device", "worker", "monitor"]
-DEFAULT_SHARE_GROUP = "splitmq-workers"
-DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 DEFAULT_TLS_PORT = 8883
 PLUGIN_NAME = "mosquitto_dynamic_security.so"
 # Where distributions put the plugin (Debian/Ubuntu multiarch, Fedora, Homebrew, source builds).
@@ -133,18 +133,6 @@ def _acl(acltype: str, topic: str) -> dict[str, Any]:
     return {"acltype": acltype, "topic": topic, "allow": True}
 
 
-def _send(*topics: str) -> list[dict[str, Any]]:
-    return [_acl("publishClientSend", topic) for topic in topics]
-
-
-def _read(*topics: str) -> list[dict[str, Any]]:
-    """Subscribe to and receive each topic (filter); both are checked by the plugin."""
-    acls = []
-    for topic in topics:
-        acls += [_acl("subscribePattern", topic), _acl("publishClientReceive", topic)]
-    return acls
-
-
 def role_acls(
     user: str,
     role: ProfileRole,
@@ -153,59 +141,21 @@ def role_acls(
     share_group: str = DEFAULT_SHARE_GROUP,
     discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
 ) -> list[dict[str, Any]]:
-    """The plugin ACLs of one user: everything not listed is refused (see `dynsec_config`).
-
-    device: publishes only its own requests (`req/<model>/<k>/<user>`, and direct ones
-    `req/<model>/<k>/<user>/<worker>`: the request topic's device level is its login, and the
-    worker answers on that device's result topic, so no device can have results sent into
-    another's), its own probes, status, state and discovery config; reads only its own results,
-    the workers' telemetry, the model catalogs and everyone's status.
-    worker: reads requests only through the share group, and those addressed to it by name
-    (`req/+/+/+/<user>`); publishes results (to any device: it answers every device) and its
-    own telemetry, status and discovery config, and model catalogs.
-    monitor: reads everything under the prefix, the broker's `$SYS` statistics and the
-    discovery topics; publishes nothing.
-    """
-    topics = Topics(prefix)
-    check_segment(user, "user name")
-    discovery = [f"{discovery_prefix}/device/{user}/config"]
-    ha_status = f"{discovery_prefix}/status"
-    requests = f"{prefix}/req/+/+"  # <model>/<k>
-    if role == "device":
-        return [
-            *_send(
-                f"{requests}/{user}",
-                f"{requests}/{user}/+",
-                topics.probe(user),
-                topics.status(user),
-                topics.device_state(user),
-                *discovery,
-            ),
-            *_read(
-                topics.result(user),
-                topics.telemetry_all(),
-                topics.status_all(),
-                topics.catalog_all(),
-                ha_status,
-            ),
-        ]
-    if role == "worker":
-        return [
-            *_send(
-                f"{prefix}/result/+",
-                topics.telemetry(user),
-                topics.catalog_all(),  # any model's: workers of one model share its catalog
-                topics.status(user),
-                *discovery,
-            ),
-            # The share group as written in SUBSCRIBE: a plain `<prefix>/req/...` stays refused
-            # (the `+` of the device level matches the filter's own `+`).
-            _acl("subscribePattern", f"$share/{share_group}/{requests}/+"),
-            _acl("publishClientReceive", f"{requests}/+"),
-            *_read(f"{requests}/+/{user}"),
-            *_read(topics.status_all(), ha_status),
-        ]
-    return _read(f"{prefix}/#", "$SYS/#", f"{discovery_prefix}/#")
+    """The plugin ACLs of one user, `broker.access.role_rules` rendered: a write rule is
+    `publishClientSend`; a read rule is `publishClientReceive` plus a `subscribePattern` for
+    each filter it may subscribe with (the plugin checks both). Everything not listed is
+    refused (see `dynsec_config`)."""
+    rules = role_rules(
+        role, user, prefix=prefix, share_group=share_group, discovery_prefix=discovery_prefix
+    )
+    acls = []
+    for rule in rules:
+        if rule.access == "write":
+            acls.append(_acl("publishClientSend", rule.pattern))
+            continue
+        acls += [_acl("subscribePattern", topic) for topic in rule.subscriptions]
+        acls.append(_acl("publishClientReceive", rule.pattern))
+    return acls
 
 
 def hash_password(password: str, salt: bytes | None = None) -> dict[str, Any]:

@@ -16,14 +16,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from broker.access import DEFAULT_SHARE_GROUP
 from broker.launcher import MosquittoBroker
-from broker.secure_profile import (
-    DEFAULT_DISCOVERY_PREFIX,
-    DEFAULT_SHARE_GROUP,
-    DEFAULT_TLS_PORT,
-    PLUGIN_NAME,
-    init_profile,
-)
+from broker.secure_profile import DEFAULT_TLS_PORT, PLUGIN_NAME, init_profile
+from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from splitmq_base.cli import port_number
 
 POLL_S = 0.2
