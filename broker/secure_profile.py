@@ -1,6 +1,7 @@
 """`splitmq broker init DIR`: a broker profile that lets no client where it does not belong.
 
-    profile = init_profile(Path("site"), devices=["cam-1"], workers=["w1"], monitors=["mon"])
+    options = ProfileOptions(devices=["cam-1"], workers=["w1"], monitors=["mon"])
+    profile = init_profile(Path("site"), options)
     # splitmq broker --config site/mosquitto.conf --port 8883
     # each client: the `broker:` section in site/users/<name>.yaml
 
@@ -40,10 +41,12 @@ import importlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from broker.access import DEFAULT_SHARE_GROUP, role_rules
 from broker.errors import BrokerExtraMissingError, SecureProfileError
@@ -52,6 +55,10 @@ from broker.programs import find_program
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from schemas.errors import TopicError
 from schemas.topics import Topics, check_segment
+from splitmq_base.models import StrictModel
+
+if TYPE_CHECKING:
+    from broker.certificates import KeyAndCert
 
 ProfileRole = Literal["device", "worker", "monitor"]
 DEFAULT_TLS_PORT = 8883
@@ -107,6 +114,105 @@ class SecureProfile:
 
     def password_file(self, name: str) -> Path:
         return self.directory / "users" / f"{name}.password"
+
+
+class ProfileOptions(StrictModel):
+    """What `init_profile` writes: the logins of each role, the certificates, the topic layout
+    the ACLs cover and where the clients find the broker."""
+
+    devices: tuple[str, ...] = Field((), strict=False, description="device logins")
+    workers: tuple[str, ...] = Field((), strict=False, description="worker logins")
+    monitors: tuple[str, ...] = Field((), strict=False, description="read-only logins")
+    client_certs: tuple[str, ...] = Field(
+        (), strict=False, description="the users that also get a TLS client certificate"
+    )
+    require_client_certs: bool = Field(
+        False, description="the broker demands a client certificate; every user gets one"
+    )
+    server_names: tuple[str, ...] = Field(
+        (),
+        strict=False,
+        description="more names of the broker for its certificate; the first is the clients' host",
+    )
+    prefix: str = Field("splitmq", description="first level(s) of every topic")
+    share_group: str = Field(DEFAULT_SHARE_GROUP, description="the workers' share group")
+    discovery_prefix: str = Field(DEFAULT_DISCOVERY_PREFIX, description="Home Assistant's prefix")
+    port: int = Field(
+        DEFAULT_TLS_PORT, ge=1, le=65535, description="the port in each user's broker section"
+    )
+    plugin: str | None = Field(None, description="the dynamic-security plugin (else searched)")
+    force: bool = Field(False, description="replace an existing profile")
+
+    @property
+    def client_host(self) -> str:
+        """The broker's address in each user's file."""
+        return self.server_names[0] if self.server_names else "127.0.0.1"
+
+    def roles(self) -> dict[str, ProfileRole]:
+        """Each login's role; a bad or repeated name, no user at all, or a client certificate
+        for an unknown user is a `SecureProfileError`."""
+        try:
+            Topics(self.prefix)
+            Topics(self.discovery_prefix)
+            check_segment(self.share_group, "share group")
+        except TopicError as exc:
+            raise SecureProfileError(str(exc)) from exc
+        roles: dict[str, ProfileRole] = {}
+        given: list[tuple[ProfileRole, tuple[str, ...]]] = [
+            ("device", self.devices),
+            ("worker", self.workers),
+            ("monitor", self.monitors),
+        ]
+        for role, names in given:
+            for name in names:
+                try:
+                    check_segment(name, "user name")
+                except TopicError as exc:
+                    raise SecureProfileError(str(exc)) from exc
+                if name in roles:
+                    raise SecureProfileError(f"user {name!r} is given twice")
+                roles[name] = role
+        if not roles:
+            raise SecureProfileError("a profile needs at least one device, worker or monitor")
+        unknown = sorted(set(self.client_certs) - set(roles))
+        if unknown:
+            raise SecureProfileError(f"client certificates for unknown users: {', '.join(unknown)}")
+        return roles
+
+
+@dataclass(frozen=True)
+class _ProfilePaths:
+    """Where each file of a profile goes."""
+
+    directory: Path
+
+    @property
+    def users(self) -> Path:
+        return self.directory / "users"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.directory / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.directory / "server.key"
+
+    @property
+    def dynsec(self) -> Path:
+        return self.directory / "dynamic-security.json"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "mosquitto.conf"
 
 
 def find_dynsec_plugin() -> str:
@@ -269,16 +375,14 @@ plugin_opt_config_file {directory / "dynamic-security.json"}
 {tuning}"""
 
 
-def _client_yaml(
-    profile: Path, user: ProfileUser, *, host: str, port: int, prefix: str, share_group: str
-) -> str:
+def _client_yaml(profile: Path, user: ProfileUser, options: ProfileOptions) -> str:
     lines = [
         f"# splitmq {user.role} {user.name}: written by `splitmq broker init`.",
         "# Merge into the node's config. Its node id must be its login "
         f"({'device_id' if user.role == 'device' else 'worker_id'}: {user.name}).",
         "broker:",
-        f"  host: {host}",
-        f"  port: {port}",
+        f"  host: {options.client_host}",
+        f"  port: {options.port}",
         f"  username: {user.name}",
         f"  password: {json.dumps(user.password)}",
         "  # or, to keep the secret out of a shared config, instead of `password`:",
@@ -291,11 +395,11 @@ def _client_yaml(
             f"    certfile: {user.certfile.resolve()}",
             f"    keyfile: {user.keyfile.resolve()}",
         ]
-    lines.append(f"topic_prefix: {prefix}")
+    lines.append(f"topic_prefix: {options.prefix}")
     if user.role == "device":
         lines.append(f"device_id: {user.name}")
     elif user.role == "worker":
-        lines += [f"worker_id: {user.name}", f"share_group: {share_group}"]
+        lines += [f"worker_id: {user.name}", f"share_group: {options.share_group}"]
     return "\n".join(lines) + "\n"
 
 
@@ -333,135 +437,112 @@ def unreachable_for_broker(directory: Path) -> Path | None:
     return None
 
 
-def init_profile(
-    directory: Path,
-    *,
-    devices: Sequence[str] = (),
-    workers: Sequence[str] = (),
-    monitors: Sequence[str] = (),
-    client_certs: Sequence[str] = (),
-    require_client_certs: bool = False,
-    server_names: Sequence[str] = (),
-    prefix: str = "splitmq",
-    share_group: str = DEFAULT_SHARE_GROUP,
-    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
-    port: int = DEFAULT_TLS_PORT,
-    plugin: str | None = None,
-    force: bool = False,
-) -> SecureProfile:
+def init_profile(directory: Path, options: ProfileOptions) -> SecureProfile:
     """Write a secure broker profile into `directory` (see the module docstring).
 
-    Passwords are random. `client_certs` names the users that get a client certificate;
-    `require_client_certs` makes the broker demand one and issues one to every user. `port`
-    and the first of `server_names` (else 127.0.0.1) go into each user's broker section.
+    Passwords are random. Nothing is written when the options are wrong, `cryptography` is
+    missing or `directory` holds a profile already (unless `options.force`).
     """
-    try:
-        Topics(prefix)
-        Topics(discovery_prefix)
-        check_segment(share_group, "share group")
-    except TopicError as exc:
-        raise SecureProfileError(str(exc)) from exc
-    roles: dict[str, ProfileRole] = {}
-    given: list[tuple[ProfileRole, Sequence[str]]] = [
-        ("device", devices),
-        ("worker", workers),
-        ("monitor", monitors),
-    ]
-    for role, names in given:
-        for name in names:
-            try:
-                check_segment(name, "user name")
-            except TopicError as exc:
-                raise SecureProfileError(str(exc)) from exc
-            if name in roles:
-                raise SecureProfileError(f"user {name!r} is given twice")
-            roles[name] = role
-    if not roles:
-        raise SecureProfileError("a profile needs at least one device, worker or monitor")
-    unknown = sorted(set(client_certs) - set(roles))
-    if unknown:
-        raise SecureProfileError(f"client certificates for unknown users: {', '.join(unknown)}")
+    roles = options.roles()
     require_cryptography()
-    from broker.certificates import issue_cert, make_ca
-
-    plugin = plugin or find_dynsec_plugin()
-    directory = Path(directory)
-    if (directory / "ca.crt").exists() and not force:
+    plugin = options.plugin or find_dynsec_plugin()
+    paths = _ProfilePaths(Path(directory))
+    if paths.ca_cert.exists() and not options.force:
         raise SecureProfileError(
-            f"{directory} already holds a profile (ca.crt); pass --force to replace it "
+            f"{paths.directory} already holds a profile (ca.crt); pass --force to replace it "
             "(every client then needs its new files)"
         )
-    users_dir = directory / "users"
-    created = not directory.exists()
+    created = not paths.directory.exists()
     try:
-        users_dir.mkdir(parents=True, exist_ok=True)
-        if created:
-            os.chmod(directory, 0o700)
-        os.chmod(users_dir, 0o700)
-        ca = make_ca()
-        names = list(dict.fromkeys(["127.0.0.1", "localhost", *server_names]))
-        common_name = server_names[0] if server_names else "localhost"
-        server = issue_cert(ca, common_name, server=True, names=names)
-        paths = {
-            "ca_cert": directory / "ca.crt",
-            "ca_key": directory / "ca.key",
-            "server_cert": directory / "server.crt",
-            "server_key": directory / "server.key",
-            "dynsec": directory / "dynamic-security.json",
-            "config": directory / "mosquitto.conf",
-        }
-        _write_cert(paths["ca_cert"], ca.cert_pem())
-        _write_private(paths["ca_key"], ca.key_pem())
-        _write_cert(paths["server_cert"], server.cert_pem())
-        _write_private(paths["server_key"], server.key_pem())
-        with_certs = set(roles) if require_client_certs else set(client_certs)
-        users: dict[str, ProfileUser] = {}
-        for name, role in roles.items():
-            certfile = keyfile = None
-            if name in with_certs:
-                client = issue_cert(ca, name, server=False)
-                certfile, keyfile = users_dir / f"{name}.crt", users_dir / f"{name}.key"
-                _write_cert(certfile, client.cert_pem())
-                _write_private(keyfile, client.key_pem())
-            password = secrets.token_urlsafe(PASSWORD_BYTES)
-            users[name] = ProfileUser(name, role, password, certfile, keyfile)
-        config = dynsec_config(
-            users.values(),
-            prefix=prefix,
-            share_group=share_group,
-            discovery_prefix=discovery_prefix,
+        _make_private_dirs(paths, created)
+        users = _write_certificates(paths, options, roles)
+        _write_dynsec(paths, users.values(), options)
+        text = render_broker_config(
+            paths.directory, plugin=plugin, require_client_certs=options.require_client_certs
         )
-        _write_private(paths["dynsec"], (json.dumps(config, indent=2) + "\n").encode())
-        paths["config"].write_text(
-            render_broker_config(
-                directory, plugin=plugin, require_client_certs=require_client_certs
-            ),
-            encoding="utf-8",
-        )
-        host = server_names[0] if server_names else "127.0.0.1"
-        for user in users.values():
-            text = _client_yaml(
-                directory, user, host=host, port=port, prefix=prefix, share_group=share_group
-            )
-            _write_private(users_dir / f"{user.name}.yaml", text.encode())
-            _write_private(users_dir / f"{user.name}.password", f"{user.password}\n".encode())
-        _share_with_broker([paths["server_key"], paths["dynsec"]], directory if created else None)
+        paths.config.write_text(text, encoding="utf-8")
+        _write_user_files(paths, users.values(), options)
+        _share_with_broker([paths.server_key, paths.dynsec], paths.directory if created else None)
     except OSError as exc:
         raise SecureProfileError(f"cannot write the profile into {directory}: {exc}") from exc
-    warnings = []
-    blocked = unreachable_for_broker(directory)
-    if blocked is not None:
-        warnings.append(
-            f"started by root, mosquitto runs as an unprivileged account, which cannot pass "
-            f"through {blocked}: keep the profile where that account can reach it"
-        )
     return SecureProfile(
-        warnings=tuple(warnings),
-        directory=directory,
-        config=paths["config"],
-        ca_cert=paths["ca_cert"],
-        server_cert=paths["server_cert"],
-        server_key=paths["server_key"],
-        dynsec=paths["dynsec"],
+        directory=paths.directory,
+        config=paths.config,
+        ca_cert=paths.ca_cert,
+        server_cert=paths.server_cert,
+        server_key=paths.server_key,
+        dynsec=paths.dynsec,
         users=users,
+        warnings=_warnings(paths.directory),
+    )
+
+
+def _make_private_dirs(paths: _ProfilePaths, created: bool) -> None:
+    """The profile directory (if init creates it) and users/ are the owner's alone."""
+    paths.users.mkdir(parents=True, exist_ok=True)
+    if created:
+        os.chmod(paths.directory, 0o700)
+    os.chmod(paths.users, 0o700)
+
+
+def _write_certificates(
+    paths: _ProfilePaths, options: ProfileOptions, roles: dict[str, ProfileRole]
+) -> dict[str, ProfileUser]:
+    """A new CA, the broker's certificate, and every user with its password and, if asked
+    for, its client certificate."""
+    # Here, not at the top: only writing a profile needs cryptography (the `broker` extra).
+    from broker.certificates import issue_cert, make_ca
+
+    ca = make_ca()
+    _write_pair(paths.ca_cert, paths.ca_key, ca)
+    names = list(dict.fromkeys(["127.0.0.1", "localhost", *options.server_names]))
+    common_name = options.server_names[0] if options.server_names else "localhost"
+    server = issue_cert(ca, common_name, server=True, names=names)
+    _write_pair(paths.server_cert, paths.server_key, server)
+    with_certs = set(roles) if options.require_client_certs else set(options.client_certs)
+    users: dict[str, ProfileUser] = {}
+    for name, role in roles.items():
+        certfile = keyfile = None
+        if name in with_certs:
+            certfile, keyfile = paths.users / f"{name}.crt", paths.users / f"{name}.key"
+            _write_pair(certfile, keyfile, issue_cert(ca, name, server=False))
+        password = secrets.token_urlsafe(PASSWORD_BYTES)
+        users[name] = ProfileUser(name, role, password, certfile, keyfile)
+    return users
+
+
+def _write_dynsec(
+    paths: _ProfilePaths, users: Iterable[ProfileUser], options: ProfileOptions
+) -> None:
+    config = dynsec_config(
+        users,
+        prefix=options.prefix,
+        share_group=options.share_group,
+        discovery_prefix=options.discovery_prefix,
+    )
+    _write_private(paths.dynsec, (json.dumps(config, indent=2) + "\n").encode())
+
+
+def _write_pair(cert_path: Path, key_path: Path, pair: KeyAndCert) -> None:
+    _write_cert(cert_path, pair.cert_pem())
+    _write_private(key_path, pair.key_pem())
+
+
+def _write_user_files(
+    paths: _ProfilePaths, users: Iterable[ProfileUser], options: ProfileOptions
+) -> None:
+    """Each user's broker section (users/<name>.yaml) and its password alone (.password)."""
+    for user in users:
+        text = _client_yaml(paths.directory, user, options)
+        _write_private(paths.users / f"{user.name}.yaml", text.encode())
+        _write_private(paths.users / f"{user.name}.password", f"{user.password}\n".encode())
+
+
+def _warnings(directory: Path) -> tuple[str, ...]:
+    blocked = unreachable_for_broker(directory)
+    if blocked is None:
+        return ()
+    return (
+        f"started by root, mosquitto runs as an unprivileged account, which cannot pass "
+        f"through {blocked}: keep the profile where that account can reach it",
     )
