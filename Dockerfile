@@ -14,15 +14,17 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY splitmq_base splitmq_base
-COPY broker broker
 COPY schemas schemas
 COPY splitting splitting
+COPY mqtt_session mqtt_session
 COPY device_node device_node
 COPY edge_worker edge_worker
+COPY broker broker
 COPY splitmq splitmq
 COPY configs configs
-# [samples]: the bundled sample photographs the device simulators classify.
-RUN pip install --extra-index-url "${TORCH_INDEX}" ".[samples]" \
+# [samples]: the bundled sample photographs the device simulators classify; [broker]: so the
+# image's `splitmq broker init` can write a secure profile (certificates need cryptography).
+RUN pip install --extra-index-url "${TORCH_INDEX}" ".[samples,broker]" \
     && useradd --system --uid 10001 --home-dir /app splitmq
 USER splitmq
 

@@ -12,7 +12,7 @@ setup: $(STAMP) mosquitto
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,samples,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,samples,bench,broker]'
 	touch $(STAMP)
 
 # The embedded broker needs the mosquitto binary; install it where we can (Debian/Ubuntu).

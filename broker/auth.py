@@ -5,20 +5,24 @@
     # mosquitto -c <mosquitto-secure.conf rendered with files.substitutions()>
 
 The password file is written by `mosquitto_passwd` (it hashes with PBKDF2-SHA512); the ACL
-gives each role only the topics it needs.
+gives each role only the topics it needs (`broker.access`, the rules `splitmq broker init`
+renders too).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from broker.access import TopicRule, role_rules
 from broker.errors import AuthFileError, MosquittoPasswdNotFoundError
 from broker.programs import find_program
+from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
+from schemas.errors import TopicError
 
 Role = Literal["worker", "device", "admin"]
 # Where packages put mosquitto_passwd (Debian: /usr/bin) when it is not on PATH.
@@ -55,50 +59,32 @@ def find_mosquitto_passwd() -> str:
 
 
 def acl_rules(
-    role: Role, prefix: str, name: str, *, discovery_prefix: str = "homeassistant"
+    role: Role, prefix: str, name: str, *, discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
 ) -> list[str]:
-    """ACL lines for user `name` with `role` under a topic prefix; a node's own topics (status,
-    telemetry, results, probes, state, discovery config) carry its login, so the user must be
-    the node id.
-
-    worker: reads requests (also through `$share/...`), writes results, its telemetry and status,
-    and the catalogs of the models it serves.
-    device: writes its own requests (`req/<model>/<k>/<name>[/<worker>]`) and its probes,
-    status and state; reads its own results, telemetry, status and the model catalogs.
-    admin: everything under the prefix (monitoring, tests).
+    """ACL lines for user `name` with `role` under a topic prefix: `broker.access.role_rules`
+    as `topic read|write|readwrite <pattern>` lines.
 
     Mosquitto 2.0 applies an ACL file to deliveries and publishes only, never to SUBSCRIBE: a
     device may still join the workers' share group here (`splitmq broker init` writes a profile
     whose plugin ACLs refuse it).
     """
-    discovery = f"{discovery_prefix}/device/{name}/config"
-    if role == "worker":
-        return [
-            f"topic read {prefix}/req/#",
-            f"topic write {prefix}/result/+",
-            f"topic write {prefix}/telemetry/{name}",
-            f"topic write {prefix}/catalog/+",
-            f"topic write {prefix}/status/{name}",
-            f"topic read {prefix}/status/+",
-            f"topic write {discovery}",
-            f"topic read {discovery_prefix}/status",
-        ]
-    if role == "device":
-        return [
-            # Its own requests only: the request topic's device level is its login.
-            f"topic write {prefix}/req/+/+/{name}",
-            f"topic write {prefix}/req/+/+/{name}/+",
-            f"topic write {prefix}/probe/{name}",
-            f"topic read {prefix}/result/{name}",
-            f"topic read {prefix}/telemetry/+",
-            f"topic read {prefix}/catalog/+",
-            f"topic read {prefix}/status/+",
-            f"topic write {prefix}/status/{name}",
-            f"topic write {prefix}/state/{name}",
-            f"topic write {discovery}",
-            f"topic read {discovery_prefix}/status",
-        ]
-    return [f"topic readwrite {prefix}/#"]
+    try:
+        rules = role_rules(role, name, prefix=prefix, discovery_prefix=discovery_prefix)
+    except TopicError as exc:
+        raise AuthFileError(str(exc)) from exc
+    return acl_lines(rules)
+
+
+def acl_lines(rules: Iterable[TopicRule]) -> list[str]:
+    """One line per pattern, in the rules' order; a pattern both read and written is
+    `readwrite`. A rule's `subscribe` filters have no line: an ACL file cannot check them."""
+    granted: dict[str, set[str]] = {}
+    for rule in rules:
+        granted.setdefault(rule.pattern, set()).add(rule.access)
+    return [
+        f"topic {'readwrite' if len(access) == 2 else next(iter(access))} {pattern}"
+        for pattern, access in granted.items()
+    ]
 
 
 def render_acl(users: Mapping[str, BrokerUser], prefix: str) -> str:

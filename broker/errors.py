@@ -1,4 +1,4 @@
-"""Errors of the broker launcher and client settings."""
+"""Errors of broker provisioning: the launcher, the password and ACL files, the secure profile."""
 
 from __future__ import annotations
 
@@ -43,22 +43,16 @@ class BrokerConfigError(BrokerError, ConfigurationError):
     """A broker configuration template cannot be rendered (missing file or placeholder)."""
 
 
-class BrokerSettingsError(BrokerError, ConfigurationError):
-    """Connection settings are invalid (e.g. a TLS file that does not exist)."""
-
-
-class BrokerConnectError(BrokerError):
-    """A client could not connect to the broker within its timeout."""
-
-
-class SessionStateError(BrokerError):
-    """A session lifecycle call out of order: a second `start()`, or `start()` after `stop()`
-    (a stopped session has disconnected for good; build a new one)."""
-
-
 class SecureProfileError(BrokerError, ConfigurationError):
     """`splitmq broker init` cannot write the profile (bad name, existing profile, no plugin)."""
 
 
 class AuthFileError(BrokerError, ConfigurationError):
     """The password or ACL file could not be written."""
+
+
+class BrokerExtraMissingError(BrokerError, ConfigurationError):
+    """A provisioning command needs a package of the `broker` extra, which is not installed."""
+
+    def __init__(self, task: str, package: str) -> None:
+        super().__init__(f"{task} needs the {package!r} package: pip install 'splitmq[broker]'")

@@ -1,6 +1,7 @@
 """`splitmq broker init DIR`: a broker profile that lets no client where it does not belong.
 
-    profile = init_profile(Path("site"), devices=["cam-1"], workers=["w1"], monitors=["mon"])
+    options = ProfileOptions(devices=["cam-1"], workers=["w1"], monitors=["mon"])
+    profile = init_profile(Path("site"), options)
     # splitmq broker --config site/mosquitto.conf --port 8883
     # each client: the `broker:` section in site/users/<name>.yaml
 
@@ -27,36 +28,39 @@ client id its login, so no one can take over (and kick) another client's session
 
 The identity rule this relies on: a node's login is its node id (`device_id`, `worker_id`), so
 that its status, telemetry and result topics carry its login.
+
+The certificates need `cryptography` (the `broker` extra, `pip install 'splitmq[broker]'`),
+loaded only when a profile is written (`broker.certificates`).
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import ipaddress
+import importlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import Field
 
-from broker.errors import SecureProfileError
+from broker.access import DEFAULT_SHARE_GROUP, role_rules
+from broker.errors import BrokerExtraMissingError, SecureProfileError
 from broker.launcher import DEFAULT_CONFIG, broker_account
 from broker.programs import find_program
+from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from schemas.errors import TopicError
 from schemas.topics import Topics, check_segment
+from splitmq_base.models import StrictModel
+
+if TYPE_CHECKING:
+    from broker.certificates import KeyAndCert
 
 ProfileRole = Literal["device", "worker", "monitor"]
-DEFAULT_SHARE_GROUP = "splitmq-workers"
-DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 DEFAULT_TLS_PORT = 8883
 PLUGIN_NAME = "mosquitto_dynamic_security.so"
 # Where distributions put the plugin (Debian/Ubuntu multiarch, Fedora, Homebrew, source builds).
@@ -77,8 +81,6 @@ HASH_BYTES = 64
 SALT_BYTES = 12
 HASH_ITERATIONS = 1000
 PASSWORD_BYTES = 24
-CA_DAYS = 3650
-LEAF_DAYS = 825
 # The tuning of the plain config, from its first section after the listener one, is copied.
 TUNING_MARK = "# --- Latency"
 
@@ -114,6 +116,105 @@ class SecureProfile:
         return self.directory / "users" / f"{name}.password"
 
 
+class ProfileOptions(StrictModel):
+    """What `init_profile` writes: the logins of each role, the certificates, the topic layout
+    the ACLs cover and where the clients find the broker."""
+
+    devices: tuple[str, ...] = Field((), strict=False, description="device logins")
+    workers: tuple[str, ...] = Field((), strict=False, description="worker logins")
+    monitors: tuple[str, ...] = Field((), strict=False, description="read-only logins")
+    client_certs: tuple[str, ...] = Field(
+        (), strict=False, description="the users that also get a TLS client certificate"
+    )
+    require_client_certs: bool = Field(
+        False, description="the broker demands a client certificate; every user gets one"
+    )
+    server_names: tuple[str, ...] = Field(
+        (),
+        strict=False,
+        description="more names of the broker for its certificate; the first is the clients' host",
+    )
+    prefix: str = Field("splitmq", description="first level(s) of every topic")
+    share_group: str = Field(DEFAULT_SHARE_GROUP, description="the workers' share group")
+    discovery_prefix: str = Field(DEFAULT_DISCOVERY_PREFIX, description="Home Assistant's prefix")
+    port: int = Field(
+        DEFAULT_TLS_PORT, ge=1, le=65535, description="the port in each user's broker section"
+    )
+    plugin: str | None = Field(None, description="the dynamic-security plugin (else searched)")
+    force: bool = Field(False, description="replace an existing profile")
+
+    @property
+    def client_host(self) -> str:
+        """The broker's address in each user's file."""
+        return self.server_names[0] if self.server_names else "127.0.0.1"
+
+    def roles(self) -> dict[str, ProfileRole]:
+        """Each login's role; a bad or repeated name, no user at all, or a client certificate
+        for an unknown user is a `SecureProfileError`."""
+        try:
+            Topics(self.prefix)
+            Topics(self.discovery_prefix)
+            check_segment(self.share_group, "share group")
+        except TopicError as exc:
+            raise SecureProfileError(str(exc)) from exc
+        roles: dict[str, ProfileRole] = {}
+        given: list[tuple[ProfileRole, tuple[str, ...]]] = [
+            ("device", self.devices),
+            ("worker", self.workers),
+            ("monitor", self.monitors),
+        ]
+        for role, names in given:
+            for name in names:
+                try:
+                    check_segment(name, "user name")
+                except TopicError as exc:
+                    raise SecureProfileError(str(exc)) from exc
+                if name in roles:
+                    raise SecureProfileError(f"user {name!r} is given twice")
+                roles[name] = role
+        if not roles:
+            raise SecureProfileError("a profile needs at least one device, worker or monitor")
+        unknown = sorted(set(self.client_certs) - set(roles))
+        if unknown:
+            raise SecureProfileError(f"client certificates for unknown users: {', '.join(unknown)}")
+        return roles
+
+
+@dataclass(frozen=True)
+class _ProfilePaths:
+    """Where each file of a profile goes."""
+
+    directory: Path
+
+    @property
+    def users(self) -> Path:
+        return self.directory / "users"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.directory / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.directory / "server.key"
+
+    @property
+    def dynsec(self) -> Path:
+        return self.directory / "dynamic-security.json"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "mosquitto.conf"
+
+
 def find_dynsec_plugin() -> str:
     """Path of Mosquitto's dynamic-security plugin (it ships with Mosquitto 2.0)."""
     for directory in PLUGIN_DIRS:
@@ -138,18 +239,6 @@ def _acl(acltype: str, topic: str) -> dict[str, Any]:
     return {"acltype": acltype, "topic": topic, "allow": True}
 
 
-def _send(*topics: str) -> list[dict[str, Any]]:
-    return [_acl("publishClientSend", topic) for topic in topics]
-
-
-def _read(*topics: str) -> list[dict[str, Any]]:
-    """Subscribe to and receive each topic (filter); both are checked by the plugin."""
-    acls = []
-    for topic in topics:
-        acls += [_acl("subscribePattern", topic), _acl("publishClientReceive", topic)]
-    return acls
-
-
 def role_acls(
     user: str,
     role: ProfileRole,
@@ -158,59 +247,21 @@ def role_acls(
     share_group: str = DEFAULT_SHARE_GROUP,
     discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
 ) -> list[dict[str, Any]]:
-    """The plugin ACLs of one user: everything not listed is refused (see `dynsec_config`).
-
-    device: publishes only its own requests (`req/<model>/<k>/<user>`, and direct ones
-    `req/<model>/<k>/<user>/<worker>`: the request topic's device level is its login, and the
-    worker answers on that device's result topic, so no device can have results sent into
-    another's), its own probes, status, state and discovery config; reads only its own results,
-    the workers' telemetry, the model catalogs and everyone's status.
-    worker: reads requests only through the share group, and those addressed to it by name
-    (`req/+/+/+/<user>`); publishes results (to any device: it answers every device) and its
-    own telemetry, status and discovery config, and model catalogs.
-    monitor: reads everything under the prefix, the broker's `$SYS` statistics and the
-    discovery topics; publishes nothing.
-    """
-    topics = Topics(prefix)
-    check_segment(user, "user name")
-    discovery = [f"{discovery_prefix}/device/{user}/config"]
-    ha_status = f"{discovery_prefix}/status"
-    requests = f"{prefix}/req/+/+"  # <model>/<k>
-    if role == "device":
-        return [
-            *_send(
-                f"{requests}/{user}",
-                f"{requests}/{user}/+",
-                topics.probe(user),
-                topics.status(user),
-                topics.device_state(user),
-                *discovery,
-            ),
-            *_read(
-                topics.result(user),
-                topics.telemetry_all(),
-                topics.status_all(),
-                topics.catalog_all(),
-                ha_status,
-            ),
-        ]
-    if role == "worker":
-        return [
-            *_send(
-                f"{prefix}/result/+",
-                topics.telemetry(user),
-                topics.catalog_all(),  # any model's: workers of one model share its catalog
-                topics.status(user),
-                *discovery,
-            ),
-            # The share group as written in SUBSCRIBE: a plain `<prefix>/req/...` stays refused
-            # (the `+` of the device level matches the filter's own `+`).
-            _acl("subscribePattern", f"$share/{share_group}/{requests}/+"),
-            _acl("publishClientReceive", f"{requests}/+"),
-            *_read(f"{requests}/+/{user}"),
-            *_read(topics.status_all(), ha_status),
-        ]
-    return _read(f"{prefix}/#", "$SYS/#", f"{discovery_prefix}/#")
+    """The plugin ACLs of one user, `broker.access.role_rules` rendered: a write rule is
+    `publishClientSend`; a read rule is `publishClientReceive` plus a `subscribePattern` for
+    each filter it may subscribe with (the plugin checks both). Everything not listed is
+    refused (see `dynsec_config`)."""
+    rules = role_rules(
+        role, user, prefix=prefix, share_group=share_group, discovery_prefix=discovery_prefix
+    )
+    acls = []
+    for rule in rules:
+        if rule.access == "write":
+            acls.append(_acl("publishClientSend", rule.pattern))
+            continue
+        acls += [_acl("subscribePattern", topic) for topic in rule.subscriptions]
+        acls.append(_acl("publishClientReceive", rule.pattern))
+    return acls
 
 
 def hash_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
@@ -264,109 +315,20 @@ def dynsec_config(
     }
 
 
-# -- certificates --------------------------------------------------------------------------------
+# -- files ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Issuer:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "splitmq"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def make_ca(common_name: str = "splitmq private CA") -> _Issuer:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(common_name)
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return _Issuer(key, cert)
-
-
-def _san_entry(name: str) -> x509.GeneralName:
+def require_cryptography() -> None:
+    """Fail before anything is written when `cryptography` (the `broker` extra) is missing: only
+    provisioning needs it, so a device or worker install leaves it out."""
     try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
+        importlib.import_module("cryptography.x509")
+    except ImportError as exc:
+        raise BrokerExtraMissingError("writing a secure profile", "cryptography") from exc
 
 
-def issue_cert(
-    issuer: _Issuer, common_name: str, *, server: bool, names: Sequence[str] = ()
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A leaf certificate signed by `issuer`: a TLS server's (with `names` as SANs) or a
-    client's (its common name is the login)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(issuer.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-            critical=False,
-        )
-    )
-    if names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([_san_entry(n) for n in names]), critical=False
-        )
-    return key, builder.sign(issuer.key, hashes.SHA256())
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    _write_private(path, data)
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+def _write_cert(path: Path, pem: bytes) -> None:
+    path.write_bytes(pem)
     os.chmod(path, 0o644)
 
 
@@ -413,16 +375,14 @@ plugin_opt_config_file {directory / "dynamic-security.json"}
 {tuning}"""
 
 
-def _client_yaml(
-    profile: Path, user: ProfileUser, *, host: str, port: int, prefix: str, share_group: str
-) -> str:
+def _client_yaml(profile: Path, user: ProfileUser, options: ProfileOptions) -> str:
     lines = [
         f"# splitmq {user.role} {user.name}: written by `splitmq broker init`.",
         "# Merge into the node's config. Its node id must be its login "
         f"({'device_id' if user.role == 'device' else 'worker_id'}: {user.name}).",
         "broker:",
-        f"  host: {host}",
-        f"  port: {port}",
+        f"  host: {options.client_host}",
+        f"  port: {options.port}",
         f"  username: {user.name}",
         f"  password: {json.dumps(user.password)}",
         "  # or, to keep the secret out of a shared config, instead of `password`:",
@@ -435,11 +395,11 @@ def _client_yaml(
             f"    certfile: {user.certfile.resolve()}",
             f"    keyfile: {user.keyfile.resolve()}",
         ]
-    lines.append(f"topic_prefix: {prefix}")
+    lines.append(f"topic_prefix: {options.prefix}")
     if user.role == "device":
         lines.append(f"device_id: {user.name}")
     elif user.role == "worker":
-        lines += [f"worker_id: {user.name}", f"share_group: {share_group}"]
+        lines += [f"worker_id: {user.name}", f"share_group: {options.share_group}"]
     return "\n".join(lines) + "\n"
 
 
@@ -477,132 +437,112 @@ def unreachable_for_broker(directory: Path) -> Path | None:
     return None
 
 
-def init_profile(
-    directory: Path,
-    *,
-    devices: Sequence[str] = (),
-    workers: Sequence[str] = (),
-    monitors: Sequence[str] = (),
-    client_certs: Sequence[str] = (),
-    require_client_certs: bool = False,
-    server_names: Sequence[str] = (),
-    prefix: str = "splitmq",
-    share_group: str = DEFAULT_SHARE_GROUP,
-    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
-    port: int = DEFAULT_TLS_PORT,
-    plugin: str | None = None,
-    force: bool = False,
-) -> SecureProfile:
+def init_profile(directory: Path, options: ProfileOptions) -> SecureProfile:
     """Write a secure broker profile into `directory` (see the module docstring).
 
-    Passwords are random. `client_certs` names the users that get a client certificate;
-    `require_client_certs` makes the broker demand one and issues one to every user. `port`
-    and the first of `server_names` (else 127.0.0.1) go into each user's broker section.
+    Passwords are random. Nothing is written when the options are wrong, `cryptography` is
+    missing or `directory` holds a profile already (unless `options.force`).
     """
-    try:
-        Topics(prefix)
-        Topics(discovery_prefix)
-        check_segment(share_group, "share group")
-    except TopicError as exc:
-        raise SecureProfileError(str(exc)) from exc
-    roles: dict[str, ProfileRole] = {}
-    given: list[tuple[ProfileRole, Sequence[str]]] = [
-        ("device", devices),
-        ("worker", workers),
-        ("monitor", monitors),
-    ]
-    for role, names in given:
-        for name in names:
-            try:
-                check_segment(name, "user name")
-            except TopicError as exc:
-                raise SecureProfileError(str(exc)) from exc
-            if name in roles:
-                raise SecureProfileError(f"user {name!r} is given twice")
-            roles[name] = role
-    if not roles:
-        raise SecureProfileError("a profile needs at least one device, worker or monitor")
-    unknown = sorted(set(client_certs) - set(roles))
-    if unknown:
-        raise SecureProfileError(f"client certificates for unknown users: {', '.join(unknown)}")
-    plugin = plugin or find_dynsec_plugin()
-    directory = Path(directory)
-    if (directory / "ca.crt").exists() and not force:
+    roles = options.roles()
+    require_cryptography()
+    plugin = options.plugin or find_dynsec_plugin()
+    paths = _ProfilePaths(Path(directory))
+    if paths.ca_cert.exists() and not options.force:
         raise SecureProfileError(
-            f"{directory} already holds a profile (ca.crt); pass --force to replace it "
+            f"{paths.directory} already holds a profile (ca.crt); pass --force to replace it "
             "(every client then needs its new files)"
         )
-    users_dir = directory / "users"
-    created = not directory.exists()
+    created = not paths.directory.exists()
     try:
-        users_dir.mkdir(parents=True, exist_ok=True)
-        if created:
-            os.chmod(directory, 0o700)
-        os.chmod(users_dir, 0o700)
-        ca = make_ca()
-        names = list(dict.fromkeys(["127.0.0.1", "localhost", *server_names]))
-        common_name = server_names[0] if server_names else "localhost"
-        server_key, server_cert = issue_cert(ca, common_name, server=True, names=names)
-        paths = {
-            "ca_cert": directory / "ca.crt",
-            "ca_key": directory / "ca.key",
-            "server_cert": directory / "server.crt",
-            "server_key": directory / "server.key",
-            "dynsec": directory / "dynamic-security.json",
-            "config": directory / "mosquitto.conf",
-        }
-        _write_cert(paths["ca_cert"], ca.cert)
-        _write_key(paths["ca_key"], ca.key)
-        _write_cert(paths["server_cert"], server_cert)
-        _write_key(paths["server_key"], server_key)
-        with_certs = set(roles) if require_client_certs else set(client_certs)
-        users: dict[str, ProfileUser] = {}
-        for name, role in roles.items():
-            certfile = keyfile = None
-            if name in with_certs:
-                key, cert = issue_cert(ca, name, server=False)
-                certfile, keyfile = users_dir / f"{name}.crt", users_dir / f"{name}.key"
-                _write_cert(certfile, cert)
-                _write_key(keyfile, key)
-            password = secrets.token_urlsafe(PASSWORD_BYTES)
-            users[name] = ProfileUser(name, role, password, certfile, keyfile)
-        config = dynsec_config(
-            users.values(),
-            prefix=prefix,
-            share_group=share_group,
-            discovery_prefix=discovery_prefix,
+        _make_private_dirs(paths, created)
+        users = _write_certificates(paths, options, roles)
+        _write_dynsec(paths, users.values(), options)
+        text = render_broker_config(
+            paths.directory, plugin=plugin, require_client_certs=options.require_client_certs
         )
-        _write_private(paths["dynsec"], (json.dumps(config, indent=2) + "\n").encode())
-        paths["config"].write_text(
-            render_broker_config(
-                directory, plugin=plugin, require_client_certs=require_client_certs
-            ),
-            encoding="utf-8",
-        )
-        host = server_names[0] if server_names else "127.0.0.1"
-        for user in users.values():
-            text = _client_yaml(
-                directory, user, host=host, port=port, prefix=prefix, share_group=share_group
-            )
-            _write_private(users_dir / f"{user.name}.yaml", text.encode())
-            _write_private(users_dir / f"{user.name}.password", f"{user.password}\n".encode())
-        _share_with_broker([paths["server_key"], paths["dynsec"]], directory if created else None)
+        paths.config.write_text(text, encoding="utf-8")
+        _write_user_files(paths, users.values(), options)
+        _share_with_broker([paths.server_key, paths.dynsec], paths.directory if created else None)
     except OSError as exc:
         raise SecureProfileError(f"cannot write the profile into {directory}: {exc}") from exc
-    warnings = []
-    blocked = unreachable_for_broker(directory)
-    if blocked is not None:
-        warnings.append(
-            f"started by root, mosquitto runs as an unprivileged account, which cannot pass "
-            f"through {blocked}: keep the profile where that account can reach it"
-        )
     return SecureProfile(
-        warnings=tuple(warnings),
-        directory=directory,
-        config=paths["config"],
-        ca_cert=paths["ca_cert"],
-        server_cert=paths["server_cert"],
-        server_key=paths["server_key"],
-        dynsec=paths["dynsec"],
+        directory=paths.directory,
+        config=paths.config,
+        ca_cert=paths.ca_cert,
+        server_cert=paths.server_cert,
+        server_key=paths.server_key,
+        dynsec=paths.dynsec,
         users=users,
+        warnings=_warnings(paths.directory),
+    )
+
+
+def _make_private_dirs(paths: _ProfilePaths, created: bool) -> None:
+    """The profile directory (if init creates it) and users/ are the owner's alone."""
+    paths.users.mkdir(parents=True, exist_ok=True)
+    if created:
+        os.chmod(paths.directory, 0o700)
+    os.chmod(paths.users, 0o700)
+
+
+def _write_certificates(
+    paths: _ProfilePaths, options: ProfileOptions, roles: dict[str, ProfileRole]
+) -> dict[str, ProfileUser]:
+    """A new CA, the broker's certificate, and every user with its password and, if asked
+    for, its client certificate."""
+    # Here, not at the top: only writing a profile needs cryptography (the `broker` extra).
+    from broker.certificates import issue_cert, make_ca
+
+    ca = make_ca()
+    _write_pair(paths.ca_cert, paths.ca_key, ca)
+    names = list(dict.fromkeys(["127.0.0.1", "localhost", *options.server_names]))
+    common_name = options.server_names[0] if options.server_names else "localhost"
+    server = issue_cert(ca, common_name, server=True, names=names)
+    _write_pair(paths.server_cert, paths.server_key, server)
+    with_certs = set(roles) if options.require_client_certs else set(options.client_certs)
+    users: dict[str, ProfileUser] = {}
+    for name, role in roles.items():
+        certfile = keyfile = None
+        if name in with_certs:
+            certfile, keyfile = paths.users / f"{name}.crt", paths.users / f"{name}.key"
+            _write_pair(certfile, keyfile, issue_cert(ca, name, server=False))
+        password = secrets.token_urlsafe(PASSWORD_BYTES)
+        users[name] = ProfileUser(name, role, password, certfile, keyfile)
+    return users
+
+
+def _write_dynsec(
+    paths: _ProfilePaths, users: Iterable[ProfileUser], options: ProfileOptions
+) -> None:
+    config = dynsec_config(
+        users,
+        prefix=options.prefix,
+        share_group=options.share_group,
+        discovery_prefix=options.discovery_prefix,
+    )
+    _write_private(paths.dynsec, (json.dumps(config, indent=2) + "\n").encode())
+
+
+def _write_pair(cert_path: Path, key_path: Path, pair: KeyAndCert) -> None:
+    _write_cert(cert_path, pair.cert_pem())
+    _write_private(key_path, pair.key_pem())
+
+
+def _write_user_files(
+    paths: _ProfilePaths, users: Iterable[ProfileUser], options: ProfileOptions
+) -> None:
+    """Each user's broker section (users/<name>.yaml) and its password alone (.password)."""
+    for user in users:
+        text = _client_yaml(paths.directory, user, options)
+        _write_private(paths.users / f"{user.name}.yaml", text.encode())
+        _write_private(paths.users / f"{user.name}.password", f"{user.password}\n".encode())
+
+
+def _warnings(directory: Path) -> tuple[str, ...]:
+    blocked = unreachable_for_broker(directory)
+    if blocked is None:
+        return ()
+    return (
+        f"started by root, mosquitto runs as an unprivileged account, which cannot pass "
+        f"through {blocked}: keep the profile where that account can reach it",
     )

@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 
-from broker.client import BrokerSettings
 from device_node.errors import ConfigError
 from device_node.sources import SourceConfig
+from mqtt_session.client import BrokerSettings
 from schemas.codecs import CODECS, IMAGE_CODECS, INPUT_CODECS
 from schemas.discovery import HomeAssistantSettings
 from schemas.topics import Topics

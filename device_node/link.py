@@ -9,7 +9,7 @@ CorrelationData (the request id) and MessageExpiryInterval. The time from handin
 paho to its PUBACK is an uplink sample for the policy. A result is matched to its waiting
 request by CorrelationData; a result nobody waits for (late, after a local fallback, or unknown)
 is counted and dropped, so a request never gets two outcomes. Which workers are alive is the
-`WorkerDirectory`'s (device_node.workers); the connection itself is a `broker.session`.
+`WorkerDirectory`'s (device_node.workers); the connection itself is a `mqtt_session.session`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings
-from broker.errors import BrokerConnectError
-from broker.session import Ack, MqttSession, NodeState, NodeStatus
 from device_node.errors import LinkError, NotConnectedError
 from device_node.pending import Outcome, PendingRequest, reply_mismatch
 from device_node.records import Fallback
 from device_node.workers import WorkerDirectory, WorkerView
+from mqtt_session.client import BrokerSettings
+from mqtt_session.errors import BrokerConnectError
+from mqtt_session.session import Ack, MqttSession, NodeState, NodeStatus
 from schemas.errors import SchemaError
 from schemas.messages import (
     StatusMessage,

@@ -29,7 +29,6 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from broker.homeassistant import announce_node
 from device_node.activity import DeviceActivity
 from device_node.config import DeviceConfig
 from device_node.errors import NotConnectedError
@@ -45,6 +44,7 @@ from device_node.records import (
     ResultRecord,
 )
 from device_node.sources import ImageSource, SourceImage
+from mqtt_session.homeassistant import announce_node
 from schemas.codecs import INPUT_CODECS
 from schemas.errors import CodecError, SchemaError
 from schemas.frame import SENT_TIMESTAMP, encode_frame

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
-from broker.client import BrokerSettings
 from edge_worker.errors import ConfigError
+from mqtt_session.client import BrokerSettings
 from schemas.codecs import CODECS
 from schemas.discovery import HomeAssistantSettings
 from schemas.frame import MAX_DEADLINE_MS, FrameLimits

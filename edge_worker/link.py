@@ -28,9 +28,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings
-from broker.session import MqttSession, NodeState, NodeStatus
 from edge_worker.batching import Queued
+from mqtt_session.client import BrokerSettings
+from mqtt_session.session import MqttSession, NodeState, NodeStatus
 from schemas.errors import TopicError
 from schemas.topics import EXACT_PROPERTY, Topics
 

@@ -22,7 +22,6 @@ from typing import Literal
 
 import torch
 
-from broker.homeassistant import announce_node
 from edge_worker.batching import RequestQueue
 from edge_worker.catalog import catalog_payloads
 from edge_worker.config import WorkerConfig
@@ -36,6 +35,7 @@ from edge_worker.runner import (
     echo_model_info,
 )
 from edge_worker.telemetry import TelemetryReporter, WorkerStats
+from mqtt_session.homeassistant import announce_node
 from schemas.errors import SchemaError
 from schemas.frame import MAX_ID_CHARS, SENT_TIMESTAMP, Frame
 from schemas.messages import (

@@ -58,12 +58,22 @@ class HomeAssistantSettings(BaseModel):
         return prefix
 
     def config_topic(self, node_id: str) -> str:
-        return f"{self.discovery_prefix}/device/{check_segment(node_id, 'node id')}/config"
+        return discovery_config_topic(self.discovery_prefix, node_id)
 
     @property
     def status_topic(self) -> str:
         """Where Home Assistant publishes its birth ("online") and last will."""
-        return f"{self.discovery_prefix}/status"
+        return discovery_status_topic(self.discovery_prefix)
+
+
+def discovery_config_topic(discovery_prefix: str, node_id: str) -> str:
+    """A node's retained discovery config: `<discovery_prefix>/device/<node_id>/config`."""
+    return f"{discovery_prefix}/device/{check_segment(node_id, 'node id')}/config"
+
+
+def discovery_status_topic(discovery_prefix: str) -> str:
+    """Home Assistant's birth and last will: `<discovery_prefix>/status`."""
+    return f"{discovery_prefix}/status"
 
 
 @dataclass(frozen=True)

@@ -115,9 +115,41 @@ class Topics:
             *self._request_levels(model, k), "+", check_segment(worker_id, "worker id")
         )
 
+    # Filters over every model and split, for access control (each client's own topics).
+
+    def requests_all(self) -> str:
+        """Filter for every request, shared and direct: `<prefix>/req/#`."""
+        return self._join("req", "#")
+
+    def requests_from(self, device_id: str) -> str:
+        """Filter for one device's shared requests: `<prefix>/req/+/+/<did>`."""
+        return self._join("req", "+", "+", check_segment(device_id, "device id"))
+
+    def direct_requests_from(self, device_id: str) -> str:
+        """Filter for one device's direct requests to any worker: `<prefix>/req/+/+/<did>/+`."""
+        return self._join("req", "+", "+", check_segment(device_id, "device id"), "+")
+
+    def requests_shared_all(self, group: str) -> str:
+        """A worker group's shared subscription to every model and split:
+        `$share/<group>/<prefix>/req/+/+/+`."""
+        return f"$share/{check_segment(group, 'share group')}/{self._join('req', '+', '+', '+')}"
+
+    def direct_requests_to(self, worker_id: str) -> str:
+        """Filter for one worker's direct requests, every model, split and device:
+        `<prefix>/req/+/+/+/<worker_id>`."""
+        return self._join("req", "+", "+", "+", check_segment(worker_id, "worker id"))
+
+    def everything(self) -> str:
+        """Filter for every topic under the prefix: `<prefix>/#`."""
+        return self._join("#")
+
     def result(self, device_id: str) -> str:
         """Results for one device (its MQTT v5 ResponseTopic): `<prefix>/result/<device_id>`."""
         return self._join("result", check_segment(device_id, "device id"))
+
+    def result_all(self) -> str:
+        """Filter for every device's results: `<prefix>/result/+`."""
+        return self._join("result", "+")
 
     def telemetry(self, worker_id: str) -> str:
         """A worker's retained telemetry: `<prefix>/telemetry/<worker_id>`."""

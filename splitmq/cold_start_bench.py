@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from edge_worker.config import ModelEntry, WorkerConfig
+from mqtt_session.client import BrokerSettings
 from splitmq.reports import machine
 from splitmq.worker_process import worker_process
 from splitmq_base.errors import SplitmqError

@@ -24,7 +24,6 @@ from typing import Any, TextIO
 
 import torch
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node import table
 from device_node.judgement import judge
@@ -33,6 +32,7 @@ from device_node.records import ResultRecord
 from device_node.runtime import build_device, shaped_uplink
 from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from splitmq.demo_config import DemoError, DemoOptions, device_config, worker_config
 from splitmq.reports import LatencyStats, latency_stats
 from splitting.registry import load_model

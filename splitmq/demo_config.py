@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.client import BrokerSettings
 from device_node.config import (
     DeviceConfig,
     DynamicPolicyConfig,
@@ -18,6 +17,7 @@ from device_node.config import (
     PolicyConfig,
 )
 from edge_worker.config import ModelEntry, WorkerConfig
+from mqtt_session.client import BrokerSettings
 from splitmq_base.errors import SplitmqError
 
 DEFAULT_MODEL = "efficientnet-lite0"

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from broker.client import BrokerSettings
-from broker.errors import BrokerError
 from broker.launcher import MosquittoBroker
 from device_node.link import DeviceLink
 from edge_worker.runner import echo_model_info
+from mqtt_session.client import BrokerSettings
+from mqtt_session.errors import MqttSessionError
 from schemas.frame import encode_frame
 from splitmq.light_device import LightDevice, Reply
 from splitmq.raw_pingpong import measure_raw_rtt
@@ -209,7 +209,7 @@ def _connect(
         device = LightDevice(settings, f"fleet-{d}", on_reply=collector.on_reply)
         try:
             device.start(wait_s=10.0)
-        except BrokerError as exc:
+        except MqttSessionError as exc:
             raise FleetBenchError(f"device {d} cannot connect: {exc}") from exc
         stack.callback(device.stop)
         devices.append(device)

@@ -3,7 +3,7 @@
 It publishes precomputed frames as a device would (QoS 1, MQTT v5 ResponseTopic,
 CorrelationData = the request id, MessageExpiryInterval) and records each reply with the time it
 arrived; it runs no head and no local fallback, so hundreds fit in one process. Built on
-`broker.session.MqttSession` like the real device and worker.
+`mqtt_session.session.MqttSession` like the real device and worker.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings
-from broker.session import MqttSession
+from mqtt_session.client import BrokerSettings
+from mqtt_session.session import MqttSession
 from schemas.errors import SchemaError
 from schemas.messages import ResultMessage, parse_result
 from schemas.topics import EXACT_PROPERTY, Topics

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node.config import DeviceConfig, DynamicPolicyConfig, DynamicPolicyOptions
 from device_node.judgement import judge
@@ -48,6 +47,7 @@ from device_node.runtime import build_device, policy_context
 from device_node.shaper import TraceShaper
 from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from splitmq.demo_config import (
     DEFAULT_MODEL,
     DEFAULT_SLOWDOWN,

@@ -16,7 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
 from splitmq_base.errors import SplitmqError
 
 

@@ -51,13 +51,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node.errors import DeviceError
 from device_node.link import DeviceLink
 from device_node.pending import Outcome, PendingRequest
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from schemas.frame import ModelInfo, encode_frame
 from schemas.messages import TelemetryMessage
 from splitmq.raw_pingpong import measure_raw_rtt

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node.link import DeviceLink
 from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import ModelTailRunner, candidate_splits
+from mqtt_session.client import BrokerSettings
 from schemas.frame import Frame, encode_frame
 from schemas.messages import ResultMessage, ServerTimings, encode_message
 from schemas.topics import Topics

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from broker.client import BrokerSettings
 from device_node.errors import DeviceError
 from device_node.link import DeviceLink
 from edge_worker.config import ModelEntry, WorkerConfig, save_worker_config
+from mqtt_session.client import BrokerSettings
 from splitmq_base.errors import SplitmqError
 
 ECHO_MODEL = "echo"  # the echo runner's model (edge_worker.runner.echo_model_info)

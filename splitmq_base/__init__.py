@@ -6,8 +6,9 @@
 - `cli`: what every entry point shares, and the table from errors to exit codes;
 - `__version__`.
 
-Packages import downward only: `splitmq_base` <- `schemas` <- `splitting`, `broker` <-
-`device_node`, `edge_worker` <- `splitmq` (the application). tests/test_layering.py enforces it.
+Packages import downward only: `splitmq_base` <- `schemas` <- `splitting`, `mqtt_session` <-
+`device_node`, `edge_worker`, `broker` <- `splitmq` (the application). tests/test_layering.py
+enforces it.
 """
 
 __version__ = "0.1.0"

@@ -2,8 +2,8 @@
 monitoring commands).
 
 It sits beside `splitmq_base.errors` as a leaf module (pydantic and PyYAML only, nothing of
-splitmq's), so the device and the worker import it without depending on `broker`, which is
-about the broker, not about reading files.
+splitmq's), so the device and the worker import it without depending on `mqtt_session`, which
+is about the connection, not about reading files.
 
 The device and the worker read their configuration the same way: a UTF-8 YAML mapping (an
 empty file means all defaults), validated into a model that rejects unknown keys. Every

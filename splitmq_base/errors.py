@@ -1,9 +1,9 @@
 """The one error root of splitmq.
 
-Every package base (`SchemaError`, `SplittingError`, `BrokerError`, `DeviceError`,
-`WorkerError`) and the application's own errors derive from `SplitmqError`, so a CLI catches
-one class. Errors say what went wrong, not how a process should exit: mapping them to exit
-codes is the command line's job (`splitmq_base.cli.exit_code`). This module imports nothing.
+Every package base (`SchemaError`, `SplittingError`, `MqttSessionError`, `BrokerError`,
+`DeviceError`, `WorkerError`) and the application's own errors derive from `SplitmqError`, so a
+CLI catches one class. Errors say what went wrong, not how a process should exit: mapping them to
+exit codes is the command line's job (`splitmq_base.cli.exit_code`). This module imports nothing.
 """
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
+from mqtt_session.client import BrokerSettings
 
 
 @pytest.fixture

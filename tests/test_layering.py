@@ -1,7 +1,10 @@
 """Packages import downward only. A package may import its own modules and those of the layers
 below it, never a layer above or a sibling of its own layer:
 
-    splitmq_base  <-  schemas  <-  splitting, broker  <-  device_node, edge_worker  <-  splitmq
+    splitmq_base  <-  schemas  <-  splitting, mqtt_session  <-  device_node, edge_worker, broker
+                                                                                <-  splitmq
+
+Broker provisioning (`broker`) sits beside the runtimes, so a device or a worker never loads it.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ LAYERS = {
     "splitmq_base": 0,
     "schemas": 1,
     "splitting": 2,
-    "broker": 2,
+    "mqtt_session": 2,
     "device_node": 3,
     "edge_worker": 3,
+    "broker": 3,
     "splitmq": 4,
 }
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
 
 POLL_S = 0.02
 

@@ -16,14 +16,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from broker.access import DEFAULT_SHARE_GROUP
 from broker.launcher import MosquittoBroker
-from broker.secure_profile import (
-    DEFAULT_DISCOVERY_PREFIX,
-    DEFAULT_SHARE_GROUP,
-    DEFAULT_TLS_PORT,
-    PLUGIN_NAME,
-    init_profile,
-)
+from broker.secure_profile import DEFAULT_TLS_PORT, PLUGIN_NAME, ProfileOptions, init_profile
+from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from splitmq_base.cli import port_number
 
 POLL_S = 0.2
@@ -54,6 +50,12 @@ def register(subparsers: Any) -> None:
         "`splitmq broker --config DIR/mosquitto.conf`. Each node's login is its node id.",
     )
     init.add_argument("dir", type=Path, metavar="DIR", help="directory to write the profile to")
+    _add_init_users(init)
+    _add_init_broker(init)
+
+
+def _add_init_users(init: argparse.ArgumentParser) -> None:
+    """`broker init`'s logins and their client certificates."""
     init.add_argument("--device", action="append", default=[], metavar="NAME", help="device login")
     init.add_argument("--worker", action="append", default=[], metavar="NAME", help="worker login")
     init.add_argument(
@@ -71,6 +73,10 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="the broker demands a client certificate (one is issued to every user)",
     )
+
+
+def _add_init_broker(init: argparse.ArgumentParser) -> None:
+    """`broker init`'s broker names, topic layout, client port and plugin."""
     init.add_argument(
         "--san",
         action="append",
@@ -144,8 +150,7 @@ def run_init(args: argparse.Namespace) -> int:
     devices, workers, monitors = args.device, args.worker, args.monitor
     if not (devices or workers or monitors):
         devices, workers, monitors = ["device-1"], ["worker-1"], ["monitor"]
-    profile = init_profile(
-        args.dir,
+    options = ProfileOptions(
         devices=devices,
         workers=workers,
         monitors=monitors,
@@ -159,6 +164,7 @@ def run_init(args: argparse.Namespace) -> int:
         plugin=args.plugin,
         force=args.force,
     )
+    profile = init_profile(args.dir, options)
     print(f"secure broker profile written to {profile.directory}")
     for user in profile.users.values():
         cert = " (with client certificate)" if user.certfile else ""

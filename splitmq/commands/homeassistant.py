@@ -11,7 +11,7 @@ import argparse
 import uuid
 from typing import Any
 
-from broker.session import MqttSession
+from mqtt_session.session import MqttSession
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX, HomeAssistantSettings
 from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
 from splitmq_base.errors import SplitmqError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from broker.client import BrokerSettings
-from broker.errors import BrokerSettingsError
+from mqtt_session.client import BrokerSettings
+from mqtt_session.errors import BrokerSettingsError
 from schemas.topics import Topics
 from splitmq_base.cli import port_number
 from splitmq_base.configfile import validate_config

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 
-from broker.client import BrokerSettings
-from broker.session import MqttSession
+from mqtt_session.client import BrokerSettings
+from mqtt_session.session import MqttSession
 from schemas.errors import SchemaError
 from schemas.messages import (
     DeviceStateMessage,

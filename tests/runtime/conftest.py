@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.client import BrokerSettings
+from mqtt_session.client import BrokerSettings
 from tests.runtime.secure_site import site  # noqa: F401  (a broker from `broker init`)
 from tests.runtime.worker_clients import Requester
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from broker.client import BrokerSettings
 from edge_worker.config import WorkerConfig
+from mqtt_session.client import BrokerSettings
 from splitting.partition import SplitModel
 
 TINY = "scaled-tiny"

@@ -18,10 +18,10 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
-from broker.secure_profile import SecureProfile, init_profile
+from broker.secure_profile import ProfileOptions, SecureProfile, init_profile
 from edge_worker.config import WorkerConfig, load_worker_config, with_overrides
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
 from schemas.topics import Topics
 
 TOPICS = Topics()
@@ -62,12 +62,8 @@ def site() -> Iterator[SecureSite]:
     base = Path(tempfile.mkdtemp(prefix="splitmq-site-"))
     os.chmod(base, 0o711)
     try:
-        profile = init_profile(
-            base / "profile",
-            devices=DEVICES,
-            workers=[WORKER],
-            monitors=[MONITOR],
-        )
+        options = ProfileOptions(devices=DEVICES, workers=[WORKER], monitors=[MONITOR])
+        profile = init_profile(base / "profile", options)
         with MosquittoBroker(config_template=profile.config) as broker:
             yield SecureSite(profile, broker)
     finally:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.client import BrokerSettings
+from mqtt_session.client import BrokerSettings
 from splitmq.cli import main
 from splitmq.reports import LatencyStats
 from splitmq.transport_bench import TransportBenchError, TransportOptions, run_transport_bench

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.client import BrokerSettings
 from broker.launcher import PACKAGE_DIR, MosquittoBroker
 from device_node.link import DeviceLink
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from splitmq.light_device import LightDevice
 from tests.runtime.test_worker import worker_config
 from tests.runtime.worker_clients import echo_frame

@@ -9,7 +9,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.errors import BrokerConfigError, BrokerStartError, MosquittoNotFoundError
 from broker.launcher import (
     DEFAULT_CONFIG,
@@ -18,6 +17,7 @@ from broker.launcher import (
     find_mosquitto,
     port_accepts,
 )
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
 
 pytestmark = pytest.mark.integration
 

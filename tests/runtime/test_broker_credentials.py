@@ -18,11 +18,11 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
-from broker.errors import BrokerConnectError, BrokerSettingsError
+from broker.certificates import make_ca
 from broker.launcher import MosquittoBroker, free_port
-from broker.secure_profile import make_ca
-from broker.session import MqttSession
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
+from mqtt_session.errors import BrokerConnectError, BrokerSettingsError
+from mqtt_session.session import MqttSession
 from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
 from splitmq_base.configfile import validate_config
 from tests.runtime.secure_site import DEVICES, WAIT_S, SecureSite
@@ -96,13 +96,13 @@ def test_a_password_file_others_can_read_is_used_with_a_warning(
     secret.write_text("hunter2\n")
     secret.chmod(0o644)
     settings = BrokerSettings(username="u", password_file=secret)
-    with caplog.at_level(logging.WARNING, logger="broker.client"):
+    with caplog.at_level(logging.WARNING, logger="mqtt_session.client"):
         assert settings.resolve_password() == "hunter2"
     assert "readable by group or others (mode 644)" in caplog.text
     assert "hunter2" not in caplog.text
     caplog.clear()
     secret.chmod(0o600)
-    with caplog.at_level(logging.WARNING, logger="broker.client"):
+    with caplog.at_level(logging.WARNING, logger="mqtt_session.client"):
         assert settings.resolve_password() == "hunter2"
     assert caplog.text == ""
 

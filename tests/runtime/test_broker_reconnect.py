@@ -12,9 +12,15 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from broker.client import BrokerSettings, log_connect_fail, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
-from broker.session import MqttSession, ReconnectBackoff
+from mqtt_session.client import (
+    BrokerSettings,
+    log_connect_fail,
+    make_client,
+    start_client,
+    stop_client,
+)
+from mqtt_session.session import MqttSession, ReconnectBackoff
 
 pytestmark = pytest.mark.integration
 # Thread scheduling and the TCP + MQTT handshake on loopback, on top of the backoff cap.

@@ -13,12 +13,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker.auth import BrokerUser, acl_rules, render_acl, write_auth_files
-from broker.client import BrokerSettings, make_client, start_client, stop_client
-from broker.errors import AuthFileError, BrokerConnectError
+from broker.errors import AuthFileError
 from broker.launcher import MosquittoBroker
 from edge_worker.config import WorkerConfig
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
+from mqtt_session.errors import BrokerConnectError
 from schemas.frame import encode_frame
 from schemas.messages import parse_result
 from schemas.topics import Topics

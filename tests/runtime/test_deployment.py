@@ -21,11 +21,11 @@ import jsonschema
 import pytest
 import yaml
 
-from broker.client import BrokerSettings
 from broker.launcher import find_mosquitto, free_port, port_accepts
-from broker.session import MqttSession
 from device_node import cli as device_cli
 from edge_worker import cli as worker_cli
+from mqtt_session.client import BrokerSettings
+from mqtt_session.session import MqttSession
 from splitmq.cli import build_parser
 from tests.waiting import wait_until
 

@@ -11,15 +11,15 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
-from broker.session import MqttSession
 from device_node.errors import LinkError, NotConnectedError
 from device_node.link import DeviceLink
 from device_node.records import Fallback
 from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
+from mqtt_session.session import MqttSession
 from schemas.frame import encode_frame
 from schemas.messages import (
     Prediction,

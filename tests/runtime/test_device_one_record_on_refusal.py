@@ -10,12 +10,12 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from broker.client import BrokerSettings
 from device_node.config import DeviceConfig, FixedPolicyConfig
 from device_node.node import DeviceNode
 from device_node.records import Fallback
 from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from schemas.frame import Frame
 from schemas.messages import Prediction
 from splitting.images import sample_images

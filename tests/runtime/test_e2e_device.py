@@ -22,7 +22,6 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from device_node import cli as device_cli
 from device_node.config import DeviceConfig, FixedPolicyConfig
@@ -33,6 +32,7 @@ from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from schemas.codecs import decode_tensor, encode_tensor
 from schemas.frame import Frame
 from schemas.messages import Prediction, ResultMessage, StatusMessage

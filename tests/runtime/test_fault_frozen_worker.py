@@ -12,13 +12,13 @@ from contextlib import ExitStack
 
 import pytest
 
-from broker.client import BrokerSettings
 from device_node.config import DeviceConfig, FixedPolicyConfig
 from device_node.records import Fallback, ResultRecord
 from device_node.runtime import build_device
 from device_node.sources import CyclingSource, sample_source_images
 from device_node.workers import WorkerView
 from edge_worker.config import WorkerConfig, worker_config_from_mapping
+from mqtt_session.client import BrokerSettings
 from splitting.registry import load_model
 from splitting.torch_blocks import TorchBlocks
 from tests.runtime.test_fault_stale_requests import worker_process

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from edge_worker.config import ModelEntry, WorkerConfig, save_worker_config
+from mqtt_session.client import BrokerSettings
 from schemas.topics import Topics
 from tests.waiting import wait_for_retained, wait_until
 

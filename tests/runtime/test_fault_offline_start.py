@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker, free_port
 from device_node.records import Fallback
 from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration

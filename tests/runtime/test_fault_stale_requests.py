@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker.client import BrokerSettings
 from device_node.link import DeviceLink
 from edge_worker.config import WorkerConfig, save_worker_config
 from edge_worker.runner import echo_model_info
+from mqtt_session.client import BrokerSettings
 from schemas.frame import SENT_TIMESTAMP, encode_frame
 from schemas.messages import TelemetryMessage
 from splitmq.worker_process import echo_worker_config

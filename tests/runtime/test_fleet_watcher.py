@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from broker.client import BrokerSettings
-from broker.session import MqttSession
+from mqtt_session.client import BrokerSettings
+from mqtt_session.session import MqttSession
 from schemas.messages import StatusMessage, TelemetryMessage, encode_message
 from schemas.topics import Topics
 from splitmq.monitoring.fleet import FleetSnapshot, FleetWatcher

@@ -29,11 +29,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker, free_port
-from broker.session import MqttSession
 from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
+from mqtt_session.session import MqttSession
 from schemas.discovery import HomeAssistantSettings
 from schemas.messages import parse_status, parse_telemetry
 from schemas.topics import Topics

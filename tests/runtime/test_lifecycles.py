@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from broker.client import BrokerSettings
-from broker.errors import SessionStateError
-from broker.session import MqttSession
 from edge_worker.errors import WorkerStateError
 from edge_worker.telemetry import TelemetryReporter, WorkerStats
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
+from mqtt_session.errors import SessionStateError
+from mqtt_session.session import MqttSession
 from tests.runtime.scaled_model import worker_config
 
 pytestmark = pytest.mark.integration

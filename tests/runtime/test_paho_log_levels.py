@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from broker.client import PAHO_LOGGER
+from mqtt_session.client import PAHO_LOGGER
 
 
 def record(message: str, level: int = logging.ERROR) -> logging.LogRecord:

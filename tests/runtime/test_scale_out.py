@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from broker.client import BrokerSettings
 from device_node.config import DeviceConfig, FixedPolicyConfig
 from device_node.node import DeviceNode
 from device_node.workers import WorkerView, expected_wait_ms, least_loaded
 from edge_worker.config import WorkerConfig
 from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from schemas.frame import encode_frame
 from schemas.messages import TelemetryMessage
 from schemas.topics import Topics

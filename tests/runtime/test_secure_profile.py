@@ -17,13 +17,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
-from broker.errors import BrokerConnectError, SecureProfileError
+from broker.errors import SecureProfileError
 from broker.launcher import MosquittoBroker
-from broker.secure_profile import hash_password, init_profile, role_acls
+from broker.secure_profile import ProfileOptions, hash_password, init_profile, role_acls
 from device_node.config import load_device_config
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
+from mqtt_session.errors import BrokerConnectError
 from splitmq.cli import main as splitmq_main
 from splitmq_base.cli import EXIT_CONFIG
 from tests.runtime.secure_site import WORKER, SecureSite
@@ -37,7 +38,9 @@ def _cert(path: Path) -> x509.Certificate:
 
 
 def test_the_server_certificate_is_signed_by_the_ca_for_every_name(tmp_path: Path) -> None:
-    profile = init_profile(tmp_path / "p", devices=["cam-1"], server_names=["edge.lan", "10.0.0.5"])
+    profile = init_profile(
+        tmp_path / "p", ProfileOptions(devices=["cam-1"], server_names=["edge.lan", "10.0.0.5"])
+    )
     ca, server = _cert(profile.ca_cert), _cert(profile.server_cert)
     server.verify_directly_issued_by(ca)
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -51,7 +54,9 @@ def test_the_server_certificate_is_signed_by_the_ca_for_every_name(tmp_path: Pat
 
 
 def test_client_certificates_only_for_the_users_that_asked(tmp_path: Path) -> None:
-    profile = init_profile(tmp_path / "p", devices=["cam-1", "cam-2"], client_certs=["cam-2"])
+    profile = init_profile(
+        tmp_path / "p", ProfileOptions(devices=["cam-1", "cam-2"], client_certs=["cam-2"])
+    )
     assert profile.users["cam-1"].certfile is None
     cam2 = profile.users["cam-2"]
     assert cam2.certfile is not None and cam2.keyfile is not None
@@ -62,7 +67,9 @@ def test_client_certificates_only_for_the_users_that_asked(tmp_path: Path) -> No
 
 
 def test_secrets_are_readable_by_no_one_else(tmp_path: Path) -> None:
-    profile = init_profile(tmp_path / "p", devices=["cam-1"], client_certs=["cam-1"])
+    profile = init_profile(
+        tmp_path / "p", ProfileOptions(devices=["cam-1"], client_certs=["cam-1"])
+    )
     secret = [
         profile.directory / "ca.key",
         profile.server_key,
@@ -80,7 +87,7 @@ def test_secrets_are_readable_by_no_one_else(tmp_path: Path) -> None:
 
 
 def test_passwords_are_stored_as_the_plugins_pbkdf2_sha512(tmp_path: Path) -> None:
-    profile = init_profile(tmp_path / "p", devices=["cam-1"])
+    profile = init_profile(tmp_path / "p", ProfileOptions(devices=["cam-1"]))
     client = json.loads(profile.dynsec.read_text())["clients"][0]
     salt = base64.b64decode(client["salt"])
     expected = hashlib.pbkdf2_hmac(
@@ -122,15 +129,16 @@ def test_devices_send_only_their_own_requests_and_workers_read_only_their_group(
 )
 def test_bad_profiles_are_refused(tmp_path: Path, kwargs: dict, words: str) -> None:
     with pytest.raises(SecureProfileError, match=words.replace("$", r"\$")):
-        init_profile(tmp_path / "p", **kwargs)
+        init_profile(tmp_path / "p", ProfileOptions(**kwargs))
 
 
 def test_an_existing_profile_is_kept_unless_forced(tmp_path: Path) -> None:
-    first = _cert(init_profile(tmp_path / "p", devices=["cam-1"]).ca_cert).serial_number
+    options = ProfileOptions(devices=["cam-1"])
+    first = _cert(init_profile(tmp_path / "p", options).ca_cert).serial_number
     with pytest.raises(SecureProfileError, match="--force"):
-        init_profile(tmp_path / "p", devices=["cam-1"])
+        init_profile(tmp_path / "p", ProfileOptions(devices=["cam-1"]))
     assert _cert(tmp_path / "p" / "ca.crt").serial_number == first
-    second = init_profile(tmp_path / "p", devices=["cam-1"], force=True)
+    second = init_profile(tmp_path / "p", ProfileOptions(devices=["cam-1"], force=True))
     assert _cert(second.ca_cert).serial_number != first
 
 
@@ -198,7 +206,7 @@ def test_required_client_certificates_are_required() -> None:
 
 
 def _check_required_client_certs(base: Path) -> None:
-    profile = init_profile(base / "p", devices=["cam-1"], require_client_certs=True)
+    profile = init_profile(base / "p", ProfileOptions(devices=["cam-1"], require_client_certs=True))
     user = profile.users["cam-1"]
     assert user.certfile is not None and user.keyfile is not None
     with MosquittoBroker(config_template=profile.config) as broker:
@@ -216,6 +224,6 @@ def _check_required_client_certs(base: Path) -> None:
 def test_every_profile_key_is_ec_p256(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    profile = init_profile(tmp_path / "p", devices=["cam-1"])
+    profile = init_profile(tmp_path / "p", ProfileOptions(devices=["cam-1"]))
     key = load_pem_private_key(profile.server_key.read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from broker.auth import BrokerUser
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from tests.runtime.secure_site import DEVICES, MONITOR, TOPICS, WAIT_S, WORKER, Probe, SecureSite
 from tests.runtime.worker_clients import Requester, echo_frame
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import paho.mqtt.client as mqtt
 import pytest
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
 from device_node.shaper import ShaperError, TraceShaper
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
 from splitting.traces import PACKET_PAYLOAD_BYTES, UplinkTrace, wire_bytes
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from broker.client import BrokerSettings
 from device_node.cli import main as device_main
 from device_node.config import (
     DynamicPolicyConfig,
@@ -19,6 +18,7 @@ from device_node.errors import ConfigError as DeviceConfigError
 from edge_worker.cli import main as worker_main
 from edge_worker.config import load_worker_config
 from edge_worker.errors import ConfigError as WorkerConfigError
+from mqtt_session.client import BrokerSettings
 from splitmq.cli import main as splitmq_main
 from splitmq_base.cli import EXIT_CONFIG
 from splitting.policy import DynamicSplit

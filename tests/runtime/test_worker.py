@@ -14,12 +14,12 @@ import paho.mqtt.client as mqtt
 import pytest
 import torch
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
 from edge_worker.config import WorkerConfig
 from edge_worker.link import InboundRequest, WorkerLink
 from edge_worker.runner import EchoTailRunner, ModelTailRunner, candidate_splits, echo_model_info
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
 from schemas.frame import Frame, encode_frame
 from schemas.messages import (
     Prediction,

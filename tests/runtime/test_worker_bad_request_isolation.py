@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from broker.client import BrokerSettings
 from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from schemas.frame import encode_frame
 from schemas.topics import Topics
 from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config

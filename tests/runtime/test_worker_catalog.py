@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from edge_worker.config import WorkerConfig
 from edge_worker.runner import EchoTailRunner, ModelTailRunner, echo_model_info
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from schemas.frame import ModelInfo, encode_frame
 from schemas.messages import ModelCatalogMessage, PrepareRecipe
 from schemas.topics import Topics

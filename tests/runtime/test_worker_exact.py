@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from broker.client import BrokerSettings
 from edge_worker.batching import Queued, RequestQueue
 from edge_worker.config import WorkerConfig
 from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from schemas.frame import encode_frame
 from splitmq.light_device import LightDevice
 from splitting.images import sample_images

@@ -30,12 +30,12 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings
-from broker.session import MqttSession
 from device_node.link import DeviceLink
 from edge_worker.config import WorkerConfig, save_worker_config, worker_config_from_mapping
 from edge_worker.errors import RequestError
 from edge_worker.runner import ECHO_TOP5, EchoTailRunner, echo_model_info
+from mqtt_session.client import BrokerSettings
+from mqtt_session.session import MqttSession
 from schemas.errors import SchemaError
 from schemas.frame import PREAMBLE_SIZE, FrameLimits
 from schemas.messages import ResultMessage, parse_result

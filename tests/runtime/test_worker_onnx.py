@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker.client import BrokerSettings
 from edge_worker.config import WorkerConfig
 from edge_worker.errors import RunnerError
 from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from splitmq.light_device import LightDevice
 from splitting.images import sample_images
 from splitting.partition import SplitModel

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from broker.client import BrokerSettings
 from edge_worker.runner import EchoTailRunner, echo_model_info
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from schemas.frame import Frame
 from schemas.messages import Prediction
 from tests.runtime.poison import POISON, good_frame

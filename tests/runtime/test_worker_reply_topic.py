@@ -9,8 +9,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from tests.runtime.scaled_model import worker_config
 from tests.runtime.worker_clients import TOPICS, Requester, echo_frame
 

@@ -14,9 +14,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.client import BrokerSettings, make_client, start_client, stop_client
-from broker.session import MqttSession
 from edge_worker.runner import EchoTailRunner, echo_model_info
+from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
+from mqtt_session.session import MqttSession
 from schemas.frame import Frame, encode_frame
 from schemas.messages import (
     ModelCatalogMessage,

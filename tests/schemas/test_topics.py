@@ -31,6 +31,22 @@ def test_builders() -> None:
     assert topics.catalog_all() == "splitmq/catalog/+"
 
 
+def test_filters_over_every_model_and_split() -> None:
+    topics = Topics("site/a")
+    assert topics.requests_all() == "site/a/req/#"
+    assert topics.requests_from("cam-1") == "site/a/req/+/+/cam-1"
+    assert topics.direct_requests_from("cam-1") == "site/a/req/+/+/cam-1/+"
+    assert topics.requests_shared_all("g") == "$share/g/site/a/req/+/+/+"
+    assert topics.direct_requests_to("w1") == "site/a/req/+/+/+/w1"
+    assert topics.result_all() == "site/a/result/+"
+    assert topics.everything() == "site/a/#"
+    for build in (topics.requests_from, topics.direct_requests_from, topics.direct_requests_to):
+        with pytest.raises(TopicError):
+            build("a+b")
+    with pytest.raises(TopicError):
+        topics.requests_shared_all("$g")
+
+
 def test_multi_level_prefix() -> None:
     topics = Topics("site/a/splitmq")
     assert topics.request("m", 3, "d") == "site/a/splitmq/req/m/3/d"

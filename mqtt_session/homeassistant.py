@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from broker.session import MqttSession
+from mqtt_session.session import MqttSession
 from schemas.discovery import HomeAssistantSettings, Role, discovery_payload
 from schemas.topics import Topics
 

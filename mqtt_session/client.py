@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from broker.errors import BrokerConnectError, BrokerSettingsError
+from mqtt_session.errors import BrokerConnectError, BrokerSettingsError
 from splitmq_base.models import STRICT
 
 PAHO_LOGGER = logging.getLogger("splitmq.mqtt")
@@ -332,7 +332,7 @@ def make_client(
 
 def start_client(client: mqtt.Client, *, wait_s: float | None = 10.0) -> None:
     """Start paho's network thread (it connects and reconnects by itself); for a bare client
-    (benchmark baselines, tests), where `broker.session.MqttSession` is not wanted.
+    (benchmark baselines, tests), where `mqtt_session.session.MqttSession` is not wanted.
 
     With `wait_s`, block until the broker has accepted the connection, or stop the thread and
     raise `BrokerConnectError`. Call it after setting `on_connect`: it wraps that callback.

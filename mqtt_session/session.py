@@ -31,14 +31,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.client import (
+from mqtt_session.client import (
     BrokerSettings,
     WillMessage,
     last_connect_error,
     log_connect_fail,
     make_client,
 )
-from broker.errors import BrokerConnectError, SessionStateError
+from mqtt_session.errors import BrokerConnectError, SessionStateError
 
 LOG = logging.getLogger(__name__)
 NodeState = Literal["online", "offline"]

@@ -1,0 +1,118 @@
+"""Who may publish and read which topic: the access rules of every role, written once.
+
+    rules = role_rules("device", "cam-1", prefix="splitmq")
+    # [TopicRule("splitmq/req/+/+/cam-1", "write"), ..., TopicRule("splitmq/result/cam-1", "read")]
+
+Both brokers render these rules: the Mosquitto `acl_file` of broker/mosquitto-secure.conf
+(`broker.auth.acl_rules`) and the dynamic-security roles of `splitmq broker init`
+(`broker.secure_profile.role_acls`). Every pattern comes from the builders of `schemas.topics`
+and `schemas.discovery`, so a change of the topic layout changes both.
+
+A node's own topics (status, telemetry, results, probes, state, discovery config) carry its
+login, so a user's login must be its node id.
+
+- device: writes its own requests (`req/<model>/<k>/<name>`, and direct ones
+  `req/<model>/<k>/<name>/<worker>`: the request topic's device level is its login, and the
+  worker answers on that device's result topic, so no device can have results sent into
+  another's), its own probes, status, state and discovery config; reads only its own results,
+  the workers' telemetry, the model catalogs and everyone's status.
+- worker: reads requests, subscribing only through the share group and to those addressed to it
+  by name (`req/+/+/+/<name>`); writes results (to any device: it answers every device), its own
+  telemetry, status and discovery config, and model catalogs.
+- monitor: reads everything under the prefix, the broker's `$SYS` statistics and the discovery
+  topics; writes nothing.
+- admin: reads and writes everything under the prefix (tests, tools).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.discovery import (
+    DEFAULT_DISCOVERY_PREFIX,
+    discovery_config_topic,
+    discovery_status_topic,
+)
+from schemas.topics import Topics, check_segment
+
+Role = Literal["device", "worker", "monitor", "admin"]
+Access = Literal["read", "write"]
+DEFAULT_SHARE_GROUP = "splitmq-workers"
+# The broker's own statistics, which only a monitor reads.
+SYS_TOPICS = "$SYS/#"
+
+
+@dataclass(frozen=True)
+class TopicRule:
+    """One grant: publish to (`write`) or receive from (`read`) the topics `pattern` matches.
+
+    `subscribe` narrows a read rule to these SUBSCRIBE filters (e.g. only through a share
+    group); empty means `pattern` itself. An acl_file cannot express it (Mosquitto 2.0 never
+    checks SUBSCRIBE against one); the dynamic-security plugin enforces it.
+    """
+
+    pattern: str
+    access: Access
+    subscribe: tuple[str, ...] = ()
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """The filters a client holding this read rule may subscribe with."""
+        return self.subscribe or (self.pattern,)
+
+
+def role_rules(
+    role: Role,
+    user: str,
+    *,
+    prefix: str = "splitmq",
+    share_group: str = DEFAULT_SHARE_GROUP,
+    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
+) -> tuple[TopicRule, ...]:
+    """The rules of `user` with `role` (see the module docstring); everything else is refused."""
+    topics = Topics(prefix)
+    check_segment(user, "user name")
+    if role == "device":
+        return _device_rules(topics, user, discovery_prefix)
+    if role == "worker":
+        return _worker_rules(topics, user, share_group, discovery_prefix)
+    if role == "monitor":
+        everything = (topics.everything(), SYS_TOPICS, Topics(discovery_prefix).everything())
+        return tuple(TopicRule(pattern, "read") for pattern in everything)
+    return (TopicRule(topics.everything(), "read"), TopicRule(topics.everything(), "write"))
+
+
+def _device_rules(topics: Topics, user: str, discovery_prefix: str) -> tuple[TopicRule, ...]:
+    return (
+        TopicRule(topics.requests_from(user), "write"),
+        TopicRule(topics.direct_requests_from(user), "write"),
+        TopicRule(topics.probe(user), "write"),
+        TopicRule(topics.result(user), "read"),
+        TopicRule(topics.telemetry_all(), "read"),
+        TopicRule(topics.catalog_all(), "read"),
+        TopicRule(topics.status_all(), "read"),
+        TopicRule(topics.status(user), "write"),
+        TopicRule(topics.device_state(user), "write"),
+        TopicRule(discovery_config_topic(discovery_prefix, user), "write"),
+        TopicRule(discovery_status_topic(discovery_prefix), "read"),
+    )
+
+
+def _worker_rules(
+    topics: Topics, user: str, share_group: str, discovery_prefix: str
+) -> tuple[TopicRule, ...]:
+    # Requests as written in SUBSCRIBE: the share group, or those addressed to this worker. A
+    # plain `<prefix>/req/...` subscription stays refused.
+    requests = (topics.requests_shared_all(share_group), topics.direct_requests_to(user))
+    return (
+        TopicRule(topics.requests_all(), "read", subscribe=requests),
+        TopicRule(topics.result_all(), "write"),
+        TopicRule(topics.telemetry(user), "write"),
+        # Any model's catalog: the workers of one model share it.
+        TopicRule(topics.catalog_all(), "write"),
+        TopicRule(topics.status(user), "write"),
+        TopicRule(topics.status_all(), "read"),
+        TopicRule(discovery_config_topic(discovery_prefix, user), "write"),
+        TopicRule(discovery_status_topic(discovery_prefix), "read"),
+    )
