@@ -103,6 +103,14 @@ class _Request:
     race_local_ms: float = 0.0  # tail blocks computed here while racing the server
 
 
+@dataclass(frozen=True)
+class _NotSent:
+    """Why a request was not published, and what more there is to say (the codec's error)."""
+
+    reason: Fallback
+    detail: str = ""
+
+
 class _SendGate:
     """Between a raced request and the thread that sends it: the request is published only
     while the race still wants it, and the race sees the pending request once it is sent."""
@@ -318,8 +326,8 @@ class DeviceNode:
             sending.add_done_callback(_log_send_failure)
             return self._race(request, prepared, z, k, gate)
         sent = self._send(request, prepared, z, k, None)
-        if isinstance(sent, str):
-            return self._finish_here(request, prepared, z, k, sent, None)
+        if isinstance(sent, _NotSent):
+            return self._finish_here(request, prepared, z, k, (sent.reason, sent.detail), None)
         if request.decision.race:
             return self._race(request, prepared, z, k, _SendGate(sent))
         outcome = self._wait(sent, request.started + request.deadline_ms / 1000.0)
@@ -335,9 +343,9 @@ class DeviceNode:
         z: torch.Tensor | None,
         k: int,
         gate: _SendGate | None,
-    ) -> PendingRequest | str:
-        """Encode and publish head(k)'s output: the pending request, or the `Fallback` reason
-        it was not sent. With a `gate`, publish only while the race still wants it."""
+    ) -> PendingRequest | _NotSent:
+        """Encode and publish head(k)'s output: the pending request, or why it was not sent.
+        With a `gate`, publish only while the race still wants it."""
         # The deadline gives the server twice its predicted share; a head or an encode slowed
         # by the device itself (a busy CPU) must not eat into it, or the device gives up on a
         # server that is on time.
@@ -346,12 +354,12 @@ class DeviceNode:
             frame = self._encode(request, prepared, z, k)
         except SchemaError as exc:  # CodecError: NaN/Inf under int codecs, fp16 overflow
             logger.warning("request %s: cannot encode split %d: %s", request.request_id, k, exc)
-            return Fallback.ENCODE_ERROR
+            return _NotSent(Fallback.ENCODE_ERROR, str(exc))
         self._extend_deadline(request, request.head_ms + request.encode_ms)
         self._report_device_time(k, request.head_ms + request.encode_ms, request.representative)
         with gate.lock if gate is not None else contextlib.nullcontext():
             if gate is not None and gate.withdrawn:
-                return Fallback.RACE_WON_HERE
+                return _NotSent(Fallback.RACE_WON_HERE)
             try:
                 pending = self.link.publish_request(
                     frame,
@@ -364,7 +372,7 @@ class DeviceNode:
                     num_classes=self.model.num_classes,  # replies name this model's classes only
                 )
             except NotConnectedError:
-                return Fallback.NOT_CONNECTED
+                return _NotSent(Fallback.NOT_CONNECTED)
             request.bytes_sent = len(frame)
             if gate is not None:
                 gate.pending = pending
@@ -524,7 +532,7 @@ class DeviceNode:
     # -- computing here -------------------------------------------------------------------
 
     def _run_all_here(
-        self, request: _Request, prepared: np.ndarray, *, fallback: str | None
+        self, request: _Request, prepared: np.ndarray, *, fallback: Fallback | None
     ) -> ResultRecord:
         x = self.model.preprocess(prepared)
         n = self.model.n
@@ -540,7 +548,7 @@ class DeviceNode:
         prepared: np.ndarray,
         z: torch.Tensor | None,
         k: int,
-        reason: str,
+        reason: tuple[Fallback, str],
         pending: PendingRequest | None,
     ) -> ResultRecord:
         """tail(k) here, from the intermediate already computed (split 0: from the image)."""
@@ -553,7 +561,10 @@ class DeviceNode:
             local_tail_ms=logits.ms,
         )
         top5 = top_predictions(logits.value, self.model.labels)
-        return self._record(request, k, parts, top5, offloaded=False, fallback=reason)
+        fallback, detail = reason
+        return self._record(
+            request, k, parts, top5, offloaded=False, fallback=fallback, detail=detail
+        )
 
     def _compute(self, run: Callable[[], T]) -> _Timed[T]:
         """Run model code and, for an emulated weaker device, sleep (slowdown - 1) times as long.
@@ -584,7 +595,8 @@ class DeviceNode:
         top5: tuple[PredictionRecord, ...],
         *,
         offloaded: bool,
-        fallback: str | None,
+        fallback: Fallback | None,
+        detail: str = "",
         worker: str | None = None,
         end: float | None = None,
     ) -> ResultRecord:
@@ -614,6 +626,7 @@ class DeviceNode:
             predicted_ms=request.decision.expected_ms,
             uplink_bps=request.decision.uplink_bps,
             started_s=request.started,
+            fallback_detail=detail,
             extra={RACE_LOCAL_MS: request.race_local_ms} if request.race_local_ms else {},
         )
         self.activity.record(record)
@@ -628,25 +641,26 @@ class DeviceNode:
         return f"{self.config.device_id}-{self._session}-{next(self._sequence)}"
 
 
-def _log_send_failure(sending: Future[PendingRequest | str]) -> None:
+def _log_send_failure(sending: Future[PendingRequest | _NotSent]) -> None:
     """A raced request's sender failed unforeseen: the race then ends here; say why."""
     error = sending.exception()
     if error is not None:
         logger.error("sending a raced request failed: %r", error)
 
 
-def _fallback_reason(outcome: Outcome) -> str:
+def _fallback_reason(outcome: Outcome) -> tuple[Fallback, str]:
+    """Why a wait ended without an answer, and the detail: the worker's error code if any."""
     message = outcome.message
     if message is None:
-        return outcome.failure or Fallback.TIMEOUT
-    if message.status == "error":
-        code = message.error.code if message.error else "unknown"
-        return f"{Fallback.ERROR_REPLY}:{code}"
+        return outcome.failure or Fallback.TIMEOUT, outcome.detail
     if message.status == "ok":  # valid on the wire, but no prediction to record
-        return Fallback.BAD_REPLY
+        return Fallback.BAD_REPLY, ""
+    code = message.error.code if message.error else ""
+    if message.status == "error":
+        return Fallback.ERROR_REPLY, code or "unknown"
     if message.status == "expired":
-        return Fallback.EXPIRED
-    return Fallback.REJECTED
+        return Fallback.EXPIRED, code
+    return Fallback.REJECTED, code
 
 
 def _count_to(limit: int | None) -> Iterator[int]:

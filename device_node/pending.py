@@ -10,6 +10,7 @@ import secrets
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from device_node.records import Fallback
 from schemas.messages import ResultMessage
 
 
@@ -19,7 +20,8 @@ class Outcome:
 
     message: ResultMessage | None
     received_at: float
-    failure: str | None = None
+    failure: Fallback | None = None
+    detail: str = ""  # more about the failure (the broker's reason code), "" if nothing
 
 
 @dataclass
