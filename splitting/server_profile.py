@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from splitmq_base.validation import validation_report
 from splitting.errors import ProfileError
-from splitting.jsonfile import profile_report, read_json_object
+from splitting.jsonfile import read_json_object
 
 DEFAULT_DTYPE = "fp32"
 # The shared format carries informational keys of its own (torch versions, full_ms); the keys
@@ -65,7 +66,9 @@ class ServerProfile:
         try:
             parsed = ServerProfileFile.model_validate(dict(data))
         except ValidationError as exc:
-            raise ProfileError(profile_report(exc, f"{source}: malformed server profile:")) from exc
+            heading = f"{source}: malformed server profile:"
+            report = validation_report(exc, heading, data=data, spelling="json")
+            raise ProfileError(report) from exc
         if not parsed.models:
             raise ProfileError(f"{source}: a server profile needs a non-empty 'models' object")
         self.device = parsed.device
