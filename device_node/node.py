@@ -36,7 +36,7 @@ from device_node.config import DeviceConfig
 from device_node.errors import NotConnectedError
 from device_node.gcwatch import GC_PAUSES
 from device_node.link import DeviceLink
-from device_node.pending import Outcome, PendingRequest
+from device_node.pending import Outcome, PendingRequest, fallback_reason
 from device_node.policies import LockedPolicy
 from device_node.records import (
     RACE_LOCAL_MS,
@@ -327,14 +327,15 @@ class DeviceNode:
             return self._race(request, prepared, z, k, gate)
         sent = self._send(request, prepared, z, k, None)
         if isinstance(sent, _NotSent):
-            return self._finish_here(request, prepared, z, k, (sent.reason, sent.detail), None)
+            return self._finish_here(request, prepared, z, k, sent.reason, sent.detail, None)
         if request.decision.race:
             return self._race(request, prepared, z, k, _SendGate(sent))
         outcome = self._wait(sent, request.started + request.deadline_ms / 1000.0)
         message = outcome.message
         if message is not None and message.status == "ok" and message.top5:
             return self._offloaded_record(request, k, message, sent, outcome)
-        return self._finish_here(request, prepared, z, k, _fallback_reason(outcome), sent)
+        reason, detail = fallback_reason(outcome)
+        return self._finish_here(request, prepared, z, k, reason, detail, sent)
 
     def _send(
         self,
@@ -548,7 +549,8 @@ class DeviceNode:
         prepared: np.ndarray,
         z: torch.Tensor | None,
         k: int,
-        reason: tuple[Fallback, str],
+        reason: Fallback,
+        detail: str,
         pending: PendingRequest | None,
     ) -> ResultRecord:
         """tail(k) here, from the intermediate already computed (split 0: from the image)."""
@@ -561,9 +563,8 @@ class DeviceNode:
             local_tail_ms=logits.ms,
         )
         top5 = top_predictions(logits.value, self.model.labels)
-        fallback, detail = reason
         return self._record(
-            request, k, parts, top5, offloaded=False, fallback=fallback, detail=detail
+            request, k, parts, top5, offloaded=False, fallback=reason, detail=detail
         )
 
     def _compute(self, run: Callable[[], T]) -> _Timed[T]:
@@ -646,21 +647,6 @@ def _log_send_failure(sending: Future[PendingRequest | _NotSent]) -> None:
     error = sending.exception()
     if error is not None:
         logger.error("sending a raced request failed: %r", error)
-
-
-def _fallback_reason(outcome: Outcome) -> tuple[Fallback, str]:
-    """Why a wait ended without an answer, and the detail: the worker's error code if any."""
-    message = outcome.message
-    if message is None:
-        return outcome.failure or Fallback.TIMEOUT, outcome.detail
-    if message.status == "ok":  # valid on the wire, but no prediction to record
-        return Fallback.BAD_REPLY, ""
-    code = message.error.code if message.error else ""
-    if message.status == "error":
-        return Fallback.ERROR_REPLY, code or "unknown"
-    if message.status == "expired":
-        return Fallback.EXPIRED, code
-    return Fallback.REJECTED, code
 
 
 def _count_to(limit: int | None) -> Iterator[int]:
