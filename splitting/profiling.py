@@ -516,10 +516,12 @@ def time_blocks(
 
 
 @contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run torch with `threads` intra-op threads, restoring the previous setting after."""
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run torch with `threads` intra-op threads (None: as set), restoring the previous
+    setting after."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
