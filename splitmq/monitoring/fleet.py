@@ -185,27 +185,15 @@ class FleetWatcher:
 
     def _on_telemetry(self, message: mqtt.MQTTMessage) -> None:
         read = self._read_retained(read_telemetry, message)
-        if read is None:
-            return
-        worker_id, telemetry, at = read
-        self._update(
-            self._workers,
-            worker_id,
-            WorkerView(worker_id),
-            lambda view: replace(view, telemetry=telemetry, received_at=at),
-        )
+        if read is not None:
+            worker_id, telemetry, at = read
+            self._refresh(self._workers, WorkerView(worker_id, received_at=at, telemetry=telemetry))
 
     def _on_state(self, message: mqtt.MQTTMessage) -> None:
         read = self._read_retained(read_device_state, message)
-        if read is None:
-            return
-        device_id, state, at = read
-        self._update(
-            self._devices,
-            device_id,
-            DeviceView(device_id),
-            lambda view: replace(view, state=state, received_at=at),
-        )
+        if read is not None:
+            device_id, state, at = read
+            self._refresh(self._devices, DeviceView(device_id, received_at=at, state=state))
 
     def _read_retained(
         self, reader: RetainedReader[_M], message: mqtt.MQTTMessage
@@ -265,6 +253,10 @@ class FleetWatcher:
             self._changed.notify_all()
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _refresh(self, table: dict[str, _V], fresh: _V) -> None:
+        """Take a node's new telemetry or state (`fresh`), keeping what its status said."""
+        self._update(table, fresh.node_id, fresh, lambda view: replace(fresh, online=view.online))
 
     def _update(
         self, table: dict[str, _V], node_id: str, blank: _V, change: Callable[[_V], _V]
