@@ -72,8 +72,9 @@ class DeviceActivity:
             self._requests += 1
             self._offloaded += record.offloaded
             self._bytes_sent += record.bytes_sent
-            if record.fallback is not None:
-                self._count_fallback(record.fallback)
+            fallback = record.fallback_label()
+            if fallback is not None:
+                self._count_fallback(fallback)
             index = bisect.bisect_left(LATENCY_BUCKETS_MS, total_ms)
             if index < len(self._buckets):
                 self._buckets[index] += 1
@@ -82,7 +83,7 @@ class DeviceActivity:
                 RecentRequest(
                     split=record.split,
                     offloaded=record.offloaded,
-                    fallback=record.fallback,
+                    fallback=fallback,
                     total_ms=total_ms,
                     predicted_ms=predicted,
                 )
@@ -93,7 +94,7 @@ class DeviceActivity:
                 score=min(1.0, max(0.0, record.top1.score)),
                 split=record.split,
                 offloaded=record.offloaded,
-                fallback=record.fallback,
+                fallback=fallback,
                 total_ms=total_ms,
                 predicted_ms=predicted,
                 worker_id=record.worker_id,

@@ -5,8 +5,9 @@ Everything here runs either in the caller's thread (publish, wait) or in paho's 
 
 Requests go out at QoS 1 to `Topics.request(model, k, device_id)` (the topic names the device,
 so a secure broker lets it publish only its own requests) with MQTT v5 ResponseTopic,
-CorrelationData (the request id) and MessageExpiryInterval. The time from handing a publish to
-paho to its PUBACK is an uplink sample for the policy. A result is matched to its waiting
+CorrelationData (a random per-request token, not the guessable request id) and
+MessageExpiryInterval. The time from handing a publish to paho to its PUBACK is an uplink
+sample for the policy. A result is matched to its waiting
 request by CorrelationData; a result nobody waits for (late, after a local fallback, or unknown)
 is counted and dropped, so a request never gets two outcomes. Which workers are alive is the
 `WorkerDirectory`'s (device_node.workers); the connection itself is a `mqtt_session.session`.
@@ -298,9 +299,8 @@ class DeviceLink:
             self._finish(pending.request_id, Outcome(None, ack.acked_at, Fallback.NO_WORKER))
         elif ack.reason_code >= 0x80:
             self.counters.refused += 1
-            self._finish(
-                pending.request_id, Outcome(None, ack.acked_at, f"refused:{ack.reason_code}")
-            )
+            refused = Outcome(None, ack.acked_at, Fallback.REFUSED, str(ack.reason_code))
+            self._finish(pending.request_id, refused)
 
     def _handle_result(self, message: mqtt.MQTTMessage) -> None:
         now = self.clock()
@@ -338,7 +338,7 @@ class DeviceLink:
             pending = self._pending.pop(request_id, None)
         return pending is not None and pending.settle(outcome)
 
-    def _fail_pending(self, reason: str) -> None:
+    def _fail_pending(self, reason: Fallback) -> None:
         now = self.clock()
         with self._lock:
             waiting = list(self._pending.values())

@@ -34,7 +34,7 @@ from device_node.config import DeviceConfig
 from device_node.errors import NotConnectedError
 from device_node.gcwatch import GC_PAUSES
 from device_node.link import DeviceLink
-from device_node.pending import Outcome, PendingRequest
+from device_node.pending import Outcome, PendingRequest, fallback_reason
 from device_node.policies import LockedPolicy
 from device_node.records import (
     RACE_LOCAL_MS,
@@ -100,6 +100,14 @@ class _Request:
     representative: bool = True  # the head's time is typical of this device
     overrun_ms: float = 0.0  # the device's own delay already added to the deadline
     race_local_ms: float = 0.0  # tail blocks computed here while racing the server
+
+
+@dataclass(frozen=True)
+class _NotSent:
+    """Why a request was not published, and what more there is to say (the codec's error)."""
+
+    reason: Fallback
+    detail: str = ""
 
 
 class _SendGate:
@@ -317,15 +325,16 @@ class DeviceNode:
             sending.add_done_callback(_log_send_failure)
             return self._race(request, prepared, z, k, gate)
         sent = self._send(request, prepared, z, k, None)
-        if isinstance(sent, str):
-            return self._finish_here(request, prepared, z, k, sent, None)
+        if isinstance(sent, _NotSent):
+            return self._finish_here(request, prepared, z, k, sent.reason, sent.detail, None)
         if request.decision.race:
             return self._race(request, prepared, z, k, _SendGate(sent))
         outcome = self._wait(sent, request.started + request.deadline_ms / 1000.0)
         message = outcome.message
         if message is not None and message.status == "ok" and message.top5:
             return self._offloaded_record(request, k, message, sent, outcome)
-        return self._finish_here(request, prepared, z, k, _fallback_reason(outcome), sent)
+        reason, detail = fallback_reason(outcome)
+        return self._finish_here(request, prepared, z, k, reason, detail, sent)
 
     def _send(
         self,
@@ -334,9 +343,9 @@ class DeviceNode:
         z: np.ndarray | None,
         k: int,
         gate: _SendGate | None,
-    ) -> PendingRequest | str:
-        """Encode and publish head(k)'s output: the pending request, or the `Fallback` reason
-        it was not sent. With a `gate`, publish only while the race still wants it."""
+    ) -> PendingRequest | _NotSent:
+        """Encode and publish head(k)'s output: the pending request, or why it was not sent.
+        With a `gate`, publish only while the race still wants it."""
         # The deadline gives the server twice its predicted share; a head or an encode slowed
         # by the device itself (a busy CPU) must not eat into it, or the device gives up on a
         # server that is on time.
@@ -345,12 +354,12 @@ class DeviceNode:
             frame = self._encode(request, prepared, z, k)
         except SchemaError as exc:  # CodecError: NaN/Inf under int codecs, fp16 overflow
             logger.warning("request %s: cannot encode split %d: %s", request.request_id, k, exc)
-            return Fallback.ENCODE_ERROR
+            return _NotSent(Fallback.ENCODE_ERROR, str(exc))
         self._extend_deadline(request, request.head_ms + request.encode_ms)
         self._report_device_time(k, request.head_ms + request.encode_ms, request.representative)
         with gate.lock if gate is not None else contextlib.nullcontext():
             if gate is not None and gate.withdrawn:
-                return Fallback.RACE_WON_HERE
+                return _NotSent(Fallback.RACE_WON_HERE)
             try:
                 pending = self.link.publish_request(
                     frame,
@@ -363,7 +372,7 @@ class DeviceNode:
                     num_classes=len(self.model.labels),  # replies name this model's classes only
                 )
             except NotConnectedError:
-                return Fallback.NOT_CONNECTED
+                return _NotSent(Fallback.NOT_CONNECTED)
             request.bytes_sent = len(frame)
             if gate is not None:
                 gate.pending = pending
@@ -523,7 +532,7 @@ class DeviceNode:
     # -- computing here -------------------------------------------------------------------
 
     def _run_all_here(
-        self, request: _Request, prepared: np.ndarray, *, fallback: str | None
+        self, request: _Request, prepared: np.ndarray, *, fallback: Fallback | None
     ) -> ResultRecord:
         x = self.model.preprocess(prepared)
         n = self.model.n
@@ -539,7 +548,8 @@ class DeviceNode:
         prepared: np.ndarray,
         z: np.ndarray | None,
         k: int,
-        reason: str,
+        reason: Fallback,
+        detail: str,
         pending: PendingRequest | None,
     ) -> ResultRecord:
         """tail(k) here, from the intermediate already computed (split 0: from the image)."""
@@ -552,7 +562,9 @@ class DeviceNode:
             local_tail_ms=logits.ms,
         )
         top5 = top_predictions(self.model, logits.value[0])
-        return self._record(request, k, parts, top5, offloaded=False, fallback=reason)
+        return self._record(
+            request, k, parts, top5, offloaded=False, fallback=reason, detail=detail
+        )
 
     def _compute(self, run: Callable[[], T]) -> _Timed[T]:
         """Run model code and, for an emulated weaker device, sleep (slowdown - 1) times as long.
@@ -583,7 +595,8 @@ class DeviceNode:
         top5: tuple[PredictionRecord, ...],
         *,
         offloaded: bool,
-        fallback: str | None,
+        fallback: Fallback | None,
+        detail: str = "",
         worker: str | None = None,
         end: float | None = None,
     ) -> ResultRecord:
@@ -613,6 +626,7 @@ class DeviceNode:
             predicted_ms=request.decision.expected_ms,
             uplink_bps=request.decision.uplink_bps,
             started_s=request.started,
+            fallback_detail=detail,
             extra={RACE_LOCAL_MS: request.race_local_ms} if request.race_local_ms else {},
         )
         self.activity.record(record)
@@ -627,25 +641,11 @@ class DeviceNode:
         return f"{self.config.device_id}-{self._session}-{next(self._sequence)}"
 
 
-def _log_send_failure(sending: Future[PendingRequest | str]) -> None:
+def _log_send_failure(sending: Future[PendingRequest | _NotSent]) -> None:
     """A raced request's sender failed unforeseen: the race then ends here; say why."""
     error = sending.exception()
     if error is not None:
         logger.error("sending a raced request failed: %r", error)
-
-
-def _fallback_reason(outcome: Outcome) -> str:
-    message = outcome.message
-    if message is None:
-        return outcome.failure or Fallback.TIMEOUT
-    if message.status == "error":
-        code = message.error.code if message.error else "unknown"
-        return f"{Fallback.ERROR_REPLY}:{code}"
-    if message.status == "ok":  # valid on the wire, but no prediction to record
-        return Fallback.BAD_REPLY
-    if message.status == "expired":
-        return Fallback.EXPIRED
-    return Fallback.REJECTED
 
 
 def _count_to(limit: int | None) -> Iterator[int]:

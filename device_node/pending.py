@@ -10,6 +10,7 @@ import secrets
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from device_node.records import Fallback
 from schemas.messages import ResultMessage
 
 
@@ -19,7 +20,8 @@ class Outcome:
 
     message: ResultMessage | None
     received_at: float
-    failure: str | None = None
+    failure: Fallback | None = None
+    detail: str = ""  # more about the failure (the broker's reason code), "" if nothing
 
 
 @dataclass
@@ -66,3 +68,19 @@ def reply_mismatch(result: ResultMessage, pending: PendingRequest) -> str | None
         if not 0.0 <= p.score <= 1.0:
             return f"prediction out of range: class {p.index}, score {p.score}"
     return None
+
+
+def fallback_reason(outcome: Outcome) -> tuple[Fallback, str]:
+    """Why a wait ended without a usable answer, and the detail: the worker's error code if
+    its reply had one, else what the failure carried (the broker's reason code)."""
+    message = outcome.message
+    if message is None:
+        return outcome.failure or Fallback.TIMEOUT, outcome.detail
+    if message.status == "ok":  # valid on the wire, but no prediction to record
+        return Fallback.BAD_REPLY, ""
+    code = message.error.code if message.error else ""
+    if message.status == "error":
+        return Fallback.ERROR_REPLY, code or "unknown"
+    if message.status == "expired":
+        return Fallback.EXPIRED, code
+    return Fallback.REJECTED, code

@@ -52,8 +52,8 @@ def header() -> str:
 def where(record: ResultRecord) -> str:
     if record.offloaded:
         return f"edge {record.worker_id or ''}".strip()
-    if record.fallback:
-        return f"local ({record.fallback})"
+    if record.fallback is not None:
+        return f"local ({record.fallback_label()})"
     return "local"
 
 

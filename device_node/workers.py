@@ -154,7 +154,7 @@ class WorkerDirectory:
             # A retained message may be old: date it by its own timestamp.
             received_at = now - max(0.0, time.time() - telemetry.ts)
         at = received_at if telemetry is not None else None
-        self._update(worker_id, telemetry=telemetry, telemetry_at=at)
+        self._update(worker_id, lambda view: replace(view, telemetry=telemetry, telemetry_at=at))
         self._listener(worker_id, telemetry, now)
         if telemetry is None:
             self._on_gone(now)
@@ -170,13 +170,15 @@ class WorkerDirectory:
             return
         if status.role != "worker" or status.node_id != node_id:
             return
-        self._update(node_id, online=status.state == "online")
+        online = status.state == "online"
+        self._update(node_id, lambda view: replace(view, online=online))
         if status.state == "offline":
             self._listener(node_id, None, now)
             self._on_gone(now)
 
-    def _update(self, worker_id: str, **changes: object) -> None:
+    def _update(self, worker_id: str, change: Callable[[WorkerView], WorkerView]) -> None:
+        """Replace the worker's view by `change(view)` (typed: telemetry stays a message)."""
         with self._changed:
             view = self._workers.get(worker_id, WorkerView(worker_id))
-            self._workers[worker_id] = replace(view, **changes)  # type: ignore[arg-type]
+            self._workers[worker_id] = change(view)
             self._changed.notify_all()

@@ -25,7 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from edge_worker.errors import QueueFullError, QueueLimitsError, WorkerStoppingError
+from edge_worker.errors import (
+    QueueFullError,
+    QueueLimitsError,
+    QueueStateError,
+    WorkerStoppingError,
+)
 
 BatchKey = tuple[str, int]  # (model, split)
 
@@ -54,7 +59,8 @@ class RequestQueue(Generic[T]):
 
     `put` never blocks (it runs in paho's network thread). It raises `QueueFullError` only when
     the request would push the held bytes past `max_bytes` (one request is always admitted), and
-    `WorkerStoppingError` once the queue is closed.
+    `WorkerStoppingError` once the queue is closed (a request arriving during shutdown is
+    answered, not a bug). Closing is once only: a second `close` raises `QueueStateError`.
     """
 
     def __init__(
@@ -110,6 +116,8 @@ class RequestQueue(Generic[T]):
     def close(self) -> None:
         """Refuse new requests and wake the batcher; `take_batch` returns [] once empty."""
         with self._changed:
+            if self._closed:
+                raise QueueStateError("the request queue is already closed")
             self._closed = True
             self._changed.notify_all()
 

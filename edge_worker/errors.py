@@ -73,3 +73,8 @@ class ComputeError(RequestError):
 
 class WorkerStateError(WorkerError):
     """A lifecycle call out of order: a second `start()`, or `start()` after `stop()`."""
+
+
+class QueueStateError(WorkerStateError):
+    """A request queue closed twice: whoever closes it second has lost track of the worker's
+    shutdown (a request arriving after close is answered instead: `WorkerStoppingError`)."""

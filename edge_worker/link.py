@@ -189,28 +189,7 @@ class WorkerLink:
             )
             return
         if response_topic is not None and response_topic != reply_topic:
-            # Someone asks for the reply elsewhere than the sending device's result topic:
-            # never deliver into another device's results. Logged once, counted always.
-            self._ack_now(message)
-            self.foreign_reply_topics += 1
-            if self.foreign_reply_topics == 1:
-                LOG.warning(
-                    "worker %s: refused a request on %s with ResponseTopic %r (not %r); "
-                    "further ones are counted as errors, not logged",
-                    self.worker_id,
-                    message.topic,
-                    response_topic[:200],
-                    reply_topic,
-                )
-            self._on_unroutable(
-                UnroutableMessage(
-                    message.topic,
-                    f"ResponseTopic {response_topic[:200]!r} is not {reply_topic!r}",
-                    response_topic,
-                    correlation,
-                    quiet=True,
-                )
-            )
+            self._refuse_foreign_reply(message, response_topic, reply_topic, correlation)
             return
         payload = bytes(message.payload)
         self._sink(
@@ -226,6 +205,36 @@ class WorkerLink:
                 qos=message.qos,
                 connection=connection,
                 exact=EXACT_PROPERTY in (getattr(props, "UserProperty", None) or ()),
+            )
+        )
+
+    def _refuse_foreign_reply(
+        self,
+        message: mqtt.MQTTMessage,
+        response_topic: str,
+        reply_topic: str,
+        correlation: bytes | None,
+    ) -> None:
+        """Someone asks for the reply elsewhere than the sending device's result topic: never
+        deliver into another device's results. Logged once, counted always."""
+        self._ack_now(message)
+        self.foreign_reply_topics += 1
+        if self.foreign_reply_topics == 1:
+            LOG.warning(
+                "worker %s: refused a request on %s with ResponseTopic %r (not %r); "
+                "further ones are counted as errors, not logged",
+                self.worker_id,
+                message.topic,
+                response_topic[:200],
+                reply_topic,
+            )
+        self._on_unroutable(
+            UnroutableMessage(
+                message.topic,
+                f"ResponseTopic {response_topic[:200]!r} is not {reply_topic!r}",
+                response_topic,
+                correlation,
+                quiet=True,
             )
         )
 

@@ -438,7 +438,9 @@ def _expired(received: float, allowed_s: float | None, now: float) -> bool:
 
 
 def _request_id(request: InboundRequest, frame: Frame | None) -> str:
-    """The frame's request id; else the CorrelationData (which carries the same id)."""
+    """The frame's request id; for a frame that did not decode, the CorrelationData read as
+    UTF-8 (FORMAT.md section 10). That is opaque to the worker: the device node's is a random
+    token, not its request id, so the device matches the reply by CorrelationData alone."""
     if frame is not None:
         return frame.header.request_id
     if request.correlation_data:

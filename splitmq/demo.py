@@ -244,7 +244,7 @@ def summarize(run: DemoRun) -> dict[str, Any]:
         "offloaded": len(offloaded),
         "local_fallback": len(fallbacks),
         "local_by_choice": len(records) - len(offloaded) - len(fallbacks),
-        "fallback_reasons": dict(Counter(r.fallback for r in fallbacks)),
+        "fallback_reasons": dict(Counter(r.fallback_label() for r in fallbacks)),
         "latency_ms": latency_stats(totals),
         "offloaded_parts_ms": _mean_parts(offloaded),
         "prediction": _prediction_summary(records),

@@ -8,7 +8,8 @@ is about the connection, not about reading files.
 The device and the worker read their configuration the same way: a UTF-8 YAML mapping (an
 empty file means all defaults), validated into a model that rejects unknown keys. Every
 problem raises the caller's own error class (its package's `ConfigError`) with a message that
-names the file and each bad key as a dotted path (`policy.split: ...`).
+names the file and each bad key as a dotted path (`policy.split: ...`), written by
+`splitmq_base.validation`, which reports on the JSON profiles the same way.
 
 The models are strict (`splitmq_base.models.STRICT`): YAML's `true` is not the integer 1, `1`
 is not a boolean and "8" is not a number. Only fields whose YAML form is naturally another type
@@ -18,7 +19,6 @@ for a float.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,61 +26,10 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from splitmq_base.validation import validation_report
+
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 # Every configuration model: unknown keys refused, immutable, no type coercion.
-
-
-def yaml_repr(value: Any) -> str:
-    """A scalar as YAML spells it (true, null, 'text', 3), for error messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, int | float):
-        return str(value)
-    return type(value).__name__
-
-
-# Union members pydantic names in an error's location ("splits.int.0"); they are not keys.
-_UNION_TAGS = frozenset({"int", "float", "str", "bool", "bytes", "list", "dict", "tuple", "none"})
-_TAG_WITH_ARGS = re.compile(r"[a-z][a-z-]*\[.*\]")
-# Members of a tagged union (the policy section's "<fixed>", "<dynamic>"): not keys either.
-_UNION_MEMBER = re.compile(r"<[^<>]*>")
-
-
-def key_path(loc: tuple[int | str, ...], *, last_is_key: bool = False) -> str:
-    """The dotted key path of a pydantic error location, without the union-member tags it
-    adds for `A | B` fields (`literal['all']`, `list[int]`): `models.0.splits.0`. With
-    `last_is_key` (an unknown key), the last part is the user's key, whatever it looks like."""
-    parts = [str(part) for part in loc]
-    head = parts[:-1] if last_is_key else parts
-    kept = [
-        p
-        for p in head
-        if p not in _UNION_TAGS
-        and not _TAG_WITH_ARGS.fullmatch(p)
-        and not _UNION_MEMBER.fullmatch(p)
-    ]
-    if last_is_key and parts:
-        kept.append(parts[-1])
-    return ".".join(kept) or "(top level)"
-
-
-def validation_report(error: ValidationError, heading: str) -> str:
-    """`heading`, then one line per bad key as a dotted path with pydantic's reason."""
-    lines = [heading]
-    for item in error.errors():
-        path = key_path(item["loc"], last_is_key=item["type"] == "extra_forbidden")
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif item["type"].endswith("_type"):
-            # Strict types: say what was given, e.g. "should be a valid integer, got true".
-            message = f"{message}, got {yaml_repr(item.get('input'))}"
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
 
 
 def validate_config(
@@ -95,7 +44,7 @@ def validate_config(
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise error(validation_report(exc, f"invalid {what} in {source}:")) from exc
+        raise error(validation_report(exc, f"invalid {what} in {source}:", data=data)) from exc
 
 
 def read_yaml_mapping(path: Path, *, what: str, error: type[Exception]) -> dict[str, Any]:

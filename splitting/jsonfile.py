@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from splitmq_base.validation import validation_report
 from splitting.errors import ProfileError
 
 #: Every profile model: unknown keys refused, immutable, no type coercion.
@@ -41,16 +42,5 @@ def validate_json_data(model: type[Profile], data: Any, *, what: str) -> Profile
     except (TypeError, ValueError) as exc:
         if not isinstance(exc, ValidationError):  # not JSON at all (an object, a NaN key)
             raise ProfileError(f"malformed {what}: {exc}") from exc
-        raise ProfileError(profile_report(exc, f"malformed {what}:")) from exc
-
-
-def profile_report(error: ValidationError, heading: str) -> str:
-    """`heading`, then one line per bad key as a dotted path with pydantic's reason."""
-    lines = [heading]
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        if item["type"].endswith(("_type", "_parsing", "from_float")):
-            message = f"{message}, got {json.dumps(item.get('input'))}"
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
+        report = validation_report(exc, f"malformed {what}:", data=data, spelling="json")
+        raise ProfileError(report) from exc

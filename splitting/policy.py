@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field, ValidationError
 
 from splitmq_base.models import STRICT
+from splitmq_base.validation import validation_report
 from splitting.chooser import (
     ChooserInputs,
     ChooserParams,
@@ -37,7 +38,6 @@ from splitting.estimators import (
     UplinkEstimator,
 )
 from splitting.exploration import Explorer
-from splitting.jsonfile import profile_report
 from splitting.latency import DEFAULT_MIN_AGREEMENT, DeviceProfile, estimate_server
 from splitting.profiling import ModelProfile
 from splitting.server_profile import ServerProfile
@@ -195,7 +195,9 @@ class DynamicOptions(BaseModel):
         try:
             return cls(**options)
         except ValidationError as exc:
-            raise SplitPolicyError(profile_report(exc, "invalid DynamicSplit options:")) from exc
+            heading = "invalid DynamicSplit options:"
+            report = validation_report(exc, heading, data=options, spelling="json")
+            raise SplitPolicyError(report) from exc
 
 
 def wait_rule(options: DynamicOptions, *, cap_ms: float | None = None) -> FallbackRule:

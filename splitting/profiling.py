@@ -305,23 +305,7 @@ def profile_model(
     with torch_threads(threads):
         block_ms, device_ms = time_blocks(model, model.preprocess(prepared[:1]), repeats)
     on_split()
-    nothing = CodecSamples()  # split n sends nothing
-    per_split = [samples.get(k, dict.fromkeys(codec_list, nothing)) for k in range(model.n + 1)]
-    names = ["input", *model.block_names]
-    shapes = model.split_shapes()
-    points = tuple(
-        SplitPoint(
-            k=k,
-            name=names[k],
-            shape=shapes[k],
-            bytes={c: m.median_bytes for c, m in split.items()},
-            device_ms=device_ms[k],
-            encode_ms={c: m.median_encode_ms for c, m in split.items()},
-            decode_ms={c: m.median_decode_ms for c, m in split.items()},
-            agreement={c: a for c, m in split.items() if (a := m.agreement) is not None},
-        )
-        for k, split in enumerate(per_split)
-    )
+    points = _split_points(model, samples, device_ms, codec_list)
     profile = ModelProfile(
         model=model.name,
         fingerprint=model.fingerprint,
@@ -339,6 +323,33 @@ def profile_model(
         images=len(prepared),
     )
     return profile.with_codec(codec)
+
+
+def _split_points(
+    model: SplitModel,
+    samples: Mapping[int, Mapping[str, CodecSamples]],
+    device_ms: Sequence[float],
+    codecs: Sequence[str],
+) -> tuple[SplitPoint, ...]:
+    """One `SplitPoint` per split 0..n from the measured samples (split n sends nothing)."""
+    nothing = CodecSamples()
+    names = ["input", *model.block_names]
+    shapes = model.split_shapes()
+    points = []
+    for k in range(model.n + 1):
+        split = samples.get(k, dict.fromkeys(codecs, nothing))
+        point = SplitPoint(
+            k=k,
+            name=names[k],
+            shape=shapes[k],
+            bytes={c: m.median_bytes for c, m in split.items()},
+            device_ms=device_ms[k],
+            encode_ms={c: m.median_encode_ms for c, m in split.items()},
+            decode_ms={c: m.median_decode_ms for c, m in split.items()},
+            agreement={c: a for c, m in split.items() if (a := m.agreement) is not None},
+        )
+        points.append(point)
+    return tuple(points)
 
 
 def checked_codecs(codecs: Sequence[str], decision_codec: str) -> list[str]:
@@ -505,10 +516,12 @@ def time_blocks(
 
 
 @contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run torch with `threads` intra-op threads, restoring the previous setting after."""
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run torch with `threads` intra-op threads (None: as set), restoring the previous
+    setting after."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:

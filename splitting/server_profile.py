@@ -15,13 +15,17 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from splitmq_base.validation import validation_report
 from splitting.errors import ProfileError
-from splitting.jsonfile import profile_report, read_json_object
+from splitting.jsonfile import read_json_object
+
+if TYPE_CHECKING:  # torch is imported only to measure
+    from splitting.partition import SplitModel
 
 DEFAULT_DTYPE = "fp32"
 # The shared format carries informational keys of its own (torch versions, full_ms); the keys
@@ -65,7 +69,9 @@ class ServerProfile:
         try:
             parsed = ServerProfileFile.model_validate(dict(data))
         except ValidationError as exc:
-            raise ProfileError(profile_report(exc, f"{source}: malformed server profile:")) from exc
+            heading = f"{source}: malformed server profile:"
+            report = validation_report(exc, heading, data=data, spelling="json")
+            raise ProfileError(report) from exc
         if not parsed.models:
             raise ProfileError(f"{source}: a server profile needs a non-empty 'models' object")
         self.device = parsed.device
@@ -179,6 +185,7 @@ def measure_server_profile(
     """
     import torch  # heavy: only when measuring
 
+    from splitting.profiling import torch_threads
     from splitting.registry import load_model
 
     sizes = sorted({int(b) for b in batches})
@@ -186,39 +193,45 @@ def measure_server_profile(
         raise ProfileError(f"batch sizes must be >= 1, got {list(batches)}")
     if repeats < 1 or warmup < 0:
         raise ProfileError("repeats must be >= 1 and warmup >= 0")
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         model = load_model(model_name, weights=weights)
-        rng = np.random.default_rng(0)
-        tail_ms: dict[str, list[float]] = {}
-        with torch.inference_mode():
-            for size in sizes:
-                images = rng.integers(0, 256, (size, model.input_size, model.input_size, 3))
-                x = model.preprocess(images.astype(np.uint8))
-                inputs = model.head_outputs(x, list(range(model.n + 1)))
-                tail_ms[f"{DEFAULT_DTYPE}@{size}"] = [
-                    _median_ms(lambda k=k, z=inputs[k]: model.tail(z, k), repeats, warmup)
-                    for k in range(model.n + 1)
-                ]
-        data = {
-            "device": f"cpu ({platform.node()}, {torch.get_num_threads()} threads)",
-            "torch": torch.__version__,
-            "models": {
-                model_name: {
-                    "blocks": model.n,
-                    "out_shape": [list(s) for s in model.block_output_shapes()],
-                    "tail_ms": tail_ms,
-                }
-            },
-        }
-    finally:
-        torch.set_num_threads(previous_threads)
+        tail_ms = _tail_times(model, sizes, repeats, warmup)
+        device = f"cpu ({platform.node()}, {torch.get_num_threads()} threads)"
+    data = {
+        "device": device,
+        "torch": torch.__version__,
+        "models": {
+            model_name: {
+                "blocks": model.n,
+                "out_shape": [list(s) for s in model.block_output_shapes()],
+                "tail_ms": tail_ms,
+            }
+        },
+    }
     profile = ServerProfile(data, source=f"measured:{model_name}")
     if path is not None:
         profile.save(path)
     return profile
+
+
+def _tail_times(
+    model: SplitModel, sizes: Iterable[int], repeats: int, warmup: int
+) -> dict[str, list[float]]:
+    """`<dtype>@<batch>` -> median ms of tail(k) for k = 0..n, on random images."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    tail_ms: dict[str, list[float]] = {}
+    with torch.inference_mode():
+        for size in sizes:
+            images = rng.integers(0, 256, (size, model.input_size, model.input_size, 3))
+            x = model.preprocess(images.astype(np.uint8))
+            inputs = model.head_outputs(x, list(range(model.n + 1)))
+            tail_ms[f"{DEFAULT_DTYPE}@{size}"] = [
+                _median_ms(lambda k=k, z=inputs[k]: model.tail(z, k), repeats, warmup)
+                for k in range(model.n + 1)
+            ]
+    return tail_ms
 
 
 def _median_ms(run: Any, repeats: int, warmup: int) -> float:

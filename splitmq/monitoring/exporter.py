@@ -17,7 +17,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from schemas.messages import DeviceStateMessage, TelemetryMessage
+from schemas.messages import DeviceStateMessage, LatencyHistogram, TelemetryMessage
 from splitmq.monitoring.fleet import FleetSnapshot, FleetWatcher
 
 BROKER_GAUGES = {
@@ -161,14 +161,18 @@ def _device_metrics(snapshot: FleetSnapshot) -> Iterator[Metric]:
             uplink.add_metric(key, state.uplink_bps / 8.0)
         if state.last is not None:
             split.add_metric(key, state.last.split)
-        histogram = state.latency
-        buckets = [
-            (f"{le / 1000.0:g}", count)
-            for le, count in zip(histogram.le_ms, histogram.counts, strict=True)
-        ]
-        buckets.append(("+Inf", histogram.count))
-        duration.add_metric(key, buckets, histogram.sum_ms / 1000.0)
+        duration.add_metric(key, _seconds_buckets(state.latency), state.latency.sum_ms / 1000.0)
     yield from (up, requests, fallbacks, sent, ratio, uplink, split, duration)
+
+
+def _seconds_buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:
+    """Prometheus's cumulative buckets, in seconds with +Inf last, of a device's ms ones."""
+    buckets: list[tuple[str, float]] = [
+        (f"{le / 1000.0:g}", count)
+        for le, count in zip(histogram.le_ms, histogram.counts, strict=True)
+    ]
+    buckets.append(("+Inf", histogram.count))
+    return buckets
 
 
 def _broker_metrics(snapshot: FleetSnapshot) -> Iterator[Metric]:

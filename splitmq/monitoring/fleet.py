@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 
@@ -70,6 +70,9 @@ class NodeView:
 
 
 _V = TypeVar("_V", bound=NodeView)
+_M = TypeVar("_M")
+#: `schemas.retained.read_telemetry` or `read_device_state`: (node id, message or None).
+RetainedReader = Callable[[Topics, str, bytes | bytearray], tuple[str, _M | None]]
 
 
 @dataclass(frozen=True)
@@ -181,24 +184,28 @@ class FleetWatcher:
     # -- incoming (network thread) -----------------------------------------------------------
 
     def _on_telemetry(self, message: mqtt.MQTTMessage) -> None:
-        try:
-            worker_id, telemetry = read_telemetry(self.topics, message.topic, message.payload)
-        except SchemaError as exc:
-            self._drop(message.topic, str(exc))
-            return
-        received = self._clock() if telemetry is not None else None
-        self._update(self._workers, worker_id, WorkerView(worker_id), telemetry=telemetry,
-                     received_at=received)  # fmt: skip
+        read = self._read_retained(read_telemetry, message)
+        if read is not None:
+            worker_id, telemetry, at = read
+            self._refresh(self._workers, WorkerView(worker_id, received_at=at, telemetry=telemetry))
 
     def _on_state(self, message: mqtt.MQTTMessage) -> None:
+        read = self._read_retained(read_device_state, message)
+        if read is not None:
+            device_id, state, at = read
+            self._refresh(self._devices, DeviceView(device_id, received_at=at, state=state))
+
+    def _read_retained(
+        self, reader: RetainedReader[_M], message: mqtt.MQTTMessage
+    ) -> tuple[str, _M | None, float | None] | None:
+        """(node id, its message or None when cleared, when it came); None, and counted as
+        dropped, when it cannot be used."""
         try:
-            device_id, state = read_device_state(self.topics, message.topic, message.payload)
+            node_id, value = reader(self.topics, message.topic, message.payload)
         except SchemaError as exc:
             self._drop(message.topic, str(exc))
-            return
-        received = self._clock() if state is not None else None
-        self._update(self._devices, device_id, DeviceView(device_id), state=state,
-                     received_at=received)  # fmt: skip
+            return None
+        return node_id, value, self._clock() if value is not None else None
 
     def _on_status(self, message: mqtt.MQTTMessage) -> None:
         if not message.payload:
@@ -214,9 +221,19 @@ class FleetWatcher:
             return
         online = status.state == "online"
         if status.role == "worker":
-            self._update(self._workers, node_id, WorkerView(node_id), online=online)
+            self._update(
+                self._workers,
+                node_id,
+                WorkerView(node_id),
+                lambda view: replace(view, online=online),
+            )
         else:
-            self._update(self._devices, node_id, DeviceView(node_id), online=online)
+            self._update(
+                self._devices,
+                node_id,
+                DeviceView(node_id),
+                lambda view: replace(view, online=online),
+            )
 
     def _on_sys(self, message: mqtt.MQTTMessage) -> None:
         topic = message.topic
@@ -237,7 +254,15 @@ class FleetWatcher:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _update(self, table: dict[str, _V], node_id: str, blank: _V, **changes: Any) -> None:
+    def _refresh(self, table: dict[str, _V], fresh: _V) -> None:
+        """Take a node's new telemetry or state (`fresh`), keeping what its status said."""
+        self._update(table, fresh.node_id, fresh, lambda view: replace(fresh, online=view.online))
+
+    def _update(
+        self, table: dict[str, _V], node_id: str, blank: _V, change: Callable[[_V], _V]
+    ) -> None:
+        """Replace the node's view by `change(view)` (a new node's: of `blank`), within the
+        bound on nodes kept."""
         with self._changed:
             current = table.get(node_id)
             if current is None:
@@ -245,7 +270,7 @@ class FleetWatcher:
                     self.dropped += 1
                     return
                 current = blank
-            table[node_id] = replace(current, **changes)
+            table[node_id] = change(current)
             self._changed.notify_all()
 
     def _count(self, name: str, value: float, now: float) -> None:

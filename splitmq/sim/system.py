@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from schemas.messages import TelemetryMessage
 from splitmq.sim.scenarios import ServerLoad
-from splitting.latency import DeviceProfile
+from splitting.latency import DeviceProfile, SplitCost
 from splitting.server_profile import ServerProfile
 from splitting.traces import Delivery, Uplink, wire_bytes
 
@@ -232,56 +232,51 @@ class DeviceState:
                 k, arrival_s, head_end, device_ms, head_end, False, False, 0, None, device_ms
             )
         encoded = head_end + (device_ms - on_cpu_ms) / 1000  # on another core when concurrent
+        served = self._served(k, arrival_s, cost, head_end, encoded)
+        tail_s = self.device.local_tail_ms(k) / 1000
+        if race:
+            return self._race(served, tail_s)
+        if deadline_ms is not None and served.done_s > arrival_s + deadline_ms / 1000:
+            _, done = self.cpu.reserve(arrival_s + deadline_ms / 1000, tail_s)
+            compute_ms = device_ms + tail_s * 1000
+            return replace(
+                served, done_s=done, offloaded=False, fallback=True, compute_ms=compute_ms
+            )
+        return served
+
+    def _served(
+        self, k: int, arrival_s: float, cost: SplitCost, head_end: float, encoded: float
+    ) -> Outcome:
+        """The server's answer: the frame handed to the uplink once encoded (after what is
+        already on it), the worker's queue and tail, and the way back."""
         handed = max(encoded, self.uplink.last_handed_s)
         delivery = self.uplink.send(wire_bytes(cost.payload_bytes), handed)
         result_s = self.server.done_s(k, delivery.arrives_s) + self.uplink.one_way_s
-        tail_s = self.device.local_tail_ms(k) / 1000
-        if race:
-            start, end = self.cpu.reserve_until(head_end, tail_s, result_s)
-            local_won = end - start >= tail_s - 1e-12 and end < result_s
-            done = end if local_won else result_s
-            compute = device_ms + (end - start) * 1000
-            return Outcome(
-                k,
-                arrival_s,
-                done,
-                device_ms,
-                head_end,
-                not local_won,
-                local_won,
-                cost.payload_bytes,
-                delivery,
-                compute,
-                cost.codec,
-            )
-        if deadline_ms is not None and result_s > arrival_s + deadline_ms / 1000:
-            _, done = self.cpu.reserve(arrival_s + deadline_ms / 1000, tail_s)
-            return Outcome(
-                k,
-                arrival_s,
-                done,
-                device_ms,
-                head_end,
-                False,
-                True,
-                cost.payload_bytes,
-                delivery,
-                device_ms + tail_s * 1000,
-                cost.codec,
-            )
         return Outcome(
             k,
             arrival_s,
             result_s,
-            device_ms,
+            cost.device_ms,
             head_end,
-            True,
-            False,
-            cost.payload_bytes,
-            delivery,
-            device_ms,
-            cost.codec,
+            offloaded=True,
+            fallback=False,
+            payload_bytes=cost.payload_bytes,
+            delivery=delivery,
+            compute_ms=cost.device_ms,
+            codec=cost.codec,
         )
+
+    def _race(self, served: Outcome, tail_s: float) -> Outcome:
+        """The device's tail(k) from the head's end against `served`, the server's result:
+        the first wins; a tail the result overtakes stops holding the CPU then."""
+        start, end = self.cpu.reserve_until(served.head_end_s, tail_s, served.done_s)
+        compute_ms = served.device_ms + (end - start) * 1000
+        local_won = end - start >= tail_s - 1e-12 and end < served.done_s
+        if local_won:
+            return replace(
+                served, done_s=end, offloaded=False, fallback=True, compute_ms=compute_ms
+            )
+        return replace(served, compute_ms=compute_ms)
 
     def probe(self, payload_bytes: int, now_s: float) -> Delivery:
         """A probe publish handed over now (after anything already handed to the socket)."""

@@ -43,6 +43,19 @@ def test_validator_messages_are_reported_without_pydantic_prefix(tmp_path: Path)
     assert "  models: model listed twice: m" in str(error.value).splitlines()
 
 
+def test_a_wrong_type_is_quoted_back_as_yaml_writes_it_under_the_file_and_key(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "worker.yaml"
+    path.write_text("max_batch: '4'\nbroker: {port: true}\n")
+    with pytest.raises(WorkerConfigError) as error:
+        load_worker_config(path)
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"invalid worker configuration in {path}:"
+    assert "  max_batch: Input should be a valid integer, got '4'" in lines
+    assert "  broker.port: Input should be a valid integer, got true" in lines
+
+
 def test_a_saved_worker_config_reads_back_equal_with_its_password(tmp_path: Path) -> None:
     config = load_worker_config(write_worker_yaml(tmp_path))
     path = tmp_path / "saved.yaml"

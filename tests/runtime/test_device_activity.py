@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 from device_node.activity import DeviceActivity
@@ -9,13 +10,15 @@ from device_node.records import Fallback, LatencyParts, PredictionRecord, Result
 from schemas.messages import RECENT_REQUESTS, parse_device_state
 
 
-def record(total_ms: float, *, offloaded: bool = True, fallback: str | None = None) -> ResultRecord:
+def record(
+    total_ms: float, *, offloaded: bool = True, fallback: Fallback | None = None, detail: str = ""
+) -> ResultRecord:
     top = PredictionRecord(index=7, label="cock", score=0.9)
     return ResultRecord(
         request_id="r", device_id="d1", image="i", split=5 if offloaded else 16,
         offloaded=offloaded, fallback=fallback, bytes_sent=100 if offloaded else 0,
         latency=LatencyParts(), total_ms=total_ms, top1=top, top5=(top,), predicted_ms=40.0,
-        uplink_bps=8e6,
+        uplink_bps=8e6, fallback_detail=detail,
     )  # fmt: skip
 
 
@@ -42,6 +45,26 @@ def test_state_counts_outcomes_and_keeps_a_cumulative_histogram() -> None:
     assert state.latency.count == 6  # the 9 s request only in +Inf
     assert state.last is not None and state.last.fallback == "timeout"
     assert state.uplink_bps == 8e6
+
+
+def test_an_error_reply_is_counted_and_shown_with_its_code() -> None:
+    published: list[bytes] = []
+    activity = DeviceActivity("d1", "m", publish=published.append, interval_s=0.0)
+    activity.record(record(60, offloaded=False, fallback=Fallback.ERROR_REPLY, detail="bad_frame"))
+    activity.record(record(70, offloaded=False, fallback=Fallback.REJECTED, detail="queue_full"))
+    state = parse_device_state(published[-1])
+    assert state.fallback_reasons == {"error_reply:bad_frame": 1, "rejected": 1}
+    assert [r.fallback for r in state.recent] == ["error_reply:bad_frame", "rejected"]
+
+
+def test_a_records_json_holds_the_reason_as_a_string_and_the_detail_beside_it() -> None:
+    failed = record(60, offloaded=False, fallback=Fallback.ERROR_REPLY, detail="bad_frame")
+    data = json.loads(json.dumps(failed.to_dict()))
+    assert (data["fallback"], data["fallback_detail"]) == ("error_reply", "bad_frame")
+    assert list(data).index("fallback_detail") == list(data).index("fallback") + 1
+    assert type(failed.to_dict()["fallback"]) is str
+    served = record(30).to_dict()
+    assert (served["fallback"], served["fallback_detail"]) == (None, "")
 
 
 def test_publishes_at_most_once_per_interval_then_once_more_for_the_rest() -> None:

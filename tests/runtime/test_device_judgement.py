@@ -23,7 +23,7 @@ def record(
     *,
     split: int = 0,
     offloaded: bool = True,
-    fallback: str | None = None,
+    fallback: Fallback | None = None,
     reason: str = "lowest predicted",
     device: str = "dev1",
     race_local_ms: float = 0.0,

@@ -60,7 +60,7 @@ def test_an_encoder_refusal_falls_back_to_one_local_record(
         wait_for_worker(node)
         record = node.run_request(image)
     assert record.offloaded is False
-    assert record.fallback == Fallback.ENCODE_ERROR
+    assert record.fallback == Fallback.ENCODE_ERROR and record.fallback_detail
     assert record.split == TINY_SPLIT and record.bytes_sent == 0
     x = model.preprocess(model.prepare_image(image))
     expected = int(torch.argmax(model.forward(x)))
@@ -92,6 +92,7 @@ def test_a_policy_codec_that_cannot_send_the_image_is_refused_with_one_local_rec
         0,
     )
     assert "codec 'int8' for split 0" in caplog.text
+    assert "codec 'int8' for split 0" in record.fallback_detail
     assert worker.stats.snapshot().served == 0
 
 

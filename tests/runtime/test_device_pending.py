@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from device_node.pending import PendingRequest, reply_mismatch
-from schemas.messages import Prediction, ResultMessage
+from device_node.pending import Outcome, PendingRequest, fallback_reason, reply_mismatch
+from device_node.records import Fallback
+from schemas.messages import ErrorInfo, Prediction, ResultMessage
 
 
 def _ok(index: int, score: float = 0.5) -> ResultMessage:
@@ -37,3 +38,28 @@ def test_without_a_class_count_any_index_passes() -> None:
 def test_a_score_outside_zero_to_one_is_refused() -> None:
     pending = PendingRequest("r1", "m", 3, 100, 0.0, num_classes=10)
     assert "score" in str(reply_mismatch(_ok(1, score=1.5), pending))
+
+
+def _failed(status: str, code: str | None) -> ResultMessage:
+    error = ErrorInfo(code=code, message="no") if code is not None else None
+    return ResultMessage.model_validate(
+        {"request_id": "r1", "status": status, "model": "m", "split": 3, "worker_id": "w1",
+         "error": error.model_dump() if error is not None else None}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reason"),
+    [
+        (Outcome(_failed("error", "bad_frame"), 1.0), (Fallback.ERROR_REPLY, "bad_frame")),
+        (Outcome(_failed("rejected", "queue_full"), 1.0), (Fallback.REJECTED, "queue_full")),
+        (Outcome(_failed("expired", "expired"), 1.0), (Fallback.EXPIRED, "expired")),
+        (Outcome(None, 1.0), (Fallback.TIMEOUT, "")),
+        (Outcome(None, 1.0, Fallback.REFUSED, "135"), (Fallback.REFUSED, "135")),
+        (Outcome(_ok(1).model_copy(update={"top5": []}), 1.0), (Fallback.BAD_REPLY, "")),
+    ],
+)
+def test_a_failed_wait_names_its_reason_and_keeps_the_code_apart(
+    outcome: Outcome, reason: tuple[Fallback, str]
+) -> None:
+    assert fallback_reason(outcome) == reason

@@ -24,8 +24,10 @@ from edge_worker.errors import (
     BadInputError,
     ConfigError,
     QueueFullError,
+    QueueStateError,
     RunnerError,
     SplitNotServedError,
+    WorkerStateError,
     WorkerStoppingError,
 )
 from edge_worker.runner import (
@@ -116,10 +118,19 @@ def test_close_wakes_the_batcher_and_drain_returns_the_rest() -> None:
     assert result == [[]]
     with pytest.raises(WorkerStoppingError):
         queue.put(item("too late"))
+    assert queue.take_batch(4, 0.0, timeout_s=0.0) == []
     other: RequestQueue[Item] = RequestQueue(capacity=4, max_bytes=1000)
     other.put(item("later"))
     other.put(item("late", ("m", 2), age_s=1))
     assert [i.name for i in other.drain()] == ["late", "later"] and len(other) == 0
+
+
+def test_a_second_close_is_a_state_error_of_the_worker() -> None:
+    queue: RequestQueue[Item] = RequestQueue(capacity=4, max_bytes=1000)
+    queue.close()
+    with pytest.raises(QueueStateError, match="already closed") as caught:
+        queue.close()
+    assert isinstance(caught.value, WorkerStateError)
 
 
 # -- statistics and telemetry -----------------------------------------------------------------

@@ -231,6 +231,11 @@ def test_auto_racing_races_only_uncertain_offloads() -> None:
     assert policy.race == "auto"
     with pytest.raises(SplitPolicyError, match=r"race: Input should be 'off', 'always' or 'auto'"):
         DynamicSplit.build(device, race="sometimes")
+    with pytest.raises(SplitPolicyError) as caught:
+        DynamicSplit.build(device, race_above=True, rase="auto")
+    lines = str(caught.value).splitlines()
+    assert "  race_above: Input should be a valid number, got true" in lines
+    assert "  rase: unknown key" in lines
 
 
 # -- the estimator's error report -------------------------------------------------------------

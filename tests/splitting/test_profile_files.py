@@ -57,6 +57,7 @@ def _set(path: tuple[str | int, ...], value: object) -> Callable[[dict[str, Any]
         (_set(("splits", 3, "shape", 0), True), "splits.3.shape.0"),
         (_set(("block_ms", 0), "5.5"), "block_ms.0"),
         (_set(("splits", 3, "colour"), "blue"), "splits.3.colour"),
+        (_set(("splits", 3, "bytes"), "many"), "splits.3.bytes"),
     ],
 )
 def test_a_device_profile_with_a_wrong_type_is_refused_naming_the_key(
@@ -76,6 +77,23 @@ def test_a_device_profile_file_with_a_wrong_type_names_the_file(tmp_path: Path) 
     with pytest.raises(ProfileError, match=r"p\.json") as caught:
         ModelProfile.load(path)
     assert "splits.2.candidate" in str(caught.value)
+
+
+def test_a_device_profile_report_quotes_values_as_json_and_keeps_keys_named_like_types(
+    tmp_path: Path,
+) -> None:
+    # `bytes` is a profile's key, though pydantic also names a union member "bytes".
+    data = _shipped(SHIPPED_DEVICE)
+    data["n"] = "18"
+    del data["splits"][4]["bytes"]
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError) as caught:
+        ModelProfile.load(path)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"malformed profile {path}:"
+    assert '  n: Input should be a valid integer, got "18"' in lines
+    assert "  splits.4.bytes: Field required" in lines
 
 
 @pytest.mark.parametrize(
