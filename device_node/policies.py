@@ -20,7 +20,7 @@ from device_node.errors import PolicyError, PolicyRegistrationError
 from schemas.messages import TelemetryMessage
 from splitting.errors import SplitPolicyError
 from splitting.policy import Decision, DynamicSplit, FixedSplit, SplitPolicy
-from splitting.profiling import ModelProfile
+from splitting.profiles import ModelProfile
 
 
 @dataclass(frozen=True)

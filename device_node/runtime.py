@@ -12,7 +12,8 @@ from device_node.errors import ModelMismatchError
 from device_node.node import DeviceNode
 from device_node.policies import PolicyContext, build_policy
 from splitting.policy import SplitPolicy
-from splitting.profiling import ModelProfile, load_or_profile
+from splitting.profiles import ModelProfile
+from splitting.profiling import load_or_profile
 from splitting.reference import with_reference_agreement
 from splitting.torch_blocks import TorchBlocks
 

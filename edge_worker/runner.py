@@ -29,7 +29,7 @@ from schemas.messages import Prediction
 from splitting.errors import SplittingError
 from splitting.onnx_blocks import OnnxBlocks, softmax_top
 from splitting.partition import SplitModel
-from splitting.profiling import natural_bottlenecks
+from splitting.profiles import natural_bottlenecks
 from splitting.torch_blocks import torch_top
 
 LOG = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 from schemas.codecs import EXACT_CODECS
 from splitting.errors import ProfileError
 from splitting.estimators import LinkEstimate, ServerSnapshot
-from splitting.profiling import ModelProfile, natural_bottlenecks
+from splitting.profiles import ModelProfile, natural_bottlenecks
 from splitting.server_profile import ServerProfile
 from splitting.traces import wire_bytes
 

@@ -135,6 +135,14 @@ class OnnxBlocks:
         return self.manifest.model
 
     @property
+    def version(self) -> str:
+        return str(_ort().__version__)
+
+    @property
+    def block_names(self) -> list[str]:
+        return list(self.manifest.block_names)
+
+    @property
     def fingerprint(self) -> str:
         return self.manifest.fingerprint
 

@@ -39,7 +39,7 @@ from splitting.estimators import (
 )
 from splitting.exploration import Explorer
 from splitting.latency import DEFAULT_MIN_AGREEMENT, DeviceProfile, estimate_server
-from splitting.profiling import ModelProfile
+from splitting.profiles import ModelProfile
 from splitting.server_profile import ServerProfile
 from splitting.traces import DEFAULT_ONE_WAY_MS
 

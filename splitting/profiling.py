@@ -1,232 +1,43 @@
-"""Per-split profile of a model on this host: bytes on the wire and device-side latency.
+"""Measuring a model's profile on this host (the data it yields is `splitting.profiles`).
 
-A `ModelProfile` lists every split k = 0..n with the bytes of the frame that split would send
-under each codec (whole frame, header included: bytes on the wire decide), the cumulative head
-time of blocks [0, k) on this host, the codec times, and the top-1 agreement of the answer
-computed from the decoded tensor with the unsplit model's. Split 0 sends the prepared image
-under an image codec (lossless WebP by default, so the answer is exact; JPEG is opt-in);
-split n sends nothing.
-
-Candidates ("natural bottlenecks") are the splits whose bytes are smaller than every earlier
-split's, split 0 always included, plus split n.
+Any backend is measured the same way, through the `Blocks` interface: frames of every split
+under every codec, the answer of the tail on what came out against the unsplit model's, and the
+head time of every split at batch 1. A PyTorch `SplitModel` is measured as `TorchBlocks`; an
+exported build as itself, with no torch in the process.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from pydantic import BaseModel, Field, model_validator
 
-from schemas.codecs import INPUT_CODECS as _INPUT_CODECS
-from splitmq_base.models import STRICT
+from splitting.blocks import Blocks
 from splitting.errors import ProfileError
 from splitting.images import augmented_images
-from splitting.jsonfile import read_json_object, validate_json_data
-from splitting.partition import SplitModel
+from splitting.onnx_blocks import OnnxBlocks
+from splitting.profiles import (
+    DEFAULT_CODECS,
+    DEFAULT_DECISION_CODEC,
+    DEFAULT_INPUT_CODEC,
+    DEFAULT_JPEG_QUALITY,
+    INPUT_CODECS,
+    ModelProfile,
+    SplitPoint,
+)
 
-PROFILE_FORMAT_VERSION = 2
-DEFAULT_CODECS: tuple[str, ...] = ("lossless", "fp16", "int8", "int5", "int4")
-DEFAULT_DECISION_CODEC = "int5"
-DEFAULT_JPEG_QUALITY = 90
-#: Split 0's encodings of the uint8 image (every profile measures them all), and the default.
-INPUT_CODECS: tuple[str, ...] = _INPUT_CODECS
-DEFAULT_INPUT_CODEC = "webp"
-
-
-def natural_bottlenecks(bytes_by_k: Sequence[int]) -> list[int]:
-    """Splits worth offering: 0, every k that sends fewer bytes than all earlier splits, and n.
-
-    `bytes_by_k[k]` is the number of bytes split k sends (index 0 the input, index n nothing).
-    """
-    if not bytes_by_k:
-        raise ProfileError("natural_bottlenecks needs the bytes of at least one split")
-    last = len(bytes_by_k) - 1
-    chosen = [0]
-    smallest = bytes_by_k[0]
-    for k in range(1, last):
-        if bytes_by_k[k] < smallest:
-            chosen.append(k)
-            smallest = bytes_by_k[k]
-    if last > 0:
-        chosen.append(last)
-    return chosen
-
-
-class SplitPoint(BaseModel):
-    """One split k: what it sends and what it costs the device.
-
-    `shape` is the per-sample shape sent (split 0: the (S, S, 3) image; split n: ()).
-    `bytes`, `encode_ms` and `decode_ms` are keyed by codec; `device_ms` is the head time of
-    blocks [0, k) on the profiling host (0 for k = 0). `candidate` is with respect to the
-    profile's decision codec. `agreement[codec]` is the share of the profile's images whose
-    top-1 class from the decoded tensor equals the unsplit model's (split 0: keyed by image
-    codec; absent when not measured).
-    """
-
-    model_config = STRICT
-
-    k: int
-    name: str
-    shape: tuple[int, ...]
-    bytes: dict[str, int]
-    device_ms: float
-    encode_ms: dict[str, float] = Field(default_factory=dict)
-    decode_ms: dict[str, float] = Field(default_factory=dict)
-    candidate: bool = False
-    agreement: dict[str, float] = Field(default_factory=dict)
-
-    def replace(self, **changes: Any) -> SplitPoint:
-        """A copy with `changes`, validated like any other split."""
-        return _replaced(self, changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SplitPoint:
-        return validate_json_data(cls, dict(data), what="split entry")
-
-
-class ModelProfile(BaseModel):
-    """Every split of one model as measured on one host.
-
-    `codec` is the decision codec (whose bytes mark `SplitPoint.candidate`); `input_bytes` the
-    frame of split 0; `block_ms[i]` the time of block i alone; `threads` the torch threads
-    used for the device-side timings (1 models "a device N times slower than one core").
-    The fields are declared in the order of the JSON file (format version 2).
-    """
-
-    model_config = STRICT
-
-    model: str
-    fingerprint: str
-    n: int
-    codec: str
-    input_bytes: int
-    host: str
-    threads: int
-    jpeg_quality: int = DEFAULT_JPEG_QUALITY
-    torch_version: str = ""
-    created: str = ""
-    input_codec: str = DEFAULT_INPUT_CODEC
-    images: int = 0
-    block_ms: tuple[float, ...]
-    splits: tuple[SplitPoint, ...]
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ModelProfile:
-        if len(self.splits) != self.n + 1:
-            raise ProfileError(f"{self.model}: {len(self.splits)} splits for n={self.n} blocks")
-        if [s.k for s in self.splits] != list(range(self.n + 1)):
-            raise ProfileError(f"{self.model}: splits must be listed for k = 0..{self.n} in order")
-        if len(self.block_ms) != self.n:
-            raise ProfileError(f"{self.model}: {len(self.block_ms)} block times for n={self.n}")
-        if self.codec not in self.codecs:
-            raise ProfileError(f"{self.model}: decision codec {self.codec!r} not profiled")
-        return self
-
-    @property
-    def codecs(self) -> tuple[str, ...]:
-        """Codecs whose bytes are in the profile (those of split 1, or split 0 when n = 0)."""
-        return tuple(self.splits[min(1, self.n)].bytes)
-
-    def split(self, k: int) -> SplitPoint:
-        if not 0 <= k <= self.n:
-            raise ProfileError(f"{self.model}: split {k} outside 0..{self.n}")
-        return self.splits[k]
-
-    def codec_at(self, k: int, codec: str | None = None) -> str:
-        """The codec split k uses when the device sends tensors with `codec`: split 0 sends
-        the image with an image codec (`codec` itself if it is one, else the profile's)."""
-        codec = codec or self.codec
-        if k == 0 and codec not in self.splits[0].bytes:
-            return self.input_codec
-        return codec
-
-    def bytes_at(self, k: int, codec: str | None = None) -> int:
-        """Bytes split k sends under `codec` (default: the decision codec)."""
-        point = self.split(k)
-        codec = self.codec_at(k, codec)
-        if codec not in point.bytes:
-            raise ProfileError(f"{self.model}: codec {codec!r} not profiled (have {self.codecs})")
-        return point.bytes[codec]
-
-    def agreement_at(self, k: int, codec: str | None = None) -> float | None:
-        """Measured top-1 agreement of split k under `codec`; None when not measured."""
-        return self.split(k).agreement.get(self.codec_at(k, codec))
-
-    def device_ms_at(self, k: int) -> float:
-        return self.split(k).device_ms
-
-    def candidates(self, codec: str | None = None) -> list[int]:
-        """Natural bottlenecks under `codec` (default: the decision codec), 0 and n included."""
-        return natural_bottlenecks([self.bytes_at(k, codec) for k in range(self.n + 1)])
-
-    def with_codec(self, codec: str, input_codec: str | None = None) -> ModelProfile:
-        """The same measurements with another decision codec and split-0 codec (candidate
-        marks recomputed)."""
-        changed = self.replace(codec=codec, input_codec=input_codec or self.input_codec)
-        chosen = set(changed.candidates(codec))
-        splits = tuple(s.replace(candidate=s.k in chosen) for s in self.splits)
-        return changed.replace(splits=splits, input_bytes=changed.bytes_at(0))
-
-    def replace(self, **changes: Any) -> ModelProfile:
-        """A copy with `changes`, validated (and checked for consistency) like a new one."""
-        return _replaced(self, changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (format version 2); `candidates` is derived, written for readers."""
-        data = self.model_dump(mode="json")
-        ordered: dict[str, Any] = {"format_version": PROFILE_FORMAT_VERSION}
-        for key, value in data.items():
-            ordered[key] = value
-            if key == "input_bytes":
-                ordered["candidates"] = self.candidates()
-        return ordered
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "profile") -> ModelProfile:
-        """A profile from its JSON form; ProfileError names each bad key."""
-        fields = dict(data)
-        version = fields.pop("format_version", PROFILE_FORMAT_VERSION)
-        if version != PROFILE_FORMAT_VERSION or isinstance(version, bool):
-            raise ProfileError(f"{source}: profile format version {version!r} is not supported")
-        fields.pop("candidates", None)  # derived from the bytes; recomputed, never trusted
-        return validate_json_data(cls, fields, what=source)
-
-    def save(self, path: str | Path) -> None:
-        """Write the profile as JSON (atomically: a reader never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> ModelProfile:
-        return cls.from_dict(read_json_object(Path(path), "profile"), source=f"profile {path}")
-
-
-Model = TypeVar("Model", bound=BaseModel)
-
-
-def _replaced(model: Model, changes: Mapping[str, Any]) -> Model:
-    fields = {name: getattr(model, name) for name in type(model).model_fields}
-    return type(model).model_validate({**fields, **changes})
-
+if TYPE_CHECKING:
+    from splitting.partition import SplitModel
 
 # -- measuring ----------------------------------------------------------------------------------
 
@@ -270,8 +81,18 @@ class CodecSamples:
         return sum(self.agreed) / len(self.agreed) if self.agreed else None
 
 
+def as_blocks(model: SplitModel | Blocks) -> Blocks:
+    """What profiling runs: a PyTorch model through `TorchBlocks`, any `Blocks` as it is."""
+    if isinstance(model, OnnxBlocks):
+        return model
+    from splitting.partition import SplitModel
+    from splitting.torch_blocks import TorchBlocks
+
+    return TorchBlocks(model) if isinstance(model, SplitModel) else model
+
+
 def profile_model(
-    model: SplitModel,
+    model: SplitModel | Blocks,
     images: np.ndarray | Sequence[np.ndarray] | None = None,
     *,
     codecs: Sequence[str] = DEFAULT_CODECS,
@@ -298,11 +119,12 @@ def profile_model(
         raise ProfileError(f"split-0 codec must be one of {INPUT_CODECS}, got {input_codec!r}")
     if threads < 1 or repeats < 1:
         raise ProfileError(f"threads and repeats must be >= 1, got {threads} and {repeats}")
+    model = as_blocks(model)
     prepared = prepared_batch(model, images)
     samples = split_samples(
         model, prepared, codec_list, jpeg_quality=jpeg_quality, on_split=on_split
     )
-    with torch_threads(threads):
+    with backend_threads(model, threads):
         block_ms, device_ms = time_blocks(model, model.preprocess(prepared[:1]), repeats)
     on_split()
     points = _split_points(model, samples, device_ms, codec_list)
@@ -317,8 +139,10 @@ def profile_model(
         host=host_name(),
         threads=threads,
         jpeg_quality=jpeg_quality,
-        torch_version=torch.__version__,
+        torch_version=model.version if model.backend == "torch" else "",
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        backend=model.backend,
+        backend_version=model.version,
         input_codec=input_codec,
         images=len(prepared),
     )
@@ -326,7 +150,7 @@ def profile_model(
 
 
 def _split_points(
-    model: SplitModel,
+    model: Blocks,
     samples: Mapping[int, Mapping[str, CodecSamples]],
     device_ms: Sequence[float],
     codecs: Sequence[str],
@@ -334,7 +158,7 @@ def _split_points(
     """One `SplitPoint` per split 0..n from the measured samples (split n sends nothing)."""
     nothing = CodecSamples()
     names = ["input", *model.block_names]
-    shapes = model.split_shapes()
+    shapes = model.model_info().split_shapes
     points = []
     for k in range(model.n + 1):
         split = samples.get(k, dict.fromkeys(codecs, nothing))
@@ -366,9 +190,7 @@ def checked_codecs(codecs: Sequence[str], decision_codec: str) -> list[str]:
     return chosen
 
 
-def prepared_batch(
-    model: SplitModel, images: np.ndarray | Sequence[np.ndarray] | None
-) -> np.ndarray:
+def prepared_batch(model: Blocks, images: np.ndarray | Sequence[np.ndarray] | None) -> np.ndarray:
     """uint8 (N, S, S, 3): the given images, prepared for the model when they are not yet."""
     size = model.input_size
     if images is None:
@@ -387,7 +209,7 @@ def prepared_batch(
 
 
 def split_samples(
-    model: SplitModel,
+    model: Blocks,
     prepared: np.ndarray,
     codecs: Sequence[str],
     *,
@@ -401,7 +223,7 @@ def split_samples(
     `on_split()` runs after each split (progress)."""
     wanted = set(range(model.n)) if splits is None else {k for k in splits if k < model.n}
     x = model.preprocess(prepared)
-    reference = _top1(model.forward(x))
+    reference = _top1(model.run_blocks(x, 0, model.n))
     samples: dict[int, dict[str, CodecSamples]] = {}
     if 0 in wanted:
         samples[0] = {
@@ -413,17 +235,15 @@ def split_samples(
     for k in range(1, max(wanted, default=0) + 1):
         z = model.run_blocks(z, k - 1, k)  # one block at a time: only one split held in memory
         if k in wanted:
-            arrays = z.numpy()
             samples[k] = {
-                codec: _measure(model, arrays, k, codec, jpeg_quality, reference)
-                for codec in codecs
+                codec: _measure(model, z, k, codec, jpeg_quality, reference) for codec in codecs
             }
         on_split()
     return samples
 
 
 def _measure(
-    model: SplitModel,
+    model: Blocks,
     arrays: np.ndarray,
     k: int,
     codec: str,
@@ -439,17 +259,17 @@ def _measure(
         measured.add(trip)
         decoded.append(trip.tensor)
     batch = np.stack(decoded)
-    z = model.preprocess(batch) if k == 0 else torch.from_numpy(batch)
-    measured.agreed = [bool(a) for a in _top1(model.tail(z, k)) == reference]
+    z = model.preprocess(batch) if k == 0 else batch
+    measured.agreed = [bool(a) for a in _top1(model.run_blocks(z, k, model.n)) == reference]
     return measured
 
 
-def _top1(logits: torch.Tensor) -> np.ndarray:
-    return logits.argmax(dim=1).numpy()
+def _top1(logits: np.ndarray) -> np.ndarray:
+    return logits.reshape(logits.shape[0], -1).argmax(axis=1)
 
 
 def _timed_frame(
-    array: np.ndarray, model: SplitModel, k: int, codec: str, jpeg_quality: int
+    array: np.ndarray, model: Blocks, k: int, codec: str, jpeg_quality: int
 ) -> FrameRoundTrip:
     """A profiling round trip: its frame carries a device id, like the runtime's frames."""
     return frame_round_trip(
@@ -469,7 +289,7 @@ class FrameRoundTrip:
 
 def frame_round_trip(
     array: np.ndarray,
-    model: SplitModel,
+    model: Blocks | SplitModel,
     k: int,
     codec: str,
     *,
@@ -495,9 +315,7 @@ def frame_round_trip(
     return FrameRoundTrip(len(frame), encoded - started, time.perf_counter() - encoded, tensor)
 
 
-def time_blocks(
-    model: SplitModel, x: torch.Tensor, repeats: int
-) -> tuple[list[float], list[float]]:
+def time_blocks(model: Blocks, x: np.ndarray, repeats: int) -> tuple[list[float], list[float]]:
     """(block_ms per block, device_ms per split): medians over `repeats` runs at x's batch."""
     for _ in range(_WARMUP_RUNS):
         model.run_blocks(x, 0, model.n)
@@ -516,16 +334,17 @@ def time_blocks(
 
 
 @contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run torch with `threads` intra-op threads (None: as set), restoring the previous
-    setting after."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+def backend_threads(model: Blocks, threads: int) -> Iterator[None]:
+    """Time with `threads` intra-op threads: torch's are set for the duration; an exported
+    build's sessions were made with theirs (OnnxBlocks' `threads`)."""
+    if model.backend != "torch":
+        with nullcontext():
+            yield
+        return
+    from splitting.torch_blocks import torch_threads
+
+    with torch_threads(threads):
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def host_name() -> str:
@@ -544,7 +363,7 @@ def default_cache_dir() -> Path:
 
 
 def profile_cache_path(
-    model: SplitModel,
+    model: SplitModel | Blocks,
     cache_dir: str | Path | None = None,
     *,
     threads: int = 1,
@@ -553,12 +372,13 @@ def profile_cache_path(
     """Where `load_or_profile` keeps the profile of this model, host and thread count."""
     host = re.sub(r"[^A-Za-z0-9._-]", "_", host_name())
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    name = f"{model.name}-{model.fingerprint}-{host}-t{threads}-q{jpeg_quality}.json"
+    backend = as_blocks(model).backend
+    name = f"{model.name}-{model.fingerprint}-{backend}-{host}-t{threads}-q{jpeg_quality}.json"
     return directory / name
 
 
 def load_or_profile(
-    model: SplitModel,
+    model: SplitModel | Blocks,
     cache_dir: str | Path | None = None,
     *,
     codecs: Sequence[str] = DEFAULT_CODECS,
@@ -574,6 +394,7 @@ def load_or_profile(
     A missing, unreadable or mismatching cache file is replaced by a fresh measurement.
     """
     codec_list = checked_codecs(codecs, codec)
+    model = as_blocks(model)
     path = profile_cache_path(model, cache_dir, threads=threads, jpeg_quality=jpeg_quality)
     if not refresh and path.is_file():
         try:
@@ -597,7 +418,7 @@ def load_or_profile(
 
 def _fits(
     profile: ModelProfile,
-    model: SplitModel,
+    model: Blocks,
     codecs: Sequence[str],
     threads: int,
     jpeg_quality: int,
@@ -606,6 +427,7 @@ def _fits(
         profile.model == model.name
         and profile.fingerprint == model.fingerprint
         and profile.n == model.n
+        and profile.backend == model.backend
         and profile.threads == threads
         and profile.jpeg_quality == jpeg_quality
         and profile.host == host_name()

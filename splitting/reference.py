@@ -17,7 +17,7 @@ from pathlib import Path
 
 from splitting.errors import ProfileError
 from splitting.latency import DEFAULT_MIN_AGREEMENT, DeviceProfile
-from splitting.profiling import ModelProfile
+from splitting.profiles import ModelProfile
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 #: The edge server every shipped evaluation assumes unless told otherwise.

@@ -185,8 +185,8 @@ def measure_server_profile(
     """
     import torch  # heavy: only when measuring
 
-    from splitting.profiling import torch_threads
     from splitting.registry import load_model
+    from splitting.torch_blocks import torch_threads
 
     sizes = sorted({int(b) for b in batches})
     if not sizes or sizes[0] < 1:

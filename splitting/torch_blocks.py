@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,6 +13,19 @@ from splitting.partition import SplitModel
 
 if TYPE_CHECKING:
     from schemas.frame import ModelInfo
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run torch with `threads` intra-op threads (None: as set), restoring the previous
+    setting after."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def torch_top(logits: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -26,9 +41,14 @@ class TorchBlocks:
     arrays cost no copy, and the answers stay the model's own bit for bit."""
 
     backend = "torch"
+    version = torch.__version__
 
     def __init__(self, model: SplitModel) -> None:
         self.model = model
+
+    @property
+    def block_names(self) -> list[str]:
+        return self.model.block_names
 
     @property
     def name(self) -> str:

@@ -31,16 +31,10 @@ from splitmq.text_table import aligned_rows
 from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
 from splitting.images import augmented_images
 from splitting.partition import SplitModel
-from splitting.profiling import (
-    DEFAULT_CODECS,
-    DEFAULT_JPEG_QUALITY,
-    CodecSamples,
-    ModelProfile,
-    frame_round_trip,
-    profile_model,
-    torch_threads,
-)
+from splitting.profiles import DEFAULT_CODECS, DEFAULT_JPEG_QUALITY, ModelProfile
+from splitting.profiling import CodecSamples, frame_round_trip, profile_model
 from splitting.registry import DEFAULT_MODEL, load_model
+from splitting.torch_blocks import torch_threads
 
 DEFAULT_INPUTS = 200
 DEFAULT_BATCH = 25

@@ -38,7 +38,8 @@ from splitting.grid import (
 )
 from splitting.images import augmented_images
 from splitting.partition import SplitModel
-from splitting.profiling import ModelProfile, ProfileError, default_cache_dir, profile_model
+from splitting.profiles import ModelProfile
+from splitting.profiling import ProfileError, default_cache_dir, profile_model
 from splitting.reference import DEFAULT_SERVER_PROFILE  # the H200 profile shipped in the package
 from splitting.server_profile import ServerProfile
 

@@ -15,15 +15,13 @@ from typing import Any
 from splitmq.text_table import aligned_rows
 from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
 from splitting.images import augmented_images
-from splitting.profiling import (
+from splitting.profiles import (
     DEFAULT_CODECS,
     DEFAULT_DECISION_CODEC,
     DEFAULT_JPEG_QUALITY,
-    DEFAULT_PROFILE_IMAGES,
-    DEFAULT_REPEATS,
     ModelProfile,
-    profile_model,
 )
+from splitting.profiling import DEFAULT_PROFILE_IMAGES, DEFAULT_REPEATS, profile_model
 from splitting.registry import DEFAULT_MODEL, load_model
 
 

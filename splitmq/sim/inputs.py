@@ -11,7 +11,7 @@ from pathlib import Path
 from splitmq_base.errors import SplitmqError
 from splitting.errors import SplittingError
 from splitting.latency import DEFAULT_MIN_AGREEMENT, DEFAULT_SLOWDOWN, DeviceProfile
-from splitting.profiling import ModelProfile
+from splitting.profiles import ModelProfile
 from splitting.reference import (
     DEFAULT_DEVICE_CLASS,
     DEFAULT_SERVER_PROFILE,

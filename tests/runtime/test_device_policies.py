@@ -23,7 +23,7 @@ from device_node.policies import (
     register_policy,
 )
 from splitting.policy import Decision, FixedSplit, SplitPolicy
-from splitting.profiling import ModelProfile, SplitPoint
+from splitting.profiles import ModelProfile, SplitPoint
 
 
 def profile_with_bytes(int8_bytes: list[int]) -> ModelProfile:

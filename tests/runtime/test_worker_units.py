@@ -334,7 +334,7 @@ def lite0() -> SplitModel:
 
 
 def test_candidate_codec_default_follows_the_devices() -> None:
-    from splitting.profiling import DEFAULT_DECISION_CODEC
+    from splitting.profiles import DEFAULT_DECISION_CODEC
 
     assert ModelEntry().candidate_codec == DEFAULT_DECISION_CODEC
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from splitmq.cli import main
-from splitting.profiling import ModelProfile, natural_bottlenecks
+from splitting.profiles import ModelProfile, natural_bottlenecks
 
 pytestmark = pytest.mark.slow  # each profiles a model through the CLI
 

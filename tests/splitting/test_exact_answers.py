@@ -23,7 +23,7 @@ from splitting.errors import SplitPolicyError
 from splitting.estimators import LinkEstimate
 from splitting.latency import Breakdown, DeviceProfile, ServerEstimate
 from splitting.policy import DynamicSplit
-from splitting.profiling import ModelProfile, SplitPoint
+from splitting.profiles import ModelProfile, SplitPoint
 from splitting.reference import (
     DEFAULT_DEVICE_CLASS,
     DEFAULT_SERVER_PROFILE,

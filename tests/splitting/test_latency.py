@@ -10,7 +10,7 @@ import pytest
 from splitting.errors import ProfileError
 from splitting.estimators import LinkEstimate, ServerSnapshot
 from splitting.latency import DeviceProfile, ServerEstimate, estimate_server, predict
-from splitting.profiling import ModelProfile, SplitPoint
+from splitting.profiles import ModelProfile, SplitPoint
 from splitting.server_profile import ServerProfile
 from splitting.traces import wire_bytes
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from splitting.errors import ProfileError
-from splitting.profiling import ModelProfile
+from splitting.profiles import ModelProfile
 from splitting.reference import DATA_DIR, DEFAULT_SERVER_PROFILE
 from splitting.server_profile import ServerProfile
 

@@ -15,14 +15,8 @@ from schemas.frame import encode_frame
 from splitting.errors import ProfileError
 from splitting.images import augmented_images
 from splitting.partition import SplitModel
-from splitting.profiling import (
-    ModelProfile,
-    SplitPoint,
-    load_or_profile,
-    natural_bottlenecks,
-    profile_cache_path,
-    profile_model,
-)
+from splitting.profiles import ModelProfile, SplitPoint, natural_bottlenecks
+from splitting.profiling import load_or_profile, profile_cache_path, profile_model
 from splitting.registry import load_model
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
