@@ -57,7 +57,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitmq.live_bench import LiveBenchOptions, format_report, run_bench, write_report
+    from splitmq.bench.live import LiveBenchOptions, format_report, run_bench, write_report
 
     given: dict[str, Any] = {
         "trace": args.trace,

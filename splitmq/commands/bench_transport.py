@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from broker.client import BrokerSettings
-    from splitmq.transport_bench import TransportOptions, format_table, run_transport_bench
+    from splitmq.bench.transport import TransportOptions, format_table, run_transport_bench
 
     settings = BrokerSettings(host=args.host, port=args.port) if args.host else None
     options = TransportOptions(

@@ -14,7 +14,7 @@ OVERHEAD_TARGET = 0.15
 
 
 def register(subparsers: Any) -> None:
-    from splitmq.worker_bench import __doc__ as doc
+    from splitmq.bench.worker import __doc__ as doc
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "worker",
@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitmq.worker_bench import WorkerBenchOptions, format_report, run_worker_bench
+    from splitmq.bench.worker import WorkerBenchOptions, format_report, run_worker_bench
 
     options = WorkerBenchOptions(
         model=args.model,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from splitmq.bench.fleet import FleetOptions, run_fleet_bench
 from splitmq.cli import main
-from splitmq.fleet_bench import FleetOptions, run_fleet_bench
 from splitmq.reports import LatencyStats
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from broker.client import BrokerSettings
+from splitmq.bench.transport import TransportBenchError, TransportOptions, run_transport_bench
 from splitmq.cli import main
 from splitmq.reports import LatencyStats
-from splitmq.transport_bench import TransportBenchError, TransportOptions, run_transport_bench
 
 pytestmark = pytest.mark.integration
 

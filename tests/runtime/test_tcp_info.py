@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from device_node.tcpinfo import read_tcp_info
-from splitmq.tcp_info_bench import TcpInfoBenchError, run_tcp_info_bench
+from splitmq.bench.tcp_info import TcpInfoBenchError, run_tcp_info_bench
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from splitmq.bench.live import LiveBenchError, LiveBenchOptions
 from splitmq.cli import main
-from splitmq.live_bench import LiveBenchError, LiveBenchOptions
 from splitting.server_profile import measure_server_profile
 from splitting.traces import UplinkTrace
 

@@ -6,7 +6,7 @@
    broker, the worker's queue, decode and reply, and the result's way back. The worker gathers
    no batch (`max_wait_ms: 0`), since batching is a worker policy, not transport.
    The same number of bare paho ping-pongs of the frame's size through the same broker, right
-   after (splitmq.raw_pingpong), give `raw_rtt_ms`; `overhead_ratio` = runtime / raw, the
+   after (splitmq.bench.raw_pingpong), give `raw_rtt_ms`; `overhead_ratio` = runtime / raw, the
    figure that carries across machines.
 2. Burst: D devices publish N requests in total at QoS 1 as fast as paho takes them, then wait
    for every result. `lost` counts requests without an "ok" result.
@@ -60,7 +60,7 @@ from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from schemas.frame import ModelInfo, encode_frame
 from schemas.messages import TelemetryMessage
-from splitmq.raw_pingpong import measure_raw_rtt
+from splitmq.bench.raw_pingpong import measure_raw_rtt
 from splitmq.reports import latency_stats
 from splitmq.worker_process import (
     ECHO_MODEL,

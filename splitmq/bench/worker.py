@@ -40,7 +40,7 @@ from edge_worker.runner import ModelTailRunner, candidate_splits
 from schemas.frame import Frame, encode_frame
 from schemas.messages import ResultMessage, ServerTimings, encode_message
 from schemas.topics import Topics
-from splitmq.light_device import LightDevice
+from splitmq.bench.light_device import LightDevice
 from splitmq.reports import machine
 from splitmq.worker_process import connected, wait_until_serving, worker_process
 from splitmq_base.errors import ConfigurationError, SplitmqError

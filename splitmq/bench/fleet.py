@@ -1,6 +1,6 @@
 """Fleet load generator: N light devices at R requests/s each against one worker, S seconds.
 
-Every device is a real MQTT client (`splitmq.light_device.LightDevice`, its own connection and
+Every device is a real MQTT client (`splitmq.bench.light_device.LightDevice`, its own connection and
 result topic) publishing real frames: by default the bundled sample photos scaled to the echo
 model's 16x16 split-0 input as lossless WebP, served by a worker process running the echo
 runner (frames decoded and validated, no model), so the figures are the runtime's and the
@@ -10,7 +10,7 @@ by the worker's reply; `lost` counts those without any reply when the run has dr
 `duplicates` second replies to one request.
 
 The baseline, in the same run and through the same broker just before the load: a bare paho
-ping-pong of the same payload size (splitmq.raw_pingpong). Latencies are reported in ms and as
+ping-pong of the same payload size (splitmq.bench.raw_pingpong). Latencies are reported in ms and as
 ratios to its p50/p99.
 """
 
@@ -34,8 +34,8 @@ from broker.launcher import MosquittoBroker
 from device_node.link import DeviceLink
 from edge_worker.runner import echo_model_info
 from schemas.frame import encode_frame
-from splitmq.light_device import LightDevice, Reply
-from splitmq.raw_pingpong import measure_raw_rtt
+from splitmq.bench.light_device import LightDevice, Reply
+from splitmq.bench.raw_pingpong import measure_raw_rtt
 from splitmq.reports import latency_stats, machine
 from splitmq.worker_process import (
     ECHO_MODEL,
