@@ -43,4 +43,4 @@ def run(args: argparse.Namespace) -> int:
     result = run_fleet_bench(options)
     print(format_report(result))
     write_report(result, args.json_path)
-    return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+    return 0 if result.lost == 0 and result.duplicates == 0 else 1
