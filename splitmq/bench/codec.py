@@ -12,17 +12,23 @@ every codec is compared at the same splits; `candidate` says whether k is one of
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from splitmq.bench.report import BenchOptions, BenchReport, Provenance
 from splitmq.text_table import aligned_rows
+from splitmq_base.cli import progress_bar
+from splitmq_base.models import StrictModel
+from splitting.images import augmented_images
 from splitting.partition import SplitModel
 from splitting.profiling import (
     DEFAULT_CODECS,
@@ -31,12 +37,73 @@ from splitting.profiling import (
     ModelProfile,
     frame_round_trip,
     profile_model,
+    torch_threads,
 )
+from splitting.registry import DEFAULT_MODEL, load_model
 
 DEFAULT_INPUTS = 200
 DEFAULT_BATCH = 25
 PROFILE_INPUTS = 16  # inputs the candidate splits are chosen from
 LOSSLESS_CODECS = frozenset({"lossless"})
+
+
+class CodecOptions(BenchOptions):
+    model: str = DEFAULT_MODEL
+    weights: str | None = None  # None: the model's own
+    inputs: int = Field(default=DEFAULT_INPUTS, ge=1)
+    seed: int = 0
+    codecs: tuple[str, ...] = Field(default=DEFAULT_CODECS, strict=False)
+    jpeg_quality: int = Field(default=DEFAULT_JPEG_QUALITY, ge=1, le=100)
+    batch: int = Field(default=DEFAULT_BATCH, ge=1)
+    threads: int | None = Field(default=None, ge=1)  # None: torch's
+
+
+class CodecSummary(StrictModel):
+    """One codec at one split: mean frame bytes, median codec times, top-1 agreement."""
+
+    bytes: float
+    encode_ms: float = Field(description="median per frame")
+    decode_ms: float = Field(description="median per frame")
+    top1_agreement: float
+
+
+class SplitSummary(CodecSummary):
+    bytes_vs_jpeg: float
+    candidate: bool = Field(description="k is a natural bottleneck under this codec")
+
+
+class CodecEntry(StrictModel):
+    lossless: bool
+    candidates: list[int]
+    splits: dict[str, SplitSummary]
+
+
+class CodecFigures(StrictModel):
+    """What the measurement found, before the run's own seed, time and provenance."""
+
+    model: str
+    fingerprint: str
+    weights: str
+    inputs: int
+    input_size: int
+    jpeg_quality: int
+    jpeg_bytes: float
+    jpeg: CodecSummary
+    split_names: dict[str, str]
+    split_shapes: dict[str, list[int]]
+    codecs: dict[str, CodecEntry]
+    profile_inputs: int
+    profile_input_bytes: float
+    host: str
+    machine: str
+    threads: int
+    torch: str
+    date: str
+
+
+class CodecReport(BenchReport, CodecFigures):
+    seed: int
+    wall_s: float
 
 
 @dataclass
@@ -46,13 +113,36 @@ class Measured(CodecSamples):
     agree: int = 0
     total: int = 0
 
-    def summary(self) -> dict[str, float]:
-        return {
-            "bytes": statistics.fmean(self.sizes),
-            "encode_ms": statistics.median(self.encode_ms),
-            "decode_ms": statistics.median(self.decode_ms),
-            "top1_agreement": self.agree / self.total,
-        }
+    def summary(self) -> CodecSummary:
+        return CodecSummary(
+            bytes=statistics.fmean(self.sizes),
+            encode_ms=statistics.median(self.encode_ms),
+            decode_ms=statistics.median(self.decode_ms),
+            top1_agreement=self.agree / self.total,
+        )
+
+
+def run_codec_bench(options: CodecOptions, *, quiet: bool = False) -> CodecReport:
+    """Measure `options.inputs` augmented images of the model under every codec."""
+    started = time.perf_counter()
+    with torch_threads(options.threads or torch.get_num_threads()):
+        model = load_model(options.model, weights=options.weights)
+        batches = math.ceil(options.inputs / options.batch)
+        with progress_bar(f"codecs on {model.name}", batches, quiet=quiet) as advance:
+            figures = bench_codecs(
+                model,
+                augmented_images(options.inputs, model.input_size, options.seed),
+                codecs=options.codecs,
+                jpeg_quality=options.jpeg_quality,
+                batch=options.batch,
+                on_batch=advance,
+            )
+    return CodecReport(
+        **dict(figures),
+        provenance=Provenance.collect(options),
+        seed=options.seed,
+        wall_s=round(time.perf_counter() - started, 1),
+    )
 
 
 def bench_codecs(
@@ -63,7 +153,7 @@ def bench_codecs(
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     batch: int = DEFAULT_BATCH,
     on_batch: Callable[[], None] = lambda: None,
-) -> dict[str, Any]:
+) -> CodecFigures:
     """Measure every codec at the candidate splits of any codec over `images` (prepared);
     `on_batch()` runs after each batch of images (progress)."""
     profile = profile_model(
@@ -142,55 +232,56 @@ def _report(
     jpeg: Measured,
     results: dict[tuple[str, int], Measured],
     jpeg_quality: int,
-) -> dict[str, Any]:
+) -> CodecFigures:
     jpeg_summary = jpeg.summary()
-    codecs_out: dict[str, Any] = {}
-    for codec, own in candidates.items():
-        per_split = {}
-        for k in splits:
-            summary: dict[str, Any] = results[codec, k].summary()
-            summary["bytes_vs_jpeg"] = summary["bytes"] / jpeg_summary["bytes"]
-            summary["candidate"] = k in own
-            per_split[str(k)] = summary
-        codecs_out[codec] = {
-            "lossless": codec in LOSSLESS_CODECS,
-            "candidates": own,
-            "splits": per_split,
-        }
-    return {
-        "model": model.name,
-        "fingerprint": model.fingerprint,
-        "weights": model.weights,
-        "inputs": len(images),
-        "input_size": model.input_size,
-        "jpeg_quality": jpeg_quality,
-        "jpeg_bytes": jpeg_summary["bytes"],
-        "jpeg": jpeg_summary,
-        "split_names": {str(k): model.block_names[k - 1] for k in splits},
-        "split_shapes": {str(k): list(model.split_shapes()[k]) for k in splits},
-        "codecs": codecs_out,
-        "profile_inputs": min(len(images), PROFILE_INPUTS),
-        "profile_input_bytes": profile.input_bytes,
-        "host": platform.node(),
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    codecs_out = {
+        codec: CodecEntry(
+            lossless=codec in LOSSLESS_CODECS,
+            candidates=own,
+            splits={
+                str(k): SplitSummary(
+                    **dict(results[codec, k].summary()),
+                    bytes_vs_jpeg=results[codec, k].summary().bytes / jpeg_summary.bytes,
+                    candidate=k in own,
+                )
+                for k in splits
+            },
+        )
+        for codec, own in candidates.items()
     }
+    return CodecFigures(
+        model=model.name,
+        fingerprint=model.fingerprint,
+        weights=model.weights,
+        inputs=len(images),
+        input_size=model.input_size,
+        jpeg_quality=jpeg_quality,
+        jpeg_bytes=jpeg_summary.bytes,
+        jpeg=jpeg_summary,
+        split_names={str(k): model.block_names[k - 1] for k in splits},
+        split_shapes={str(k): list(model.split_shapes()[k]) for k in splits},
+        codecs=codecs_out,
+        profile_inputs=min(len(images), PROFILE_INPUTS),
+        profile_input_bytes=profile.input_bytes,
+        host=platform.node(),
+        machine=platform.machine(),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
 
 
-def format_table(result: dict[str, Any]) -> str:
+def format_table(result: CodecFigures) -> str:
     """One row per codec and split, split 0 (JPEG) first."""
-    jpeg = result["jpeg"]
     header = ["codec", "k", "block", "bytes", "x JPEG", "enc ms", "dec ms", "top-1 agr", "cand"]
-    rows = [header, _row("jpeg", "0", "input", {**jpeg, "bytes_vs_jpeg": 1.0}, True)]
-    for codec, entry in result["codecs"].items():
-        for k, summary in entry["splits"].items():
-            name = result["split_names"][k]
-            rows.append(_row(codec, k, name, summary, summary["candidate"]))
+    rows = [header, _row("jpeg", "0", "input", result.jpeg, 1.0, True)]
+    for codec, entry in result.codecs.items():
+        for k, summary in entry.splits.items():
+            name = result.split_names[k]
+            rows.append(_row(codec, k, name, summary, summary.bytes_vs_jpeg, summary.candidate))
     lines = [
-        f"{result['model']} ({result['weights']} weights), {result['inputs']} inputs,"
-        f" JPEG quality {result['jpeg_quality']}, torch {result['torch']} on {result['host']}",
+        f"{result.model} ({result.weights} weights), {result.inputs} inputs,"
+        f" JPEG quality {result.jpeg_quality}, torch {result.torch} on {result.host}",
         "",
         *aligned_rows(rows, left={0, 2}),
         "",
@@ -199,15 +290,17 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _row(codec: str, k: str, name: str, summary: dict[str, float], candidate: bool) -> list[str]:
+def _row(
+    codec: str, k: str, name: str, summary: CodecSummary, vs_jpeg: float, candidate: bool
+) -> list[str]:
     return [
         codec,
         k,
         name,
-        f"{summary['bytes']:,.0f}",
-        f"{summary['bytes_vs_jpeg']:.2f}",
-        f"{summary['encode_ms']:.3f}",
-        f"{summary['decode_ms']:.3f}",
-        f"{100 * summary['top1_agreement']:.1f}%",
+        f"{summary.bytes:,.0f}",
+        f"{vs_jpeg:.2f}",
+        f"{summary.encode_ms:.3f}",
+        f"{summary.decode_ms:.3f}",
+        f"{100 * summary.top1_agreement:.1f}%",
         "*" if candidate else "",
     ]

@@ -14,13 +14,16 @@ pixels are profiled on one image with one timed run (this CPU is too slow for mo
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
+from splitmq.bench.errors import BenchError
+from splitmq.bench.report import BenchOptions, BenchReport, Provenance
+from splitmq_base.models import StrictModel
 from splitting.grid import (
     MB,
     MBIT,
@@ -37,6 +40,7 @@ from splitting.grid import (
 from splitting.images import augmented_images
 from splitting.partition import SplitModel
 from splitting.profiling import ModelProfile, ProfileError, default_cache_dir, profile_model
+from splitting.reference import DEFAULT_SERVER_PROFILE  # the H200 profile shipped in the package
 from splitting.server_profile import ServerProfile
 
 GRID_CODECS = ("fp16", "int8", "int5", "int4")
@@ -44,7 +48,97 @@ SMALL_INPUT = 300  # above this, one image and one timed run (this CPU's limit)
 DEFAULT_SLOWDOWN = 4.0  # the device node's default: a device four times slower than one core
 
 
-def _server_profile(path: str) -> ServerProfile | None:
+class GridOptions(BenchOptions):
+    models: tuple[str, ...] = Field(strict=False, min_length=1)
+    slowdown: float = DEFAULT_SLOWDOWN
+    server_profile: Path = Field(default=DEFAULT_SERVER_PROFILE, strict=False)
+    max_batch: int = 30
+    points: int = 32  # rates per range
+    cache_dir: Path | None = Field(default=None, strict=False)  # None: splitmq's
+    plots: Path | None = Field(default=None, strict=False)
+
+
+class GridFigures(StrictModel):
+    """One rule's grid over one rate range: the argmin split per cell and its gains."""
+
+    splits: list[int]
+    static_split: int
+    ever_optimal: list[int]
+    max_gain_vs_static: float
+    max_gain_vs_local: float
+    max_gain_vs_offload: float
+    mean_gain_vs_static: float
+    gain_region: dict[str, float] | None
+    rates_Bps: list[float]
+    batches: list[int]
+    argmin: list[list[int]]
+    gain_vs_static: list[list[float]]
+    gain_vs_local: list[list[float]]
+    gain_vs_offload: list[list[float]]
+
+
+class Bottlenecks(StrictModel):
+    paper: int
+    bytes: dict[str, int]
+    paper_splits: list[int]
+    bytes_splits: dict[str, list[int]]
+
+
+class ModelGrid(StrictModel):
+    blocks: int
+    input_size: int
+    weights: str
+    profile_images: int
+    tail_source: str
+    bottlenecks: Bottlenecks
+    max_gain_vs_static: float
+    grids: dict[str, dict[str, GridFigures]] = Field(description="rule -> rate range -> grid")
+
+
+class GridReport(BenchReport):
+    slowdown: float
+    server_profile: str | None
+    rates: dict[str, list[float]]
+    batches: list[int]
+    models: dict[str, ModelGrid]
+
+
+def run_grid_bench(options: GridOptions) -> GridReport:
+    """Every model's grid (and, with `plots`, its heatmap)."""
+    from rich.progress import Progress
+
+    try:
+        server = _server_profile(options.server_profile)
+        results: dict[str, Any] = {}
+        with Progress(transient=False) as progress:
+            task = progress.add_task("grid", total=len(options.models))
+            for name in options.models:
+                progress.update(task, description=f"profiling {name}")
+                results[name] = model_grid(name, options, server)
+                if options.plots:
+                    plot_model(name, results[name], options.plots)
+                progress.advance(task)
+    except OSError as exc:  # a plot or the profile cache that cannot be written
+        raise BenchError(f"bench grid: {exc}") from exc
+    return GridReport(
+        provenance=Provenance.collect(options),
+        slowdown=options.slowdown,
+        server_profile=str(options.server_profile) if server else None,
+        rates={"paper_MBps": [1, 128], "cellular_Mbitps": [0.1, 50]},
+        batches=[1, options.max_batch],
+        models={name: _public(entry) for name, entry in results.items()},
+    )
+
+
+def format_summary(report: GridReport) -> str:
+    return "\n".join(
+        f"{name}: {entry.blocks} blocks, paper {entry.bottlenecks.paper}, "
+        f"bytes {entry.bottlenecks.bytes}, max gain vs static {entry.max_gain_vs_static:.1%}"
+        for name, entry in report.models.items()
+    )
+
+
+def _server_profile(path: Path) -> ServerProfile | None:
     return ServerProfile.load(path) if Path(path).is_file() else None
 
 
@@ -76,17 +170,18 @@ def tail_function(
     return (lambda k, batch: float(suffix[k]) * batch), "this CPU at batch 1, times the batch"
 
 
-def model_grid(name: str, args: argparse.Namespace, server: ServerProfile | None) -> dict[str, Any]:
+def model_grid(name: str, options: GridOptions, server: ServerProfile | None) -> dict[str, Any]:
+    """The grids of one model (GridResult objects, for the plots; `_public` makes them JSON)."""
     from splitting.registry import load_model
 
     model = load_model(name)
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    cache = options.cache_dir or default_cache_dir()
     profile = device_profile(model, cache)
     shapes = model.split_shapes()
-    head = [profile.device_ms_at(k) * args.slowdown for k in range(model.n + 1)]
+    head = [profile.device_ms_at(k) * options.slowdown for k in range(model.n + 1)]
     tail, tail_source = tail_function(name, profile, server)
-    batches = server_batches(args.max_batch)
-    ranges = {"paper": paper_rates(args.points), "cellular": cellular_rates(args.points)}
+    batches = server_batches(options.max_batch)
+    ranges = {"paper": paper_rates(options.points), "cellular": cellular_rates(options.points)}
     paper_splits = paper_bottlenecks(shapes)
     grids: dict[str, dict[str, GridResult]] = {"paper": {}}
     for range_name, rates in ranges.items():
@@ -117,32 +212,32 @@ def model_grid(name: str, args: argparse.Namespace, server: ServerProfile | None
     }
 
 
-def _grid_json(result: GridResult) -> dict[str, Any]:
-    return {
-        "splits": list(result.splits),
-        "static_split": result.static_split,
-        "ever_optimal": result.ever_optimal,
-        "max_gain_vs_static": result.max_gain_vs_static,
-        "max_gain_vs_local": float(result.gain_vs_local.max()),
-        "max_gain_vs_offload": float(result.gain_vs_offload.max()),
-        "mean_gain_vs_static": float(result.gain_vs_static.mean()),
-        "gain_region": result.region(0.01),
-        "rates_Bps": [round(float(r), 1) for r in result.rates],
-        "batches": [int(b) for b in result.batches],
-        "argmin": result.argmin.astype(int).tolist(),
-        "gain_vs_static": np.round(result.gain_vs_static, 4).tolist(),
-        "gain_vs_local": np.round(result.gain_vs_local, 4).tolist(),
-        "gain_vs_offload": np.round(result.gain_vs_offload, 4).tolist(),
-    }
+def _grid_json(result: GridResult) -> GridFigures:
+    return GridFigures(
+        splits=[int(k) for k in result.splits],
+        static_split=int(result.static_split),
+        ever_optimal=result.ever_optimal,
+        max_gain_vs_static=float(result.max_gain_vs_static),
+        max_gain_vs_local=float(result.gain_vs_local.max()),
+        max_gain_vs_offload=float(result.gain_vs_offload.max()),
+        mean_gain_vs_static=float(result.gain_vs_static.mean()),
+        gain_region=result.region(0.01),
+        rates_Bps=[round(float(r), 1) for r in result.rates],
+        batches=[int(b) for b in result.batches],
+        argmin=result.argmin.astype(int).tolist(),
+        gain_vs_static=np.round(result.gain_vs_static, 4).tolist(),
+        gain_vs_local=np.round(result.gain_vs_local, 4).tolist(),
+        gain_vs_offload=np.round(result.gain_vs_offload, 4).tolist(),
+    )
 
 
-def _public(entry: dict[str, Any]) -> dict[str, Any]:
+def _public(entry: dict[str, Any]) -> ModelGrid:
     out = {key: value for key, value in entry.items() if key != "grids"}
-    out["grids"] = {
+    grids = {
         rule: {range_name: _grid_json(result) for range_name, result in by_range.items()}
         for rule, by_range in entry["grids"].items()
     }
-    return out
+    return ModelGrid(**out, grids=grids)
 
 
 def plot_model(name: str, entry: dict[str, Any], directory: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,12 @@ from splitmq.bench.chooser import (
     DEFAULT_LOAD,
     DEFAULT_MODEL,
     DEFAULT_RATE_HZ,
+    ChooserOptions,
     bench,
     print_table,
 )
 from splitmq.bench.chooser import __doc__ as chooser_doc
+from splitmq.reports import write_report
 from splitmq.sim.inputs import DEFAULT_SERVER_PROFILE, MEASURED_HERE
 from splitmq.sim.runner import ARRIVALS
 from splitmq.sim.scenarios import SCENARIOS
@@ -41,6 +42,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--load", default=DEFAULT_LOAD, choices=SCENARIOS, help="server load")
     parser.add_argument("--json", required=True, metavar="OUT", help="where to write results")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, help="requests/s")
+    _add_device_flags(parser)
+    _add_codec_flags(parser)
+    _add_profile_flags(parser)
+    _add_simulation_flags(parser)
+    parser.add_argument("--plots", metavar="DIR", help="write one PNG per trace here")
+    parser.set_defaults(func=run)
+
+
+def _add_device_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default=DEFAULT_DEVICE_CLASS,
@@ -54,6 +64,12 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_SLOWDOWN,
         help="with --device here or --device-profile: device vs one core of the profiling host",
     )
+    parser.add_argument(
+        "--device-profile", metavar="PATH", help="ModelProfile JSON (default: measure here)"
+    )
+
+
+def _add_codec_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-agreement",
         type=float,
@@ -75,6 +91,9 @@ def register(subparsers: Any) -> None:
         choices=INPUT_CODECS,
         help="split 0's image codec (webp: lossless, exact; jpeg: lossy, opt-in)",
     )
+
+
+def _add_profile_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server-profile",
         metavar="PATH",
@@ -86,9 +105,9 @@ def register(subparsers: Any) -> None:
         help="time the model's tails on this host's CPU (batches 1, 2, 4, 8), write them to "
         "PATH and use them as the server profile (the live demo's worker runs here)",
     )
-    parser.add_argument(
-        "--device-profile", metavar="PATH", help="ModelProfile JSON (default: measure here)"
-    )
+
+
+def _add_simulation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration",
         type=float,
@@ -108,19 +127,41 @@ def register(subparsers: Any) -> None:
         help="request arrivals: periodic or Poisson",
     )
     parser.add_argument("--seed", type=int, default=0, help="load scenario and arrivals")
-    parser.add_argument("--plots", metavar="DIR", help="write one PNG per trace here")
-    parser.set_defaults(func=run)
+
+
+def options_from(args: argparse.Namespace) -> ChooserOptions:
+    """The run's options, from the parsed flags."""
+    return ChooserOptions(
+        traces=tuple(Path(t) for t in args.trace),
+        model=args.model,
+        load=args.load,
+        rate_hz=args.rate,
+        device=args.device,
+        slowdown=args.slowdown,
+        min_agreement=args.min_agreement,
+        codecs=tuple(args.codecs),
+        input_codec=args.input_codec,
+        server_profile=_path(args.server_profile),
+        measure_server_profile=_path(args.measure_server_profile),
+        device_profile=_path(args.device_profile),
+        duration_s=args.duration,
+        one_way_ms=args.one_way_ms,
+        arrivals=args.arrivals,
+        seed=args.seed,
+        plots=_path(args.plots),
+    )
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        report = bench(args)
+        report = bench(options_from(args), quiet=bool(getattr(args, "quiet", False)))
     except SplitmqError as exc:
         print(f"splitmq bench chooser: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     print_table(report)
-    print(f"\nwrote {out}")
+    write_report(report, Path(args.json))
     return 0

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from splitmq.bench.codec import DEFAULT_BATCH, DEFAULT_INPUTS, bench_codecs, format_table
+from splitmq.bench.codec import DEFAULT_BATCH, DEFAULT_INPUTS
 from splitmq.bench.codec import __doc__ as codec_doc
-from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
-from splitting.images import augmented_images
-from splitting.profiling import DEFAULT_CODECS, DEFAULT_JPEG_QUALITY, torch_threads
-from splitting.registry import DEFAULT_MODEL, load_model
+from splitmq.reports import write_report
+from splitmq_base.cli import jpeg_quality, positive_int
+from splitting.profiling import DEFAULT_CODECS, DEFAULT_JPEG_QUALITY
+from splitting.registry import DEFAULT_MODEL
 
 
 def register(subparsers: Any) -> None:
@@ -56,25 +51,19 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    with torch_threads(args.threads or torch.get_num_threads()):
-        model = load_model(args.model, weights=args.weights)
-        batches = math.ceil(args.inputs / args.batch)
-        quiet = getattr(args, "quiet", False)
-        with progress_bar(f"codecs on {model.name}", batches, quiet=quiet) as advance:
-            result = bench_codecs(
-                model,
-                augmented_images(args.inputs, model.input_size, args.seed),
-                codecs=args.codecs,
-                jpeg_quality=args.jpeg_quality,
-                batch=args.batch,
-                on_batch=advance,
-            )
-    result["seed"] = args.seed
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    from splitmq.bench.codec import CodecOptions, format_table, run_codec_bench
+
+    options = CodecOptions(
+        model=args.model,
+        weights=args.weights,
+        inputs=args.inputs,
+        seed=args.seed,
+        codecs=tuple(args.codecs),
+        jpeg_quality=args.jpeg_quality,
+        batch=args.batch,
+        threads=args.threads,
+    )
+    result = run_codec_bench(options, quiet=bool(getattr(args, "quiet", False)))
     print(format_table(result))
-    print(f"\nwrote {path}")
+    write_report(result, Path(args.json))
     return 0

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from splitmq.bench.grid import DEFAULT_SLOWDOWN, _public, _server_profile, model_grid, plot_model
+from splitmq.bench.grid import DEFAULT_SLOWDOWN
 from splitmq.bench.grid import __doc__ as grid_doc
-from splitmq_base.errors import SplitmqError
+from splitmq.reports import write_report
 from splitting.reference import DEFAULT_SERVER_PROFILE
 
 
@@ -44,35 +43,20 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
+    from splitmq.bench.grid import GridOptions, format_summary, run_grid_bench
 
     # A splitmq error (a bad profile or model) propagates to the CLI's `guarded`: one line
     # on stderr and its exit code.
-    try:
-        server = _server_profile(args.server_profile)
-        results: dict[str, Any] = {}
-        with Progress(transient=False) as progress:
-            task = progress.add_task("grid", total=len(args.model))
-            for name in args.model:
-                progress.update(task, description=f"profiling {name}")
-                results[name] = model_grid(name, args, server)
-                if args.plots:
-                    plot_model(name, results[name], Path(args.plots))
-                progress.advance(task)
-    except OSError as exc:  # a plot or the profile cache that cannot be written
-        raise SplitmqError(f"bench grid: {exc}") from exc
-    summary = {
-        "slowdown": args.slowdown,
-        "server_profile": str(args.server_profile) if server else None,
-        "rates": {"paper_MBps": [1, 128], "cellular_Mbitps": [0.1, 50]},
-        "batches": [1, args.max_batch],
-        "models": {name: _public(entry) for name, entry in results.items()},
-    }
-    Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
-    for name, entry in results.items():
-        counts = entry["bottlenecks"]
-        print(
-            f"{name}: {entry['blocks']} blocks, paper {counts['paper']}, bytes {counts['bytes']},"
-            f" max gain vs static {entry['max_gain_vs_static']:.1%}"
-        )
+    options = GridOptions(
+        models=tuple(args.model),
+        slowdown=args.slowdown,
+        server_profile=Path(args.server_profile),
+        max_batch=args.max_batch,
+        points=args.points,
+        cache_dir=None if args.cache_dir is None else Path(args.cache_dir),
+        plots=None if args.plots is None else Path(args.plots),
+    )
+    report = run_grid_bench(options)
+    write_report(report, Path(args.json))
+    print(format_summary(report))
     return 0

@@ -23,9 +23,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitmq.bench.tcp_info import format_report, run_tcp_info_bench
+    from splitmq.bench.tcp_info import TcpInfoOptions, format_report, run_tcp_info_bench
 
-    result = run_tcp_info_bench()
+    result = run_tcp_info_bench(TcpInfoOptions())
     print(format_report(result))
     write_report(result, args.json_path)
     return 0
