@@ -235,18 +235,7 @@ def _report(
 ) -> CodecFigures:
     jpeg_summary = jpeg.summary()
     codecs_out = {
-        codec: CodecEntry(
-            lossless=codec in LOSSLESS_CODECS,
-            candidates=own,
-            splits={
-                str(k): SplitSummary(
-                    **dict(results[codec, k].summary()),
-                    bytes_vs_jpeg=results[codec, k].summary().bytes / jpeg_summary.bytes,
-                    candidate=k in own,
-                )
-                for k in splits
-            },
-        )
+        codec: _codec_entry(codec, own, splits, results, jpeg_summary.bytes)
         for codec, own in candidates.items()
     }
     return CodecFigures(
@@ -269,6 +258,23 @@ def _report(
         torch=torch.__version__,
         date=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def _codec_entry(
+    codec: str,
+    own: list[int],
+    splits: list[int],
+    results: dict[tuple[str, int], Measured],
+    jpeg_bytes: float,
+) -> CodecEntry:
+    """One codec at every measured split; `candidate` where k is one of its own."""
+    per_split = {}
+    for k in splits:
+        summary = results[codec, k].summary()
+        per_split[str(k)] = SplitSummary(
+            **dict(summary), bytes_vs_jpeg=summary.bytes / jpeg_bytes, candidate=k in own
+        )
+    return CodecEntry(lossless=codec in LOSSLESS_CODECS, candidates=own, splits=per_split)
 
 
 def format_table(result: CodecFigures) -> str:

@@ -194,12 +194,25 @@ def run_worker_bench(options: WorkerBenchOptions) -> WorkerReport:
         for k, by_batch in measure_through_worker(options, inputs).items():
             mqtt = _compare(by_batch, options.max_batch)
             per_split[str(k)] = per_split[str(k)].model_copy(update={"mqtt": mqtt})
+    return _report(options, model.name, splits, best, jpeg_bytes, per_split)
+
+
+def _report(
+    options: WorkerBenchOptions,
+    model: str,
+    splits: list[int],
+    best: int,
+    jpeg_bytes: int,
+    per_split: dict[str, SplitFigures],
+) -> WorkerReport:
+    """The figures of every split, headed by the best middle split's (through MQTT where
+    measured there)."""
     headline = per_split[str(best)]
     source = headline.mqtt or headline.in_process
     overhead = source.batched.overhead_share
     return WorkerReport(
         provenance=Provenance.collect(options),
-        model=model.name,
+        model=model,
         codec=options.codec,
         splits=splits,
         best_middle_split=best,
