@@ -175,55 +175,42 @@ def role_acls(
     check_segment(user, "user name")
     discovery = [f"{discovery_prefix}/device/{user}/config"]
     ha_status = f"{discovery_prefix}/status"
+    requests = f"{prefix}/req/+/+"  # <model>/<k>
     if role == "device":
-        return _device_acls(user, topics, [*discovery], ha_status)
+        return [
+            *_send(
+                f"{requests}/{user}",
+                f"{requests}/{user}/+",
+                topics.probe(user),
+                topics.status(user),
+                topics.device_state(user),
+                *discovery,
+            ),
+            *_read(
+                topics.result(user),
+                topics.telemetry_all(),
+                topics.status_all(),
+                topics.catalog_all(),
+                ha_status,
+            ),
+        ]
     if role == "worker":
-        return _worker_acls(user, topics, share_group, [*discovery], ha_status)
+        return [
+            *_send(
+                f"{prefix}/result/+",
+                topics.telemetry(user),
+                topics.catalog_all(),  # any model's: workers of one model share its catalog
+                topics.status(user),
+                *discovery,
+            ),
+            # The share group as written in SUBSCRIBE: a plain `<prefix>/req/...` stays refused
+            # (the `+` of the device level matches the filter's own `+`).
+            _acl("subscribePattern", f"$share/{share_group}/{requests}/+"),
+            _acl("publishClientReceive", f"{requests}/+"),
+            *_read(f"{requests}/+/{user}"),
+            *_read(topics.status_all(), ha_status),
+        ]
     return _read(f"{prefix}/#", "$SYS/#", f"{discovery_prefix}/#")
-
-
-def _device_acls(
-    user: str, topics: Topics, discovery: list[str], ha_status: str
-) -> list[dict[str, Any]]:
-    requests = f"{topics.prefix}/req/+/+"  # <model>/<k>
-    return [
-        *_send(
-            f"{requests}/{user}",
-            f"{requests}/{user}/+",
-            topics.probe(user),
-            topics.status(user),
-            topics.device_state(user),
-            *discovery,
-        ),
-        *_read(
-            topics.result(user),
-            topics.telemetry_all(),
-            topics.status_all(),
-            topics.catalog_all(),
-            ha_status,
-        ),
-    ]
-
-
-def _worker_acls(
-    user: str, topics: Topics, share_group: str, discovery: list[str], ha_status: str
-) -> list[dict[str, Any]]:
-    requests = f"{topics.prefix}/req/+/+"  # <model>/<k>
-    return [
-        *_send(
-            f"{topics.prefix}/result/+",
-            topics.telemetry(user),
-            topics.catalog_all(),  # any model's: workers of one model share its catalog
-            topics.status(user),
-            *discovery,
-        ),
-        # The share group as written in SUBSCRIBE: a plain `<prefix>/req/...` stays refused
-        # (the `+` of the device level matches the filter's own `+`).
-        _acl("subscribePattern", f"$share/{share_group}/{requests}/+"),
-        _acl("publishClientReceive", f"{requests}/+"),
-        *_read(f"{requests}/+/{user}"),
-        *_read(topics.status_all(), ha_status),
-    ]
 
 
 def hash_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
@@ -512,116 +499,12 @@ def init_profile(
     `require_client_certs` makes the broker demand one and issues one to every user. `port`
     and the first of `server_names` (else 127.0.0.1) go into each user's broker section.
     """
-    _check_topics(prefix, discovery_prefix, share_group)
-    roles = _checked_roles(devices, workers, monitors, client_certs)
-    plugin = plugin or find_dynsec_plugin()
-    directory = Path(directory)
-    if (directory / "ca.crt").exists() and not force:
-        raise SecureProfileError(
-            f"{directory} already holds a profile (ca.crt); pass --force to replace it "
-            "(every client then needs its new files)"
-        )
-    users_dir = directory / "users"
-    created = not directory.exists()
-    try:
-        paths, ca = _write_broker_keys(directory, users_dir, server_names, created=created)
-        with_certs = set(roles) if require_client_certs else set(client_certs)
-        users = _issue_users(ca, roles, with_certs, users_dir)
-        topics = (prefix, share_group, discovery_prefix)
-        _write_access(
-            paths, users, plugin, require_client_certs=require_client_certs, topics=topics
-        )
-        host = server_names[0] if server_names else "127.0.0.1"
-        _write_client_files(
-            directory, users, host=host, port=port, prefix=prefix, share_group=share_group
-        )
-        _share_with_broker([paths["server_key"], paths["dynsec"]], directory if created else None)
-    except OSError as exc:
-        raise SecureProfileError(f"cannot write the profile into {directory}: {exc}") from exc
-    return SecureProfile(
-        warnings=_reach_warnings(directory),
-        directory=directory,
-        config=paths["config"],
-        ca_cert=paths["ca_cert"],
-        server_cert=paths["server_cert"],
-        server_key=paths["server_key"],
-        dynsec=paths["dynsec"],
-        users=users,
-    )
-
-
-def _reach_warnings(directory: Path) -> tuple[str, ...]:
-    """What stops the broker, dropped to its unprivileged account, from reading the profile."""
-    blocked = unreachable_for_broker(directory)
-    if blocked is None:
-        return ()
-    return (
-        f"started by root, mosquitto runs as an unprivileged account, which cannot pass "
-        f"through {blocked}: keep the profile where that account can reach it",
-    )
-
-
-def _write_access(
-    paths: dict[str, Path],
-    users: dict[str, ProfileUser],
-    plugin: str,
-    *,
-    require_client_certs: bool,
-    topics: tuple[str, str, str],
-) -> None:
-    """The plugin's users and ACLs, and the broker config that loads them.
-
-    `topics`: the topic prefix, the workers' share group and the discovery prefix.
-    """
-    prefix, share_group, discovery_prefix = topics
-    config = dynsec_config(
-        users.values(), prefix=prefix, share_group=share_group, discovery_prefix=discovery_prefix
-    )
-    _write_private(paths["dynsec"], (json.dumps(config, indent=2) + "\n").encode())
-    paths["config"].write_text(
-        render_broker_config(
-            paths["config"].parent, plugin=plugin, require_client_certs=require_client_certs
-        ),
-        encoding="utf-8",
-    )
-
-
-def _write_client_files(
-    directory: Path,
-    users: dict[str, ProfileUser],
-    *,
-    host: str,
-    port: int,
-    prefix: str,
-    share_group: str,
-) -> None:
-    """Each user's client configuration and password, readable by its owner only."""
-    users_dir = directory / "users"
-    for user in users.values():
-        text = _client_yaml(
-            directory, user, host=host, port=port, prefix=prefix, share_group=share_group
-        )
-        _write_private(users_dir / f"{user.name}.yaml", text.encode())
-        _write_private(users_dir / f"{user.name}.password", f"{user.password}\n".encode())
-
-
-def _check_topics(prefix: str, discovery_prefix: str, share_group: str) -> None:
     try:
         Topics(prefix)
         Topics(discovery_prefix)
         check_segment(share_group, "share group")
     except TopicError as exc:
         raise SecureProfileError(str(exc)) from exc
-
-
-def _checked_roles(
-    devices: Sequence[str],
-    workers: Sequence[str],
-    monitors: Sequence[str],
-    client_certs: Sequence[str],
-) -> dict[str, ProfileRole]:
-    """Each user's role; every name a valid topic level, given once, certificates only for
-    known users."""
     roles: dict[str, ProfileRole] = {}
     given: list[tuple[ProfileRole, Sequence[str]]] = [
         ("device", devices),
@@ -642,52 +525,84 @@ def _checked_roles(
     unknown = sorted(set(client_certs) - set(roles))
     if unknown:
         raise SecureProfileError(f"client certificates for unknown users: {', '.join(unknown)}")
-    return roles
-
-
-def _write_broker_keys(
-    directory: Path, users_dir: Path, server_names: Sequence[str], *, created: bool
-) -> tuple[dict[str, Path], _Issuer]:
-    """The private folders, a new CA and the broker's certificate, written; the profile's
-    paths and the CA (which then signs the users' certificates)."""
-    users_dir.mkdir(parents=True, exist_ok=True)
-    if created:
-        os.chmod(directory, 0o700)
-    os.chmod(users_dir, 0o700)
-    ca = make_ca()
-    names = list(dict.fromkeys(["127.0.0.1", "localhost", *server_names]))
-    common_name = server_names[0] if server_names else "localhost"
-    server_key, server_cert = issue_cert(ca, common_name, server=True, names=names)
-    paths = {
-        "ca_cert": directory / "ca.crt",
-        "ca_key": directory / "ca.key",
-        "server_cert": directory / "server.crt",
-        "server_key": directory / "server.key",
-        "dynsec": directory / "dynamic-security.json",
-        "config": directory / "mosquitto.conf",
-    }
-    _write_cert(paths["ca_cert"], ca.cert)
-    _write_key(paths["ca_key"], ca.key)
-    _write_cert(paths["server_cert"], server_cert)
-    _write_key(paths["server_key"], server_key)
-    return paths, ca
-
-
-def _issue_users(
-    ca: _Issuer,
-    roles: dict[str, ProfileRole],
-    with_certs: set[str],
-    users_dir: Path,
-) -> dict[str, ProfileUser]:
-    """Every user with a random password and, where asked, a client certificate (written)."""
-    users: dict[str, ProfileUser] = {}
-    for name, role in roles.items():
-        certfile = keyfile = None
-        if name in with_certs:
-            key, cert = issue_cert(ca, name, server=False)
-            certfile, keyfile = users_dir / f"{name}.crt", users_dir / f"{name}.key"
-            _write_cert(certfile, cert)
-            _write_key(keyfile, key)
-        password = secrets.token_urlsafe(PASSWORD_BYTES)
-        users[name] = ProfileUser(name, role, password, certfile, keyfile)
-    return users
+    plugin = plugin or find_dynsec_plugin()
+    directory = Path(directory)
+    if (directory / "ca.crt").exists() and not force:
+        raise SecureProfileError(
+            f"{directory} already holds a profile (ca.crt); pass --force to replace it "
+            "(every client then needs its new files)"
+        )
+    users_dir = directory / "users"
+    created = not directory.exists()
+    try:
+        users_dir.mkdir(parents=True, exist_ok=True)
+        if created:
+            os.chmod(directory, 0o700)
+        os.chmod(users_dir, 0o700)
+        ca = make_ca()
+        names = list(dict.fromkeys(["127.0.0.1", "localhost", *server_names]))
+        common_name = server_names[0] if server_names else "localhost"
+        server_key, server_cert = issue_cert(ca, common_name, server=True, names=names)
+        paths = {
+            "ca_cert": directory / "ca.crt",
+            "ca_key": directory / "ca.key",
+            "server_cert": directory / "server.crt",
+            "server_key": directory / "server.key",
+            "dynsec": directory / "dynamic-security.json",
+            "config": directory / "mosquitto.conf",
+        }
+        _write_cert(paths["ca_cert"], ca.cert)
+        _write_key(paths["ca_key"], ca.key)
+        _write_cert(paths["server_cert"], server_cert)
+        _write_key(paths["server_key"], server_key)
+        with_certs = set(roles) if require_client_certs else set(client_certs)
+        users: dict[str, ProfileUser] = {}
+        for name, role in roles.items():
+            certfile = keyfile = None
+            if name in with_certs:
+                key, cert = issue_cert(ca, name, server=False)
+                certfile, keyfile = users_dir / f"{name}.crt", users_dir / f"{name}.key"
+                _write_cert(certfile, cert)
+                _write_key(keyfile, key)
+            password = secrets.token_urlsafe(PASSWORD_BYTES)
+            users[name] = ProfileUser(name, role, password, certfile, keyfile)
+        config = dynsec_config(
+            users.values(),
+            prefix=prefix,
+            share_group=share_group,
+            discovery_prefix=discovery_prefix,
+        )
+        _write_private(paths["dynsec"], (json.dumps(config, indent=2) + "\n").encode())
+        paths["config"].write_text(
+            render_broker_config(
+                directory, plugin=plugin, require_client_certs=require_client_certs
+            ),
+            encoding="utf-8",
+        )
+        host = server_names[0] if server_names else "127.0.0.1"
+        for user in users.values():
+            text = _client_yaml(
+                directory, user, host=host, port=port, prefix=prefix, share_group=share_group
+            )
+            _write_private(users_dir / f"{user.name}.yaml", text.encode())
+            _write_private(users_dir / f"{user.name}.password", f"{user.password}\n".encode())
+        _share_with_broker([paths["server_key"], paths["dynsec"]], directory if created else None)
+    except OSError as exc:
+        raise SecureProfileError(f"cannot write the profile into {directory}: {exc}") from exc
+    warnings = []
+    blocked = unreachable_for_broker(directory)
+    if blocked is not None:
+        warnings.append(
+            f"started by root, mosquitto runs as an unprivileged account, which cannot pass "
+            f"through {blocked}: keep the profile where that account can reach it"
+        )
+    return SecureProfile(
+        warnings=tuple(warnings),
+        directory=directory,
+        config=paths["config"],
+        ca_cert=paths["ca_cert"],
+        server_cert=paths["server_cert"],
+        server_key=paths["server_key"],
+        dynsec=paths["dynsec"],
+        users=users,
+    )
