@@ -305,7 +305,23 @@ def profile_model(
     with torch_threads(threads):
         block_ms, device_ms = time_blocks(model, model.preprocess(prepared[:1]), repeats)
     on_split()
-    points = split_points(model, samples, codec_list, device_ms)
+    nothing = CodecSamples()  # split n sends nothing
+    per_split = [samples.get(k, dict.fromkeys(codec_list, nothing)) for k in range(model.n + 1)]
+    names = ["input", *model.block_names]
+    shapes = model.split_shapes()
+    points = tuple(
+        SplitPoint(
+            k=k,
+            name=names[k],
+            shape=shapes[k],
+            bytes={c: m.median_bytes for c, m in split.items()},
+            device_ms=device_ms[k],
+            encode_ms={c: m.median_encode_ms for c, m in split.items()},
+            decode_ms={c: m.median_decode_ms for c, m in split.items()},
+            agreement={c: a for c, m in split.items() if (a := m.agreement) is not None},
+        )
+        for k, split in enumerate(per_split)
+    )
     profile = ModelProfile(
         model=model.name,
         fingerprint=model.fingerprint,
@@ -323,32 +339,6 @@ def profile_model(
         images=len(prepared),
     )
     return profile.with_codec(codec)
-
-
-def split_points(
-    model: SplitModel,
-    samples: dict[int, dict[str, CodecSamples]],
-    codecs: Sequence[str],
-    device_ms: Sequence[float],
-) -> tuple[SplitPoint, ...]:
-    """Every split's medians (split n, which sends nothing, has empty samples)."""
-    nothing = CodecSamples()
-    per_split = [samples.get(k, dict.fromkeys(codecs, nothing)) for k in range(model.n + 1)]
-    names = ["input", *model.block_names]
-    shapes = model.split_shapes()
-    return tuple(
-        SplitPoint(
-            k=k,
-            name=names[k],
-            shape=shapes[k],
-            bytes={c: m.median_bytes for c, m in split.items()},
-            device_ms=device_ms[k],
-            encode_ms={c: m.median_encode_ms for c, m in split.items()},
-            decode_ms={c: m.median_decode_ms for c, m in split.items()},
-            agreement={c: a for c, m in split.items() if (a := m.agreement) is not None},
-        )
-        for k, split in enumerate(per_split)
-    )
 
 
 def checked_codecs(codecs: Sequence[str], decision_codec: str) -> list[str]:
