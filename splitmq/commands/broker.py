@@ -44,12 +44,7 @@ def register(subparsers: Any) -> None:
     )
     parser.set_defaults(func=run)
     actions = parser.add_subparsers(dest="action", metavar="{init}")
-    _add_init(actions)
-
-
-def _add_init(actions: Any) -> None:
-    """`splitmq broker init`: its users, certificates and topic settings."""
-    init: argparse.ArgumentParser = actions.add_parser(
+    init = actions.add_parser(
         "init",
         help="write a secure profile: CA and TLS certificates, users, ACLs, broker config",
         description="Write a secure broker profile into DIR: a private CA, the broker's TLS "
@@ -59,11 +54,6 @@ def _add_init(actions: Any) -> None:
         "`splitmq broker --config DIR/mosquitto.conf`. Each node's login is its node id.",
     )
     init.add_argument("dir", type=Path, metavar="DIR", help="directory to write the profile to")
-    _add_init_users(init)
-    _add_init_broker(init)
-
-
-def _add_init_users(init: argparse.ArgumentParser) -> None:
     init.add_argument("--device", action="append", default=[], metavar="NAME", help="device login")
     init.add_argument("--worker", action="append", default=[], metavar="NAME", help="worker login")
     init.add_argument(
@@ -81,9 +71,6 @@ def _add_init_users(init: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the broker demands a client certificate (one is issued to every user)",
     )
-
-
-def _add_init_broker(init: argparse.ArgumentParser) -> None:
     init.add_argument(
         "--san",
         action="append",
