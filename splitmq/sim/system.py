@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from schemas.messages import TelemetryMessage
 from splitmq.sim.scenarios import ServerLoad
@@ -236,7 +236,40 @@ class DeviceState:
         delivery = self.uplink.send(wire_bytes(cost.payload_bytes), handed)
         result_s = self.server.done_s(k, delivery.arrives_s) + self.uplink.one_way_s
         tail_s = self.device.local_tail_ms(k) / 1000
-        sent = Outcome(
+        if race:
+            start, end = self.cpu.reserve_until(head_end, tail_s, result_s)
+            local_won = end - start >= tail_s - 1e-12 and end < result_s
+            done = end if local_won else result_s
+            compute = device_ms + (end - start) * 1000
+            return Outcome(
+                k,
+                arrival_s,
+                done,
+                device_ms,
+                head_end,
+                not local_won,
+                local_won,
+                cost.payload_bytes,
+                delivery,
+                compute,
+                cost.codec,
+            )
+        if deadline_ms is not None and result_s > arrival_s + deadline_ms / 1000:
+            _, done = self.cpu.reserve(arrival_s + deadline_ms / 1000, tail_s)
+            return Outcome(
+                k,
+                arrival_s,
+                done,
+                device_ms,
+                head_end,
+                False,
+                True,
+                cost.payload_bytes,
+                delivery,
+                device_ms + tail_s * 1000,
+                cost.codec,
+            )
+        return Outcome(
             k,
             arrival_s,
             result_s,
@@ -248,31 +281,6 @@ class DeviceState:
             delivery,
             device_ms,
             cost.codec,
-        )
-        if race:
-            return self._race(sent, tail_s)
-        if deadline_ms is not None and result_s > arrival_s + deadline_ms / 1000:
-            _, done = self.cpu.reserve(arrival_s + deadline_ms / 1000, tail_s)
-            return replace(
-                sent,
-                done_s=done,
-                offloaded=False,
-                fallback=True,
-                compute_ms=device_ms + tail_s * 1000,
-            )
-        return sent
-
-    def _race(self, sent: Outcome, tail_s: float) -> Outcome:
-        """The device's own tail from the head's end against the server's result: the first
-        wins; the device computed for as long as its tail ran."""
-        start, end = self.cpu.reserve_until(sent.head_end_s, tail_s, sent.done_s)
-        local_won = end - start >= tail_s - 1e-12 and end < sent.done_s
-        return replace(
-            sent,
-            done_s=end if local_won else sent.done_s,
-            offloaded=not local_won,
-            fallback=local_won,
-            compute_ms=sent.device_ms + (end - start) * 1000,
         )
 
     def probe(self, payload_bytes: int, now_s: float) -> Delivery:
