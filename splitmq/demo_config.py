@@ -2,7 +2,7 @@
 configuration built from them as objects.
 
 Shared by the demo (`splitmq.demo`) and the live-versus-simulated benchmark
-(`splitmq.live_bench`), which must run the very same configurations.
+(`splitmq.bench.live`), which must run the very same configurations.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -67,29 +68,62 @@ def latency_stats(samples_ms: Iterable[float]) -> dict[str, Any]:
     return LatencyStats.of(samples_ms).to_dict()
 
 
-def write_report(report: dict[str, Any], path: Path | None, *, what: str = "written") -> None:
-    """Write a command's JSON report to `path` (None: nowhere) and say where."""
+class Machine(BaseModel):
+    """Where and when a report's figures were measured."""
+
+    model_config = STRICT
+
+    commit: str | None = Field(description="short commit; None outside a checkout")
+    cpus: int | None
+    processor: str
+    python: str
+    torch: str | None = Field(description="torch's version; None where not installed")
+    date: str = Field(description="local date, YYYY-MM-DD")
+
+
+def write_report(
+    report: BaseModel | dict[str, Any], path: Path | None, *, what: str = "written"
+) -> None:
+    """Write a command's JSON report (a model's JSON, or a plain dict's) to `path` (None:
+    nowhere) and say where."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    if isinstance(report, BaseModel):
+        text = report.model_dump_json(indent=1)
+    else:
+        text = json.dumps(report, indent=1)
+    path.write_text(text + "\n")
     print(f"  {what} to {path}")
 
 
-def machine() -> dict[str, Any]:
+def machine() -> Machine:
     """Where and when a report's figures were measured: the commit (None outside a checkout),
-    cores, processor, Python and the date."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent,
-        check=False,
-    ).stdout.strip()
-    return {
-        "commit": commit or None,
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    cores, processor, Python, torch and the date."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        ).stdout.strip()
+    except OSError:  # no git on this host
+        commit = ""
+    return Machine(
+        commit=commit or None,
+        cpus=os.cpu_count(),
+        processor=platform.processor() or platform.machine(),
+        python=platform.python_version(),
+        torch=package_version("torch"),
+        date=time.strftime("%Y-%m-%d"),
+    )
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of distribution `name` (read, not imported: torch takes seconds
+    to import); None when not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

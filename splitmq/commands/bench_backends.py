@@ -12,7 +12,7 @@ from splitting.registry import DEFAULT_MODEL
 
 
 def register(subparsers: Any) -> None:
-    from splitmq.backend_bench import __doc__ as doc
+    from splitmq.bench.backends import __doc__ as doc
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "backends",
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitmq.backend_bench import BackendBenchOptions, format_report, run_backend_bench
+    from splitmq.bench.backends import BackendBenchOptions, format_report, run_backend_bench
 
     options = BackendBenchOptions(
         model=args.model,

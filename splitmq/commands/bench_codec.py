@@ -1,52 +1,24 @@
-"""`splitmq bench codec --json PATH`: every codec at every candidate split, on real inputs.
-
-For N augmented real images (skimage.data and sklearn's sample images: random crops, flips,
-scales) and each codec (lossless, fp16, int8, int5, int4) at each candidate split, it measures the
-mean bytes of the whole frame, the median encode and decode time per frame, and the top-1
-agreement of tail(decoded tensor) with the uncompressed fp32 model's top-1. Split 0 (the JPEG
-of the input) is measured the same way.
-
-The splits measured are the candidates of any codec (from a profile of the first inputs), so
-every codec is compared at the same splits; `candidate` says whether k is one of its own.
-"""
+"""`splitmq bench codec --json PATH`: every codec at every candidate split, on real inputs."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import platform
-import statistics
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from splitmq.text_table import aligned_rows
-from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
-from splitting.images import augmented_images
-from splitting.partition import SplitModel
-from splitting.profiles import DEFAULT_CODECS, DEFAULT_JPEG_QUALITY, ModelProfile
-from splitting.profiling import CodecSamples, frame_round_trip, profile_model
-from splitting.registry import DEFAULT_MODEL, load_model
-from splitting.torch_blocks import torch_threads
-
-DEFAULT_INPUTS = 200
-DEFAULT_BATCH = 25
-PROFILE_INPUTS = 16  # inputs the candidate splits are chosen from
-LOSSLESS_CODECS = frozenset({"lossless"})
+from splitmq.bench.codec import DEFAULT_BATCH, DEFAULT_INPUTS
+from splitmq.bench.codec import __doc__ as codec_doc
+from splitmq.reports import write_report
+from splitmq_base.cli import jpeg_quality, positive_int
+from splitting.profiles import DEFAULT_CODECS, DEFAULT_JPEG_QUALITY
+from splitting.registry import DEFAULT_MODEL
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "codec",
         help="bytes, codec time and top-1 agreement of each codec at each candidate split",
-        description=__doc__,
+        description=codec_doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", required=True, metavar="PATH", help="where to write results")
@@ -79,199 +51,19 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    with torch_threads(args.threads or torch.get_num_threads()):
-        model = load_model(args.model, weights=args.weights)
-        batches = math.ceil(args.inputs / args.batch)
-        quiet = getattr(args, "quiet", False)
-        with progress_bar(f"codecs on {model.name}", batches, quiet=quiet) as advance:
-            result = bench_codecs(
-                model,
-                augmented_images(args.inputs, model.input_size, args.seed),
-                codecs=args.codecs,
-                jpeg_quality=args.jpeg_quality,
-                batch=args.batch,
-                on_batch=advance,
-            )
-    result["seed"] = args.seed
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    print(format_table(result))
-    print(f"\nwrote {path}")
-    return 0
+    from splitmq.bench.codec import CodecOptions, format_table, run_codec_bench
 
-
-@dataclass
-class Measured(CodecSamples):
-    """Accumulated results of one codec at one split: frame samples and top-1 agreement."""
-
-    agree: int = 0
-    total: int = 0
-
-    def summary(self) -> dict[str, float]:
-        return {
-            "bytes": statistics.fmean(self.sizes),
-            "encode_ms": statistics.median(self.encode_ms),
-            "decode_ms": statistics.median(self.decode_ms),
-            "top1_agreement": self.agree / self.total,
-        }
-
-
-def bench_codecs(
-    model: SplitModel,
-    images: np.ndarray,
-    *,
-    codecs: Sequence[str] = DEFAULT_CODECS,
-    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-    batch: int = DEFAULT_BATCH,
-    on_batch: Callable[[], None] = lambda: None,
-) -> dict[str, Any]:
-    """Measure every codec at the candidate splits of any codec over `images` (prepared);
-    `on_batch()` runs after each batch of images (progress)."""
-    profile = profile_model(
-        model,
-        images[:PROFILE_INPUTS],
-        codecs=codecs,
-        codec=codecs[0],
-        jpeg_quality=jpeg_quality,
-        threads=torch.get_num_threads(),
-        repeats=1,
+    options = CodecOptions(
+        model=args.model,
+        weights=args.weights,
+        inputs=args.inputs,
+        seed=args.seed,
+        codecs=tuple(args.codecs),
+        jpeg_quality=args.jpeg_quality,
+        batch=args.batch,
+        threads=args.threads,
     )
-    candidates = {codec: profile.candidates(codec) for codec in codecs}
-    splits = sorted({k for ks in candidates.values() for k in ks if 0 < k < model.n})
-    jpeg = Measured()
-    results = {(codec, k): Measured() for codec in codecs for k in splits}
-    for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
-        x = model.preprocess(chunk)
-        reference = model.forward(x).argmax(dim=1)
-        _measure_jpeg(model, chunk, reference, jpeg, jpeg_quality)
-        kept = model.head_outputs(x, splits)
-        for k in splits:
-            arrays = kept[k].numpy()
-            for codec in codecs:
-                _measure_split(model, arrays, k, codec, reference, results[codec, k])
-        on_batch()
-    return _report(model, profile, images, candidates, splits, jpeg, results, jpeg_quality)
-
-
-def _measure_jpeg(
-    model: SplitModel,
-    chunk: np.ndarray,
-    reference: torch.Tensor,
-    into: Measured,
-    quality: int,
-) -> None:
-    decoded = [_round_trip(model, image, 0, "jpeg", into, quality) for image in chunk]
-    top1 = model.forward(model.preprocess(np.stack(decoded))).argmax(dim=1)
-    into.agree += int((top1 == reference).sum())
-    into.total += len(chunk)
-
-
-def _measure_split(
-    model: SplitModel,
-    arrays: np.ndarray,
-    k: int,
-    codec: str,
-    reference: torch.Tensor,
-    into: Measured,
-) -> None:
-    decoded = [_round_trip(model, array, k, codec, into) for array in arrays]
-    top1 = model.tail(torch.from_numpy(np.stack(decoded)), k).argmax(dim=1)
-    into.agree += int((top1 == reference).sum())
-    into.total += len(arrays)
-
-
-def _round_trip(
-    model: SplitModel,
-    array: np.ndarray,
-    k: int,
-    codec: str,
-    into: Measured,
-    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-) -> np.ndarray:
-    trip = frame_round_trip(array, model, k, codec, jpeg_quality=jpeg_quality)
-    into.add(trip)
-    return trip.tensor
-
-
-def _report(
-    model: SplitModel,
-    profile: ModelProfile,
-    images: np.ndarray,
-    candidates: dict[str, list[int]],
-    splits: list[int],
-    jpeg: Measured,
-    results: dict[tuple[str, int], Measured],
-    jpeg_quality: int,
-) -> dict[str, Any]:
-    jpeg_summary = jpeg.summary()
-    codecs_out: dict[str, Any] = {}
-    for codec, own in candidates.items():
-        per_split = {}
-        for k in splits:
-            summary: dict[str, Any] = results[codec, k].summary()
-            summary["bytes_vs_jpeg"] = summary["bytes"] / jpeg_summary["bytes"]
-            summary["candidate"] = k in own
-            per_split[str(k)] = summary
-        codecs_out[codec] = {
-            "lossless": codec in LOSSLESS_CODECS,
-            "candidates": own,
-            "splits": per_split,
-        }
-    return {
-        "model": model.name,
-        "fingerprint": model.fingerprint,
-        "weights": model.weights,
-        "inputs": len(images),
-        "input_size": model.input_size,
-        "jpeg_quality": jpeg_quality,
-        "jpeg_bytes": jpeg_summary["bytes"],
-        "jpeg": jpeg_summary,
-        "split_names": {str(k): model.block_names[k - 1] for k in splits},
-        "split_shapes": {str(k): list(model.split_shapes()[k]) for k in splits},
-        "codecs": codecs_out,
-        "profile_inputs": min(len(images), PROFILE_INPUTS),
-        "profile_input_bytes": profile.input_bytes,
-        "host": platform.node(),
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """One row per codec and split, split 0 (JPEG) first."""
-    jpeg = result["jpeg"]
-    header = ["codec", "k", "block", "bytes", "x JPEG", "enc ms", "dec ms", "top-1 agr", "cand"]
-    rows = [header, _row("jpeg", "0", "input", {**jpeg, "bytes_vs_jpeg": 1.0}, True)]
-    for codec, entry in result["codecs"].items():
-        for k, summary in entry["splits"].items():
-            name = result["split_names"][k]
-            rows.append(_row(codec, k, name, summary, summary["candidate"]))
-    lines = [
-        f"{result['model']} ({result['weights']} weights), {result['inputs']} inputs,"
-        f" JPEG quality {result['jpeg_quality']}, torch {result['torch']} on {result['host']}",
-        "",
-        *aligned_rows(rows, left={0, 2}),
-        "",
-        "cand: a natural bottleneck under that codec (bytes below every earlier split)",
-    ]
-    return "\n".join(lines)
-
-
-def _row(codec: str, k: str, name: str, summary: dict[str, float], candidate: bool) -> list[str]:
-    return [
-        codec,
-        k,
-        name,
-        f"{summary['bytes']:,.0f}",
-        f"{summary['bytes_vs_jpeg']:.2f}",
-        f"{summary['encode_ms']:.3f}",
-        f"{summary['decode_ms']:.3f}",
-        f"{100 * summary['top1_agreement']:.1f}%",
-        "*" if candidate else "",
-    ]
+    result = run_codec_bench(options, quiet=bool(getattr(args, "quiet", False)))
+    print(format_table(result))
+    write_report(result, Path(args.json))
+    return 0

@@ -10,7 +10,7 @@ from splitmq.reports import write_report
 
 
 def register(subparsers: Any) -> None:
-    from splitmq.cold_start_bench import __doc__ as doc
+    from splitmq.bench.cold_start import __doc__ as doc
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "cold-start",
@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitmq.cold_start_bench import ColdStartOptions, format_report, run_cold_start_bench
+    from splitmq.bench.cold_start import ColdStartOptions, format_report, run_cold_start_bench
 
     options = ColdStartOptions(
         devices=args.devices,

@@ -11,7 +11,7 @@ from splitmq.reports import write_report
 
 
 def register(subparsers: Any) -> None:
-    from splitmq.fleet_bench import __doc__ as doc
+    from splitmq.bench.fleet import __doc__ as doc
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "fleet",
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitmq.fleet_bench import FleetOptions, format_report, run_fleet_bench
+    from splitmq.bench.fleet import FleetOptions, format_report, run_fleet_bench
 
     options = FleetOptions(
         devices=args.devices,
@@ -43,4 +43,4 @@ def run(args: argparse.Namespace) -> int:
     result = run_fleet_bench(options)
     print(format_report(result))
     write_report(result, args.json_path)
-    return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+    return 0 if result.lost == 0 and result.duplicates == 0 else 1

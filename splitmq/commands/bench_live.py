@@ -57,7 +57,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitmq.live_bench import LiveBenchOptions, format_report, run_bench, write_report
+    from splitmq.bench.live import LiveBenchOptions, format_report, run_bench
+    from splitmq.reports import write_report
 
     given: dict[str, Any] = {
         "trace": args.trace,
@@ -74,7 +75,5 @@ def run(args: argparse.Namespace) -> int:
     options = LiveBenchOptions(**{k: v for k, v in given.items() if v is not None})
     report = run_bench(options)
     print(format_report(report))
-    if args.json is not None:
-        write_report(report, args.json)
-        print(f"\nwrote {args.json}")
+    write_report(report, args.json)
     return 0

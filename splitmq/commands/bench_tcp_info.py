@@ -10,7 +10,7 @@ from splitmq.reports import write_report
 
 
 def register(subparsers: Any) -> None:
-    from splitmq.tcp_info_bench import __doc__ as doc
+    from splitmq.bench.tcp_info import __doc__ as doc
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "tcp-info",
@@ -23,9 +23,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitmq.tcp_info_bench import format_report, run_tcp_info_bench
+    from splitmq.bench.tcp_info import TcpInfoOptions, format_report, run_tcp_info_bench
 
-    result = run_tcp_info_bench()
+    result = run_tcp_info_bench(TcpInfoOptions())
     print(format_report(result))
     write_report(result, args.json_path)
     return 0

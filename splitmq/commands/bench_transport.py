@@ -9,9 +9,6 @@ from typing import Any
 from splitmq.reports import write_report
 from splitmq_base.cli import port_number
 
-RTT_TARGET_P50_MS = 1.0
-RTT_TARGET_P99_MS = 5.0
-
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -28,7 +25,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mqtt_session.client import BrokerSettings
-    from splitmq.transport_bench import TransportOptions, format_table, run_transport_bench
+    from splitmq.bench.transport import TransportOptions, format_table, run_transport_bench
 
     settings = BrokerSettings(host=args.host, port=args.port) if args.host else None
     options = TransportOptions(
@@ -37,14 +34,6 @@ def run(args: argparse.Namespace) -> int:
         burst_devices=args.devices,
     )
     result = run_transport_bench(options, settings=settings)
-    result["targets"] = {
-        "rtt_p50_ms": RTT_TARGET_P50_MS,
-        "rtt_p99_ms": RTT_TARGET_P99_MS,
-        "met": result["rtt_ms"]["p50_ms"] < RTT_TARGET_P50_MS
-        and result["rtt_ms"]["p99_ms"] < RTT_TARGET_P99_MS
-        and result["burst"]["lost"] == 0,
-    }
     print(format_table(result))
-    print(f"  targets met: {result['targets']['met']}")
     write_report(result, args.json_path)
-    return 0 if result["burst"]["lost"] == 0 else 1
+    return 0 if result.burst.lost == 0 else 1

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from splitmq.bench.fleet import FleetOptions, run_fleet_bench
 from splitmq.cli import main
-from splitmq.fleet_bench import FleetOptions, run_fleet_bench
 from splitmq.reports import LatencyStats
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ def test_a_bounded_worker_rejects_the_excess_and_loses_nothing() -> None:
     # the load an echo worker answers here.
     result = run_fleet_bench(
         FleetOptions(devices=40, rate_hz=50, duration_s=1, max_held_bytes=1, max_batch=1)
-    )
+    ).model_dump()
     assert result["lost"] == 0 and result["duplicates"] == 0
     assert result["answered"] + result["rejected"] == result["sent"]
     assert result["rejected"] > 0

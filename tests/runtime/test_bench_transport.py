@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 
 from mqtt_session.client import BrokerSettings
+from splitmq.bench.errors import BenchError
+from splitmq.bench.transport import TransportOptions, run_transport_bench
 from splitmq.cli import main
 from splitmq.reports import LatencyStats
-from splitmq.transport_bench import TransportBenchError, TransportOptions, run_transport_bench
 
 pytestmark = pytest.mark.integration
 
 
 def test_small_burst_is_answered_in_full(broker_settings: BrokerSettings) -> None:
     options = TransportOptions(rtt_requests=40, warmup=5, burst_requests=400, burst_devices=4)
-    result = run_transport_bench(options, settings=broker_settings)
+    result = run_transport_bench(options, settings=broker_settings).model_dump()
     rtt, burst = result["rtt_ms"], result["burst"]
     assert rtt["count"] == 40
     assert 0 < rtt["p50_ms"] <= rtt["p99_ms"] <= rtt["max_ms"]
@@ -49,5 +50,5 @@ def test_cli_writes_the_json_keys(tmp_path: Path, broker_settings: BrokerSetting
 
 
 def test_options_are_checked() -> None:
-    with pytest.raises(TransportBenchError):
+    with pytest.raises(BenchError):
         TransportOptions(burst_devices=0)

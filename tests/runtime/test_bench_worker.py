@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from splitmq.bench.worker import WorkerBenchOptions, best_middle
 from splitmq.cli import main
-from splitmq.worker_bench import WorkerBenchOptions, best_middle
 from splitmq_base.errors import ConfigurationError
 
 pytestmark = pytest.mark.integration

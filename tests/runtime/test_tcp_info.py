@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from device_node.tcpinfo import read_tcp_info
-from splitmq.tcp_info_bench import TcpInfoBenchError, run_tcp_info_bench
+from splitmq.bench.errors import BenchError
+from splitmq.bench.tcp_info import TcpInfoOptions, run_tcp_info_bench
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +31,9 @@ def test_an_idle_loopback_connection_has_a_tiny_rtt_and_no_queue() -> None:
 
 def test_the_kernel_shaped_link_shows_in_the_ack_times_and_the_rtt() -> None:
     try:
-        result = run_tcp_info_bench(((8.0, 6), (2.0, 4)))
-    except TcpInfoBenchError as exc:
+        options = TcpInfoOptions(phases=((8.0, 6), (2.0, 4)))
+        result = run_tcp_info_bench(options).model_dump()
+    except BenchError as exc:
         if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() == "0":
             raise
         pytest.skip(f"no network namespace here: {exc}")

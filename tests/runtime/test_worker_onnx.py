@@ -14,7 +14,7 @@ from edge_worker.errors import RunnerError
 from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
 from mqtt_session.client import BrokerSettings
-from splitmq.light_device import LightDevice
+from splitmq.bench.light_device import LightDevice
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model

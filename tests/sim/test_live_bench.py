@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from splitmq.bench.errors import BenchError
+from splitmq.bench.live import LiveBenchOptions
 from splitmq.cli import main
-from splitmq.live_bench import LiveBenchError, LiveBenchOptions
 from splitting.server_profile import measure_server_profile
 from splitting.traces import UplinkTrace
 
@@ -97,7 +98,7 @@ def test_bad_settings_are_refused_with_a_reason(
     code = main(["bench", "live", "--trace", str(trace), "--policy", "dynamic", "--split", "3"])
     assert code == 2
     assert "does not combine with dynamic" in capsys.readouterr().err
-    with pytest.raises(LiveBenchError, match="at least one request"):
+    with pytest.raises(BenchError, match="at least one request"):
         LiveBenchOptions(trace=trace, requests=0)
-    with pytest.raises(LiveBenchError, match="rate_hz"):
+    with pytest.raises(BenchError, match="rate_hz"):
         LiveBenchOptions(trace=trace, rate_hz=0)

@@ -17,11 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
-from splitmq_base.errors import SplitmqError
-
-
-class PingPongError(SplitmqError):
-    """The ping-pong could not run (no connection, no subscription, a pong that never came)."""
+from splitmq.bench.errors import BenchError
 
 
 def measure_raw_rtt(
@@ -57,14 +53,14 @@ def measure_raw_rtt(
             client.subscribe(topic, qos=1)
         for _ in range(2):
             if not subscribed.acquire(timeout=timeout_s):
-                raise PingPongError("no SUBACK for the ping-pong topics")
+                raise BenchError("no SUBACK for the ping-pong topics")
         samples: list[float] = []
         for i in range(warmup + requests):
             got.clear()
             started = time.perf_counter()
             pinger.publish(ping_topic, payload, qos=1)
             if not got.wait(timeout_s):
-                raise PingPongError(f"ping {i} got no pong within {timeout_s:g} s")
+                raise BenchError(f"ping {i} got no pong within {timeout_s:g} s")
             if i >= warmup:
                 samples.append((arrived[0] - started) * 1000.0)
         return samples

@@ -25,8 +25,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from pydantic import Field
+
 from device_node.tcpinfo import read_tcp_info
-from splitmq_base.errors import SplitmqError
+from splitmq.bench.errors import BenchError
+from splitmq.bench.report import BenchOptions, BenchReport, Provenance
+from splitmq_base.models import StrictModel
 
 #: (Mbit/s, frames) of each phase: a link at LTE-like rate, then a drop.
 DEFAULT_PHASES: tuple[tuple[float, int], ...] = ((8.0, 12), (2.0, 8))
@@ -35,26 +39,51 @@ GAP_S = 0.2  # between frames: a device sending a few requests a second
 TBF = ("burst", "16kb", "latency", "400ms")
 
 
-class TcpInfoBenchError(SplitmqError):
-    """The namespace or the shaper could not be set up (root and iproute2 are needed)."""
+class TcpInfoOptions(BenchOptions):
+    #: (Mbit/s, frames) of each phase
+    phases: tuple[tuple[float, int], ...] = Field(default=DEFAULT_PHASES, strict=False)
 
 
-def run_tcp_info_bench(phases: Sequence[tuple[float, int]] = DEFAULT_PHASES) -> dict[str, Any]:
+class FrameRow(StrictModel):
+    """One frame's round: the ack-timed rate and what TCP_INFO said right after."""
+
+    mbit: float
+    ack_s: float
+    ack_rate_bps: float
+    delivery_rate_bps: float | None
+    app_limited: bool | None
+    rtt_s: float | None
+    min_rtt_s: float | None
+
+
+class PhaseSummary(StrictModel):
+    shaped_bps: float
+    frames: int
+    ack_log_error_p50: float | None
+    delivery_log_error_p50: float | None
+    app_limited_share: float
+    queueing_s_p50: float
+
+
+class TcpInfoReport(BenchReport):
+    benchmark: str = "tcp-info"
+    frame_bytes: int = FRAME_BYTES
+    phases: list[PhaseSummary]
+    rows: list[FrameRow]
+
+
+def run_tcp_info_bench(options: TcpInfoOptions | None = None) -> TcpInfoReport:
     """Measure in a fresh network namespace; the summary per phase and every frame's row."""
+    options = options or TcpInfoOptions()
     namespace = f"splitmq-tcpinfo-{os.getpid()}"
     with _namespace(namespace):
         command = ["ip", "netns", "exec", namespace, sys.executable, "-m", __name__]
-        command += ["--phases", json.dumps([list(p) for p in phases])]
+        command += ["--phases", json.dumps([list(p) for p in options.phases])]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
-        raise TcpInfoBenchError(f"the measurement failed: {done.stderr.strip()[-500:]}")
-    rows: list[dict[str, Any]] = json.loads(done.stdout)
-    return {
-        "benchmark": "tcp-info",
-        "frame_bytes": FRAME_BYTES,
-        "phases": _summary(rows),
-        "rows": rows,
-    }
+        raise BenchError(f"the measurement failed: {done.stderr.strip()[-500:]}")
+    rows = [FrameRow.model_validate(row) for row in json.loads(done.stdout)]
+    return TcpInfoReport(provenance=Provenance.collect(options), phases=_summary(rows), rows=rows)
 
 
 @contextmanager
@@ -71,9 +100,9 @@ def _ip(*args: str) -> None:
     try:
         done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
-        raise TcpInfoBenchError("needs iproute2 (`ip`, `tc`): apt-get install iproute2") from exc
+        raise BenchError("needs iproute2 (`ip`, `tc`): apt-get install iproute2") from exc
     if done.returncode != 0:
-        raise TcpInfoBenchError(f"ip {' '.join(args)}: {done.stderr.strip()} (root needed)")
+        raise BenchError(f"ip {' '.join(args)}: {done.stderr.strip()} (root needed)")
 
 
 def measure(phases: Sequence[tuple[float, int]]) -> list[dict[str, Any]]:
@@ -119,26 +148,26 @@ def _acknowledge(server: socket.socket) -> None:
         connection.sendall(b"k")
 
 
-def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _summary(rows: list[FrameRow]) -> list[PhaseSummary]:
     """Per phase: each signal's median |log(signal / shaped rate)| and the queueing it saw."""
     phases = []
-    for mbit in dict.fromkeys(row["mbit"] for row in rows):
-        mine = [row for row in rows if row["mbit"] == mbit]
+    for mbit in dict.fromkeys(row.mbit for row in rows):
+        mine = [row for row in rows if row.mbit == mbit]
         true_bps = mbit * 1e6 / 8
-        usable = [r for r in mine if r["delivery_rate_bps"] and not r["app_limited"]]
+        usable = [r for r in mine if r.delivery_rate_bps and not r.app_limited]
         phases.append(
-            {
-                "shaped_bps": true_bps,
-                "frames": len(mine),
-                "ack_log_error_p50": _log_error(true_bps, [r["ack_rate_bps"] for r in mine]),
-                "delivery_log_error_p50": _log_error(
-                    true_bps, [r["delivery_rate_bps"] for r in usable]
+            PhaseSummary(
+                shaped_bps=true_bps,
+                frames=len(mine),
+                ack_log_error_p50=_log_error(true_bps, [r.ack_rate_bps for r in mine]),
+                delivery_log_error_p50=_log_error(
+                    true_bps, [r.delivery_rate_bps for r in usable if r.delivery_rate_bps]
                 ),
-                "app_limited_share": 1 - len(usable) / len(mine),
-                "queueing_s_p50": statistics.median(
-                    max(0.0, r["rtt_s"] - r["min_rtt_s"]) for r in mine if r["rtt_s"] is not None
+                app_limited_share=1 - len(usable) / len(mine),
+                queueing_s_p50=statistics.median(
+                    max(0.0, r.rtt_s - (r.min_rtt_s or 0.0)) for r in mine if r.rtt_s is not None
                 ),
-            }
+            )
         )
     return phases
 
@@ -149,17 +178,17 @@ def _log_error(true_bps: float, rates: list[float]) -> float | None:
     return statistics.median(abs(math.log(rate / true_bps)) for rate in rates)
 
 
-def format_report(result: dict[str, Any]) -> str:
-    lines = [f"tcp-info: {result['frame_bytes']} B frames through a tbf-shaped loopback"]
-    for phase in result["phases"]:
-        delivery = phase["delivery_log_error_p50"]
+def format_report(result: TcpInfoReport) -> str:
+    lines = [f"tcp-info: {result.frame_bytes} B frames through a tbf-shaped loopback"]
+    for phase in result.phases:
+        delivery, ack = phase.delivery_log_error_p50, phase.ack_log_error_p50
         lines.append(
-            f"  {phase['shaped_bps'] * 8 / 1e6:g} Mbit/s, {phase['frames']} frames: "
-            f"|log error| p50 of the ack-timed rate {phase['ack_log_error_p50']:.2f}, "
+            f"  {phase.shaped_bps * 8 / 1e6:g} Mbit/s, {phase.frames} frames: "
+            f"|log error| p50 of the ack-timed rate {'n/a' if ack is None else f'{ack:.2f}'}, "
             f"of TCP_INFO's delivery rate "
             f"{'n/a' if delivery is None else f'{delivery:.2f}'} "
-            f"({phase['app_limited_share']:.0%} of its samples app-limited), "
-            f"queueing (rtt - min_rtt) p50 {phase['queueing_s_p50'] * 1000:.1f} ms"
+            f"({phase.app_limited_share:.0%} of its samples app-limited), "
+            f"queueing (rtt - min_rtt) p50 {phase.queueing_s_p50 * 1000:.1f} ms"
         )
     return "\n".join(lines)
 

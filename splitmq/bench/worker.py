@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
 from broker.launcher import MosquittoBroker
 from device_node.link import DeviceLink
@@ -40,10 +41,13 @@ from mqtt_session.client import BrokerSettings
 from schemas.frame import Frame, encode_frame
 from schemas.messages import ResultMessage, ServerTimings, encode_message
 from schemas.topics import Topics
-from splitmq.light_device import LightDevice
-from splitmq.reports import machine
+from splitmq.bench.errors import BenchError, BenchSettingsError
+from splitmq.bench.light_device import LightDevice
+from splitmq.bench.load import LoadGenerator
+from splitmq.bench.report import BenchOptions, BenchReport, Provenance
+from splitmq.reports import Machine, machine
 from splitmq.worker_process import connected, wait_until_serving, worker_process
-from splitmq_base.errors import ConfigurationError, SplitmqError
+from splitmq_base.models import StrictModel
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model
@@ -55,14 +59,14 @@ REPLY_TIMEOUT_S = 300.0
 ROUNDS = 3
 
 
-class WorkerBenchError(SplitmqError):
-    """The benchmark could not run (no worker, a burst without all its replies)."""
+SPEEDUP_TARGET = 3.0
+OVERHEAD_TARGET = 0.15
 
 
-@dataclass(frozen=True)
-class WorkerBenchOptions:
+class WorkerBenchOptions(BenchOptions):
     model: str = DEFAULT_MODEL
-    splits: tuple[int, ...] = ()  # () = the inner natural bottlenecks under `codec`
+    #: () = the inner natural bottlenecks under `codec`
+    splits: tuple[int, ...] = Field(default=(), strict=False)
     codec: str = DEFAULT_CODEC
     max_batch: int = 8
     max_wait_ms: float = 2.0
@@ -72,13 +76,78 @@ class WorkerBenchOptions:
     torch_threads: int = 1
     queue_capacity: int = 64
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> WorkerBenchOptions:
         if self.max_batch < 2:
-            raise ConfigurationError("--max-batch must be >= 2 (batch 1 is the baseline)")
+            raise BenchSettingsError("--max-batch must be >= 2 (batch 1 is the baseline)")
         if self.requests < self.max_batch or self.mqtt_requests < self.max_batch:
-            raise ConfigurationError("request counts must be at least --max-batch")
+            raise BenchSettingsError("request counts must be at least --max-batch")
         if self.torch_threads < 1:
-            raise ConfigurationError("--torch-threads must be >= 1")
+            raise BenchSettingsError("--torch-threads must be >= 1")
+        return self
+
+
+class Throughput(StrictModel):
+    """One batch setting's figures at one split (rates over the merged rounds)."""
+
+    per_s: float
+    requests: int
+    overhead_share: float
+    compute_share: float
+    mean_batch: float
+    decode_ms: float
+    encode_ms: float | None = Field(default=None, description="in process only")
+    compute_ms_per_request: float | None = Field(default=None, description="in process only")
+
+
+class Comparison(StrictModel):
+    unbatched: Throughput
+    batched: Throughput
+    speedup: float = Field(description="batched per_s / unbatched per_s, in the same run")
+
+
+class Answer(StrictModel):
+    """Each sample's logits alone against the same inputs in batches."""
+
+    samples: int
+    batch: int
+    top1_agreement: float
+    max_abs_logit_diff: float
+    bit_identical_share: float
+
+
+class SplitFigures(StrictModel):
+    frame_bytes: int
+    in_process: Comparison
+    answer: Answer
+    mqtt: Comparison | None = None
+
+
+class WorkerTargets(StrictModel):
+    speedup: float = SPEEDUP_TARGET
+    overhead_share: float = OVERHEAD_TARGET
+    speedup_met: bool
+    overhead_met: bool
+
+
+class WorkerReport(BenchReport):
+    model: str
+    codec: str
+    splits: list[int]
+    best_middle_split: int
+    jpeg_bytes: int
+    max_batch: int
+    max_wait_ms: float
+    torch_threads: int
+    through: str = Field(description="where the headline figures come from: mqtt or in_process")
+    batched: Throughput
+    unbatched: Throughput
+    speedup: float
+    overhead_share: float
+    answer: Answer
+    per_split: dict[str, SplitFigures]
+    machine: Machine
+    targets: WorkerTargets
 
 
 @dataclass
@@ -108,57 +177,81 @@ class SplitInputs:
         )
 
 
-def run_worker_bench(options: WorkerBenchOptions) -> dict[str, Any]:
+def run_worker_bench(options: WorkerBenchOptions) -> WorkerReport:
     torch.set_num_threads(options.torch_threads)
     model = load_model(options.model)
     splits = list(options.splits) or [k for k in candidate_splits(model, options.codec) if k > 0]
     bad = [k for k in splits if not 0 < k < model.n]
     if bad:
-        raise ConfigurationError(f"{model.name} has inner splits 1..{model.n - 1}, got {bad}")
-    inputs = {k: _split_inputs(model, k, options.codec) for k in splits}
-    jpeg_bytes = _jpeg_bytes(model)
-    best = best_middle(splits, {k: i.frame_bytes for k, i in inputs.items()}, jpeg_bytes)
+        raise BenchSettingsError(f"{model.name} has inner splits 1..{model.n - 1}, got {bad}")
+    inputs = {k: split_inputs(model, k, options.codec) for k in splits}
+    jpeg = jpeg_bytes(model)
+    best = best_middle(splits, {k: i.frame_bytes for k, i in inputs.items()}, jpeg)
     runner = ModelTailRunner({model.name: model}, {model.name: splits}, device="cpu")
     runner.warm_up()
-    settings = (1, options.max_batch)
-    per_split: dict[str, Any] = {}
-    for k in splits:
-        frames = inputs[k].frames
-        for b in settings:  # the first calls of a new shape pay one-time setup
-            measure_in_process(runner, model.name, k, frames, b, 2 * options.max_batch)
-        rounds = _rounds(
-            functools.partial(measure_in_process, runner, model.name, k, frames),
-            settings,
-            options.requests,
-        )
-        per_split[str(k)] = {
-            "frame_bytes": inputs[k].frame_bytes,
-            "in_process": _compare(rounds, options.max_batch),
-            "answer": answer_under_batching(model, runner, k, frames, options.max_batch),
-        }
+    per_split = {str(k): _in_process(options, model, runner, inputs[k]) for k in splits}
     if options.mqtt:
         for k, by_batch in measure_through_worker(options, inputs).items():
-            per_split[str(k)]["mqtt"] = _compare(by_batch, options.max_batch)
+            mqtt = _compare(by_batch, options.max_batch)
+            per_split[str(k)] = per_split[str(k)].model_copy(update={"mqtt": mqtt})
+    return _report(options, model.name, splits, best, jpeg, per_split)
+
+
+def _report(
+    options: WorkerBenchOptions,
+    model: str,
+    splits: list[int],
+    best: int,
+    jpeg_bytes: int,
+    per_split: dict[str, SplitFigures],
+) -> WorkerReport:
+    """The figures of every split, headed by the best middle split's (through MQTT where
+    measured there)."""
     headline = per_split[str(best)]
-    source = headline.get("mqtt", headline["in_process"])
-    return {
-        "model": model.name,
-        "codec": options.codec,
-        "splits": splits,
-        "best_middle_split": best,
-        "jpeg_bytes": jpeg_bytes,
-        "max_batch": options.max_batch,
-        "max_wait_ms": options.max_wait_ms,
-        "torch_threads": options.torch_threads,
-        "through": "mqtt" if "mqtt" in headline else "in_process",
-        "batched": source["batched"],
-        "unbatched": source["unbatched"],
-        "speedup": source["speedup"],
-        "overhead_share": source["batched"]["overhead_share"],
-        "answer": headline["answer"],
-        "per_split": per_split,
-        "machine": _machine(),
-    }
+    source = headline.mqtt or headline.in_process
+    overhead = source.batched.overhead_share
+    return WorkerReport(
+        provenance=Provenance.collect(options),
+        model=model,
+        codec=options.codec,
+        splits=splits,
+        best_middle_split=best,
+        jpeg_bytes=jpeg_bytes,
+        max_batch=options.max_batch,
+        max_wait_ms=options.max_wait_ms,
+        torch_threads=options.torch_threads,
+        through="mqtt" if headline.mqtt else "in_process",
+        batched=source.batched,
+        unbatched=source.unbatched,
+        speedup=source.speedup,
+        overhead_share=overhead,
+        answer=headline.answer,
+        per_split=per_split,
+        machine=machine(),
+        targets=WorkerTargets(
+            speedup_met=source.speedup >= SPEEDUP_TARGET,
+            overhead_met=overhead <= OVERHEAD_TARGET,
+        ),
+    )
+
+
+def _in_process(
+    options: WorkerBenchOptions, model: SplitModel, runner: ModelTailRunner, inputs: SplitInputs
+) -> SplitFigures:
+    """One split's in-process comparison and the answer under batching."""
+    settings = (1, options.max_batch)
+    for b in settings:  # the first calls of a new shape pay one-time setup
+        measure_in_process(runner, model.name, inputs.k, inputs.frames, b, 2 * options.max_batch)
+    rounds = _rounds(
+        functools.partial(measure_in_process, runner, model.name, inputs.k, inputs.frames),
+        settings,
+        options.requests,
+    )
+    return SplitFigures(
+        frame_bytes=inputs.frame_bytes,
+        in_process=_compare(rounds, options.max_batch),
+        answer=answer_under_batching(model, runner, inputs.k, inputs.frames, options.max_batch),
+    )
 
 
 def best_middle(splits: Sequence[int], frame_bytes: dict[int, int], jpeg_bytes: int) -> int:
@@ -168,7 +261,7 @@ def best_middle(splits: Sequence[int], frame_bytes: dict[int, int], jpeg_bytes: 
     return small[0] if small else min(splits, key=lambda k: frame_bytes[k])
 
 
-def _split_inputs(model: SplitModel, k: int, codec: str) -> SplitInputs:
+def split_inputs(model: SplitModel, k: int, codec: str) -> SplitInputs:
     tensors = []
     for _, image in sample_images():
         x = model.preprocess(model.prepare_image(image))
@@ -177,7 +270,7 @@ def _split_inputs(model: SplitModel, k: int, codec: str) -> SplitInputs:
     return SplitInputs(model, k, codec, tensors)
 
 
-def _jpeg_bytes(model: SplitModel) -> int:
+def jpeg_bytes(model: SplitModel) -> int:
     sizes = [
         len(
             encode_frame(
@@ -277,13 +370,13 @@ def _result(frame: Frame, predictions: list[Any], compute_ms: float, size: int) 
     )
 
 
-def _compare(by_batch: dict[int, dict[str, Any]], max_batch: int) -> dict[str, Any]:
+def _compare(by_batch: dict[int, dict[str, Any]], max_batch: int) -> Comparison:
     unbatched, batched = by_batch[1], by_batch[max_batch]
-    return {
-        "unbatched": unbatched,
-        "batched": batched,
-        "speedup": batched["per_s"] / unbatched["per_s"],
-    }
+    return Comparison(
+        unbatched=Throughput.model_validate(unbatched),
+        batched=Throughput.model_validate(batched),
+        speedup=batched["per_s"] / unbatched["per_s"],
+    )
 
 
 # -- 3. the answer ----------------------------------------------------------------------------
@@ -291,7 +384,7 @@ def _compare(by_batch: dict[int, dict[str, Any]], max_batch: int) -> dict[str, A
 
 def answer_under_batching(
     model: SplitModel, runner: ModelTailRunner, k: int, frames: Sequence[bytes], batch: int
-) -> dict[str, Any]:
+) -> Answer:
     """Logits of every sample alone against the same decoded inputs in batches of `batch`."""
     tensors = [
         torch.from_numpy(runner.decode(f, model.name, k).tensor.astype(np.float32)) for f in frames
@@ -302,13 +395,13 @@ def answer_under_batching(
         batched = torch.cat([model.tail(chunk, k) for chunk in chunks])
     alone, batched = alone.flatten(1), batched.flatten(1)
     diff = (alone - batched).abs()
-    return {
-        "samples": len(tensors),
-        "batch": batch,
-        "top1_agreement": float((alone.argmax(1) == batched.argmax(1)).float().mean()),
-        "max_abs_logit_diff": float(diff.max()),
-        "bit_identical_share": float((diff.amax(1) == 0).float().mean()),
-    }
+    return Answer(
+        samples=len(tensors),
+        batch=batch,
+        top1_agreement=float((alone.argmax(1) == batched.argmax(1)).float().mean()),
+        max_abs_logit_diff=float(diff.max()),
+        bit_identical_share=float((diff.amax(1) == 0).float().mean()),
+    )
 
 
 # -- 2. through a real worker and broker ------------------------------------------------------
@@ -324,6 +417,7 @@ def measure_through_worker(
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(MosquittoBroker())
         broker_settings = BrokerSettings(host=broker.host, port=broker.port)
+        load = LoadGenerator()
         devices: dict[int, LightDevice] = {}
         for b in settings:
             worker_id = f"bench-worker-b{b}"
@@ -333,7 +427,9 @@ def measure_through_worker(
             _wait_for_worker(
                 broker_settings, options, worker_id, prefixes[b], sorted(inputs), exited
             )
-            device = LightDevice(broker_settings, f"bench-device-b{b}", topics=prefixes[b])
+            device = LightDevice(
+                broker_settings, f"bench-device-b{b}", topics=prefixes[b], on_reply=load.on_reply
+            )
             devices[b] = device.start()
             stack.callback(device.stop)
         figures: dict[int, dict[int, dict[str, Any]]] = {}
@@ -341,7 +437,8 @@ def measure_through_worker(
         for k, split_inputs in inputs.items():
 
             def burst(b: int, n: int, split_inputs: SplitInputs = split_inputs) -> dict[str, Any]:
-                return _burst(devices[b], options, split_inputs, n, tag=f"b{b}-{next(bursts)}")
+                tag = f"b{b}-{next(bursts)}"
+                return _burst(load, devices[b], options, split_inputs, n, tag=tag)
 
             for b in settings:  # warm-up: every new shape's first calls pay one-time setup
                 burst(b, 2 * options.max_batch)
@@ -350,26 +447,26 @@ def measure_through_worker(
 
 
 def _burst(
-    device: LightDevice, options: WorkerBenchOptions, inputs: SplitInputs, n: int, *, tag: str
+    load: LoadGenerator,
+    device: LightDevice,
+    options: WorkerBenchOptions,
+    inputs: SplitInputs,
+    n: int,
+    *,
+    tag: str,
 ) -> dict[str, Any]:
     topic = device.topics.request(options.model, inputs.k, device.device_id)
     ids = [f"{tag}-k{inputs.k}-{i}" for i in range(n)]
-    frames = [inputs.frame(i, rid) for i, rid in enumerate(ids)]
-    started = time.perf_counter()
-    for frame, rid in zip(frames, ids, strict=True):
-        device.send(topic, frame, rid)
-    if not device.wait(ids, REPLY_TIMEOUT_S):
-        missing = sum(rid not in device.replies for rid in ids)
-        raise WorkerBenchError(f"{missing} of {len(ids)} requests at split {inputs.k} unanswered")
-    replies = [device.replies[rid] for rid in ids]
-    statuses = [r.message.status if r.message else "unparseable" for r in replies]
-    if any(s != "ok" for s in statuses):
-        raise WorkerBenchError(
-            f"split {inputs.k}: replies other than ok: "
-            f"{ {s: statuses.count(s) for s in set(statuses) if s != 'ok'} }"
-        )
-    timings = [r.message.timings for r in replies if r.message and r.message.timings]
-    span_s = max(r.received_at for r in replies) - started
+    started = load.burst(device, topic, [(rid, inputs.frame(i, rid)) for i, rid in enumerate(ids)])
+    if not load.wait(ids, REPLY_TIMEOUT_S):
+        missing = load.tally(ids).lost
+        raise BenchError(f"{missing} of {len(ids)} requests at split {inputs.k} unanswered")
+    tally = load.tally(ids)
+    others = {s: c for s, c in tally.statuses().items() if s != "ok"}
+    if others:
+        raise BenchError(f"split {inputs.k}: replies other than ok: {others}")
+    timings = tally.timings()
+    span_s = max(r.received_at for r in tally.replies.values()) - started
     compute_s = sum(t.compute_ms / t.batch_size for t in timings) / 1000.0
     return {
         "per_s": len(ids) / span_s,
@@ -427,53 +524,50 @@ def _wait_for_worker(
 ) -> None:
     model = options.model
     link = DeviceLink(settings, f"observer-{worker_id}", topics=topics)
-    with connected(link, error=WorkerBenchError) as observer:
+    with connected(link, error=BenchError) as observer:
         wait_until_serving(
             lambda wait_s: observer.wait_for_workers(
                 lambda: worker_id in observer.alive_workers(model, splits[-1]), wait_s
             ),
             exited,
             timeout_s=WORKER_START_S,
-            error=WorkerBenchError,
+            error=BenchError,
         )
-
-
-def _machine() -> dict[str, Any]:
-    return {**machine(), "torch": torch.__version__}
 
 
 # -- output -----------------------------------------------------------------------------------
 
 
-def format_report(result: dict[str, Any]) -> str:
+def format_report(result: WorkerReport) -> str:
     lines = [
-        f"worker benchmark: {result['model']}, {result['codec']} frames, CPU, "
-        f"{result['torch_threads']} torch thread(s), max_batch {result['max_batch']} vs 1",
+        f"worker benchmark: {result.model}, {result.codec} frames, CPU, "
+        f"{result.torch_threads} torch thread(s), max_batch {result.max_batch} vs 1",
         "",
         "  k   bytes | in process: b1/s  bN/s  speedup ovh | mqtt: b1/s  bN/s  speedup ovh  "
         "mean_b | top-1  max|dlogit|  bit-identical",
     ]
-    for k, entry in result["per_split"].items():
-        ip = entry["in_process"]
-        mq = entry.get("mqtt")
-        answer = entry["answer"]
-        mqtt_cols = (
-            f"{mq['unbatched']['per_s']:6.1f} {mq['batched']['per_s']:6.1f} "
-            f"{mq['speedup']:6.2f}x {mq['batched']['overhead_share']:5.1%} "
-            f"{mq['batched']['mean_batch']:5.1f}"
-            if mq
-            else "   (not run)"
-        )
-        lines.append(
-            f"  {k:>2} {entry['frame_bytes']:7d} | {ip['unbatched']['per_s']:6.1f} "
-            f"{ip['batched']['per_s']:6.1f} {ip['speedup']:6.2f}x "
-            f"{ip['batched']['overhead_share']:5.1%} | {mqtt_cols} | "
-            f"{answer['top1_agreement']:5.1%} {answer['max_abs_logit_diff']:10.2e} "
-            f"{answer['bit_identical_share']:8.1%}"
-        )
+    lines += [_split_row(k, entry) for k, entry in result.per_split.items()]
     lines += [
         "",
-        f"  best middle split {result['best_middle_split']} ({result['through']}): "
-        f"speedup {result['speedup']:.2f}x, overhead_share {result['overhead_share']:.1%}",
+        f"  best middle split {result.best_middle_split} ({result.through}): "
+        f"speedup {result.speedup:.2f}x, overhead_share {result.overhead_share:.1%}",
     ]
     return "\n".join(lines)
+
+
+def _split_row(k: str, entry: SplitFigures) -> str:
+    ip, mq, answer = entry.in_process, entry.mqtt, entry.answer
+    mqtt_cols = (
+        f"{mq.unbatched.per_s:6.1f} {mq.batched.per_s:6.1f} "
+        f"{mq.speedup:6.2f}x {mq.batched.overhead_share:5.1%} "
+        f"{mq.batched.mean_batch:5.1f}"
+        if mq
+        else "   (not run)"
+    )
+    return (
+        f"  {k:>2} {entry.frame_bytes:7d} | {ip.unbatched.per_s:6.1f} "
+        f"{ip.batched.per_s:6.1f} {ip.speedup:6.2f}x "
+        f"{ip.batched.overhead_share:5.1%} | {mqtt_cols} | "
+        f"{answer.top1_agreement:5.1%} {answer.max_abs_logit_diff:10.2e} "
+        f"{answer.bit_identical_share:8.1%}"
+    )

@@ -25,4 +25,5 @@ def test_the_backend_benchmark_reports_both_backends_side_by_side(
     assert 0 < report["tail"]["split"] < 18
     assert report["agreement"]["pairs"] == 21 * 19
     assert report["agreement"]["top1_agreement"] == 1.0  # lossless through onnxruntime
+    assert report["provenance"]["backends"]["onnxruntime"]
     assert "tail throughput, best of each" in capsys.readouterr().out

@@ -23,7 +23,6 @@ on the shaper's clock and starts the simulated requests at that same trace time
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
 from broker.launcher import MosquittoBroker
 from device_node.config import DeviceConfig, DynamicPolicyConfig, DynamicPolicyOptions
@@ -48,6 +48,8 @@ from device_node.shaper import TraceShaper
 from device_node.sources import CyclingSource, SourceImage, sample_source_images
 from edge_worker.worker import EdgeWorker
 from mqtt_session.client import BrokerSettings
+from splitmq.bench.errors import BenchError, BenchSettingsError
+from splitmq.bench.report import BenchOptions, BenchReport, Provenance
 from splitmq.demo_config import (
     DEFAULT_MODEL,
     DEFAULT_SLOWDOWN,
@@ -55,12 +57,12 @@ from splitmq.demo_config import (
     device_config,
     worker_config,
 )
-from splitmq.reports import latency_stats
+from splitmq.reports import LatencyStats
 from splitmq.sim.inputs import read_trace
 from splitmq.sim.inputs import server_profile as load_server_profile
 from splitmq.sim.runner import SimSettings, Simulation, StrategyRun
 from splitmq.sim.scenarios import make_load
-from splitmq_base.errors import ConfigurationError, SplitmqError
+from splitmq_base.models import StrictModel
 from splitting.errors import SplittingError
 from splitting.estimators import TelemetryLike
 from splitting.latency import DeviceProfile
@@ -78,17 +80,8 @@ SIM_LOAD = "idle"
 WORKER_WAIT_S = 30.0
 
 
-class LiveBenchError(SplitmqError):
-    """Settings the live-versus-simulated bench cannot run with, or a live run that failed."""
-
-
-class BadSettingsError(LiveBenchError, ConfigurationError):
-    """Settings the bench cannot run with (a configuration error: exit code 2)."""
-
-
-@dataclass(frozen=True)
-class LiveBenchOptions:
-    trace: Path
+class LiveBenchOptions(BenchOptions):
+    trace: Path = Field(strict=False)
     policy: str = "dynamic"
     split: int | None = None
     requests: int = 100
@@ -99,7 +92,7 @@ class LiveBenchOptions:
     slowdown: float = DEFAULT_SLOWDOWN
     deadline_ms: float = 5000.0
     #: A server profile to use as is; None: the CPU profile measured here (cached).
-    server_profile: Path | None = None
+    server_profile: Path | None = Field(default=None, strict=False)
     #: torch threads of the device and of the worker (one process): one each, so that the two
     #: do not oversubscribe a small host's cores and each runs at its one-thread profile.
     torch_threads: int = 1
@@ -108,21 +101,26 @@ class LiveBenchOptions:
     #: cached at a quieter moment was measured 15% faster than the live device ran.
     fresh_device_profile: bool = True
 
-    def __post_init__(self) -> None:
-        if self.policy not in ("dynamic", "fixed"):
-            raise BadSettingsError(f"policy must be 'dynamic' or 'fixed', got {self.policy!r}")
-        if self.policy == "dynamic" and self.split is not None:
-            raise BadSettingsError("--split fixes the split; it does not combine with dynamic")
-        if self.torch_threads < 1:
-            raise BadSettingsError(f"torch_threads must be >= 1, got {self.torch_threads}")
-        if self.requests < 1:
-            raise BadSettingsError(f"need at least one request, got {self.requests}")
+    @model_validator(mode="after")
+    def _check(self) -> LiveBenchOptions:
+        self._check_policy_and_counts()
         for name in ("rate_hz", "slowdown", "deadline_ms"):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
-                raise BadSettingsError(f"{name} must be a positive number, got {value}")
+                raise BenchSettingsError(f"{name} must be a positive number, got {value}")
         if not np.isfinite(self.one_way_ms) or self.one_way_ms < 0:
-            raise BadSettingsError(f"one_way_ms must be >= 0, got {self.one_way_ms}")
+            raise BenchSettingsError(f"one_way_ms must be >= 0, got {self.one_way_ms}")
+        return self
+
+    def _check_policy_and_counts(self) -> None:
+        if self.policy not in ("dynamic", "fixed"):
+            raise BenchSettingsError(f"policy must be 'dynamic' or 'fixed', got {self.policy!r}")
+        if self.policy == "dynamic" and self.split is not None:
+            raise BenchSettingsError("--split fixes the split; it does not combine with dynamic")
+        if self.torch_threads < 1:
+            raise BenchSettingsError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.requests < 1:
+            raise BenchSettingsError(f"need at least one request, got {self.requests}")
 
     def demo_options(self) -> DemoOptions:
         """The demo's options for one device: its worker and device configurations."""
@@ -149,6 +147,60 @@ class LiveRun:
     trace_offset_s: float
     wall_s: float
     worker: dict[str, Any] = field(default_factory=dict)
+
+
+class RunStats(LatencyStats):
+    """One run's latency summary (the `LatencyStats` keys, flattened) and where it ran."""
+
+    requests: int
+    offloaded: int
+    local: int
+    fallbacks: int
+    splits: dict[str, int]
+    mean_ms_by_split: dict[str, float]
+    bytes_sent_mean: float
+
+
+class LiveRunStats(RunStats):
+    offloaded_parts_ms: dict[str, float] = Field(description="mean time per part, offloaded")
+    judgement: dict[str, dict[str, Any]]
+    wall_s: float
+    worker: dict[str, int]
+
+
+class WorkerTimedStats(RunStats):
+    """The simulation again, its server at the live worker's measured speed."""
+
+    worker_speed_factor: float
+    difference_pct: float
+
+
+class LiveSettings(StrictModel):
+    model: str
+    policy: str
+    split: int | None
+    requests: int
+    rate_hz: float
+    one_way_ms: float
+    slowdown: float
+    codec: str
+    deadline_ms: float
+    sim_load: str
+    server_profile: str
+    server_device: str
+    trace_offset_s: float
+    trace_mean_mbit_s: float
+    cpus: int | None
+    torch_threads: int
+
+
+class LiveReport(BenchReport):
+    trace: str
+    settings: LiveSettings
+    live: LiveRunStats
+    sim: RunStats
+    difference_pct: float = Field(description="(live mean - sim mean) / sim mean, in %")
+    sim_worker_timed: WorkerTimedStats | None
 
 
 # -- configuration shared by both runs --------------------------------------------------------
@@ -199,7 +251,7 @@ def _measure_in_a_thread(model: str, path: Path, threads: int) -> None:
     thread.start()
     thread.join()
     if failure:
-        raise LiveBenchError(f"cannot measure a server profile: {failure[0]}") from failure[0]
+        raise BenchError(f"cannot measure a server profile: {failure[0]}") from failure[0]
 
 
 # -- the live run -------------------------------------------------------------------------------
@@ -227,7 +279,7 @@ def run_live(options: LiveBenchOptions, model: TorchBlocks, images: list[SourceI
                 wall = time.monotonic() - started
             stats = worker.stats.snapshot()
     if len(records) != options.requests:
-        raise LiveBenchError(f"live run: {len(records)} records for {options.requests} requests")
+        raise BenchError(f"live run: {len(records)} records for {options.requests} requests")
     worker_stats = {"served": stats.served, "rejected": stats.rejected, "errors": stats.errors}
     return LiveRun(records, started - zero, wall, worker_stats)
 
@@ -260,7 +312,7 @@ def _shaper(
 
 def _wait_for_worker(node: DeviceNode) -> None:
     if not node.link.wait_for_worker(node.model.name, None, WORKER_WAIT_S):
-        raise LiveBenchError(f"no worker serving {node.model.name} within {WORKER_WAIT_S} s")
+        raise BenchError(f"no worker serving {node.model.name} within {WORKER_WAIT_S} s")
 
 
 # -- the simulated run --------------------------------------------------------------------------
@@ -342,21 +394,22 @@ def _first(run: StrategyRun, count: int) -> StrategyRun:
 # -- the comparison -------------------------------------------------------------------------------
 
 
-def live_stats(records: list[ResultRecord]) -> dict[str, Any]:
-    totals = [r.total_ms for r in records]
+def live_stats(records: list[ResultRecord], live: LiveRun) -> LiveRunStats:
     offloaded = sum(r.offloaded for r in records)
-    return {
-        **latency_stats(totals),
-        "requests": len(records),
-        "offloaded": offloaded,
-        "local": len(records) - offloaded,
-        "fallbacks": sum(r.fallback is not None for r in records),
-        "splits": _split_counts(r.split for r in records),
-        "mean_ms_by_split": _mean_by_split([(r.split, r.total_ms) for r in records]),
-        "bytes_sent_mean": statistics.fmean(r.bytes_sent for r in records),
-        "offloaded_parts_ms": _mean_parts([r for r in records if r.offloaded]),
-        "judgement": {device: j.to_dict(device) for device, j in judge(records).items()},
-    }
+    return LiveRunStats(
+        **LatencyStats.of(r.total_ms for r in records).model_dump(),
+        requests=len(records),
+        offloaded=offloaded,
+        local=len(records) - offloaded,
+        fallbacks=sum(r.fallback is not None for r in records),
+        splits=_split_counts(r.split for r in records),
+        mean_ms_by_split=_mean_by_split([(r.split, r.total_ms) for r in records]),
+        bytes_sent_mean=statistics.fmean(r.bytes_sent for r in records),
+        offloaded_parts_ms=_mean_parts([r for r in records if r.offloaded]),
+        judgement={device: j.to_dict(device) for device, j in judge(records).items()},
+        wall_s=round(live.wall_s, 2),
+        worker=live.worker,
+    )
 
 
 def _mean_parts(records: list[ResultRecord]) -> dict[str, float]:
@@ -367,21 +420,21 @@ def _mean_parts(records: list[ResultRecord]) -> dict[str, float]:
     return {name: statistics.fmean(getattr(r.latency, name) for r in records) for name in names}
 
 
-def sim_stats(run: StrategyRun, device: DeviceProfile) -> dict[str, Any]:
+def sim_stats(run: StrategyRun, device: DeviceProfile) -> RunStats:
     offloaded = int(run.offloaded.sum())
     sent = [device.costs[int(k)].payload_bytes for k in run.k]
-    return {
-        **latency_stats(run.latency_ms.tolist()),
-        "requests": int(run.k.size),
-        "offloaded": offloaded,
-        "local": int(run.k.size) - offloaded,
-        "fallbacks": int(run.fallback.sum()),
-        "splits": _split_counts(int(k) for k in run.k),
-        "mean_ms_by_split": _mean_by_split(
+    return RunStats(
+        **LatencyStats.of(run.latency_ms.tolist()).model_dump(),
+        requests=int(run.k.size),
+        offloaded=offloaded,
+        local=int(run.k.size) - offloaded,
+        fallbacks=int(run.fallback.sum()),
+        splits=_split_counts(int(k) for k in run.k),
+        mean_ms_by_split=_mean_by_split(
             [(int(k), float(ms)) for k, ms in zip(run.k, run.latency_ms, strict=True)]
         ),
-        "bytes_sent_mean": statistics.fmean(sent),
-    }
+        bytes_sent_mean=float(statistics.fmean(sent)),
+    )
 
 
 def _mean_by_split(rows: list[tuple[int, float]]) -> dict[str, float]:
@@ -398,8 +451,8 @@ def _split_counts(splits: Iterator[int] | Any) -> dict[str, int]:
     return {str(k): counts[k] for k in sorted(counts)}
 
 
-def run_bench(options: LiveBenchOptions) -> dict[str, Any]:
-    """Run live, then simulate the same settings; the report written as JSON."""
+def run_bench(options: LiveBenchOptions) -> LiveReport:
+    """Run live, then simulate the same settings."""
     trace = read_trace(options.trace)
     torch.set_num_threads(options.torch_threads)  # the device's thread (the main one)
     server, server_path = cpu_server_profile(options)
@@ -420,34 +473,50 @@ def run_bench(options: LiveBenchOptions) -> dict[str, Any]:
         return _NodeDeadline(build_policy(config.policy, context), config.deadline_ms)
 
     sim = run_simulated(options, device, server, trace, new_policy, live.trace_offset_s)
-    live_summary, sim_summary = live_stats(live.records), sim_stats(sim, device)
-    difference = (live_summary["mean_ms"] - sim_summary["mean_ms"]) / sim_summary["mean_ms"]
-    calibrated = _worker_timed(options, live, device, server, trace, new_policy)
-    return {
-        "trace": str(options.trace),
-        "settings": {
-            "model": options.model,
-            "policy": options.policy,
-            "split": options.split,
-            "requests": options.requests,
-            "rate_hz": options.rate_hz,
-            "one_way_ms": options.one_way_ms,
-            "slowdown": options.slowdown,
-            "codec": options.codec,
-            "deadline_ms": options.deadline_ms,
-            "sim_load": SIM_LOAD,
-            "server_profile": str(server_path),
-            "server_device": server.device,
-            "trace_offset_s": round(live.trace_offset_s, 4),
-            "trace_mean_mbit_s": trace.mean_mbit_s,
-            "cpus": os.cpu_count(),
-            "torch_threads": options.torch_threads,
-        },
-        "live": {**live_summary, "wall_s": round(live.wall_s, 2), "worker": live.worker},
-        "sim": sim_summary,
-        "difference_pct": 100 * difference,
-        "sim_worker_timed": calibrated,
-    }
+    live_summary, sim_summary = live_stats(live.records, live), sim_stats(sim, device)
+    return LiveReport(
+        provenance=Provenance.collect(options),
+        trace=str(options.trace),
+        settings=_settings(options, server, server_path, live, trace),
+        live=live_summary,
+        sim=sim_summary,
+        difference_pct=_difference_pct(live_summary.mean_ms, sim_summary.mean_ms),
+        sim_worker_timed=_worker_timed(options, live, device, server, trace, new_policy),
+    )
+
+
+def _settings(
+    options: LiveBenchOptions,
+    server: ServerProfile,
+    server_path: Path,
+    live: LiveRun,
+    trace: UplinkTrace,
+) -> LiveSettings:
+    return LiveSettings(
+        model=options.model,
+        policy=options.policy,
+        split=options.split,
+        requests=options.requests,
+        rate_hz=options.rate_hz,
+        one_way_ms=options.one_way_ms,
+        slowdown=options.slowdown,
+        codec=options.codec,
+        deadline_ms=options.deadline_ms,
+        sim_load=SIM_LOAD,
+        server_profile=str(server_path),
+        server_device=server.device,
+        trace_offset_s=round(live.trace_offset_s, 4),
+        trace_mean_mbit_s=trace.mean_mbit_s,
+        cpus=os.cpu_count(),
+        torch_threads=options.torch_threads,
+    )
+
+
+def _difference_pct(live_ms: float | None, sim_ms: float | None) -> float:
+    """(live - sim) / sim in %; both runs have at least one request, so both means exist."""
+    if live_ms is None or sim_ms is None:
+        raise BenchError("a run without a latency to compare")
+    return 100 * (live_ms - sim_ms) / sim_ms
 
 
 def worker_speed_factor(records: list[ResultRecord], server: ServerProfile, model: str) -> float:
@@ -477,7 +546,7 @@ def _worker_timed(
     server: ServerProfile,
     trace: UplinkTrace,
     new_policy: Callable[[], SplitPolicy],
-) -> dict[str, Any] | None:
+) -> WorkerTimedStats | None:
     """A second simulation whose server runs at the live worker's own measured speed (its
     reported compute times), to separate the server's speed from the link and device model."""
     factor = worker_speed_factor(live.records, server, options.model)
@@ -488,40 +557,38 @@ def _worker_timed(
     )
     stats = sim_stats(sim, device)
     live_mean = statistics.fmean(r.total_ms for r in live.records)
-    return {
-        **stats,
-        "worker_speed_factor": factor,
-        "difference_pct": 100 * (live_mean - stats["mean_ms"]) / stats["mean_ms"],
-    }
+    return WorkerTimedStats(
+        **stats.model_dump(),
+        worker_speed_factor=factor,
+        difference_pct=_difference_pct(live_mean, stats.mean_ms),
+    )
 
 
-def format_report(report: dict[str, Any]) -> str:
-    s = report["settings"]
-    split = f" split {s['split']}" if s["split"] is not None else ""
+def format_report(report: LiveReport) -> str:
+    s = report.settings
+    split = f" split {s.split}" if s.split is not None else ""
     lines = [
-        f"{Path(report['trace']).name}: {s['policy']}{split}, {s['requests']} requests at "
-        f"{s['rate_hz']:g}/s, one-way {s['one_way_ms']:g} ms, slowdown {s['slowdown']:g}, "
-        f"trace from {s['trace_offset_s']:.2f} s",
+        f"{Path(report.trace).name}: {s.policy}{split}, {s.requests} requests at "
+        f"{s.rate_hz:g}/s, one-way {s.one_way_ms:g} ms, slowdown {s.slowdown:g}, "
+        f"trace from {s.trace_offset_s:.2f} s",
         f"  {'run':5s} {'mean':>8s} {'p50':>8s} {'p95':>8s} {'offloaded':>9s} {'local':>6s}"
         "  splits",
     ]
-    for name in ("live", "sim"):
-        r = report[name]
+    for name, r in (("live", report.live), ("sim", report.sim)):
         lines.append(
-            f"  {name:5s} {r['mean_ms']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
-            f"{r['offloaded']:9d} {r['local']:6d}  {r['splits']}"
+            f"  {name:5s} {_ms(r.mean_ms)} {_ms(r.p50_ms)} {_ms(r.p95_ms)} "
+            f"{r.offloaded:9d} {r.local:6d}  {r.splits}"
         )
-    lines.append(f"  live vs sim mean: {report['difference_pct']:+.1f}%")
-    timed = report.get("sim_worker_timed")
+    lines.append(f"  live vs sim mean: {report.difference_pct:+.1f}%")
+    timed = report.sim_worker_timed
     if timed:
         lines.append(
             "  sim with the live worker's measured tail times "
-            f"(x{timed['worker_speed_factor']:.2f} the profile): mean {timed['mean_ms']:.1f}, "
-            f"live vs it {timed['difference_pct']:+.1f}%"
+            f"(x{timed.worker_speed_factor:.2f} the profile): mean {_ms(timed.mean_ms)}, "
+            f"live vs it {timed.difference_pct:+.1f}%"
         )
     return "\n".join(lines)
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+def _ms(value: float | None) -> str:
+    return f"{'-':>8s}" if value is None else f"{value:8.1f}"

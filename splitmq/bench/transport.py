@@ -6,7 +6,7 @@
    broker, the worker's queue, decode and reply, and the result's way back. The worker gathers
    no batch (`max_wait_ms: 0`), since batching is a worker policy, not transport.
    The same number of bare paho ping-pongs of the frame's size through the same broker, right
-   after (splitmq.raw_pingpong), give `raw_rtt_ms`; `overhead_ratio` = runtime / raw, the
+   after (splitmq.bench.raw_pingpong), give `raw_rtt_ms`; `overhead_ratio` = runtime / raw, the
    figure that carries across machines.
 2. Burst: D devices publish N requests in total at QoS 1 as fast as paho takes them, then wait
    for every result. `lost` counts requests without an "ok" result.
@@ -47,9 +47,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
+from pydantic import model_validator
 
 from broker.launcher import MosquittoBroker
 from device_node.errors import DeviceError
@@ -60,8 +61,10 @@ from edge_worker.worker import EdgeWorker
 from mqtt_session.client import BrokerSettings
 from schemas.frame import ModelInfo, encode_frame
 from schemas.messages import TelemetryMessage
-from splitmq.raw_pingpong import measure_raw_rtt
-from splitmq.reports import latency_stats
+from splitmq.bench.errors import BenchError, BenchSettingsError
+from splitmq.bench.raw_pingpong import measure_raw_rtt
+from splitmq.bench.report import BenchOptions, BenchReport, Provenance
+from splitmq.reports import LatencyStats
 from splitmq.worker_process import (
     ECHO_MODEL,
     connected,
@@ -69,18 +72,17 @@ from splitmq.worker_process import (
     wait_until_serving,
     worker_process,
 )
-from splitmq_base.errors import SplitmqError
+from splitmq_base.models import StrictModel
 
 WORKER_ID = "bench-worker"
 ECHO_SPLIT = 1  # a (64,) float32 tensor: the smallest frame the echo model takes
 
 
-class TransportBenchError(SplitmqError):
-    """The benchmark could not run (no broker, no worker, a device that cannot connect)."""
+RTT_TARGET_P50_MS = 1.0
+RTT_TARGET_P99_MS = 5.0
 
 
-@dataclass(frozen=True)
-class TransportOptions:
+class TransportOptions(BenchOptions):
     rtt_requests: int = 2000
     warmup: int = 100
     burst_requests: int = 5000
@@ -92,14 +94,77 @@ class TransportOptions:
     worker_mode: Literal["process", "thread"] = "process"
     worker_start_s: float = 30.0
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _counts_positive(self) -> TransportOptions:
         if self.rtt_requests < 1 or self.burst_requests < 1 or self.burst_devices < 1:
-            raise TransportBenchError("request and device counts must be >= 1")
+            raise BenchSettingsError("request and device counts must be >= 1")
+        return self
+
+
+class Ratio(StrictModel):
+    """The runtime's figure over the bare baseline's, at two percentiles (None: no figure)."""
+
+    p50: float | None
+    p99: float | None
+
+    @classmethod
+    def of(cls, measured: LatencyStats, baseline: LatencyStats) -> Ratio:
+        def ratio(a: float | None, b: float | None) -> float | None:
+            return a / b if a and b else None
+
+        return cls(
+            p50=ratio(measured.p50_ms, baseline.p50_ms),
+            p99=ratio(measured.p99_ms, baseline.p99_ms),
+        )
+
+
+class BurstSummary(StrictModel):
+    devices: int
+    requested: int
+    sent: int
+    answered: int
+    lost: int
+    per_s: float
+    publish_per_s: float
+    duration_s: float
+    max_gap_ms: float
+    outcomes: dict[str, int]
+    device_errors: dict[str, str]
+
+
+class TransportWorker(StrictModel):
+    """The echo worker's settings and, where its telemetry came, its counters."""
+
+    runner: str = "echo"
+    mode: str
+    max_batch: int
+    max_wait_ms: float = 0.0
+    queue_capacity: int
+    served: int | None = None
+    rejected: int | None = None
+    expired: int | None = None
+    errors: int | None = None
+
+
+class TransportTargets(StrictModel):
+    rtt_p50_ms: float = RTT_TARGET_P50_MS
+    rtt_p99_ms: float = RTT_TARGET_P99_MS
+    met: bool
+
+
+class TransportReport(BenchReport):
+    rtt_ms: LatencyStats
+    raw_rtt_ms: LatencyStats
+    overhead_ratio: Ratio
+    burst: BurstSummary
+    worker: TransportWorker
+    frame_bytes: int
+    targets: TransportTargets
 
 
 def run_transport_bench(
     options: TransportOptions, *, settings: BrokerSettings | None = None
-) -> dict[str, Any]:
+) -> TransportReport:
     """Run both parts against `settings` (default: an embedded Mosquitto on a free port)."""
     with contextlib.ExitStack() as stack:
         if settings is None:
@@ -107,12 +172,12 @@ def run_transport_bench(
             settings = BrokerSettings(host=broker.host, port=broker.port)
         worker_exited = stack.enter_context(_echo_worker(options, settings))
         observer = stack.enter_context(
-            connected(DeviceLink(settings, "bench-observer"), error=TransportBenchError)
+            connected(DeviceLink(settings, "bench-observer"), error=BenchError)
         )
         _wait_for_worker(observer, options.worker_start_s, worker_exited)
         info = echo_model_info(ECHO_MODEL)
         rtt = measure_rtt(settings, info, options)
-        raw = latency_stats(
+        raw = LatencyStats.of(
             measure_raw_rtt(
                 settings,
                 payload_bytes=len(_frame(info, "size-probe", "bench")),
@@ -121,26 +186,28 @@ def run_transport_bench(
             )
         )
         burst = measure_burst(settings, info, options)
-        answered = options.warmup + rtt["count"] + burst["answered"]
+        answered = options.warmup + rtt.count + burst.answered
         telemetry = _final_telemetry(observer, served_at_least=answered)
-    return {
-        "rtt_ms": rtt,
-        "raw_rtt_ms": raw,
-        "overhead_ratio": {
-            "p50": rtt["p50_ms"] / raw["p50_ms"],
-            "p99": rtt["p99_ms"] / raw["p99_ms"],
-        },
-        "burst": burst,
-        "worker": {
-            "runner": "echo",
-            "mode": options.worker_mode,
-            "max_batch": options.worker_max_batch,
-            "max_wait_ms": 0.0,
-            "queue_capacity": options.worker_queue,
+    met = _below(rtt.p50_ms, RTT_TARGET_P50_MS) and _below(rtt.p99_ms, RTT_TARGET_P99_MS)
+    return TransportReport(
+        provenance=Provenance.collect(options),
+        rtt_ms=rtt,
+        raw_rtt_ms=raw,
+        overhead_ratio=Ratio.of(rtt, raw),
+        burst=burst,
+        worker=TransportWorker(
+            mode=options.worker_mode,
+            max_batch=options.worker_max_batch,
+            queue_capacity=options.worker_queue,
             **telemetry,
-        },
-        "frame_bytes": len(_frame(info, "size-probe", "bench")),
-    }
+        ),
+        frame_bytes=len(_frame(info, "size-probe", "bench")),
+        targets=TransportTargets(met=met and burst.lost == 0),
+    )
+
+
+def _below(value: float | None, target: float) -> bool:
+    return value is not None and value < target
 
 
 @contextlib.contextmanager
@@ -171,12 +238,12 @@ def _wait_for_worker(
         lambda wait_s: observer.wait_for_worker(ECHO_MODEL, ECHO_SPLIT, wait_s),
         exited,
         timeout_s=timeout_s,
-        error=TransportBenchError,
+        error=BenchError,
         what="echo worker",
     )
 
 
-def _final_telemetry(observer: DeviceLink, *, served_at_least: int) -> dict[str, Any]:
+def _final_telemetry(observer: DeviceLink, *, served_at_least: int) -> dict[str, int]:
     """The worker's counters from its telemetry, once they count every answered request
     (telemetry follows changes within 0.1 s and comes every second; give up after 5 s)."""
 
@@ -218,7 +285,7 @@ def _connected_link(settings: BrokerSettings, device_id: str) -> DeviceLink:
     try:
         return link.start(wait_s=10.0)
     except DeviceError as exc:
-        raise TransportBenchError(f"device {device_id} cannot connect: {exc}") from exc
+        raise BenchError(f"device {device_id} cannot connect: {exc}") from exc
 
 
 # -- round trip -------------------------------------------------------------------------------
@@ -226,7 +293,7 @@ def _connected_link(settings: BrokerSettings, device_id: str) -> DeviceLink:
 
 def measure_rtt(
     settings: BrokerSettings, info: ModelInfo, options: TransportOptions
-) -> dict[str, Any]:
+) -> LatencyStats:
     link = _connected_link(settings, "rtt-device")
     samples: list[float] = []
     try:
@@ -242,12 +309,12 @@ def measure_rtt(
             )
             outcome = pending.future.result(timeout=10.0)
             if outcome.message is None or outcome.message.status != "ok":
-                raise TransportBenchError(f"round trip {i} failed: {_describe(outcome)}")
+                raise BenchError(f"round trip {i} failed: {_describe(outcome)}")
             if i >= options.warmup:
                 samples.append((outcome.received_at - started) * 1000.0)
     finally:
         link.stop()
-    return latency_stats(samples)
+    return LatencyStats.of(samples)
 
 
 # -- burst ------------------------------------------------------------------------------------
@@ -264,7 +331,7 @@ class _DeviceBurst:
 
 def measure_burst(
     settings: BrokerSettings, info: ModelInfo, options: TransportOptions
-) -> dict[str, Any]:
+) -> BurstSummary:
     counts = _share(options.burst_requests, options.burst_devices)
     devices = [
         _DeviceBurst(_connected_link(settings, f"burst-{d}"), count, [])
@@ -330,7 +397,7 @@ def _collect(devices: list[_DeviceBurst], deadline: float) -> list[Outcome | Non
 
 def _burst_summary(
     devices: list[_DeviceBurst], outcomes: list[Outcome | None], started: float, published_s: float
-) -> dict[str, Any]:
+) -> BurstSummary:
     requested = sum(device.count for device in devices)
     sent = sum(len(device.pending) for device in devices)
     ok = [
@@ -343,19 +410,19 @@ def _burst_summary(
     arrivals = sorted(o.received_at for o in ok)
     span_s = (arrivals[-1] - started) if arrivals else 0.0
     gaps = np.diff(arrivals) * 1000.0 if len(arrivals) > 1 else np.zeros(1)
-    return {
-        "devices": len(devices),
-        "requested": requested,
-        "sent": sent,
-        "answered": len(ok),
-        "lost": requested - len(ok),
-        "per_s": len(ok) / span_s if span_s > 0 else 0.0,
-        "publish_per_s": sent / published_s if published_s > 0 else 0.0,
-        "duration_s": span_s,
-        "max_gap_ms": float(gaps.max()),
-        "outcomes": statuses,
-        "device_errors": {d.link.device_id: d.error for d in devices if d.error},
-    }
+    return BurstSummary(
+        devices=len(devices),
+        requested=requested,
+        sent=sent,
+        answered=len(ok),
+        lost=requested - len(ok),
+        per_s=len(ok) / span_s if span_s > 0 else 0.0,
+        publish_per_s=sent / published_s if published_s > 0 else 0.0,
+        duration_s=span_s,
+        max_gap_ms=float(gaps.max()),
+        outcomes=statuses,
+        device_errors={d.link.device_id: d.error for d in devices if d.error},
+    )
 
 
 def _describe(outcome: Outcome) -> str:
@@ -367,28 +434,30 @@ def _describe(outcome: Outcome) -> str:
 # -- output -----------------------------------------------------------------------------------
 
 
-def format_table(result: dict[str, Any]) -> str:
-    rtt, raw, burst = result["rtt_ms"], result["raw_rtt_ms"], result["burst"]
-    ratio = result["overhead_ratio"]
+def format_table(result: TransportReport) -> str:
+    burst, ratio = result.burst, result.overhead_ratio
     return "\n".join(
         [
-            f"transport benchmark (echo tail, {result['frame_bytes']}-byte frames, loopback)",
+            f"transport benchmark (echo tail, {result.frame_bytes}-byte frames, loopback)",
             "",
             "round trip, ms        p50      p90      p99     mean      max       n",
-            _rtt_row("runtime", rtt),
-            _rtt_row("bare paho", raw),
-            f"overhead ratio   {ratio['p50']:8.2f}          {ratio['p99']:8.2f}",
+            _rtt_row("runtime", result.rtt_ms),
+            _rtt_row("bare paho", result.raw_rtt_ms),
+            f"overhead ratio   {_num(ratio.p50, 8, 2)}          {_num(ratio.p99, 8, 2)}",
             "",
             "burst        devices     sent answered     lost    per_s  max gap ms",
-            f"             {burst['devices']:7d} {burst['sent']:8d} {burst['answered']:8d} "
-            f"{burst['lost']:8d} {burst['per_s']:8.0f} {burst['max_gap_ms']:11.1f}",
-            f"  outcomes: {burst['outcomes']}",
+            f"             {burst.devices:7d} {burst.sent:8d} {burst.answered:8d} "
+            f"{burst.lost:8d} {burst.per_s:8.0f} {burst.max_gap_ms:11.1f}",
+            f"  outcomes: {burst.outcomes}",
+            f"  targets met: {result.targets.met}",
         ]
     )
 
 
-def _rtt_row(name: str, rtt: dict[str, Any]) -> str:
-    return (
-        f"{name:<17}{rtt['p50_ms']:8.3f} {rtt['p90_ms']:8.3f} {rtt['p99_ms']:8.3f} "
-        f"{rtt['mean_ms']:8.3f} {rtt['max_ms']:8.3f} {rtt['count']:7d}"
-    )
+def _num(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def _rtt_row(name: str, rtt: LatencyStats) -> str:
+    cells = (rtt.p50_ms, rtt.p90_ms, rtt.p99_ms, rtt.mean_ms, rtt.max_ms)
+    return f"{name:<17}" + " ".join(_num(v, 8, 3) for v in cells) + f" {rtt.count:7d}"

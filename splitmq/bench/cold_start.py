@@ -17,29 +17,26 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import Field
 
 from broker.launcher import MosquittoBroker
 from edge_worker.config import ModelEntry, WorkerConfig
 from mqtt_session.client import BrokerSettings
-from splitmq.reports import machine
+from splitmq.bench.errors import BenchError
+from splitmq.bench.report import BenchOptions, BenchReport, Provenance
+from splitmq.reports import Machine, machine
 from splitmq.worker_process import worker_process
-from splitmq_base.errors import SplitmqError
+from splitmq_base.models import StrictModel
 
 MODEL = "efficientnet-lite0"
 DEVICE_RUN_S = 300.0  # a device process that has not finished by then is killed
 
 
-class ColdStartBenchError(SplitmqError):
-    """The cold-start benchmark could not run (a device process failed)."""
-
-
-@dataclass(frozen=True)
-class ColdStartOptions:
+class ColdStartOptions(BenchOptions):
     devices: int = 2
     requests: int = 10
     head_start_s: float = 1.0
@@ -47,7 +44,29 @@ class ColdStartOptions:
     slowdown: float = 4.0
 
 
-def run_cold_start_bench(options: ColdStartOptions) -> dict[str, Any]:
+class DeviceSummary(StrictModel):
+    """One device process's requests: when it first offloaded, and what ran locally."""
+
+    requests: int
+    first_offload: int | None = Field(description="1-based index; None: never offloaded")
+    offloaded: int
+    local_by_choice: int
+    local_reasons: list[str]
+    fallbacks: list[str]
+    splits: list[int]
+    total_ms: list[float]
+
+
+class ColdStartReport(BenchReport):
+    benchmark: str = "cold-start"
+    machine: Machine
+    settings: ColdStartOptions
+    wall_s: float
+    devices: dict[str, DeviceSummary]
+    first_offload_max: int
+
+
+def run_cold_start_bench(options: ColdStartOptions) -> ColdStartReport:
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="splitmq-cold-")))
         for _ in range(options.busy_cores):
@@ -67,16 +86,16 @@ def run_cold_start_bench(options: ColdStartOptions) -> dict[str, Any]:
         records = _run_devices(options, settings, folder)
         wall_s = time.monotonic() - started
     per_device = {device: _device_summary(rows) for device, rows in sorted(records.items())}
-    return {
-        "benchmark": "cold-start",
-        "machine": machine(),
-        "settings": asdict(options),
-        "wall_s": round(wall_s, 2),
-        "devices": per_device,
-        "first_offload_max": max(
-            (d["first_offload"] or options.requests + 1) for d in per_device.values()
+    return ColdStartReport(
+        provenance=Provenance.collect(options),
+        machine=machine(),
+        settings=options,
+        wall_s=round(wall_s, 2),
+        devices=per_device,
+        first_offload_max=max(
+            (d.first_offload or options.requests + 1) for d in per_device.values()
         ),
-    }
+    )
 
 
 @contextlib.contextmanager
@@ -108,9 +127,9 @@ def _run_devices(
             code = process.wait(timeout=DEVICE_RUN_S)
         except subprocess.TimeoutExpired:
             process.kill()
-            raise ColdStartBenchError(f"{device_id} did not finish in {DEVICE_RUN_S:g} s") from None
+            raise BenchError(f"{device_id} did not finish in {DEVICE_RUN_S:g} s") from None
         if code != 0:
-            raise ColdStartBenchError(f"{device_id} exited with code {code}")
+            raise BenchError(f"{device_id} exited with code {code}")
         records[device_id] = [json.loads(line) for line in jsonl.read_text().splitlines()]
     return records
 
@@ -128,32 +147,32 @@ def _device_config(
     }
 
 
-def _device_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _device_summary(rows: list[dict[str, Any]]) -> DeviceSummary:
     offloaded = [i + 1 for i, row in enumerate(rows) if row["offloaded"]]
     local = [row for row in rows if not row["offloaded"] and row["fallback"] is None]
-    return {
-        "requests": len(rows),
-        "first_offload": offloaded[0] if offloaded else None,
-        "offloaded": len(offloaded),
-        "local_by_choice": len(local),
-        "local_reasons": sorted({row["reason"] for row in local}),
-        "fallbacks": sorted({row["fallback"] for row in rows if row["fallback"]}),
-        "splits": [row["split"] for row in rows],
-        "total_ms": [round(row["total_ms"], 1) for row in rows],
-    }
+    return DeviceSummary(
+        requests=len(rows),
+        first_offload=offloaded[0] if offloaded else None,
+        offloaded=len(offloaded),
+        local_by_choice=len(local),
+        local_reasons=sorted({row["reason"] for row in local}),
+        fallbacks=sorted({row["fallback"] for row in rows if row["fallback"]}),
+        splits=[row["split"] for row in rows],
+        total_ms=[round(float(row["total_ms"]), 1) for row in rows],
+    )
 
 
-def format_report(result: dict[str, Any]) -> str:
-    settings = result["settings"]
+def format_report(result: ColdStartReport) -> str:
+    settings = result.settings
     lines = [
-        f"cold start: worker started {settings['head_start_s']:g} s before "
-        f"{settings['devices']} devices, {settings['busy_cores']} busy core(s), "
-        f"{settings['requests']} requests each"
+        f"cold start: worker started {settings.head_start_s:g} s before "
+        f"{settings.devices} devices, {settings.busy_cores} busy core(s), "
+        f"{settings.requests} requests each"
     ]
-    for device, summary in result["devices"].items():
+    for device, summary in result.devices.items():
         lines.append(
-            f"  {device}: first offload at request {summary['first_offload']}, "
-            f"{summary['offloaded']} offloaded, {summary['local_by_choice']} local by choice "
-            f"{summary['local_reasons']}, splits {summary['splits']}"
+            f"  {device}: first offload at request {summary.first_offload}, "
+            f"{summary.offloaded} offloaded, {summary.local_by_choice} local by choice "
+            f"{summary.local_reasons}, splits {summary.splits}"
         )
     return "\n".join(lines)

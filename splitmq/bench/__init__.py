@@ -1,0 +1,1 @@
+"""Every benchmark of splitmq, one module each; the CLI wiring lives in `splitmq.commands`."""
