@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from broker.client import BrokerSettings
-from tests.runtime.secure_site import site  # noqa: F401  (a broker from `broker init`)
-from tests.runtime.worker_clients import Requester
+from tests.support.secure_site import site  # noqa: F401  (a broker from `broker init`)
+from tests.support.worker_clients import Requester
 
 
 @pytest.fixture

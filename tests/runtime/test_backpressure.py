@@ -6,7 +6,6 @@ Every request ends with exactly one record."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from contextlib import ExitStack
 
 import numpy as np
@@ -17,35 +16,14 @@ from broker.client import BrokerSettings
 from device_node.config import DeviceConfig, FixedPolicyConfig
 from device_node.node import DeviceNode
 from device_node.records import Fallback, ResultRecord
-from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
-from schemas.frame import Frame
-from schemas.messages import Prediction
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
-from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
-from tests.waiting import wait_until
+from tests.support.scaled_model import TINY, TINY_SPLIT, GatedRunner, tiny_model, worker_config
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-class GatedRunner(ModelTailRunner):
-    """The real tail, whose first batch waits for `release` (so the worker stays busy while
-    more requests arrive)."""
-
-    def __init__(self, model: SplitModel) -> None:
-        super().__init__({TINY: model}, {TINY: [TINY_SPLIT]})
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.batches: list[int] = []
-
-    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
-        if not self.batches:
-            self.entered.set()
-            assert self.release.wait(30), "the test never released the first batch"
-        self.batches.append(len(frames))
-        return super().run_batch(model, split, frames)
 
 
 def device(

@@ -14,8 +14,7 @@ from broker.launcher import PACKAGE_DIR, MosquittoBroker
 from device_node.link import DeviceLink
 from edge_worker.worker import EdgeWorker
 from splitmq.light_device import LightDevice
-from tests.runtime.test_worker import worker_config
-from tests.runtime.worker_clients import echo_frame
+from tests.support.worker_clients import echo_frame, worker_config
 
 pytestmark = pytest.mark.integration
 

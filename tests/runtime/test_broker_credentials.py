@@ -25,7 +25,7 @@ from broker.secure_profile import make_ca
 from broker.session import MqttSession
 from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
 from splitmq_base.configfile import validate_config
-from tests.runtime.secure_site import DEVICES, WAIT_S, SecureSite
+from tests.support.secure_site import DEVICES, WAIT_S, SecureSite
 
 pytestmark = pytest.mark.integration  # real brokers, some started by the tests themselves
 

@@ -120,7 +120,7 @@ def test_worker_and_device_talk_through_the_acl(secure_broker: MosquittoBroker) 
 
 
 def test_the_acl_file_keeps_devices_to_their_own_results_and_status() -> None:
-    from tests.runtime.secure_site import Probe
+    from tests.support.secure_site import Probe
 
     users = {**USERS, "cam-2": BrokerUser("cam2-secret", "device")}
     with MosquittoBroker(users=users) as broker:

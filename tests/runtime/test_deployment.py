@@ -27,7 +27,7 @@ from broker.session import MqttSession
 from device_node import cli as device_cli
 from edge_worker import cli as worker_cli
 from splitmq.cli import build_parser
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

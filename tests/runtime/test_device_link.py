@@ -29,7 +29,7 @@ from schemas.messages import (
     parse_status,
 )
 from schemas.topics import Topics
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from schemas.messages import Prediction
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.policy import Decision, FixedSplit
-from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
+from tests.support.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,7 @@ never becomes a second record.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -39,11 +36,11 @@ from schemas.messages import Prediction, ResultMessage, StatusMessage
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
 from splitting.registry import load_model
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
+from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "efficientnet-lite0"
 MID_SPLIT = 5  # an inner split whose tensor is far from the input and the logits
 
@@ -221,19 +218,21 @@ def test_clean_worker_stop_makes_the_device_run_locally(
     assert second.top5 == unsplit_top5(model, photos[1])
 
 
-def start_worker_process(settings: BrokerSettings, worker_id: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = ["--broker-host", settings.host, "--broker-port", str(settings.port)]
-    args += ["--worker-id", worker_id, "--model", MODEL, "--device", "cpu", "--max-batch", "1"]
-    return subprocess.Popen([sys.executable, "-m", "edge_worker.cli", *args], cwd=ROOT, env=env)
+def lite0_worker(settings: BrokerSettings, worker_id: str) -> WorkerConfig:
+    return WorkerConfig(
+        broker=BrokerSettings(host=settings.host, port=settings.port),
+        worker_id=worker_id,
+        models=[ModelEntry(name=MODEL)],
+        device="cpu",
+        max_batch=1,
+    )
 
 
 def test_killed_worker_mid_run_falls_back_with_one_record_each(
     broker_settings: BrokerSettings, model: SplitModel, photos: list[SourceImage]
 ) -> None:
-    process = start_worker_process(broker_settings, "edge-doomed")
     records: list[ResultRecord] = []
-    try:
+    with worker_process(lite0_worker(broker_settings, "edge-doomed"), quiet=False) as process:
         node = make_device(broker_settings, model, deadline_ms=10000, telemetry_stale_s=2.0)
         with node:
             wait_until(lambda: node.link.alive_workers(MODEL, MID_SPLIT), 60, "worker process")
@@ -246,10 +245,6 @@ def test_killed_worker_mid_run_falls_back_with_one_record_each(
             node.run(CyclingSource(photos), requests=6, rate_hz=4.0, on_record=kill_after_two)
             time.sleep(0.5)  # room for a late reply, which must not become a record
             late = node.link.counters.late_results
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
     assert_one_record_each(records, 6)
     assert all(r.offloaded for r in records[:2])
     after = records[2:]

@@ -20,8 +20,8 @@ from device_node.sources import CyclingSource, sample_source_images
 from device_node.workers import WorkerView
 from edge_worker.config import WorkerConfig, worker_config_from_mapping
 from splitting.registry import load_model
-from tests.runtime.test_fault_stale_requests import worker_process
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
+from tests.support.worker_process import worker_process
 
 MODEL = "efficientnet-lite0"
 SPLIT = 13  # a late split: the tail is cheap for the two worker processes on shared cores

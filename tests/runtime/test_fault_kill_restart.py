@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import pytest
 
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
-from edge_worker.config import ModelEntry, WorkerConfig, save_worker_config
+from edge_worker.config import ModelEntry, WorkerConfig
 from schemas.topics import Topics
-from tests.waiting import wait_for_retained, wait_until
+from tests.support.waiting import wait_for_retained, wait_until
+from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +49,7 @@ class Fleet:
         self.broker = broker
         self.folder = folder
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self._workers = ExitStack()  # every worker process started, stopped by close()
         self.device: subprocess.Popen[str] | None = None
         self.records = folder / "records.jsonl"
 
@@ -59,10 +62,7 @@ class Fleet:
             max_batch=1,
             torch_threads=1,
         )
-        path = self.folder / f"{worker_id}.yaml"
-        save_worker_config(config, path)
-        command = [sys.executable, "-m", "edge_worker.cli", "--config", str(path), "-q"]
-        self.workers[worker_id] = subprocess.Popen(command, cwd=ROOT, env=ENV)
+        self.workers[worker_id] = self._workers.enter_context(worker_process(config, env=ENV))
         # A worker announces itself once warm; the scenarios start from a serving worker.
         settings = BrokerSettings(host=self.broker.host, port=self.broker.port)
         wait_for_retained(settings, Topics().telemetry(worker_id), bool, timeout_s=60)
@@ -100,11 +100,11 @@ class Fleet:
         return read_records(self.records)
 
     def close(self) -> None:
-        for process in [*self.workers.values(), self.device]:
-            if process is not None and process.poll() is None:
-                process.kill()
-            if process is not None:
-                process.wait()
+        if self.device is not None:
+            if self.device.poll() is None:
+                self.device.kill()
+            self.device.wait()
+        self._workers.close()
 
 
 @pytest.fixture

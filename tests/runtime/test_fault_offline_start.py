@@ -19,7 +19,7 @@ from broker.launcher import MosquittoBroker, free_port
 from device_node.records import Fallback
 from edge_worker.config import ModelEntry, WorkerConfig
 from edge_worker.worker import EdgeWorker
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

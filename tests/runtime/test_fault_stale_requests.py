@@ -4,27 +4,23 @@ on reconnect long after it was sent. A real echo worker process and a real Mosqu
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from broker.client import BrokerSettings
 from device_node.link import DeviceLink
-from edge_worker.config import WorkerConfig, save_worker_config
+from edge_worker.config import WorkerConfig
 from edge_worker.runner import echo_model_info
 from schemas.frame import SENT_TIMESTAMP, encode_frame
 from schemas.messages import TelemetryMessage
 from splitmq.worker_process import echo_worker_config
-from tests.runtime.worker_clients import Requester
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
+from tests.support.worker_clients import Requester
+from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -32,26 +28,6 @@ ECHO = echo_model_info()
 SPLIT = 1
 DEADLINE_MS = 500.0
 SKEW_MS = 1000.0  # the worker's default max_clock_skew_ms
-
-
-@contextlib.contextmanager
-def worker_process(config: WorkerConfig) -> Iterator[subprocess.Popen[bytes]]:
-    """`edge-worker --config` in its own process (the process itself, to signal it)."""
-    with tempfile.TemporaryDirectory(prefix="splitmq-worker-") as directory:
-        path = Path(directory) / "worker.yaml"
-        save_worker_config(config, path)
-        command = [sys.executable, "-m", "edge_worker.cli", "--config", str(path), "-q"]
-        process = subprocess.Popen(command)
-        try:
-            yield process
-        finally:
-            process.send_signal(signal.SIGCONT)  # a test that failed while it was frozen
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def frame(request_id: str, *, sent: float | None, deadline_ms: float = DEADLINE_MS) -> bytes:

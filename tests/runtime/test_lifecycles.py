@@ -11,7 +11,7 @@ from broker.session import MqttSession
 from edge_worker.errors import WorkerStateError
 from edge_worker.telemetry import TelemetryReporter, WorkerStats
 from edge_worker.worker import EdgeWorker
-from tests.runtime.scaled_model import worker_config
+from tests.support.scaled_model import worker_config
 
 pytestmark = pytest.mark.integration
 

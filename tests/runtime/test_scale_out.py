@@ -22,12 +22,10 @@ from schemas.topics import Topics
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
-from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model
-from tests.runtime.scaled_model import worker_config as tiny_worker_config
-from tests.runtime.test_backpressure import GatedRunner
-from tests.runtime.test_worker import worker_config
-from tests.runtime.worker_clients import Requester, echo_frame
-from tests.waiting import wait_until
+from tests.support.scaled_model import TINY, TINY_SPLIT, GatedRunner, tiny_model
+from tests.support.scaled_model import worker_config as tiny_worker_config
+from tests.support.waiting import wait_until
+from tests.support.worker_clients import Requester, echo_frame, worker_config
 
 TOPICS = Topics()
 

@@ -26,8 +26,8 @@ from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from splitmq.cli import main as splitmq_main
 from splitmq_base.cli import EXIT_CONFIG
-from tests.runtime.secure_site import WORKER, SecureSite
-from tests.runtime.worker_clients import Requester, echo_frame, read_catalogs
+from tests.support.secure_site import WORKER, SecureSite
+from tests.support.worker_clients import Requester, echo_frame, read_catalogs
 
 pytestmark = pytest.mark.integration
 

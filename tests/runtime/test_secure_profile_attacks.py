@@ -12,8 +12,8 @@ from broker.auth import BrokerUser
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
 from edge_worker.worker import EdgeWorker
-from tests.runtime.secure_site import DEVICES, MONITOR, TOPICS, WAIT_S, WORKER, Probe, SecureSite
-from tests.runtime.worker_clients import Requester, echo_frame
+from tests.support.secure_site import DEVICES, MONITOR, TOPICS, WAIT_S, WORKER, Probe, SecureSite
+from tests.support.worker_clients import Requester, echo_frame
 
 pytestmark = pytest.mark.integration
 GRANTED = "Granted QoS 1"

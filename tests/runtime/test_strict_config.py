@@ -22,7 +22,7 @@ from edge_worker.errors import ConfigError as WorkerConfigError
 from splitmq.cli import main as splitmq_main
 from splitmq_base.cli import EXIT_CONFIG
 from splitting.policy import DynamicSplit
-from tests.splitting.test_chooser import toy_device
+from tests.support.toy_model import toy_device
 
 
 def _error_line(message: str, key: str) -> str:

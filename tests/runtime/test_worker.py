@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -16,7 +14,6 @@ import torch
 
 from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.launcher import MosquittoBroker
-from edge_worker.config import WorkerConfig
 from edge_worker.link import InboundRequest, WorkerLink
 from edge_worker.runner import EchoTailRunner, ModelTailRunner, candidate_splits, echo_model_info
 from edge_worker.worker import EdgeWorker
@@ -31,14 +28,14 @@ from schemas.topics import Topics
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model
-from tests.runtime.worker_clients import Requester, SlowFirstRunner, echo_frame
-from tests.waiting import wait_for_retained, wait_until
+from tests.support.waiting import wait_for_retained, wait_until
+from tests.support.worker_clients import Requester, SlowFirstRunner, echo_frame, worker_config
+from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
 MODEL = "efficientnet-lite0"
 TOPICS = Topics()
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +56,6 @@ def candidate(lite0: SplitModel) -> int:
     inner = [k for k in candidate_splits(lite0, "int8") if k > 0]
     assert inner, "efficientnet-lite0 has no inner natural bottleneck"
     return inner[len(inner) // 2]
-
-
-def worker_config(settings: BrokerSettings, **overrides: object) -> WorkerConfig:
-    values: dict[str, object] = {
-        "broker": settings,
-        "worker_id": "test-worker",
-        "models": [{"name": MODEL}],
-        "device": "cpu",
-        "max_batch": 1,
-        "telemetry_interval_s": 0.5,
-    }
-    values.update(overrides)
-    return WorkerConfig.model_validate(values)
 
 
 @pytest.fixture
@@ -407,32 +391,18 @@ def test_a_worker_leaving_mid_stream_answers_what_it_took(
 def test_a_killed_worker_process_leaves_its_last_will(broker_settings: BrokerSettings) -> None:
     """`edge-worker` as a real process: "online" while it runs, "offline" (the broker's
     last will) once it is killed without a chance to say goodbye."""
-    command = [
-        sys.executable,
-        "-m",
-        "edge_worker.cli",
-        "--broker-port",
-        str(broker_settings.port),
-        "--worker-id",
-        "doomed",
-        "--runner",
-        "echo",
-        "--model",
-        "echo",
-    ]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    try:
+    config = worker_config(
+        broker_settings, worker_id="doomed", models=[{"name": "echo"}], runner="echo"
+    )
+    with worker_process(config, quiet=False, stdout=subprocess.DEVNULL) as process:
 
         def online(payload: bytes) -> bool:
             return bool(payload) and parse_status(payload).state == "online"
 
         seen = wait_for_retained(broker_settings, TOPICS.status("doomed"), online, 60)
         assert seen and online(seen[-1]), "the worker process never came online"
-    finally:
         process.kill()
         process.wait(10)
-        assert process.stdout is not None
-        process.stdout.close()
 
     def offline(payload: bytes) -> bool:
         return bool(payload) and parse_status(payload).state == "offline"

@@ -13,8 +13,8 @@ from edge_worker.runner import ModelTailRunner
 from edge_worker.worker import EdgeWorker
 from schemas.frame import encode_frame
 from schemas.topics import Topics
-from tests.runtime.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
-from tests.runtime.worker_clients import Requester, SlowFirstRunner, echo_frame
+from tests.support.scaled_model import TINY, TINY_SPLIT, tiny_model, worker_config
+from tests.support.worker_clients import Requester, SlowFirstRunner, echo_frame
 
 pytestmark = pytest.mark.integration
 

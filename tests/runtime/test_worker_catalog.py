@@ -19,8 +19,8 @@ from schemas.messages import ModelCatalogMessage, PrepareRecipe
 from schemas.topics import Topics
 from splitting.images import sample_images
 from splitting.registry import load_model
-from tests.runtime.worker_clients import Requester, read_catalogs
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
+from tests.support.worker_clients import Requester, read_catalogs
 
 pytestmark = pytest.mark.integration
 

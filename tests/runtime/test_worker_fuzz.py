@@ -17,7 +17,6 @@ import json
 import random
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -33,14 +32,16 @@ from paho.mqtt.properties import Properties
 from broker.client import BrokerSettings
 from broker.session import MqttSession
 from device_node.link import DeviceLink
-from edge_worker.config import WorkerConfig, save_worker_config, worker_config_from_mapping
+from edge_worker.config import WorkerConfig, worker_config_from_mapping
 from edge_worker.errors import RequestError
 from edge_worker.runner import ECHO_TOP5, EchoTailRunner, echo_model_info
 from schemas.errors import SchemaError
 from schemas.frame import PREAMBLE_SIZE, FrameLimits
 from schemas.messages import ResultMessage, parse_result
 from schemas.topics import Topics
-from tests.runtime.poison import POISON, good_frame, pack_frame, split_frame
+from tests.support.frames import build_frame, split_frame
+from tests.support.poison import POISON, good_frame
+from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +105,7 @@ def header_edit(rng: random.Random, rid: str) -> tuple[bytes, int]:
         key = rng.choice(FIELDS)
         header[key] = "@@"
         text = json.dumps(header).replace('"@@"', rng.choice(WEIRD_VALUES))
-    return pack_frame(text, params, payload), split
+    return build_frame(text, params, payload), split
 
 
 def huge_number(rng: random.Random, rid: str) -> tuple[bytes, int]:
@@ -114,14 +115,14 @@ def huge_number(rng: random.Random, rid: str) -> tuple[bytes, int]:
     digits = "9" * rng.choice((20, 400, 4300))
     literal = {"shape": f"[{digits}]", "timestamps": f'{{"sent": {digits}}}'}.get(key, digits)
     header[key] = "@@"
-    return pack_frame(json.dumps(header).replace('"@@"', literal), params, payload), split
+    return build_frame(json.dumps(header).replace('"@@"', literal), params, payload), split
 
 
 def wrong_shape(rng: random.Random, rid: str) -> tuple[bytes, int]:
     frame, split = _base(rng, rid)
     header, params, payload = split_frame(frame)
     header["shape"] = [rng.randint(0, 70) for _ in range(rng.randint(0, 4))]
-    return pack_frame(json.dumps(header), params, payload), split
+    return build_frame(json.dumps(header), params, payload), split
 
 
 def bad_codec(rng: random.Random, rid: str) -> tuple[bytes, int]:
@@ -130,7 +131,7 @@ def bad_codec(rng: random.Random, rid: str) -> tuple[bytes, int]:
     header[rng.choice(("codec", "compression", "dtype"))] = rng.choice(
         ("zip", "", "LOSSLESS", "int3", "jpeg", "webp", "fp16", "int4", "float16", "bool", "none")
     )
-    return pack_frame(json.dumps(header), params, payload), split
+    return build_frame(json.dumps(header), params, payload), split
 
 
 def oversized(rng: random.Random, rid: str) -> tuple[bytes, int]:
@@ -266,21 +267,12 @@ class WorkerProcess:
 
 @pytest.fixture
 def worker(broker_settings: BrokerSettings, tmp_path: Path) -> Iterator[WorkerProcess]:
-    config_path = tmp_path / "worker.yaml"
-    save_worker_config(fuzz_worker(broker_settings), config_path)
     log = tmp_path / "worker.log"
-    command = [sys.executable, "-m", "edge_worker.cli", "--config", str(config_path), "-q"]
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(command, stderr=stderr)
-    try:
+    with (
+        log.open("wb") as stderr,
+        worker_process(fuzz_worker(broker_settings), stderr=stderr) as process,
+    ):
         yield WorkerProcess(process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def peak_rss_kib(pid: int) -> int:

@@ -15,9 +15,9 @@ from edge_worker.runner import EchoTailRunner, echo_model_info
 from edge_worker.worker import EdgeWorker
 from schemas.frame import Frame
 from schemas.messages import Prediction
-from tests.runtime.poison import POISON, good_frame
-from tests.runtime.scaled_model import worker_config
-from tests.runtime.worker_clients import Requester, SlowFirstRunner
+from tests.support.poison import POISON, good_frame
+from tests.support.scaled_model import worker_config
+from tests.support.worker_clients import Requester, SlowFirstRunner
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from paho.mqtt.properties import Properties
 
 from broker.client import BrokerSettings
 from edge_worker.worker import EdgeWorker
-from tests.runtime.scaled_model import worker_config
-from tests.runtime.worker_clients import TOPICS, Requester, echo_frame
+from tests.support.scaled_model import worker_config
+from tests.support.worker_clients import TOPICS, Requester, echo_frame
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from splitmq.cli import main
-from tests.splitting.test_latency import toy_model_profile, toy_server
+from tests.support.toy_model import toy_model_profile, toy_server
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from splitmq.sim.strategies import evaluate, oracle_agreement
 from splitmq.sim.system import DeviceCpu
 from splitting.policy import DynamicSplit
 from splitting.traces import UplinkTrace, wire_bytes
-from tests.splitting.test_latency import toy_device, toy_server
+from tests.support.toy_model import toy_device, toy_server
 
 LOCAL = 4
 

@@ -33,7 +33,7 @@ from splitting.reference import (
 )
 from splitting.server_profile import ServerProfile
 from splitting.traces import UplinkTrace
-from tests.splitting.test_latency import toy_server
+from tests.support.toy_model import toy_server
 
 REPO = Path(__file__).resolve().parents[2]
 BYTES = (40_000, 30_000, 9_000, 6_000, 0)

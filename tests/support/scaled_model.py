@@ -6,11 +6,17 @@ fp16, which no ImageNet model here does on a real photo.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from broker.client import BrokerSettings
 from edge_worker.config import WorkerConfig
+from edge_worker.runner import ModelTailRunner
+from schemas.frame import Frame
+from schemas.messages import Prediction
 from splitting.partition import SplitModel
 
 TINY = "scaled-tiny"
@@ -50,3 +56,21 @@ def worker_config(settings: BrokerSettings, **overrides: object) -> WorkerConfig
     }
     values.update(overrides)
     return WorkerConfig.model_validate(values)
+
+
+class GatedRunner(ModelTailRunner):
+    """The real tail, whose first batch waits for `release` (so the worker stays busy while
+    more requests arrive)."""
+
+    def __init__(self, model: SplitModel) -> None:
+        super().__init__({TINY: model}, {TINY: [TINY_SPLIT]})
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[int] = []
+
+    def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
+        if not self.batches:
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the first batch"
+        self.batches.append(len(frames))
+        return super().run_batch(model, split, frames)

@@ -1,6 +1,5 @@
 """Device-side helpers for the worker tests: a raw MQTT requester, an echo runner whose first
-batch is slow, and echo frames. Shared by test_worker.py and test_worker_bad_request_isolation.py.
-"""
+batch is slow, echo frames, the retained catalogs, and a worker configuration to start from."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from paho.mqtt.properties import Properties
 
 from broker.client import BrokerSettings, make_client, start_client, stop_client
 from broker.session import MqttSession
+from edge_worker.config import WorkerConfig
 from edge_worker.runner import EchoTailRunner, echo_model_info
 from schemas.frame import Frame, encode_frame
 from schemas.messages import (
@@ -28,6 +28,7 @@ from schemas.messages import (
 from schemas.topics import Topics
 
 TOPICS = Topics()
+LITE0 = "efficientnet-lite0"
 
 
 @dataclass
@@ -152,3 +153,17 @@ def read_catalogs(
     if retained_only:
         assert live == [], "a catalog reaches a late subscriber as a retained message"
     return seen
+
+
+def worker_config(settings: BrokerSettings, **overrides: object) -> WorkerConfig:
+    """A worker serving efficientnet-lite0 on the CPU, one request a batch; override any key."""
+    values: dict[str, object] = {
+        "broker": settings,
+        "worker_id": "test-worker",
+        "models": [{"name": LITE0}],
+        "device": "cpu",
+        "max_batch": 1,
+        "telemetry_interval_s": 0.5,
+    }
+    values.update(overrides)
+    return WorkerConfig.model_validate(values)

@@ -1,5 +1,5 @@
 """Malformed frames built from a good echo frame: the classes of poison a worker must refuse
-alone. Shared by the worker's isolation tests and the fuzz test."""
+alone. Used by the worker's isolation tests and the fuzz test."""
 
 from __future__ import annotations
 
@@ -10,34 +10,20 @@ from typing import Any
 import numpy as np
 
 from edge_worker.runner import echo_model_info
-from schemas.frame import PREAMBLE, PREAMBLE_SIZE, encode_frame
-from tests.runtime.worker_clients import echo_frame
+from schemas.frame import encode_frame
+from tests.support.frames import build_frame, split_frame
+from tests.support.worker_clients import echo_frame
 
 
 def good_frame(request_id: str, *, split: int = 1) -> bytes:
     return echo_frame(request_id, split=split)
 
 
-def split_frame(frame: bytes) -> tuple[dict[str, Any], bytes, bytes]:
-    """(header fields, params, payload) of an encoded frame."""
-    _, _, _, _, header_len, params_len, _ = PREAMBLE.unpack_from(frame)
-    header_end = PREAMBLE_SIZE + header_len
-    header = json.loads(frame[PREAMBLE_SIZE:header_end])
-    return header, frame[header_end : header_end + params_len], frame[header_end + params_len :]
-
-
-def pack_frame(header_text: str | bytes, params: bytes, payload: bytes) -> bytes:
-    """A frame around raw header text (ASCII JSON escapes keep lone surrogates expressible)."""
-    blob = header_text.encode("ascii") if isinstance(header_text, str) else header_text
-    preamble = PREAMBLE.pack(b"SMQF", 1, 0, 0, len(blob), len(params), len(payload))
-    return b"".join((preamble, blob, params, payload))
-
-
 def with_header(request_id: str, change: Callable[[dict[str, Any]], str | None]) -> bytes:
     """A good frame whose header `change` edits in place (or replaces by returning raw text)."""
     header, params, payload = split_frame(good_frame(request_id))
     text = change(header)
-    return pack_frame(text if text is not None else json.dumps(header), params, payload)
+    return build_frame(text if text is not None else json.dumps(header), params, payload)
 
 
 def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:

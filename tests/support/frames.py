@@ -1,4 +1,7 @@
-"""Frame building by hand, from FORMAT.md alone (struct + json), independent of encode_frame."""
+"""Frame building by hand, from FORMAT.md alone (struct + json), independent of encode_frame.
+
+The one frame builder of the tests: the format tests build valid and lying frames with it, and
+the poison and fuzz tests rebuild encoded frames around edited headers."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 import zstandard
 
 PREAMBLE = "<4sBBHIII"  # FORMAT.md section 2
+PREAMBLE_SIZE = struct.calcsize(PREAMBLE)
 
 
 def header_fields(**overrides: Any) -> dict[str, Any]:
@@ -34,7 +38,7 @@ def header_fields(**overrides: Any) -> dict[str, Any]:
 
 
 def build_frame(
-    fields: dict[str, Any] | bytes,
+    fields: dict[str, Any] | str | bytes,
     params: bytes = b"",
     payload: bytes = b"",
     *,
@@ -46,8 +50,16 @@ def build_frame(
     params_len: int | None = None,
     payload_len: int | None = None,
 ) -> bytes:
-    """Preamble + header + params + payload; any declared length can be overridden to lie."""
-    header = fields if isinstance(fields, bytes) else json.dumps(fields).encode("utf-8")
+    """Preamble + header + params + payload; any declared length can be overridden to lie.
+
+    The header is JSON of `fields`, or raw header text as given (a str is ASCII, so JSON escapes
+    keep lone surrogates expressible)."""
+    if isinstance(fields, bytes):
+        header = fields
+    elif isinstance(fields, str):
+        header = fields.encode("ascii")
+    else:
+        header = json.dumps(fields).encode("utf-8")
     preamble = struct.pack(
         PREAMBLE,
         magic,
@@ -59,6 +71,14 @@ def build_frame(
         len(payload) if payload_len is None else payload_len,
     )
     return preamble + header + params + payload
+
+
+def split_frame(frame: bytes) -> tuple[dict[str, Any], bytes, bytes]:
+    """(header fields, params, payload) of a well-formed frame."""
+    _, _, _, _, header_len, params_len, _ = struct.unpack_from(PREAMBLE, frame)
+    header_end = PREAMBLE_SIZE + header_len
+    header = json.loads(frame[PREAMBLE_SIZE:header_end])
+    return header, frame[header_end : header_end + params_len], frame[header_end + params_len :]
 
 
 def shuffled(values: np.ndarray) -> bytes:
