@@ -24,26 +24,59 @@ TOPICS = Topics()
 # -- worker: one bad request must not cost its batch-mates their replies -----------------------
 
 
-@pytest.mark.parametrize("bad_topic", ["reply/+/x", "#", ""])
+UNUSABLE_TOPICS = ["reply/+/x", "#", ""]
+WILDCARD_TOPICS = ["reply/+/x", "#"]  # paho refuses to publish on either
+
+
+@pytest.mark.parametrize("bad_topic", WILDCARD_TOPICS)
 def test_a_request_with_an_unusable_response_topic_does_not_lose_its_batch(
-    broker_settings: BrokerSettings, requester: Requester, bad_topic: str
+    broker_settings: BrokerSettings,
+    requester: Requester,
+    monkeypatch: pytest.MonkeyPatch,
+    bad_topic: str,
 ) -> None:
     runner = SlowFirstRunner(delay_s=0.5)
     config = worker_config(broker_settings, models=[{"name": "echo"}], max_batch=8)
     with EdgeWorker(config, runner) as worker:
+        # A request asking for a reply elsewhere is refused before it is queued (the next
+        # test), so the unusable topic is put where the batch publishes "bad"'s replies.
+        publish = worker.link.reply
+
+        def reply(topic: str, correlation_data: bytes | None, payload: bytes) -> None:
+            publish(bad_topic if correlation_data == b"bad" else topic, correlation_data, payload)
+
+        monkeypatch.setattr(worker.link, "reply", reply)
         requester.send("echo", 1, echo_frame("first"), "first")
         time.sleep(0.2)  # "first" is computing; the next ones queue up behind it
-        requester.send("echo", 1, echo_frame("bad"), "bad", reply_to=bad_topic)
+        requester.send("echo", 1, echo_frame("bad"), "bad")
         good = [f"good-{i}" for i in range(3)]
         for rid in good:
             requester.send("echo", 1, echo_frame(rid), rid)
         results = requester.wait(["first", *good], timeout_s=15)
+        assert runner.batches[1] == ["bad", *good], "the bad request leads its batch-mates"
         assert all(result.status == "ok" for result in results)
         # Counted, not silently gone; the worker still serves afterwards.
         assert worker.stats.snapshot().errors == 1
         requester.send("echo", 1, echo_frame("after"), "after")
         assert requester.wait(["after"], timeout_s=15)[0].status == "ok"
-        assert "bad" not in runner.computed
+        assert "bad" not in requester.results
+
+
+@pytest.mark.parametrize("bad_topic", UNUSABLE_TOPICS)
+def test_a_request_with_an_unusable_response_topic_is_refused_before_it_is_computed(
+    broker_settings: BrokerSettings, requester: Requester, bad_topic: str
+) -> None:
+    runner = SlowFirstRunner(delay_s=0.0)
+    config = worker_config(broker_settings, models=[{"name": "echo"}], max_batch=8)
+    with EdgeWorker(config, runner) as worker:
+        requester.send("echo", 1, echo_frame("bad"), "bad", reply_to=bad_topic)
+        requester.send("echo", 1, echo_frame("after"), "after")
+        # Same connection, same order: once "after" is answered "bad" was handled.
+        assert requester.wait(["after"], timeout_s=15)[0].status == "ok"
+        # Counted, not silently gone; the worker still serves afterwards.
+        assert worker.stats.snapshot().errors == 1
+    assert "bad" not in runner.computed
+    assert "bad" not in requester.results
 
 
 def test_a_non_finite_tensor_is_refused_alone_and_its_batch_mates_are_served(

@@ -94,17 +94,20 @@ class Requester:
 
 class SlowFirstRunner(EchoTailRunner):
     """Echo runner whose first batch takes `delay_s` (keeps later requests waiting in the queue)
-    and which records every batch it computes."""
+    and which records every batch it computes (`batches`: the request ids of each, in order)."""
 
     def __init__(self, delay_s: float) -> None:
         super().__init__([echo_model_info()])
         self.delay_s = delay_s
         self.computed: list[str] = []
+        self.batches: list[list[str]] = []
 
     def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
         if not self.computed:
             time.sleep(self.delay_s)
-        self.computed += [frame.header.request_id for frame in frames]
+        batch = [frame.header.request_id for frame in frames]
+        self.batches.append(batch)
+        self.computed += batch
         return super().run_batch(model, split, frames)
 
 
