@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Mosquitto broker on a free port (never 1883)."""
+"""Shared fixtures: a real Mosquitto broker on a free port (never 1883), and a raw device-side
+client of it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from broker.client import BrokerSettings
 from broker.launcher import MosquittoBroker
+from tests.support.worker_clients import Requester
 
 
 @pytest.fixture
@@ -26,6 +28,14 @@ def broker() -> Iterator[MosquittoBroker]:
 def broker_settings(broker: MosquittoBroker) -> BrokerSettings:
     """Connection settings for the `broker` fixture."""
     return BrokerSettings(host=broker.host, port=broker.port, reconnect_max_delay_s=2)
+
+
+@pytest.fixture
+def requester(broker_settings: BrokerSettings) -> Iterator[Requester]:
+    """A raw device-side MQTT client that publishes frames and collects the replies."""
+    device = Requester(broker_settings)
+    yield device
+    device.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
