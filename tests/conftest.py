@@ -38,9 +38,15 @@ def requester(broker_settings: BrokerSettings) -> Iterator[Requester]:
     device.close()
 
 
+# Fixtures that start a Mosquitto: `broker` here, `site` (a `broker init` profile's broker in
+# tests/broker/conftest.py, or a bridged site broker in tests/broker/test_bridge.py).
+BROKER_FIXTURES = frozenset({"broker", "site"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that starts a broker through the fixture is an integration test, marked or
-    not, so `make test-fast` (`-m "not integration and not slow"`) never starts one."""
+    """Every test that starts a broker through a fixture is an integration test, marked or
+    not, so `make test-fast` (`-m "not integration and not slow"`) never starts one. A test
+    that starts a process any other way carries the mark itself."""
     for item in items:
-        if "broker" in getattr(item, "fixturenames", ()):
+        if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)

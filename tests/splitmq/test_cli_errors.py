@@ -29,6 +29,7 @@ def test_a_missing_tls_ca_file_is_one_line_and_the_config_exit_code(
     assert "Traceback" not in err
 
 
+@pytest.mark.integration  # runs `python -m splitmq.cli` in a fresh interpreter
 def test_help_answers_without_importing_torch() -> None:
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "splitmq.cli", "--help"],
@@ -42,6 +43,7 @@ def test_help_answers_without_importing_torch() -> None:
     assert "torch" not in imported and "paho" not in imported
 
 
+@pytest.mark.integration  # runs `python -m splitmq.cli` in a fresh interpreter
 def test_version_is_the_packages() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "splitmq.cli", "--version"], capture_output=True, text=True

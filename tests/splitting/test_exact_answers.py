@@ -275,6 +275,7 @@ def test_the_shipped_profiles_load_and_agree_with_each_other() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # runs `pip wheel`
 def test_the_shipped_profiles_are_in_the_built_package(tmp_path: Path) -> None:
     """What an installed package has: build the wheel and read the profiles out of it."""
     subprocess.run(

@@ -39,6 +39,7 @@ def compose() -> dict[str, Any]:
     return data
 
 
+@pytest.mark.integration  # runs `docker compose config` where Docker is installed
 def test_compose_file_satisfies_the_compose_specification() -> None:
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     jsonschema.Draft7Validator(schema).validate(compose())
@@ -92,6 +93,7 @@ def test_exporter_command_parses() -> None:
         "exporter", "broker", 1883, "0.0.0.0:9810")  # fmt: skip
 
 
+@pytest.mark.integration  # starts Mosquitto
 def test_broker_service_config_runs_in_a_real_mosquitto(tmp_path: Path) -> None:
     """The container's sed fills the template; the same substitutions (on a free port and
     loopback instead of 1883 and 0.0.0.0) give a config Mosquitto accepts."""
