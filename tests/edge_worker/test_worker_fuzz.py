@@ -2,7 +2,7 @@
 
 Each malformed frame is a random mutation of a valid one: truncation, bit flips, header JSON
 edits, huge numbers, wrong shapes, bad codecs, oversized frames, broken preambles, garbage,
-and every poison class of tests/runtime/poison.py. The echo runner still decodes and validates
+and every poison class of tests/support/poison.py. The echo runner still decodes and validates
 every frame; the same decoder in this process is the oracle of what each answer must be:
 - every request gets exactly one reply (all name a valid ResponseTopic);
 - a frame the oracle refuses is answered "error" with the oracle's code;
