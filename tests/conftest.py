@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Mosquitto broker on a free port (never 1883)."""
+"""Shared fixtures: a real Mosquitto broker on a free port (never 1883), and a raw device-side
+client of it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from broker.launcher import MosquittoBroker
 from mqtt_session.client import BrokerSettings
+from tests.support.worker_clients import Requester
 
 
 @pytest.fixture
@@ -29,11 +31,25 @@ def broker_settings(broker: MosquittoBroker) -> BrokerSettings:
     return BrokerSettings(host=broker.host, port=broker.port, reconnect_max_delay_s=2)
 
 
+@pytest.fixture
+def requester(broker_settings: BrokerSettings) -> Iterator[Requester]:
+    """A raw device-side MQTT client that publishes frames and collects the replies."""
+    device = Requester(broker_settings)
+    yield device
+    device.close()
+
+
+# Fixtures that start a Mosquitto: `broker` here, `site` (a `broker init` profile's broker in
+# tests/broker/conftest.py, or a bridged site broker in tests/broker/test_bridge.py).
+BROKER_FIXTURES = frozenset({"broker", "site"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that starts a broker through the fixture is an integration test, marked or
-    not, so `make test-fast` (`-m "not integration and not slow"`) never starts one."""
+    """Every test that starts a broker through a fixture is an integration test, marked or
+    not, so `make test-fast` (`-m "not integration and not slow"`) never starts one. A test
+    that starts a process any other way carries the mark itself."""
     for item in items:
-        if "broker" in getattr(item, "fixturenames", ()):
+        if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from schemas.frame import decode_frame, encode_frame
-from tests.schemas.helpers import build_frame, header_fields, shuffled, zstd
+from tests.support.frames import build_frame, header_fields, shuffled, zstd
 
 FORMAT_MD = Path(__file__).resolve().parents[2] / "schemas" / "FORMAT.md"
 

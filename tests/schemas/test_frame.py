@@ -38,7 +38,7 @@ from schemas.frame import (
     encode_frame,
     peek_header,
 )
-from tests.schemas.helpers import build_frame, header_fields, zstd
+from tests.support.frames import build_frame, header_fields, zstd
 
 FINGERPRINT = "00112233aabbccdd"
 CATALOG = {

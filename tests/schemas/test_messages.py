@@ -296,6 +296,7 @@ def test_generate_writes_and_checks(tmp_path: Path) -> None:
     assert main(["--check", "--dir", str(tmp_path)]) == 1
 
 
+@pytest.mark.integration  # runs `python -m schemas.generate` in a fresh interpreter
 def test_generate_runs_as_a_module(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "schemas.generate", "--dir", str(tmp_path)],
@@ -335,6 +336,7 @@ def test_schemas_refuse_what_the_models_refuse(
     assert not _validator(kind).is_valid(document), (kind, path, value)
 
 
+@pytest.mark.integration  # imports the schemas in a fresh interpreter
 def test_schemas_import_no_torch() -> None:
     code = (
         "import sys, schemas.frame, schemas.codecs, schemas.messages, schemas.topics, "

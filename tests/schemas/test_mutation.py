@@ -11,7 +11,7 @@ import pytest
 
 from schemas.errors import FrameError
 from schemas.frame import FrameLimits, ModelInfo, decode_frame, encode_frame
-from tests.schemas.helpers import build_frame, header_fields
+from tests.support.frames import build_frame, header_fields
 
 RNG = np.random.default_rng(1234)
 LIMITS = FrameLimits(max_tensor_bytes=1 << 20)  # mutated sizes hit limits instead of RAM

@@ -15,8 +15,8 @@ from splitting.estimators import (
 from splitting.exploration import Explorer, ExplorerError
 from splitting.policy import DynamicSplit
 from splitting.traces import UplinkTrace
-from tests.splitting.test_chooser import LOCAL, Link, run_device
-from tests.splitting.test_latency import toy_device, toy_server
+from tests.support.policy_runs import Link, run_device
+from tests.support.toy_model import LOCAL, toy_device, toy_server
 
 # -- the aging rule ------------------------------------------------------------------------------
 

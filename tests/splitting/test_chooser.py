@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import heapq
 from typing import Any
 
 import numpy as np
 import pytest
 
-from schemas.messages import TelemetryMessage
 from splitting.chooser import ChooserInputs, ChooserParams, Decision, FallbackRule, choose
 from splitting.estimators import LinkEstimate
 from splitting.latency import ServerEstimate
 from splitting.policy import DynamicSplit, FixedSplit, SplitPolicy
-from splitting.traces import Uplink, UplinkTrace, wire_bytes
-from tests.splitting.test_latency import toy_device, toy_model_profile, toy_server
+from splitting.traces import UplinkTrace
+from tests.support.policy_runs import Link, run_device, telemetry
+from tests.support.toy_model import LOCAL, toy_device, toy_model_profile, toy_server
 
 IDLE = ServerEstimate(
     queue_ms=dict.fromkeys(range(4), 0.0), service_ms={0: 4.0, 1: 3.5, 2: 2.0, 3: 1.0}
 )
-LOCAL = 4
 
 
 def decide(
@@ -117,74 +115,11 @@ def test_fallback_deadline_rule():
 # -- DynamicSplit through the SplitPolicy protocol --------------------------------------------
 
 
-def telemetry(now: float, **fields: object) -> TelemetryMessage:
-    values: dict = {
-        "worker_id": "w1",
-        "ts": now,
-        "seq": int(now),
-        "interval_s": 1.0,
-        "device": "cuda:0",
-        "models": {"toy": [0, 1, 2, 3]},
-        "queue_depth": 0,
-        "queue_capacity": 64,
-        "in_flight": 0,
-        "batch_size": 1.0,
-        "max_batch": 64,
-        "utilization": 0.0,
-        "service_ms": {"toy": {}},
-        "served": 0,
-        "rejected": 0,
-        "expired": 0,
-        "errors": 0,
-    }
-    values.update(fields)
-    return TelemetryMessage(**values)
-
-
 def outage_trace(start_s: float = 5.0, end_s: float = 10.0) -> UplinkTrace:
     """One 1448-byte opportunity per ms (~11.6 Mbit/s), none between start and end."""
     ms = np.arange(1, 60_001)
     up = (ms < start_s * 1000) | (ms >= end_s * 1000)
     return UplinkTrace(ms[up], period_ms=60_000, name="outage")
-
-
-class Link:
-    """The device's uplink over a trace; PUBACKs are delivered to the policy when they happen."""
-
-    def __init__(self, trace: UplinkTrace) -> None:
-        self.uplink = Uplink(trace, one_way_ms=20.0)
-        self._acks: list[tuple[float, int, float]] = []
-
-    def publish(self, policy: SplitPolicy, payload: int, now: float) -> None:
-        handed = max(now, self.uplink.last_handed_s)
-        delivery = self.uplink.send(wire_bytes(payload), handed)
-        policy.on_uplink_sent(payload, handed)
-        heapq.heappush(self._acks, (delivery.acked_s, payload, delivery.sample_s))
-
-    def deliver(self, policy: SplitPolicy, now: float) -> None:
-        while self._acks and self._acks[0][0] <= now:
-            at, payload, seconds = heapq.heappop(self._acks)
-            policy.on_uplink_sample(payload, seconds, at)
-
-
-def run_device(policy: DynamicSplit, link: Link, start: float, stop: float) -> list[int]:
-    """Requests at 2 Hz with telemetry every second; offloads and probes use the link."""
-    chosen = []
-    now = start
-    while now < stop:
-        link.deliver(policy, now)
-        if abs(now - round(now)) < 1e-9:
-            policy.on_telemetry("w1", telemetry(now), now)
-        decision = policy.choose(now)
-        chosen.append(decision.k)
-        probe = policy.probe_bytes(now)
-        if probe:
-            link.publish(policy, probe, now)
-        if decision.k < policy.device.n:
-            link.publish(policy, policy.device.costs[decision.k].payload_bytes, now + 0.021)
-        now = round(now + 0.5, 6)
-    link.deliver(policy, stop)
-    return chosen
 
 
 def dynamic(**options: Any) -> DynamicSplit:

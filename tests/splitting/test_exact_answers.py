@@ -33,7 +33,7 @@ from splitting.reference import (
 )
 from splitting.server_profile import ServerProfile
 from splitting.traces import UplinkTrace
-from tests.splitting.test_latency import toy_server
+from tests.support.toy_model import toy_server
 
 REPO = Path(__file__).resolve().parents[2]
 BYTES = (40_000, 30_000, 9_000, 6_000, 0)
@@ -280,6 +280,7 @@ def test_the_shipped_profiles_load_and_agree_with_each_other() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # runs `pip wheel`
 def test_the_shipped_profiles_are_in_the_built_package(tmp_path: Path) -> None:
     """What an installed package has: build the wheel and read the profiles out of it."""
     subprocess.run(
