@@ -142,6 +142,23 @@ class DeviceConfig(BaseModel):
     weights: str | None = Field(
         default=None, description="None = model default, 'random', a local file, or a name"
     )
+    backend: Literal["torch", "onnxruntime"] = Field(
+        default="torch",
+        description='what runs the head and local runs: "torch" (PyTorch: answers are the '
+        "model's own, bit for bit) or \"onnxruntime\" (the model's exported build from "
+        "export_dir; a device with onnxruntime needs no torch)",
+    )
+    export_dir: Path | None = Field(
+        default=None,
+        strict=False,
+        description="where exported builds are (splitmq export); None = the cache "
+        "($SPLITMQ_CACHE_DIR/onnx or ~/.cache/splitmq/onnx)",
+    )
+    build: str | None = Field(
+        default=None,
+        description="the fingerprint of the build to run when export_dir holds several of the "
+        "model; None = the only one",
+    )
     codec: str = Field(
         default="int5", description=f"intermediate codec: {', '.join(TENSOR_CODECS)}"
     )
@@ -201,7 +218,11 @@ class DeviceConfig(BaseModel):
         description="telemetry older than this means the worker is gone "
         "(default: 3 telemetry intervals + 1 s)",
     )
-    torch_threads: int | None = Field(default=None, ge=1, description="torch threads on device")
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="intra-op threads of the device's backend (onnxruntime: None = 1)",
+    )
     state_interval_s: float = Field(
         default=2.0,
         ge=0.1,

@@ -3,39 +3,69 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from device_node.config import DeviceConfig
 from device_node.errors import ModelMismatchError
 from device_node.node import DeviceNode
 from device_node.policies import PolicyContext, build_policy
+from splitting.blocks import Blocks
+from splitting.onnx_blocks import MissingBuildError, OnnxBlocks, find_build
+
+if TYPE_CHECKING:
+    from splitting.partition import SplitModel
 from splitting.policy import SplitPolicy
 from splitting.profiles import ModelProfile
 from splitting.profiling import load_or_profile
 from splitting.reference import with_reference_agreement
-from splitting.torch_blocks import TorchBlocks
+
+if TYPE_CHECKING:
+    from splitting.partition import SplitModel
 
 
-def load_device_model(config: DeviceConfig) -> TorchBlocks:
+def load_device_model(config: DeviceConfig) -> Blocks:
+    """The device's model on its configured backend; onnxruntime loads no torch unless this
+    device has no exported build yet and torch is there to export one."""
+    if config.backend == "onnxruntime":
+        return OnnxBlocks(exported_build(config), threads=config.torch_threads or 1)
     import torch
 
-    from splitting.registry import load_model
+    from splitting.torch_blocks import TorchBlocks
 
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
-    return TorchBlocks(load_model(config.model, weights=config.weights))
+    return TorchBlocks(_torch_model(config))
+
+
+def exported_build(config: DeviceConfig) -> Path:
+    try:
+        return find_build(config.export_dir, config.model, config.build)
+    except MissingBuildError:
+        if config.build is not None or importlib.util.find_spec("torch") is None:
+            raise
+    from splitting.onnx_export import ensure_exported
+
+    return ensure_exported(_torch_model(config), config.export_dir)
+
+
+def _torch_model(config: DeviceConfig) -> SplitModel:
+    from splitting.registry import load_model
+
+    return load_model(config.model, weights=config.weights)
 
 
 def policy_context(
-    config: DeviceConfig, model: TorchBlocks, *, cache_dir: Path | None = None
+    config: DeviceConfig, model: Blocks, *, cache_dir: Path | None = None
 ) -> PolicyContext:
     @cache
     def profile() -> ModelProfile:
         # Cached per model fingerprint and host: profiling takes seconds, a cache hit none.
         measured = load_or_profile(
-            model.model,
+            model,
             cache_dir,
             codec=config.codec,
             input_codec=config.input_codec,
@@ -62,7 +92,7 @@ def policy_context(
 def build_device(
     config: DeviceConfig,
     *,
-    model: TorchBlocks | None = None,
+    model: Blocks | None = None,
     policy: SplitPolicy | None = None,
     cache_dir: Path | None = None,
 ) -> DeviceNode:

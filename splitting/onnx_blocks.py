@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,41 @@ def read_manifest(directory: Path) -> ExportManifest:
 
 def build_dir_name(model: str, fingerprint: str) -> str:
     return f"{model}-{fingerprint}"
+
+
+class MissingBuildError(ProfileError):
+    """No exported build of the model where one was looked for, or no way to choose one."""
+
+
+def default_export_dir() -> Path:
+    """$SPLITMQ_CACHE_DIR/onnx, else $XDG_CACHE_HOME/splitmq/onnx, else ~/.cache/splitmq/onnx."""
+    if os.environ.get("SPLITMQ_CACHE_DIR"):
+        return Path(os.environ["SPLITMQ_CACHE_DIR"]) / "onnx"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "splitmq" / "onnx"
+
+
+def find_build(export_dir: Path | None, model: str, fingerprint: str | None = None) -> Path:
+    """The directory of `model`'s exported build in `export_dir`: the one with `fingerprint`,
+    or the only one there."""
+    root = export_dir if export_dir is not None else default_export_dir()
+    builds = {
+        path.parent.name.removeprefix(f"{model}-"): path.parent
+        for path in sorted(root.glob(f"{model}-*/{MANIFEST}"))
+    }
+    if fingerprint is not None and fingerprint in builds:
+        return builds[fingerprint]
+    if fingerprint is None and len(builds) == 1:
+        return next(iter(builds.values()))
+    if not builds:
+        raise MissingBuildError(
+            f"no exported build of {model} in {root}: run `splitmq export --model {model} "
+            f"--out {root}` where torch is installed, and copy the directory here"
+        )
+    wanted = f"build {fingerprint} is not among" if fingerprint else "several builds:"
+    raise MissingBuildError(
+        f"{root} holds {model} {wanted} {', '.join(builds)}; set build: to one of them"
+    )
 
 
 def _ort() -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import tempfile
 import warnings
@@ -30,6 +29,7 @@ from splitting.onnx_blocks import (
     BlockFile,
     ExportManifest,
     build_dir_name,
+    default_export_dir,
     read_manifest,
     sha256_of,
 )
@@ -37,14 +37,6 @@ from splitting.partition import SplitModel
 
 OPSET = 18
 MAX_EXPORT_BATCH = 1024
-
-
-def default_export_dir() -> Path:
-    """$SPLITMQ_CACHE_DIR/onnx, else $XDG_CACHE_HOME/splitmq/onnx, else ~/.cache/splitmq/onnx."""
-    if os.environ.get("SPLITMQ_CACHE_DIR"):
-        return Path(os.environ["SPLITMQ_CACHE_DIR"]) / "onnx"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "splitmq" / "onnx"
 
 
 def build_dir(model: SplitModel, export_dir: str | Path | None = None) -> Path:

@@ -119,12 +119,15 @@ def reference_device(
 
 def with_reference_agreement(profile: ModelProfile) -> ModelProfile:
     """`profile` with the shipped profile's agreement figures where the model (name and
-    fingerprint) is the same: agreement belongs to the model and codec, not to the host, and
-    the shipped figures come from more images than a device measures at start-up."""
+    fingerprint) and the backend are the same: agreement belongs to the model, codec and
+    backend, not to the host, and the shipped figures come from more images than a device
+    measures at start-up."""
     if not has_reference(profile.model):
         return profile
     shipped = reference_model_profile(profile.model)
-    if shipped.fingerprint != profile.fingerprint or shipped.n != profile.n:
+    same_build = (shipped.fingerprint, shipped.n) == (profile.fingerprint, profile.n)
+    # Agreement is measured per backend: another runtime's answers are its own to measure.
+    if not same_build or shipped.backend != profile.backend:
         return profile
     splits = tuple(
         own.replace(agreement={**own.agreement, **ref.agreement})
