@@ -22,9 +22,10 @@ COPY edge_worker edge_worker
 COPY broker broker
 COPY splitmq splitmq
 COPY configs configs
+# [server]: PyTorch, onnxruntime and the operator's tools (workers, devices, monitor, exporter);
 # [samples]: the bundled sample photographs the device simulators classify; [broker]: so the
 # image's `splitmq broker init` can write a secure profile (certificates need cryptography).
-RUN pip install --extra-index-url "${TORCH_INDEX}" ".[samples,broker]" \
+RUN pip install --extra-index-url "${TORCH_INDEX}" ".[server,samples,broker]" \
     && useradd --system --uid 10001 --home-dir /app splitmq
 USER splitmq
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from splitting.partition import SplitModel
 from splitting.policy import SplitPolicy
 from splitting.profiles import ModelProfile
-from splitting.profiling import load_or_profile
+from splitting.profiling import load_or_profile, retimed
 from splitting.reference import with_reference_agreement
 
 if TYPE_CHECKING:
@@ -58,22 +58,33 @@ def _torch_model(config: DeviceConfig) -> SplitModel:
     return load_model(config.model, weights=config.weights)
 
 
+def device_profile(config: DeviceConfig, model: Blocks, cache_dir: Path | None) -> ModelProfile:
+    """An exported build's own profile, timed on this device (no images needed); else this
+    device's measurement, cached per model fingerprint and host (seconds, a cache hit none)."""
+    if isinstance(model, OnnxBlocks):
+        built = model.build_profile()
+        wanted = {config.codec, *config.codecs}
+        if built and wanted <= set(built.codecs) and built.jpeg_quality == config.jpeg_quality:
+            timed = retimed(built, model, threads=model.threads or 1)
+            return timed.with_codec(config.codec, config.input_codec)
+    measured = load_or_profile(
+        model,
+        cache_dir,
+        codec=config.codec,
+        input_codec=config.input_codec,
+        jpeg_quality=config.jpeg_quality,
+    )
+    # Agreement is the model's, not the host's: the shipped profile measured it on more
+    # real images than a device profiles at start-up.
+    return with_reference_agreement(measured)
+
+
 def policy_context(
     config: DeviceConfig, model: Blocks, *, cache_dir: Path | None = None
 ) -> PolicyContext:
     @cache
     def profile() -> ModelProfile:
-        # Cached per model fingerprint and host: profiling takes seconds, a cache hit none.
-        measured = load_or_profile(
-            model,
-            cache_dir,
-            codec=config.codec,
-            input_codec=config.input_codec,
-            jpeg_quality=config.jpeg_quality,
-        )
-        # Agreement is the model's, not the host's: the shipped profile measured it on more
-        # real images than a device profiles at start-up.
-        return with_reference_agreement(measured)
+        return device_profile(config, model, cache_dir)
 
     return PolicyContext(
         model_name=model.name,

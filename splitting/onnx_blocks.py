@@ -31,11 +31,13 @@ from pydantic import Field, ValidationError
 from splitmq_base.models import StrictModel
 from splitting.errors import InvalidSplitError, MissingExtraError, ProfileError
 from splitting.pixels import normalize, prepare_image
+from splitting.profiles import ModelProfile
 
 if TYPE_CHECKING:
     from schemas.frame import ModelInfo
 
 MANIFEST = "manifest.json"
+PROFILE = "profile.json"
 FORMAT_VERSION = 1
 FINGERPRINT_KEY = "splitmq.fingerprint"
 BLOCK_KEY = "splitmq.block"
@@ -64,6 +66,9 @@ class ExportManifest(StrictModel):
     labels: tuple[str, ...] = Field(strict=False)
     blocks: tuple[BlockFile, ...] = Field(strict=False)
     exporter: dict[str, str]
+    profile: BlockFile | None = Field(
+        None, description="the build's profile: bytes and agreement per (split, codec)"
+    )
 
     @property
     def n(self) -> int:
@@ -197,6 +202,18 @@ class OnnxBlocks:
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.input_size)
 
+    def build_profile(self) -> ModelProfile | None:
+        """The profile measured on this build when it was exported (bytes and agreement are
+        the build's own; its device times are the exporting host's); None if it has none."""
+        entry = self.manifest.profile
+        if entry is None:
+            return None
+        path = self._checked(entry)
+        profile = ModelProfile.load(path)
+        if (profile.fingerprint, profile.backend) != (self.fingerprint, self.backend):
+            raise BuildMismatchError(f"{path} is not the profile of build {self.fingerprint}")
+        return profile
+
     def model_info(self) -> ModelInfo:
         from schemas.frame import ModelInfo
 
@@ -230,11 +247,14 @@ class OnnxBlocks:
                 f"{self.name}: block range [{start}, {stop}) is outside 0..{self.n}"
             )
 
-    def _session(self, ort: Any, options: Any, index: int) -> tuple[Any, str]:
-        entry = self.manifest.blocks[index]
+    def _checked(self, entry: BlockFile) -> Path:
         path = self.directory / entry.name
         if not path.is_file() or sha256_of(path) != entry.sha256:
             raise BuildMismatchError(f"{path} is missing or is not the file the manifest names")
+        return path
+
+    def _session(self, ort: Any, options: Any, index: int) -> tuple[Any, str]:
+        path = self._checked(self.manifest.blocks[index])
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = session.get_modelmeta().custom_metadata_map
         if meta.get(FINGERPRINT_KEY) != self.fingerprint or meta.get(BLOCK_KEY) != str(index):

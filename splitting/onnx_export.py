@@ -26,8 +26,10 @@ from splitting.onnx_blocks import (
     FINGERPRINT_KEY,
     FORMAT_VERSION,
     MANIFEST,
+    PROFILE,
     BlockFile,
     ExportManifest,
+    OnnxBlocks,
     build_dir_name,
     default_export_dir,
     read_manifest,
@@ -77,7 +79,8 @@ def export_model(model: SplitModel, target: Path) -> Path:
         whole = _export_whole(model, staging / "whole.onnx")
         blocks = _cut_blocks(whole, model, staging)
         (staging / "whole.onnx").unlink()
-        _write_manifest(model, blocks, staging)
+        manifest = _write_manifest(model, blocks, staging)
+        _write_profile(model, manifest, staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -128,7 +131,21 @@ def _cut_blocks(whole: Path, model: SplitModel, staging: Path) -> list[BlockFile
     return files
 
 
-def _write_manifest(model: SplitModel, blocks: list[BlockFile], staging: Path) -> None:
+def _write_profile(model: SplitModel, manifest: ExportManifest, staging: Path) -> None:
+    """Profile the build itself (bytes, codec times, agreement with the unsplit PyTorch model
+    on the sample images), so a device without torch or sample images has them."""
+    from splitting.profiling import profile_model
+
+    profile_model(OnnxBlocks(staging, threads=1), reference=model).save(staging / PROFILE)
+    entry = BlockFile(name=PROFILE, sha256=sha256_of(staging / PROFILE))
+    _save_manifest(manifest.model_copy(update={"profile": entry}), staging)
+
+
+def _save_manifest(manifest: ExportManifest, staging: Path) -> None:
+    (staging / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=1) + "\n")
+
+
+def _write_manifest(model: SplitModel, blocks: list[BlockFile], staging: Path) -> ExportManifest:
     import onnx
 
     manifest = ExportManifest(
@@ -144,7 +161,8 @@ def _write_manifest(model: SplitModel, blocks: list[BlockFile], staging: Path) -
         blocks=tuple(blocks),
         exporter={"torch": torch.__version__, "onnx": onnx.__version__, "opset": str(OPSET)},
     )
-    (staging / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=1) + "\n")
+    _save_manifest(manifest, staging)
+    return manifest
 
 
 def _require_exporter() -> None:

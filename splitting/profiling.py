@@ -102,6 +102,7 @@ def profile_model(
     threads: int = 1,
     repeats: int = DEFAULT_REPEATS,
     on_split: Callable[[], None] = lambda: None,
+    reference: SplitModel | Blocks | None = None,
 ) -> ModelProfile:
     """Measure every split of `model` on this host.
 
@@ -112,7 +113,8 @@ def profile_model(
     `device_ms[k]` the median over `repeats` of the head time of blocks [0, k) at batch 1 with
     `threads` torch threads (default 1: a device is modelled as N times slower than one core).
     `on_split()` runs after each split is measured, and once more after the timing (progress:
-    n + 1 calls in all).
+    n + 1 calls in all). The unsplit answers come from `reference` where given (an exported
+    build is measured against the PyTorch model it came from), else from `model` itself.
     """
     codec_list = checked_codecs(codecs, codec)
     if input_codec not in INPUT_CODECS:
@@ -122,7 +124,12 @@ def profile_model(
     model = as_blocks(model)
     prepared = prepared_batch(model, images)
     samples = split_samples(
-        model, prepared, codec_list, jpeg_quality=jpeg_quality, on_split=on_split
+        model,
+        prepared,
+        codec_list,
+        jpeg_quality=jpeg_quality,
+        on_split=on_split,
+        reference=None if reference is None else as_blocks(reference),
     )
     with backend_threads(model, threads):
         block_ms, device_ms = time_blocks(model, model.preprocess(prepared[:1]), repeats)
@@ -217,17 +224,20 @@ def split_samples(
     splits: Sequence[int] | None = None,
     input_codecs: Sequence[str] = INPUT_CODECS,
     on_split: Callable[[], None] = lambda: None,
+    reference: Blocks | None = None,
 ) -> dict[int, dict[str, CodecSamples]]:
     """Frame sizes, codec times and top-1 agreement for every split 0..n-1 (or those in
-    `splits`), per codec. Split 0 is measured under the image codecs `input_codecs`.
-    `on_split()` runs after each split (progress)."""
+    `splits`), per codec, against the unsplit answers of `reference` (default: `model`).
+    Split 0 is measured under the image codecs `input_codecs`. `on_split()` runs after each
+    split (progress)."""
     wanted = set(range(model.n)) if splits is None else {k for k in splits if k < model.n}
     x = model.preprocess(prepared)
-    reference = _top1(model.run_blocks(x, 0, model.n))
+    unsplit = reference or model
+    answers = _top1(unsplit.run_blocks(unsplit.preprocess(prepared), 0, unsplit.n))
     samples: dict[int, dict[str, CodecSamples]] = {}
     if 0 in wanted:
         samples[0] = {
-            codec: _measure(model, prepared, 0, codec, jpeg_quality, reference)
+            codec: _measure(model, prepared, 0, codec, jpeg_quality, answers)
             for codec in input_codecs
         }
     on_split()
@@ -236,7 +246,7 @@ def split_samples(
         z = model.run_blocks(z, k - 1, k)  # one block at a time: only one split held in memory
         if k in wanted:
             samples[k] = {
-                codec: _measure(model, z, k, codec, jpeg_quality, reference) for codec in codecs
+                codec: _measure(model, z, k, codec, jpeg_quality, answers) for codec in codecs
             }
         on_split()
     return samples
@@ -331,6 +341,24 @@ def time_blocks(model: Blocks, x: np.ndarray, repeats: int) -> tuple[list[float]
     block_ms = [statistics.median(run[i] for run in runs) for i in range(model.n)]
     head_ms = [statistics.median(sum(run[:k]) for run in runs) for k in range(1, model.n + 1)]
     return block_ms, [0.0, *head_ms]
+
+
+def retimed(
+    profile: ModelProfile, model: Blocks, *, threads: int = 1, repeats: int = DEFAULT_REPEATS
+) -> ModelProfile:
+    """`profile`, measured elsewhere on the same build, with this host's device times: bytes
+    and agreement belong to the build, the head times to the host that runs it."""
+    size = model.input_size
+    x = model.preprocess(np.zeros((size, size, 3), dtype=np.uint8))
+    with backend_threads(model, threads):
+        block_ms, device_ms = time_blocks(model, x, repeats)
+    return profile.replace(
+        splits=tuple(s.replace(device_ms=device_ms[s.k]) for s in profile.splits),
+        block_ms=tuple(block_ms),
+        host=host_name(),
+        threads=threads,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
 
 
 @contextmanager

@@ -18,6 +18,7 @@ BENCH_MODULES = (
     "bench_cold_start",
     "bench_tcp_info",
     "bench_backends",
+    "bench_device_footprint",
 )
 
 

@@ -129,3 +129,12 @@ def test_the_export_command_names_the_build_it_keeps(
     assert main(["export", "--out", str(lite0_export.parent)]) == 0
     printed = capsys.readouterr().out
     assert read_manifest(lite0_export).fingerprint in printed and str(lite0_export) in printed
+
+
+def test_the_build_carries_its_own_profile_measured_against_pytorch(blocks: OnnxBlocks) -> None:
+    profile = blocks.build_profile()
+    assert profile is not None
+    assert (profile.backend, profile.fingerprint) == ("onnxruntime", blocks.fingerprint)
+    # Lossless frames through the exported build give the PyTorch model's top-1 at every split.
+    assert all(s.agreement["lossless"] == 1.0 for s in profile.splits[1 : blocks.n])
+    assert profile.splits[0].agreement["webp"] == 1.0

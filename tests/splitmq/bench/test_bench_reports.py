@@ -18,6 +18,7 @@ from splitmq.bench.backends import BackendBenchReport
 from splitmq.bench.chooser import ChooserReport
 from splitmq.bench.codec import CodecReport
 from splitmq.bench.cold_start import ColdStartReport
+from splitmq.bench.device_footprint import FootprintReport
 from splitmq.bench.fleet import FleetReport
 from splitmq.bench.grid import GridReport
 from splitmq.bench.live import LiveReport
@@ -54,6 +55,7 @@ REPORTS: dict[str, type[BenchReport]] = {
     "cold-start": ColdStartReport,
     "tcp-info": TcpInfoReport,
     "backends": BackendBenchReport,
+    "device-footprint": FootprintReport,
 }
 
 

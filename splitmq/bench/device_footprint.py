@@ -1,0 +1,176 @@
+"""A torch-free device as a fleet installs it: its disk, its first answer, its memory.
+
+`splitmq bench device-footprint` installs `splitmq[device]` from this checkout into a fresh
+venv (or takes `--venv`), exports lite0 once, and starts an embedded Mosquitto and a PyTorch
+worker in this process. Then it runs `device-node` from that venv with the onnxruntime backend
+and the dynamic chooser for `--requests` requests on the bundled photographs. It reports the
+venv's size on disk, the seconds from the device's start to its first result (its own profiling
+of the build included), and the device process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+from PIL import Image
+from pydantic import Field
+
+from broker.launcher import MosquittoBroker
+from edge_worker.config import ModelEntry, WorkerConfig
+from edge_worker.runner import ModelTailRunner
+from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
+from splitmq.bench.errors import BenchError
+from splitmq.bench.report import BenchOptions, BenchReport, Provenance
+from splitting.images import sample_images
+from splitting.onnx_export import ensure_exported
+from splitting.registry import load_model
+
+MODEL = "efficientnet-lite0"
+CHECKOUT = Path(__file__).resolve().parents[2]
+INSTALL_TIMEOUT_S = 900.0
+POLL_S = 0.02
+
+
+class FootprintOptions(BenchOptions):
+    requests: int = Field(100, ge=1)
+    venv: Path | None = Field(None, strict=False, description="reuse this venv; None: a new one")
+
+
+class FootprintReport(BenchReport):
+    venv_mb: float = Field(description="the device venv on disk")
+    first_result_s: float = Field(description="device start to its first result record")
+    peak_rss_mb: float = Field(description="the device process's peak resident memory")
+    requests: int
+    offloaded: int
+    targets: dict[str, bool]
+
+
+def run_device_footprint(options: FootprintOptions) -> FootprintReport:
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="splitmq-footprint-")))
+        venv = options.venv or work / "venv"
+        if not (venv / "bin" / "device-node").exists():
+            _install(venv)
+        model = load_model(MODEL)
+        export = ensure_exported(model, work / "onnx")
+        broker = stack.enter_context(MosquittoBroker())
+        settings = BrokerSettings(host=broker.host, port=broker.port)
+        worker = WorkerConfig(
+            broker=settings, worker_id="footprint-w", models=[ModelEntry(name=MODEL)], device="cpu"
+        )
+        runner = ModelTailRunner.from_config(worker)
+        stack.enter_context(EdgeWorker(worker, runner))
+        config = _device_config(work, settings, export.parent)
+        first_s, peak_mb, jsonl = _run_device(venv, config, work, options.requests)
+        venv_mb = _disk_mb(venv)
+    records = [json.loads(line) for line in jsonl]
+    return FootprintReport(
+        provenance=Provenance.collect(options),
+        venv_mb=round(venv_mb, 1),
+        first_result_s=round(first_s, 2),
+        peak_rss_mb=round(peak_mb, 1),
+        requests=len(records),
+        offloaded=sum(1 for r in records if r["offloaded"]),
+        targets={
+            "venv_at_most_200_mb": venv_mb <= 200.0,
+            "first_result_within_10_s": first_s <= 10.0,
+            "peak_rss_at_most_250_mb": peak_mb <= 250.0,
+        },
+    )
+
+
+def _install(venv: Path) -> None:
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "pip"), "install", "--quiet", f"{CHECKOUT}[device]"]
+    done = subprocess.run(pip, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    if done.returncode != 0:
+        raise BenchError(f"installing splitmq[device] failed: {done.stderr.strip()[-500:]}")
+
+
+def _device_config(work: Path, settings: BrokerSettings, export_dir: Path) -> Path:
+    photos = work / "photos"
+    photos.mkdir()
+    for i, (_, image) in enumerate(sample_images()):
+        Image.fromarray(image).save(photos / f"{i:02d}.png")
+    config = {
+        "broker": {"host": settings.host, "port": settings.port},
+        "device_id": "footprint-device",
+        "model": MODEL,
+        "backend": "onnxruntime",
+        "export_dir": str(export_dir),
+        "torch_threads": 1,
+        "source": {"kind": "folder", "path": str(photos)},
+    }
+    path = work / "device.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _run_device(
+    venv: Path, config: Path, work: Path, requests: int
+) -> tuple[float, float, list[str]]:
+    """One device run: seconds to its first result record, its peak RSS in MB, its records."""
+    jsonl = work / "records.jsonl"
+    argv = [str(venv / "bin" / "device-node"), "--config", str(config), "--quiet"]
+    argv += ["--requests", str(requests), "--jsonl", str(jsonl)]
+    env = {**os.environ, "SPLITMQ_CACHE_DIR": str(work / "cache")}
+    started = time.monotonic()
+    with _process(argv, env) as device:
+        first_s = _first_line_after(jsonl, device, started)
+        peak_mb = _wait_for_peak_rss(device, deadline=time.monotonic() + 60.0 + requests * 5.0)
+    return first_s, peak_mb, jsonl.read_text().splitlines()
+
+
+def _wait_for_peak_rss(device: subprocess.Popen[bytes], deadline: float) -> float:
+    """Reap the device and return its own peak RSS (wait4: this child's usage alone)."""
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(device.pid, os.WNOHANG)
+        if pid == device.pid:
+            device.returncode = os.waitstatus_to_exitcode(status)
+            if device.returncode != 0:
+                raise BenchError(f"the device exited {device.returncode}")
+            return usage.ru_maxrss / 1024.0  # Linux reports kilobytes
+        time.sleep(POLL_S * 10)
+    raise BenchError("the device did not finish its requests in time")
+
+
+@contextlib.contextmanager
+def _process(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    device = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    try:
+        yield device
+    finally:
+        if device.poll() is None:
+            device.kill()
+            device.wait()
+
+
+def _first_line_after(path: Path, device: subprocess.Popen[bytes], started: float) -> float:
+    while not (path.exists() and path.read_text().strip()):
+        if device.poll() is not None:
+            raise BenchError(f"the device exited {device.returncode} before its first result")
+        time.sleep(POLL_S)
+    return time.monotonic() - started
+
+
+def _disk_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def format_report(report: FootprintReport) -> str:
+    marks = ", ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in report.targets.items())
+    return (
+        f"torch-free device: venv {report.venv_mb:.0f} MB, first result after "
+        f"{report.first_result_s:.1f} s, peak RSS {report.peak_rss_mb:.0f} MB over "
+        f"{report.requests} requests ({report.offloaded} offloaded)\n  targets: {marks}"
+    )
