@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> DeviceConfig:
-    from device_node.config import load_device_config, with_overrides
+    from device_node.config import load_device_config, policy_override, with_overrides
 
     config = load_device_config(args.config)
     data: dict[str, Any] = {
@@ -65,12 +65,7 @@ def config_from_args(args: argparse.Namespace) -> DeviceConfig:
         broker.update({k: v for k, v in given if v is not None})
         data["broker"] = broker
     if args.split is not None or args.policy is not None:
-        policy = config.policy.model_dump()
-        if args.split is not None:
-            policy.update(kind="fixed", split=args.split)
-        if args.policy is not None:
-            policy["kind"] = args.policy
-        data["policy"] = policy
+        data["policy"] = policy_override(config.policy, kind=args.policy, split=args.split)
     if args.folder is not None:
         data["source"] = {**config.source.model_dump(), "kind": "folder", "path": args.folder}
     return with_overrides(config, data)

@@ -262,6 +262,27 @@ def load_device_config(path: str | Path) -> DeviceConfig:
     return device_config_from_mapping(data, source=str(path))
 
 
+def policy_override(
+    policy: DynamicPolicyConfig | FixedPolicyConfig | RegisteredPolicyConfig,
+    *,
+    kind: str | None = None,
+    split: int | None = None,
+) -> dict[str, Any]:
+    """The policy section after `--policy KIND` and/or `--split K` (which means kind fixed).
+
+    A section keeps its `split` and `options` only while its kind stays the same: each kind
+    is strict about its own options, so the dynamic policy's options would make a fixed one
+    fail. `--policy dynamic --split K` contradicts itself and is refused.
+    """
+    if split is not None and kind not in (None, "fixed"):
+        raise ConfigError(f"--split {split} means a fixed split; it cannot go with --policy {kind}")
+    new_kind = "fixed" if split is not None else (kind or policy.kind)
+    section: dict[str, Any] = policy.model_dump() if new_kind == policy.kind else {"kind": new_kind}
+    if split is not None:
+        section["split"] = split
+    return section
+
+
 def with_overrides(config: DeviceConfig, overrides: Mapping[str, Any]) -> DeviceConfig:
     """A copy of `config` with top-level keys replaced, validated again (for CLI flags)."""
     data = config.model_dump()
