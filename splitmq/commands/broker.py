@@ -59,7 +59,19 @@ def _add_init_users(init: argparse.ArgumentParser) -> None:
     init.add_argument("--device", action="append", default=[], metavar="NAME", help="device login")
     init.add_argument("--worker", action="append", default=[], metavar="NAME", help="worker login")
     init.add_argument(
-        "--monitor", action="append", default=[], metavar="NAME", help="read-only login"
+        "--monitor",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="read-only login; users/NAME.yaml is a `splitmq monitor/exporter --config` file",
+    )
+    init.add_argument(
+        "--homeassistant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Home Assistant's login: reads like a monitor, publishes its birth message and "
+        "may clear discovery configs (`splitmq homeassistant remove --config users/NAME.yaml`)",
     )
     init.add_argument(
         "--client-cert",
@@ -148,12 +160,14 @@ def _follow_log(broker: MosquittoBroker, stop: threading.Event) -> None:
 def run_init(args: argparse.Namespace) -> int:
     """Write the profile; print where everything is and how to run it."""
     devices, workers, monitors = args.device, args.worker, args.monitor
-    if not (devices or workers or monitors):
+    homeassistants = args.homeassistant
+    if not (devices or workers or monitors or homeassistants):
         devices, workers, monitors = ["device-1"], ["worker-1"], ["monitor"]
     options = ProfileOptions(
         devices=devices,
         workers=workers,
         monitors=monitors,
+        homeassistants=homeassistants,
         client_certs=args.client_cert,
         require_client_certs=args.require_client_certs,
         server_names=args.san,
@@ -168,7 +182,7 @@ def run_init(args: argparse.Namespace) -> int:
     print(f"secure broker profile written to {profile.directory}")
     for user in profile.users.values():
         cert = " (with client certificate)" if user.certfile else ""
-        print(f"  {user.role:8} {user.name}: {profile.client_file(user.name)}{cert}")
+        print(f"  {user.role:13} {user.name}: {profile.client_file(user.name)}{cert}")
     print(f"run it: splitmq broker --config {profile.config} --port {args.init_port}")
     print(f"keep {profile.directory / 'ca.key'} offline: it signs the broker's certificates")
     for warning in profile.warnings:
