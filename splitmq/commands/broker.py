@@ -30,7 +30,10 @@ def register(subparsers: Any) -> None:
         "broker", help="run the embedded Mosquitto broker with the project's config"
     )
     parser.add_argument(
-        "--port", type=port_number, help="TCP port (default: a free one; never 1883)"
+        "--port",
+        type=port_number,
+        help="TCP port (default: a free one, never 1883, which a system broker may hold; the "
+        "command prints the flags that connect to it)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument(
@@ -137,11 +140,44 @@ def run(args: argparse.Namespace) -> int:
             "Ctrl-C stops it",
             flush=True,
         )
+        print(f"connect with: {connect_flags(broker.host, broker.port, args.config)}", flush=True)
         _follow_log(broker, stop)
     finally:
         broker.close()
     print("broker stopped", flush=True)
     return 0
+
+
+def connect_flags(host: str, port: int, config: Path | None = None) -> str:
+    """The connection flags of every command (device, worker, monitor, exporter, ...) that
+    reach this broker, so a free port is no guess: `--host H --port P`, plus `--tls-ca` when
+    the config is a TLS listener with a CA (`broker init`'s profile)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # bound everywhere: loopback reaches it from here
+    flags = f"--host {host} --port {port}"
+    ca = _config_cafile(config)
+    if ca is not None:
+        users = ca.parent / "users"
+        flags += (
+            f" --tls-ca {ca} --username NAME --password-file {users}/NAME.password"
+            f" (or: --config {users}/NAME.yaml --port {port})"
+        )
+    return flags
+
+
+def _config_cafile(config: Path | None) -> Path | None:
+    """The `cafile` of a mosquitto config (a TLS listener), if it names one."""
+    if config is None:
+        return None
+    try:
+        lines = config.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None  # the launcher reports an unreadable config itself
+    for line in lines:
+        keyword, _, value = line.strip().partition(" ")
+        if keyword == "cafile" and value.strip():
+            return Path(value.strip())
+    return None
 
 
 def _follow_log(broker: MosquittoBroker, stop: threading.Event) -> None:

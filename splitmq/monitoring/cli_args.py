@@ -5,8 +5,10 @@ file with a `broker:` section (what `splitmq broker init --monitor NAME` writes)
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from mqtt_session.client import BrokerSettings
 from mqtt_session.options import (
@@ -16,6 +18,7 @@ from mqtt_session.options import (
     with_connection_flags,
 )
 from schemas.topics import Topics
+from splitmq.monitoring.fleet import FleetSnapshot
 
 
 @dataclass(frozen=True)
@@ -55,3 +58,30 @@ def watch_settings(args: argparse.Namespace) -> tuple[BrokerSettings, Topics]:
     """Broker settings and topics from `--config` and the flags."""
     target = watch_target(args)
     return target.settings, target.topics
+
+
+def no_fleet_warning(snapshot: FleetSnapshot, target: WatchTarget) -> str | None:
+    """One line when nothing of splitmq is on the broker: no node's retained status, telemetry
+    or state (every node leaves its status retained, even after it stopped), so the likely cause
+    is another broker or port. None when the fleet is there."""
+    if snapshot.workers or snapshot.devices:
+        return None
+    return (
+        f"no splitmq node has published under '{target.topics.prefix}/' at "
+        f"{target.settings.url}: is it the broker the nodes use? (`splitmq broker` picks a free "
+        "port and prints the flags to connect with; configs and these commands default to 1883)"
+    )
+
+
+def warn_if_no_fleet(
+    snapshot: FleetSnapshot,
+    target: WatchTarget,
+    *,
+    prog: str,
+    quiet: int,
+    out: TextIO | None = None,
+) -> None:
+    """Print `no_fleet_warning` on stderr, unless -q."""
+    warning = no_fleet_warning(snapshot, target)
+    if warning is not None and not quiet:
+        print(f"{prog}: warning: {warning}", file=out or sys.stderr, flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,6 +24,16 @@ from splitmq_base.cli import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from tests.runtime.secure_site import Probe
 
 pytestmark = pytest.mark.integration
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers() -> Iterator[None]:
+    """The commands run in-process install their own SIGINT/SIGTERM/SIGHUP handlers."""
+    saved = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 @dataclass
