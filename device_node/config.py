@@ -20,7 +20,7 @@ from mqtt_session.client import BrokerSettings
 from schemas.codecs import CODECS, IMAGE_CODECS, INPUT_CODECS
 from schemas.discovery import HomeAssistantSettings
 from schemas.topics import Topics
-from splitmq_base.configfile import read_yaml_mapping, validate_config
+from splitmq_base.configfile import did_you_mean, read_yaml_mapping, validate_config
 from splitmq_base.models import STRICT
 from splitting.policy import DynamicOptions
 
@@ -33,7 +33,8 @@ CONFIG_WHAT = "device configuration"
 def _tensor_codec(codec: str) -> str:
     if codec not in TENSOR_CODECS:
         raise ValueError(
-            f"unknown codec {codec!r}; choose one of {', '.join(TENSOR_CODECS)} "
+            f"unknown codec {codec!r}{did_you_mean(codec, TENSOR_CODECS)}; "
+            f"choose one of {', '.join(TENSOR_CODECS)} "
             "(split 0 sends its image with `input_codec`)"
         )
     return codec
@@ -226,7 +227,10 @@ class DeviceConfig(BaseModel):
     @classmethod
     def _known_input_codec(cls, codec: str) -> str:
         if codec not in INPUT_CODECS:
-            raise ValueError(f"unknown split-0 codec {codec!r}; choose {', '.join(INPUT_CODECS)}")
+            hint = did_you_mean(codec, INPUT_CODECS)
+            raise ValueError(
+                f"unknown split-0 codec {codec!r}{hint}; choose {', '.join(INPUT_CODECS)}"
+            )
         return codec
 
     @field_validator("device_id")

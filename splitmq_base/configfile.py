@@ -18,10 +18,12 @@ for a float.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+import types
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -68,18 +70,66 @@ def key_path(loc: tuple[int | str, ...], *, last_is_key: bool = False) -> str:
     return ".".join(kept) or "(top level)"
 
 
-def validation_report(error: ValidationError, heading: str) -> str:
-    """`heading`, then one line per bad key as a dotted path with pydantic's reason."""
-    lines = [heading]
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices` to a misspelt `word`, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold: itself, a union's members, a list's items."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    if get_origin(annotation) is not None or isinstance(annotation, types.UnionType):
+        for arg in get_args(annotation):
+            found += _models_in(arg)
+    return found
+
+
+def known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> set[str]:
+    """The keys a model allows beside the last part of `loc` (an error's location). Parts that
+    are no field (list indices, union tags such as "<fixed>") keep the models found so far, so
+    a union offers the keys of all its members."""
+    current = [model]
+    for part in loc[:-1]:
+        inner = [
+            found
+            for candidate in current
+            if isinstance(part, str) and part in candidate.model_fields
+            for found in _models_in(candidate.model_fields[part].annotation)
+        ]
+        if inner:
+            current = inner
+    return {name for candidate in current for name in candidate.model_fields}
+
+
+def validation_errors(
+    error: ValidationError, model: type[BaseModel] | None = None
+) -> list[tuple[str, str]]:
+    """Each problem as (dotted key path, reason); an unknown key of `model` gets the closest
+    known one as a suggestion."""
+    found = []
     for item in error.errors():
         path = key_path(item["loc"], last_is_key=item["type"] == "extra_forbidden")
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+            if model is not None and item["loc"]:
+                message += did_you_mean(str(item["loc"][-1]), known_keys(model, item["loc"]))
         elif item["type"].endswith("_type"):
             # Strict types: say what was given, e.g. "should be a valid integer, got true".
             message = f"{message}, got {yaml_repr(item.get('input'))}"
-        lines.append(f"  {path}: {message}")
+        found.append((path, message))
+    return found
+
+
+def validation_report(
+    error: ValidationError, heading: str, model: type[BaseModel] | None = None
+) -> str:
+    """`heading`, then one line per bad key as a dotted path with pydantic's reason."""
+    lines = [heading]
+    lines += [f"  {path}: {message}" for path, message in validation_errors(error, model)]
     return "\n".join(lines)
 
 
@@ -95,7 +145,7 @@ def validate_config(
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise error(validation_report(exc, f"invalid {what} in {source}:")) from exc
+        raise error(validation_report(exc, f"invalid {what} in {source}:", model)) from exc
 
 
 def read_yaml_mapping(path: Path, *, what: str, error: type[Exception]) -> dict[str, Any]:
