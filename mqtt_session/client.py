@@ -94,7 +94,13 @@ class BrokerSettings(BaseModel):
     model_config = STRICT
 
     host: str = Field("127.0.0.1", min_length=1, description="broker host name or address")
-    port: int = Field(1883, ge=1, le=65535, description="broker TCP port")
+    port: int = Field(
+        1883,
+        ge=1,
+        le=65535,
+        description="broker TCP port: 1883 is MQTT's standard; `splitmq broker` picks a free "
+        "one instead and prints the flags that reach it",
+    )
     username: str | None = Field(None, min_length=1, description="login, if the broker wants one")
     password: SecretStr | None = Field(None, strict=False, description="password of `username`")
     password_env: str | None = Field(
