@@ -20,7 +20,6 @@ from mqtt_session.errors import BrokerConnectError
 from mqtt_session.session import MqttSession
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX, HomeAssistantSettings
 from splitmq.monitoring.cli_args import add_watch_arguments, watch_target
-from splitmq_base.cli import add_verbosity
 from splitmq_base.errors import ConfigurationError, SplitmqError
 
 ACK_TIMEOUT_S = 5.0
@@ -48,7 +47,6 @@ def register(subparsers: Any) -> None:
         "--discovery-prefix",
         help=f"Home Assistant's prefix (the config's, else {DEFAULT_DISCOVERY_PREFIX})",
     )
-    add_verbosity(remove)
     remove.set_defaults(func=run)
 
 
