@@ -30,7 +30,15 @@ class WatchTarget:
     discovery_prefix: str
 
 
+WATCH_EPILOG = (
+    "Without --config or --port the broker is 127.0.0.1:1883, MQTT's standard port. `splitmq "
+    "broker` picks a free port instead and prints the flags to use (connect with: --host H "
+    "--port P). A broker holding nothing of splitmq gets a one-line warning."
+)
+
+
 def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = WATCH_EPILOG
     parser.add_argument(
         "--config",
         type=Path,
