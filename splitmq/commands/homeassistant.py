@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     )
     actions = parser.add_subparsers(dest="action", required=True)
     remove = actions.add_parser("remove", help="clear the retained discovery config of nodes")
-    add_watch_arguments(remove)
+    add_watch_arguments(remove, warns_when_empty=False)
     remove.add_argument("nodes", nargs="+", metavar="NODE", help="worker or device ids")
     remove.add_argument(
         "--discovery-prefix",

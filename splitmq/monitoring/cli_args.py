@@ -33,12 +33,13 @@ class WatchTarget:
 WATCH_EPILOG = (
     "Without --config or --port the broker is 127.0.0.1:1883, MQTT's standard port. `splitmq "
     "broker` picks a free port instead and prints the flags to use (connect with: --host H "
-    "--port P). A broker holding nothing of splitmq gets a one-line warning."
+    "--port P)."
 )
+EMPTY_BROKER_NOTE = " A broker holding nothing of splitmq gets a one-line warning."
 
 
-def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = WATCH_EPILOG
+def add_watch_arguments(parser: argparse.ArgumentParser, *, warns_when_empty: bool = True) -> None:
+    parser.epilog = WATCH_EPILOG + (EMPTY_BROKER_NOTE if warns_when_empty else "")
     parser.add_argument(
         "--config",
         type=Path,
