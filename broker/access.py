@@ -21,6 +21,10 @@ login, so a user's login must be its node id.
   telemetry, status and discovery config, and model catalogs.
 - monitor: reads everything under the prefix, the broker's `$SYS` statistics and the discovery
   topics; writes nothing.
+- homeassistant: Home Assistant's own login, also what `splitmq homeassistant remove` uses:
+  reads what a monitor reads; writes Home Assistant's birth message and last will
+  (`<discovery_prefix>/status`) and any node's discovery config (to withdraw one). It cannot
+  write the nodes' own status, state or telemetry.
 - admin: reads and writes everything under the prefix (tests, tools).
 """
 
@@ -31,12 +35,13 @@ from typing import Literal
 
 from schemas.discovery import (
     DEFAULT_DISCOVERY_PREFIX,
+    discovery_config_all,
     discovery_config_topic,
     discovery_status_topic,
 )
 from schemas.topics import Topics, check_segment
 
-Role = Literal["device", "worker", "monitor", "admin"]
+Role = Literal["device", "worker", "monitor", "homeassistant", "admin"]
 Access = Literal["read", "write"]
 DEFAULT_SHARE_GROUP = "splitmq-workers"
 # The broker's own statistics, which only a monitor reads.
@@ -77,9 +82,16 @@ def role_rules(
         return _device_rules(topics, user, discovery_prefix)
     if role == "worker":
         return _worker_rules(topics, user, share_group, discovery_prefix)
-    if role == "monitor":
+    if role in ("monitor", "homeassistant"):
         everything = (topics.everything(), SYS_TOPICS, Topics(discovery_prefix).everything())
-        return tuple(TopicRule(pattern, "read") for pattern in everything)
+        reads = tuple(TopicRule(pattern, "read") for pattern in everything)
+        if role == "monitor":
+            return reads
+        return (
+            *reads,
+            TopicRule(discovery_status_topic(discovery_prefix), "write"),
+            TopicRule(discovery_config_all(discovery_prefix), "write"),
+        )
     return (TopicRule(topics.everything(), "read"), TopicRule(topics.everything(), "write"))
 
 

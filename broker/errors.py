@@ -35,6 +35,10 @@ class BrokerStartError(BrokerError):
     """Mosquitto exited or did not accept connections in time; the message quotes its log."""
 
 
+class PortInUseError(BrokerStartError, ConfigurationError):
+    """Mosquitto could not listen: another program has the port (a port the user chose)."""
+
+
 class BrokerExitedError(BrokerError):
     """A running mosquitto exited on its own; the message gives its status and log tail."""
 

@@ -39,6 +39,7 @@ from broker.errors import (
     BrokerExitedError,
     BrokerStartError,
     MosquittoNotFoundError,
+    PortInUseError,
 )
 from broker.programs import find_program
 
@@ -52,6 +53,7 @@ RESERVED_PORT = 1883
 LOG_TAIL_LINES = 20
 # Mosquitto logs "mosquitto version X running" once its listeners are open.
 RUNNING_MARK = " running"
+PORT_TAKEN = "Address already in use"  # mosquitto's log line when its listener's port is taken
 UNLOGGED_GRACE_S = 0.5
 WORKDIR_PREFIX = "splitmq-broker-"
 # Written into each working directory: "<host name> <pid>" of the process that owns it.
@@ -328,7 +330,7 @@ class MosquittoBroker:
                 self._launch(binary)
                 return self
             except BrokerStartError:
-                port_taken = "Address already in use" in self._current_run_log()
+                port_taken = PORT_TAKEN in self._current_run_log()
                 if attempt + 1 >= attempts or not port_taken:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -416,6 +418,12 @@ class MosquittoBroker:
             if self._process is None or self._process.poll() is not None:
                 code = self._process.returncode if self._process else None
                 self._process = None
+                if PORT_TAKEN in self._current_run_log():
+                    # The cause first, in one line: the log tail would only repeat it.
+                    raise PortInUseError(
+                        f"cannot listen on {self.host}:{port}: {PORT_TAKEN} (another broker or "
+                        "program has the port; without --port, `splitmq broker` picks a free one)"
+                    )
                 raise BrokerStartError(
                     f"mosquitto {describe_exit(code)} while starting on {self.host}:{port}"
                     f"{self._log_tail()}"

@@ -60,7 +60,7 @@ from splitmq_base.models import StrictModel
 if TYPE_CHECKING:
     from broker.certificates import KeyAndCert
 
-ProfileRole = Literal["device", "worker", "monitor"]
+ProfileRole = Literal["device", "worker", "monitor", "homeassistant"]
 DEFAULT_TLS_PORT = 8883
 PLUGIN_NAME = "mosquitto_dynamic_security.so"
 # Where distributions put the plugin (Debian/Ubuntu multiarch, Fedora, Homebrew, source builds).
@@ -123,6 +123,12 @@ class ProfileOptions(StrictModel):
     devices: tuple[str, ...] = Field((), strict=False, description="device logins")
     workers: tuple[str, ...] = Field((), strict=False, description="worker logins")
     monitors: tuple[str, ...] = Field((), strict=False, description="read-only logins")
+    homeassistants: tuple[str, ...] = Field(
+        (),
+        strict=False,
+        description="logins of Home Assistant (read-only, plus its birth message and the "
+        "discovery configs `splitmq homeassistant remove` clears)",
+    )
     client_certs: tuple[str, ...] = Field(
         (), strict=False, description="the users that also get a TLS client certificate"
     )
@@ -162,6 +168,7 @@ class ProfileOptions(StrictModel):
             ("device", self.devices),
             ("worker", self.workers),
             ("monitor", self.monitors),
+            ("homeassistant", self.homeassistants),
         ]
         for role, names in given:
             for name in names:
@@ -173,7 +180,9 @@ class ProfileOptions(StrictModel):
                     raise SecureProfileError(f"user {name!r} is given twice")
                 roles[name] = role
         if not roles:
-            raise SecureProfileError("a profile needs at least one device, worker or monitor")
+            raise SecureProfileError(
+                "a profile needs at least one device, worker, monitor or homeassistant user"
+            )
         unknown = sorted(set(self.client_certs) - set(roles))
         if unknown:
             raise SecureProfileError(f"client certificates for unknown users: {', '.join(unknown)}")
@@ -375,11 +384,32 @@ plugin_opt_config_file {directory / "dynamic-security.json"}
 {tuning}"""
 
 
+# How each role uses its users/<name>.yaml (the first lines of the file).
+_USAGE = {
+    "device": (
+        "# Merge into the device's config. Its node id must be its login (device_id: {name}).",
+    ),
+    "worker": (
+        "# Merge into the worker's config. Its node id must be its login (worker_id: {name}).",
+    ),
+    "monitor": (
+        "# A config as it is: splitmq monitor --config {path}",
+        "#                    splitmq exporter --config {path}",
+    ),
+    "homeassistant": (
+        "# Home Assistant's MQTT login (its integration: this host, port, username, password",
+        "# and the CA below), and a config as it is for",
+        "#   splitmq homeassistant remove --config {path} NODE...",
+    ),
+}
+
+
 def _client_yaml(profile: Path, user: ProfileUser, options: ProfileOptions) -> str:
+    path = profile.resolve() / "users" / f"{user.name}.yaml"
+    usage = [line.format(name=user.name, path=path) for line in _USAGE[user.role]]
     lines = [
         f"# splitmq {user.role} {user.name}: written by `splitmq broker init`.",
-        "# Merge into the node's config. Its node id must be its login "
-        f"({'device_id' if user.role == 'device' else 'worker_id'}: {user.name}).",
+        *usage,
         "broker:",
         f"  host: {options.client_host}",
         f"  port: {options.port}",
@@ -400,6 +430,8 @@ def _client_yaml(profile: Path, user: ProfileUser, options: ProfileOptions) -> s
         lines.append(f"device_id: {user.name}")
     elif user.role == "worker":
         lines += [f"worker_id: {user.name}", f"share_group: {options.share_group}"]
+    else:  # mqtt_session.options.ClientConfig
+        lines.append(f"discovery_prefix: {options.discovery_prefix}")
     return "\n".join(lines) + "\n"
 
 

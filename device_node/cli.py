@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from mqtt_session.options import add_connection_arguments, with_connection_flags
 from splitmq_base.cli import (
     add_verbosity,
     configure_logging,
     guarded,
-    port_number,
     stop_on_signals,
 )
 
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="device YAML file")
     parser.add_argument("--device-id", help="override device_id")
-    parser.add_argument("--host", help="override broker.host")
-    parser.add_argument("--port", type=port_number, help="override broker.port")
     parser.add_argument("--requests", type=int, help="stop after N requests")
     parser.add_argument("--rate", dest="rate_hz", type=float, help="requests per second")
     parser.add_argument("--split", type=int, help="use a fixed split k")
@@ -44,11 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folder", type=Path, help="classify the images of this folder")
     parser.add_argument("--slowdown", type=float, help="override slowdown")
     parser.add_argument("--jsonl", type=Path, help="append one JSON record per request here")
+    add_connection_arguments(parser)
     add_verbosity(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> DeviceConfig:
-    from device_node.config import load_device_config, with_overrides
+    from device_node.config import load_device_config, policy_override, with_overrides
 
     config = load_device_config(args.config)
     data: dict[str, Any] = {
@@ -59,18 +58,9 @@ def config_from_args(args: argparse.Namespace) -> DeviceConfig:
         "deadline_ms": args.deadline_ms,
         "slowdown": args.slowdown,
     }
-    if args.host is not None or args.port is not None:
-        broker = config.broker.model_dump()
-        given = (("host", args.host), ("port", args.port))
-        broker.update({k: v for k, v in given if v is not None})
-        data["broker"] = broker
+    data["broker"] = with_connection_flags(config.broker, args)
     if args.split is not None or args.policy is not None:
-        policy = config.policy.model_dump()
-        if args.split is not None:
-            policy.update(kind="fixed", split=args.split)
-        if args.policy is not None:
-            policy["kind"] = args.policy
-        data["policy"] = policy
+        data["policy"] = policy_override(config.policy, kind=args.policy, split=args.split)
     if args.folder is not None:
         data["source"] = {**config.source.model_dump(), "kind": "folder", "path": args.folder}
     return with_overrides(config, data)

@@ -22,6 +22,7 @@ from schemas.discovery import HomeAssistantSettings
 from schemas.topics import Topics
 from splitmq_base.configfile import read_yaml_mapping, validate_config
 from splitmq_base.models import STRICT
+from splitmq_base.validation import did_you_mean
 from splitting.policy import DynamicOptions
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -33,7 +34,8 @@ CONFIG_WHAT = "device configuration"
 def _tensor_codec(codec: str) -> str:
     if codec not in TENSOR_CODECS:
         raise ValueError(
-            f"unknown codec {codec!r}; choose one of {', '.join(TENSOR_CODECS)} "
+            f"unknown codec {codec!r}{did_you_mean(codec, TENSOR_CODECS)}; "
+            f"choose one of {', '.join(TENSOR_CODECS)} "
             "(split 0 sends its image with `input_codec`)"
         )
     return codec
@@ -247,7 +249,10 @@ class DeviceConfig(BaseModel):
     @classmethod
     def _known_input_codec(cls, codec: str) -> str:
         if codec not in INPUT_CODECS:
-            raise ValueError(f"unknown split-0 codec {codec!r}; choose {', '.join(INPUT_CODECS)}")
+            hint = did_you_mean(codec, INPUT_CODECS)
+            raise ValueError(
+                f"unknown split-0 codec {codec!r}{hint}; choose {', '.join(INPUT_CODECS)}"
+            )
         return codec
 
     @field_validator("device_id")
@@ -281,6 +286,27 @@ def load_device_config(path: str | Path) -> DeviceConfig:
     """Read and validate a device YAML file; ConfigError names the file and the bad keys."""
     data = read_yaml_mapping(Path(path), what=CONFIG_WHAT, error=ConfigError)
     return device_config_from_mapping(data, source=str(path))
+
+
+def policy_override(
+    policy: DynamicPolicyConfig | FixedPolicyConfig | RegisteredPolicyConfig,
+    *,
+    kind: str | None = None,
+    split: int | None = None,
+) -> dict[str, Any]:
+    """The policy section after `--policy KIND` and/or `--split K` (which means kind fixed).
+
+    A section keeps its `split` and `options` only while its kind stays the same: each kind
+    is strict about its own options, so the dynamic policy's options would make a fixed one
+    fail. `--policy dynamic --split K` contradicts itself and is refused.
+    """
+    if split is not None and kind not in (None, "fixed"):
+        raise ConfigError(f"--split {split} means a fixed split; it cannot go with --policy {kind}")
+    new_kind = "fixed" if split is not None else (kind or policy.kind)
+    section: dict[str, Any] = policy.model_dump() if new_kind == policy.kind else {"kind": new_kind}
+    if split is not None:
+        section["split"] = split
+    return section
 
 
 def with_overrides(config: DeviceConfig, overrides: Mapping[str, Any]) -> DeviceConfig:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_worker.config import WorkerConfig, load_worker_config, with_overrides
+from mqtt_session.options import add_connection_arguments, with_connection_flags
 from splitmq_base.cli import (
     add_verbosity,
     configure_logging,
@@ -24,8 +25,7 @@ from splitmq_base.cli import (
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The worker's options; flags override the values of --config."""
     parser.add_argument("--config", help="worker YAML file (see configs/worker.example.yaml)")
-    parser.add_argument("--host", help="MQTT broker host")
-    parser.add_argument("--port", type=port_number, help="MQTT broker port")
+    add_connection_arguments(parser)
     # The old spellings, kept working but out of --help.
     parser.add_argument("--broker-host", dest="host", help=argparse.SUPPRESS)
     parser.add_argument("--broker-port", dest="port", type=port_number, help=argparse.SUPPRESS)
@@ -59,7 +59,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
     """The config file (or defaults) with the command-line flags applied."""
     base = load_worker_config(args.config) if args.config else WorkerConfig()
     overrides: dict[str, Any] = {
-        "broker": {"host": args.host, "port": args.port},
+        "broker": with_connection_flags(base.broker, args),
         "worker_id": args.worker_id,
         "topic_prefix": args.topic_prefix,
         "models": [{"name": name} for name in args.model] if args.model else None,

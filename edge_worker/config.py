@@ -29,6 +29,7 @@ from schemas.frame import MAX_DEADLINE_MS, FrameLimits
 from schemas.topics import Topics, check_segment
 from splitmq_base.configfile import read_yaml_mapping, validate_config
 from splitmq_base.models import STRICT
+from splitmq_base.validation import did_you_mean
 
 DEFAULT_MODEL = "efficientnet-lite0"
 SplitSelection = Literal["candidates", "all"] | list[int]
@@ -93,7 +94,8 @@ class ModelEntry(BaseModel):
     @classmethod
     def _known_codec(cls, codec: str) -> str:
         if codec not in CODECS:
-            raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+            hint = did_you_mean(codec, CODECS)
+            raise ValueError(f"unknown codec {codec!r}{hint}; choose one of {', '.join(CODECS)}")
         return codec
 
     @field_validator("name")

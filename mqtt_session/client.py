@@ -20,6 +20,7 @@ import ssl
 import stat
 import sys
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,13 @@ class BrokerSettings(BaseModel):
     model_config = STRICT
 
     host: str = Field("127.0.0.1", min_length=1, description="broker host name or address")
-    port: int = Field(1883, ge=1, le=65535, description="broker TCP port")
+    port: int = Field(
+        1883,
+        ge=1,
+        le=65535,
+        description="broker TCP port: 1883 is MQTT's standard; `splitmq broker` picks a free "
+        "one instead and prints the flags that reach it",
+    )
     username: str | None = Field(None, min_length=1, description="login, if the broker wants one")
     password: SecretStr | None = Field(None, strict=False, description="password of `username`")
     password_env: str | None = Field(
@@ -204,6 +211,63 @@ def set_tcp_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
 _LAST_FAIL: weakref.WeakKeyDictionary[mqtt.Client, str] = weakref.WeakKeyDictionary()
 _TLS_REPORTED: weakref.WeakKeyDictionary[mqtt.Client, set[str]] = weakref.WeakKeyDictionary()
 _TLS_CLIENTS: weakref.WeakSet[mqtt.Client] = weakref.WeakSet()  # made with `tls` settings
+# Clients whose socket is open but whose CONNACK has not come yet: a close in between is a failed
+# connection attempt that paho reports only as a disconnect.
+_AWAITING_CONNACK: weakref.WeakSet[mqtt.Client] = weakref.WeakSet()
+_CLOSED_EARLY: weakref.WeakKeyDictionary[mqtt.Client, int] = weakref.WeakKeyDictionary()
+# A plain client closed before CONNACK this many times in a row is talking to a TLS listener (or
+# to something that is no MQTT broker): waiting longer for it changes nothing.
+HOPELESS_AFTER = 2
+PLAIN_TO_TLS = (
+    "the broker closed the connection before answering CONNECT: is the port a TLS listener? "
+    "plain MQTT was sent (give the broker's CA: --tls-ca FILE, or broker.tls.ca_certs)"
+)
+CLOSED_BEFORE_CONNACK = "the broker closed the connection before answering CONNECT"
+
+
+def open_socket(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """paho's on_socket_open hook: TCP_NODELAY, and wait for the CONNACK."""
+    set_tcp_nodelay(client, userdata, sock)
+    _AWAITING_CONNACK.add(client)
+
+
+def note_connack(client: mqtt.Client) -> None:
+    """Call from on_connect: the broker answered (accepted or refused) this connection."""
+    _AWAITING_CONNACK.discard(client)
+    _CLOSED_EARLY.pop(client, None)
+
+
+def hopeless(client: mqtt.Client) -> bool:
+    """Whether a plain client was closed before CONNACK on every one of its latest attempts."""
+    return client not in _TLS_CLIENTS and _CLOSED_EARLY.get(client, 0) >= HOPELESS_AFTER
+
+
+def wait_or_give_up(event: threading.Event, client: mqtt.Client, wait_s: float) -> bool:
+    """Wait up to `wait_s` for `event`, but stop early once `client` is `hopeless`."""
+    deadline = time.monotonic() + wait_s
+    while not event.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+        if hopeless(client) or time.monotonic() >= deadline:
+            return False
+    return True
+
+
+def note_disconnect(client: mqtt.Client) -> None:
+    """Call from on_disconnect: a connection closed before its CONNACK is a failed attempt.
+
+    Mosquitto resets a TLS listener's connection when plain MQTT arrives instead of a TLS
+    ClientHello; without this the only trace would be "is it running?" after the wait.
+    """
+    if client not in _AWAITING_CONNACK:
+        return
+    _AWAITING_CONNACK.discard(client)
+    _CLOSED_EARLY[client] = _CLOSED_EARLY.get(client, 0) + 1
+    cause = CLOSED_BEFORE_CONNACK if client in _TLS_CLIENTS else PLAIN_TO_TLS
+    first = _LAST_FAIL.get(client) != cause
+    _LAST_FAIL[client] = cause
+    if first:
+        PAHO_LOGGER.error(
+            "no MQTT connection to the broker at %s:%s: %s", client.host, client.port, cause
+        )
 
 
 def describe_connect_error(exc: BaseException | None, *, tls: bool = False) -> str:
@@ -305,7 +369,7 @@ def make_client(
         manual_ack=manual_ack,
     )
     client.enable_logger(PAHO_LOGGER)
-    client.on_socket_open = set_tcp_nodelay
+    client.on_socket_open = open_socket
     client.on_connect_fail = log_connect_fail
     client.max_inflight_messages_set(max_inflight)
     client.max_queued_messages_set(max_queued)
@@ -338,26 +402,40 @@ def start_client(client: mqtt.Client, *, wait_s: float | None = 10.0) -> None:
     raise `BrokerConnectError`. Call it after setting `on_connect`: it wraps that callback.
     """
     accepted = threading.Event()
-    callback = client.on_connect
+    callback, disconnected = client.on_connect, client.on_disconnect
 
     def on_connect(*args: Any) -> None:
+        note_connack(client)
         if callback is not None:
             callback(*args)
         if not args[3].is_failure:
             accepted.set()
 
+    def on_disconnect(*args: Any) -> None:
+        note_disconnect(client)
+        if disconnected is not None:
+            disconnected(*args)
+
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     client.loop_start()
     if wait_s is None:
         return
-    if not accepted.wait(wait_s):
+    if not wait_or_give_up(accepted, client, wait_s):
         client.loop_stop()
-        cause = last_connect_error(client)
-        hint = f"last attempt: {cause}" if cause else "is it running? are the credentials right?"
-        raise BrokerConnectError(
-            f"could not connect to the MQTT broker at {client.host}:{client.port} "
-            f"within {wait_s:g} s ({hint})"
-        )
+        raise BrokerConnectError(connect_failure(client, wait_s))
+
+
+def connect_failure(client: mqtt.Client, wait_s: float) -> str:
+    """The one line that says a client gave up connecting, with the latest attempt's cause."""
+    cause = last_connect_error(client)
+    if hopeless(client):
+        return f"no MQTT connection to the broker at {client.host}:{client.port}: {cause}"
+    hint = f"last attempt: {cause}" if cause else "is it running? are the credentials right?"
+    return (
+        f"could not connect to the MQTT broker at {client.host}:{client.port} "
+        f"within {wait_s:g} s ({hint})"
+    )
 
 
 def stop_client(client: mqtt.Client) -> None:

@@ -34,9 +34,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from mqtt_session.client import (
     BrokerSettings,
     WillMessage,
-    last_connect_error,
+    connect_failure,
     log_connect_fail,
     make_client,
+    note_connack,
+    note_disconnect,
+    wait_or_give_up,
 )
 from mqtt_session.errors import BrokerConnectError, SessionStateError
 
@@ -208,17 +211,10 @@ class MqttSession:
         self._started = True
         if wait_s is None:
             return self
-        if not self.wait_subscribed(wait_s):
+        if not wait_or_give_up(self._subscribed, self.client, wait_s):
             self.client.loop_stop()
             self._started = False
-            cause = last_connect_error(self.client)
-            hint = (
-                f"last attempt: {cause}" if cause else "is it running? are the credentials right?"
-            )
-            raise BrokerConnectError(
-                f"could not connect to the MQTT broker at {self.client.host}:{self.client.port} "
-                f"within {wait_s:g} s ({hint})"
-            )
+            raise BrokerConnectError(connect_failure(self.client, wait_s))
         return self
 
     def stop(
@@ -289,14 +285,19 @@ class MqttSession:
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
     def publish_acked(
-        self, topic: str, payload: bytes, *, properties: Properties | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        properties: Properties | None = None,
     ) -> Future[Ack]:
         """Publish at QoS 1; the future completes with the PUBACK (or fails with
         `BrokerConnectError` if the connection drops first). Raises `BrokerConnectError` when
         paho cannot take the message (not connected)."""
         future: Future[Ack] = Future()
         sent_at = self.clock()
-        info = self.client.publish(topic, payload, qos=1, properties=properties)
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise BrokerConnectError(f"publish failed: {mqtt.error_string(info.rc)}")
         with self._lock:
@@ -317,6 +318,7 @@ class MqttSession:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        note_connack(client)
         if reason.is_failure:
             LOG.error("%s: broker refused the connection: %s", self.client_id, reason)
             return
@@ -344,6 +346,7 @@ class MqttSession:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        note_disconnect(client)
         self._connected.clear()
         self._subscribed.clear()
         self.backoff.arm(client)  # before paho's wait for the next attempt

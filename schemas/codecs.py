@@ -43,6 +43,7 @@ from schemas.errors import (
     ShapeMismatchError,
     UnknownCodecError,
 )
+from splitmq_base.validation import did_you_mean
 
 COMPRESSIONS = ("zstd", "none")
 Buffer = bytes | bytearray | memoryview
@@ -407,7 +408,8 @@ def get_codec(name: str) -> Codec:
     """The codec called `name`; raises `UnknownCodecError` for any other name."""
     codec = REGISTRY.get(name) if isinstance(name, str) else None
     if codec is None:
-        raise UnknownCodecError(f"unknown codec {name!r}; known: {', '.join(CODECS)}")
+        hint = did_you_mean(name, CODECS) if isinstance(name, str) else ""
+        raise UnknownCodecError(f"unknown codec {name!r}{hint}; known: {', '.join(CODECS)}")
     return codec
 
 

@@ -71,6 +71,11 @@ def discovery_config_topic(discovery_prefix: str, node_id: str) -> str:
     return f"{discovery_prefix}/device/{check_segment(node_id, 'node id')}/config"
 
 
+def discovery_config_all(discovery_prefix: str) -> str:
+    """Every node's discovery config: `<discovery_prefix>/device/+/config`."""
+    return f"{discovery_prefix}/device/+/config"
+
+
 def discovery_status_topic(discovery_prefix: str) -> str:
     """Home Assistant's birth and last will: `<discovery_prefix>/status`."""
     return f"{discovery_prefix}/status"

@@ -26,6 +26,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("monitor", "live view of workers, devices and the broker's $SYS figures"),
     ("exporter", "serve Prometheus metrics of workers, devices and the broker"),
     ("homeassistant", "withdraw decommissioned nodes from Home Assistant"),
+    ("config", "print an example config, or check one"),
 )
 
 

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 from splitmq_base.errors import ConfigurationError, SplitmqError
 
@@ -67,17 +68,32 @@ def jpeg_quality(text: str) -> int:
     return bounded_int(text, 1, 100, "JPEG quality")
 
 
-def add_verbosity(parser: argparse.ArgumentParser) -> None:
+def add_verbosity(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
     """`-v` (repeatable) logs more, `-q` prints less: warnings-only logs become errors-only, and a
-    command with a live table prints only its summary."""
+    command with a live table prints only its summary.
+
+    `nested` is for a sub-subcommand (`homeassistant remove`): its flags set no default, since
+    argparse copies a subparser's defaults over what its parent parsed (`homeassistant -v
+    remove` would lose the -v)."""
+    count_default: Any = argparse.SUPPRESS if nested else 0
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=count_default,
+        help="log more (-v info, -vv debug)",
     )
     parser.add_argument(
-        "-q", "--quiet", action="count", default=0, help="print less (no live table, errors only)"
+        "-q",
+        "--quiet",
+        action="count",
+        default=count_default,
+        help="print less (no live table, errors only)",
     )
     # The device's old spelling, kept working but out of --help.
-    parser.add_argument("--log-level", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--log-level", default=argparse.SUPPRESS if nested else None, help=argparse.SUPPRESS
+    )
 
 
 def configure_logging(args: argparse.Namespace) -> None:

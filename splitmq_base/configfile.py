@@ -44,7 +44,8 @@ def validate_config(
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise error(validation_report(exc, f"invalid {what} in {source}:", data=data)) from exc
+        heading = f"invalid {what} in {source}:"
+        raise error(validation_report(exc, heading, data=data, model=model)) from exc
 
 
 def read_yaml_mapping(path: Path, *, what: str, error: type[Exception]) -> dict[str, Any]:

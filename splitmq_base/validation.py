@@ -12,12 +12,14 @@ A leaf module (pydantic only), so splitting and both runtimes share it.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, Literal, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 #: How the file being reported on writes a value: YAML (`true`, `'text'`) or JSON (`"text"`).
 Spelling = Literal["yaml", "json"]
@@ -84,20 +86,74 @@ def _child(node: Any, part: int | str) -> tuple[bool, Any]:
     return False, node
 
 
-def validation_report(
-    error: ValidationError, heading: str, *, data: Any = _NO_DATA, spelling: Spelling = "yaml"
-) -> str:
-    """`heading` (say what was read and the file it came from), then one line per bad key:
-    its dotted path and pydantic's reason, with a wrong value quoted back in `spelling`.
-    `data`, what was validated, tells the user's keys from pydantic's union tags."""
-    lines = [heading]
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices` to a misspelt `word`, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold: itself, a union's members, a list's items."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    if get_origin(annotation) is not None or isinstance(annotation, types.UnionType):
+        for arg in get_args(annotation):
+            found += _models_in(arg)
+    return found
+
+
+def known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> set[str]:
+    """The keys a model allows beside the last part of `loc` (an error's location). Parts that
+    are no field (list indices, union tags such as "<fixed>") keep the models found so far, so
+    a union offers the keys of all its members."""
+    current = [model]
+    for part in loc[:-1]:
+        inner = [
+            found
+            for candidate in current
+            if isinstance(part, str) and part in candidate.model_fields
+            for found in _models_in(candidate.model_fields[part].annotation)
+        ]
+        if inner:
+            current = inner
+    return {name for candidate in current for name in candidate.model_fields}
+
+
+def validation_errors(
+    error: ValidationError,
+    *,
+    data: Any = _NO_DATA,
+    spelling: Spelling = "yaml",
+    model: type[BaseModel] | None = None,
+) -> list[tuple[str, str]]:
+    """Each problem as (dotted key path, reason), a wrong value quoted back in `spelling`.
+    `data`, what was validated, tells the user's keys from pydantic's union tags; with the
+    `model` it was validated into, an unknown key gets the closest known one suggested."""
+    found = []
     for item in error.errors():
         unknown = item["type"] == "extra_forbidden"
         named = unknown or item["type"] == "missing"  # the last part is a key the user knows
         path = key_path(item["loc"], last_is_key=named, data=data)
         message = "unknown key" if unknown else item["msg"].removeprefix("Value error, ")
+        if unknown and model is not None and item["loc"]:
+            message += did_you_mean(str(item["loc"][-1]), known_keys(model, item["loc"]))
         if item["type"].endswith(_WRONG_VALUE_SUFFIXES):
             # Strict types: say what was given, e.g. "should be a valid integer, got true".
             message = f"{message}, got {spelled(item.get('input'), spelling)}"
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
+        found.append((path, message))
+    return found
+
+
+def validation_report(
+    error: ValidationError,
+    heading: str,
+    *,
+    data: Any = _NO_DATA,
+    spelling: Spelling = "yaml",
+    model: type[BaseModel] | None = None,
+) -> str:
+    """`heading` (say what was read and the file it came from), then one line per bad key:
+    its dotted path and reason (see `validation_errors`)."""
+    found = validation_errors(error, data=data, spelling=spelling, model=model)
+    return "\n".join([heading, *(f"  {path}: {message}" for path, message in found)])

@@ -1,6 +1,7 @@
 """Errors of the split engine."""
 
 from splitmq_base.errors import ConfigurationError
+from splitmq_base.validation import did_you_mean
 
 
 class SplittingError(ConfigurationError):
@@ -14,7 +15,10 @@ class UnregisteredModelError(SplittingError, KeyError):
     def __init__(self, name: str, available: list[str]) -> None:
         self.name = name
         self.available = available
-        super().__init__(f"unknown model {name!r}; registered models: {', '.join(available)}")
+        super().__init__(
+            f"unknown model {name!r}{did_you_mean(name, available)}; "
+            f"registered models: {', '.join(available)}"
+        )
 
     def __str__(self) -> str:  # KeyError would quote the message otherwise
         return str(self.args[0])

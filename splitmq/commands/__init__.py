@@ -50,7 +50,12 @@ def register_broken(subparsers: Any, name: str, exc: BaseException) -> None:
     parser.set_defaults(func=run)
 
 
-def ensure_verbosity(parser: argparse.ArgumentParser) -> None:
-    """Give `parser` the shared -v/-q unless it has its own."""
+def ensure_verbosity(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """Give `parser` and its own subcommands (`homeassistant remove`) the shared -v/-q unless
+    they have their own, so the flags work before and after a subcommand's name."""
     if "-v" not in parser._option_string_actions and "-q" not in parser._option_string_actions:
-        add_verbosity(parser)
+        add_verbosity(parser, nested=nested)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                ensure_verbosity(sub, nested=True)

@@ -30,7 +30,10 @@ def register(subparsers: Any) -> None:
         "broker", help="run the embedded Mosquitto broker with the project's config"
     )
     parser.add_argument(
-        "--port", type=port_number, help="TCP port (default: a free one; never 1883)"
+        "--port",
+        type=port_number,
+        help="TCP port (default: a free one, never 1883, which a system broker may hold; the "
+        "command prints the flags that connect to it)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument(
@@ -59,7 +62,19 @@ def _add_init_users(init: argparse.ArgumentParser) -> None:
     init.add_argument("--device", action="append", default=[], metavar="NAME", help="device login")
     init.add_argument("--worker", action="append", default=[], metavar="NAME", help="worker login")
     init.add_argument(
-        "--monitor", action="append", default=[], metavar="NAME", help="read-only login"
+        "--monitor",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="read-only login; users/NAME.yaml is a `splitmq monitor/exporter --config` file",
+    )
+    init.add_argument(
+        "--homeassistant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Home Assistant's login: reads like a monitor, publishes its birth message and "
+        "may clear discovery configs (`splitmq homeassistant remove --config users/NAME.yaml`)",
     )
     init.add_argument(
         "--client-cert",
@@ -125,11 +140,44 @@ def run(args: argparse.Namespace) -> int:
             "Ctrl-C stops it",
             flush=True,
         )
+        print(f"connect with: {connect_flags(broker.host, broker.port, args.config)}", flush=True)
         _follow_log(broker, stop)
     finally:
         broker.close()
     print("broker stopped", flush=True)
     return 0
+
+
+def connect_flags(host: str, port: int, config: Path | None = None) -> str:
+    """The connection flags of every command (device, worker, monitor, exporter, ...) that
+    reach this broker, so a free port is no guess: `--host H --port P`, plus `--tls-ca` when
+    the config is a TLS listener with a CA (`broker init`'s profile)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # bound everywhere: loopback reaches it from here
+    flags = f"--host {host} --port {port}"
+    ca = _config_cafile(config)
+    if ca is not None:
+        users = ca.parent / "users"
+        flags += (
+            f" --tls-ca {ca} --username NAME --password-file {users}/NAME.password"
+            f" (or: --config {users}/NAME.yaml --port {port})"
+        )
+    return flags
+
+
+def _config_cafile(config: Path | None) -> Path | None:
+    """The `cafile` of a mosquitto config (a TLS listener), if it names one."""
+    if config is None:
+        return None
+    try:
+        lines = config.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None  # the launcher reports an unreadable config itself
+    for line in lines:
+        keyword, _, value = line.strip().partition(" ")
+        if keyword == "cafile" and value.strip():
+            return Path(value.strip())
+    return None
 
 
 def _follow_log(broker: MosquittoBroker, stop: threading.Event) -> None:
@@ -148,12 +196,14 @@ def _follow_log(broker: MosquittoBroker, stop: threading.Event) -> None:
 def run_init(args: argparse.Namespace) -> int:
     """Write the profile; print where everything is and how to run it."""
     devices, workers, monitors = args.device, args.worker, args.monitor
-    if not (devices or workers or monitors):
+    homeassistants = args.homeassistant
+    if not (devices or workers or monitors or homeassistants):
         devices, workers, monitors = ["device-1"], ["worker-1"], ["monitor"]
     options = ProfileOptions(
         devices=devices,
         workers=workers,
         monitors=monitors,
+        homeassistants=homeassistants,
         client_certs=args.client_cert,
         require_client_certs=args.require_client_certs,
         server_names=args.san,
@@ -168,7 +218,7 @@ def run_init(args: argparse.Namespace) -> int:
     print(f"secure broker profile written to {profile.directory}")
     for user in profile.users.values():
         cert = " (with client certificate)" if user.certfile else ""
-        print(f"  {user.role:8} {user.name}: {profile.client_file(user.name)}{cert}")
+        print(f"  {user.role:13} {user.name}: {profile.client_file(user.name)}{cert}")
     print(f"run it: splitmq broker --config {profile.config} --port {args.init_port}")
     print(f"keep {profile.directory / 'ca.key'} offline: it signs the broker's certificates")
     for warning in profile.warnings:

@@ -7,11 +7,12 @@ telemetry, device state, status, the broker's $SYS figures); see README "Monitor
 from __future__ import annotations
 
 import argparse
+import errno
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from splitmq.monitoring.cli_args import add_watch_arguments, watch_settings
+from splitmq.monitoring.cli_args import add_watch_arguments, warn_if_no_fleet, watch_target
 from splitmq.monitoring.exporter import FleetCollector
 from splitmq.monitoring.fleet import FleetWatcher
 from splitmq_base.cli import stop_on_signals
@@ -21,7 +22,7 @@ DEFAULT_LISTEN = "127.0.0.1:9810"
 
 
 class ListenAddressError(ConfigurationError):
-    """--listen is not HOST:PORT."""
+    """--listen is not HOST:PORT, or nothing can listen there (the port is taken)."""
 
 
 def register(subparsers: Any) -> None:
@@ -52,12 +53,19 @@ def listen_address(text: str) -> tuple[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     host, port = listen_address(args.listen)
-    settings, topics = watch_settings(args)
+    target = watch_target(args)
+    settings = target.settings
     stop = stop_on_signals()
-    with FleetWatcher(settings, topics=topics) as watcher:
+    with FleetWatcher(settings, topics=target.topics) as watcher:
+        warn_if_no_fleet(watcher.snapshot(), target, prog="splitmq exporter", quiet=args.quiet)
         registry = CollectorRegistry()
         registry.register(FleetCollector(watcher))
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        try:
+            server, thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            cause = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+            message = f"--listen {host}:{port}: cannot serve there: {cause}"
+            raise ListenAddressError(message) from exc
         print(f"exporter serving http://{host}:{port}/metrics from {settings.url}", flush=True)
         try:
             stop.wait()
