@@ -27,7 +27,8 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -48,9 +49,13 @@ from splitmq.bench.report import BenchOptions, BenchReport, Provenance
 from splitmq.reports import Machine, machine
 from splitmq.worker_process import connected, wait_until_serving, worker_process
 from splitmq_base.models import StrictModel
+from splitting.blocks import Blocks
 from splitting.images import sample_images
+from splitting.onnx_blocks import OnnxBlocks
+from splitting.onnx_export import ensure_exported
 from splitting.partition import SplitModel
 from splitting.registry import load_model
+from splitting.torch_blocks import TorchBlocks
 
 DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_CODEC = "int5"
@@ -75,6 +80,8 @@ class WorkerBenchOptions(BenchOptions):
     mqtt: bool = True
     torch_threads: int = 1
     queue_capacity: int = 64
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    export_dir: Path | None = Field(default=None, strict=False)
 
     @model_validator(mode="after")
     def _check(self) -> WorkerBenchOptions:
@@ -139,6 +146,7 @@ class WorkerReport(BenchReport):
     max_batch: int
     max_wait_ms: float
     torch_threads: int
+    backend: str
     through: str = Field(description="where the headline figures come from: mqtt or in_process")
     batched: Throughput
     unbatched: Throughput
@@ -187,9 +195,17 @@ def run_worker_bench(options: WorkerBenchOptions) -> WorkerReport:
     inputs = {k: split_inputs(model, k, options.codec) for k in splits}
     jpeg = jpeg_bytes(model)
     best = best_middle(splits, {k: i.frame_bytes for k, i in inputs.items()}, jpeg)
-    runner = ModelTailRunner({model.name: model}, {model.name: splits}, device="cpu")
+    runner = ModelTailRunner(
+        {model.name: model},
+        {model.name: splits},
+        device="cpu",
+        backend=options.backend,
+        export_dir=options.export_dir,
+        threads=options.torch_threads,
+    )
     runner.warm_up()
-    per_split = {str(k): _in_process(options, model, runner, inputs[k]) for k in splits}
+    tail = _tail_of(options, model)
+    per_split = {str(k): _in_process(options, model, runner, inputs[k], tail) for k in splits}
     if options.mqtt:
         for k, by_batch in measure_through_worker(options, inputs).items():
             mqtt = _compare(by_batch, options.max_batch)
@@ -220,6 +236,7 @@ def _report(
         max_batch=options.max_batch,
         max_wait_ms=options.max_wait_ms,
         torch_threads=options.torch_threads,
+        backend=options.backend,
         through="mqtt" if headline.mqtt else "in_process",
         batched=source.batched,
         unbatched=source.unbatched,
@@ -235,8 +252,24 @@ def _report(
     )
 
 
+Tail = Callable[[np.ndarray, int], np.ndarray]
+
+
+def _tail_of(options: WorkerBenchOptions, model: SplitModel) -> Tail:
+    """tail(k) on a numpy batch, on the backend the worker's batches run on."""
+    blocks: Blocks = TorchBlocks(model)
+    if options.backend == "onnxruntime":
+        export = ensure_exported(model, options.export_dir)
+        blocks = OnnxBlocks(export, expected_fingerprint=model.fingerprint, threads=1)
+    return lambda z, k: blocks.run_blocks(z, k, blocks.n)
+
+
 def _in_process(
-    options: WorkerBenchOptions, model: SplitModel, runner: ModelTailRunner, inputs: SplitInputs
+    options: WorkerBenchOptions,
+    model: SplitModel,
+    runner: ModelTailRunner,
+    inputs: SplitInputs,
+    tail: Tail,
 ) -> SplitFigures:
     """One split's in-process comparison and the answer under batching."""
     settings = (1, options.max_batch)
@@ -250,7 +283,9 @@ def _in_process(
     return SplitFigures(
         frame_bytes=inputs.frame_bytes,
         in_process=_compare(rounds, options.max_batch),
-        answer=answer_under_batching(model, runner, inputs.k, inputs.frames, options.max_batch),
+        answer=answer_under_batching(
+            model.name, runner, tail, inputs.k, inputs.frames, options.max_batch
+        ),
     )
 
 
@@ -383,24 +418,26 @@ def _compare(by_batch: dict[int, dict[str, Any]], max_batch: int) -> Comparison:
 
 
 def answer_under_batching(
-    model: SplitModel, runner: ModelTailRunner, k: int, frames: Sequence[bytes], batch: int
+    model: str,
+    runner: ModelTailRunner,
+    tail: Tail,
+    k: int,
+    frames: Sequence[bytes],
+    batch: int,
 ) -> Answer:
     """Logits of every sample alone against the same decoded inputs in batches of `batch`."""
-    tensors = [
-        torch.from_numpy(runner.decode(f, model.name, k).tensor.astype(np.float32)) for f in frames
-    ]
-    with torch.inference_mode():
-        alone = torch.cat([model.tail(t.unsqueeze(0), k) for t in tensors])
-        chunks = [torch.stack(tensors[i : i + batch]) for i in range(0, len(tensors), batch)]
-        batched = torch.cat([model.tail(chunk, k) for chunk in chunks])
-    alone, batched = alone.flatten(1), batched.flatten(1)
-    diff = (alone - batched).abs()
+    tensors = [runner.decode(f, model, k).tensor.astype(np.float32) for f in frames]
+    alone = np.concatenate([tail(t[None], k) for t in tensors])
+    chunks = [np.stack(tensors[i : i + batch]) for i in range(0, len(tensors), batch)]
+    batched = np.concatenate([tail(chunk, k) for chunk in chunks])
+    alone, batched = alone.reshape(len(tensors), -1), batched.reshape(len(tensors), -1)
+    diff = np.abs(alone - batched)
     return Answer(
         samples=len(tensors),
         batch=batch,
-        top1_agreement=float((alone.argmax(1) == batched.argmax(1)).float().mean()),
+        top1_agreement=float(np.mean(alone.argmax(1) == batched.argmax(1))),
         max_abs_logit_diff=float(diff.max()),
-        bit_identical_share=float((diff.amax(1) == 0).float().mean()),
+        bit_identical_share=float(np.mean(diff.max(axis=1) == 0)),
     )
 
 
@@ -495,6 +532,8 @@ def _worker_config(
         max_wait_ms=options.max_wait_ms if max_batch > 1 else 0.0,
         queue_capacity=options.queue_capacity,
         torch_threads=options.torch_threads,
+        backend=options.backend,
+        export_dir=options.export_dir,
     )
 
 
@@ -541,7 +580,7 @@ def _wait_for_worker(
 def format_report(result: WorkerReport) -> str:
     lines = [
         f"worker benchmark: {result.model}, {result.codec} frames, CPU, "
-        f"{result.torch_threads} torch thread(s), max_batch {result.max_batch} vs 1",
+        f"{result.torch_threads} thread(s) on {result.backend}, max_batch {result.max_batch} vs 1",
         "",
         "  k   bytes | in process: b1/s  bN/s  speedup ovh | mqtt: b1/s  bN/s  speedup ovh  "
         "mean_b | top-1  max|dlogit|  bit-identical",

@@ -26,6 +26,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="batched worker's window")
     parser.add_argument("--requests", type=int, default=240, help="per split and setting")
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument(
+        "--backend", choices=("torch", "onnxruntime"), default="torch", help="the batched tails'"
+    )
+    parser.add_argument("--export-dir", type=Path, default=None, help="where builds are kept")
     parser.add_argument("--no-mqtt", action="store_true", help="only the in-process part")
     parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
     parser.set_defaults(func=run)
@@ -44,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         mqtt_requests=args.requests,
         mqtt=not args.no_mqtt,
         torch_threads=args.torch_threads,
+        backend=args.backend,
+        export_dir=args.export_dir,
     )
     result = run_worker_bench(options)
     print(format_report(result))

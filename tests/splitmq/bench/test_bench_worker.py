@@ -46,3 +46,17 @@ def test_options_are_checked() -> None:
         WorkerBenchOptions(max_batch=1)
     with pytest.raises(ConfigurationError):
         WorkerBenchOptions(requests=2, max_batch=8)
+
+
+@pytest.mark.slow
+def test_the_onnxruntime_backend_batches_and_answers_through_the_same_benchmark(
+    tmp_path: Path, lite0_export: Path
+) -> None:
+    out = tmp_path / "worker-ort.json"
+    argv = ["bench", "worker", "--split", "13", "--requests", "8", "--max-batch", "4"]
+    argv += ["--backend", "onnxruntime", "--export-dir", str(lite0_export.parent), "--no-mqtt"]
+    assert main([*argv, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["backend"], result["through"]) == ("onnxruntime", "in_process")
+    assert result["batched"]["per_s"] > 0 and result["unbatched"]["per_s"] > 0
+    assert result["answer"]["top1_agreement"] == 1.0
