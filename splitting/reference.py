@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,17 +67,36 @@ DEVICE_CLASSES: dict[str, DeviceClass] = {
 DEFAULT_DEVICE_CLASS = "camera-150ms"
 
 
-def device_profile_path(model: str) -> Path:
-    return DATA_DIR / f"{model}.device.json"
+def device_profile_path(model: str, backend: str = "torch") -> Path:
+    """The shipped profile of `model` on `backend` (PyTorch's has no backend in its name)."""
+    if backend == "torch":
+        return DATA_DIR / f"{model}.device.json"
+    return DATA_DIR / f"{model}.{backend}.device.json"
+
+
+def backend_speedup(model: str, backend: str) -> float:
+    """How many times faster `backend` runs `model` locally than eager PyTorch on the same
+    host: the median ratio of the shipped `splitmq bench backends` report (1 for torch)."""
+    if backend == "torch":
+        return 1.0
+    path = DATA_DIR / f"{model}.backends.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        ratio = float(report["local"]["median_ratio"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ProfileError(f"no shipped {backend} speed-up for {model!r} ({path}): {exc}") from exc
+    if report.get("model") != model or not ratio > 0:
+        raise ProfileError(f"{path} is not a {backend} speed-up of {model!r}")
+    return ratio
 
 
 def has_reference(model: str) -> bool:
     return device_profile_path(model).is_file()
 
 
-def reference_model_profile(model: str) -> ModelProfile:
-    """The shipped measurement of `model`; ProfileError when none ships."""
-    path = device_profile_path(model)
+def reference_model_profile(model: str, backend: str = "torch") -> ModelProfile:
+    """The shipped measurement of `model` on `backend`; ProfileError when none ships."""
+    path = device_profile_path(model, backend)
     if not path.is_file():
         shipped = sorted(
             p.name.removesuffix(".device.json") for p in DATA_DIR.glob("*.device.json")
@@ -101,15 +121,18 @@ def reference_device(
     codecs: Sequence[str] = (),
     input_codec: str | None = None,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    backend: str = "torch",
 ) -> DeviceProfile:
-    """The device class `name` running `model`, from the shipped profile."""
+    """The device class `name` running `model` on `backend`, from the shipped profile. A class
+    states its speed on eager PyTorch; the same hardware runs another backend as much faster
+    as the shipped side-by-side measurement says."""
     chosen = device_class(name)
-    profile = reference_model_profile(model)
+    profile = reference_model_profile(model, backend)
     if input_codec is not None or codec is not None:
         profile = profile.with_codec(codec or profile.codec, input_codec)
     return DeviceProfile.from_model_profile(
         profile,
-        slowdown=chosen.slowdown(profile),
+        slowdown=chosen.slowdown(profile) / backend_speedup(model, backend),
         codec=codec,
         codecs=codecs,
         min_agreement=min_agreement,

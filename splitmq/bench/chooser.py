@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -72,6 +73,8 @@ class ChooserOptions(BenchOptions):
     load: str = DEFAULT_LOAD
     rate_hz: float = DEFAULT_RATE_HZ
     device: str = DEFAULT_DEVICE_CLASS  # a shipped device class, or MEASURED_HERE
+    #: What the device runs its heads on: the shipped profile and speed-up of that backend.
+    device_backend: Literal["torch", "onnxruntime"] = "torch"
     slowdown: float = DEFAULT_SLOWDOWN
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     codecs: tuple[str, ...] = Field(default=DEFAULT_BENCH_CODECS, strict=False, min_length=1)
@@ -91,6 +94,9 @@ class ChooserOptions(BenchOptions):
         _check_positive(rate=self.rate_hz, slowdown=self.slowdown, duration=self.duration_s)
         if not 0 <= self.min_agreement <= 1:
             raise BenchSettingsError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
+        shipped = self.device != MEASURED_HERE and self.device_profile is None
+        if self.device_backend != "torch" and not shipped:
+            raise BenchSettingsError("--device-backend applies to a shipped --device class")
         if self.measure_server_profile and self.server_profile:
             raise BenchSettingsError("give --server-profile or --measure-server-profile, not both")
         return self
@@ -185,6 +191,7 @@ def bench(options: ChooserOptions, *, quiet: bool = False) -> ChooserReport:
         codecs=options.codecs,
         input_codec=options.input_codec,
         min_agreement=options.min_agreement,
+        backend=options.device_backend,
     )
     traces: dict[str, TraceEntry] = {}
     with progress_bar("traces", len(options.traces), quiet=quiet) as advance:
@@ -272,7 +279,8 @@ def device_label(options: ChooserOptions) -> str:
         return f"{options.device_profile} x{options.slowdown:g}"
     if options.device == MEASURED_HERE:
         return f"measured here (1 thread) x{options.slowdown:g}"
-    return f"{options.device} (shipped: {DEVICE_CLASSES[options.device].description})"
+    backend = "" if options.device_backend == "torch" else f" on {options.device_backend}"
+    return f"{options.device}{backend} (shipped: {DEVICE_CLASSES[options.device].description})"
 
 
 #: Two simulated means closer than this are equal (sums of floats differ in the last bits).

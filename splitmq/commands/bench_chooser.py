@@ -59,6 +59,13 @@ def _add_device_flags(parser: argparse.ArgumentParser) -> None:
         " or 'here': profile the model on this host and apply --slowdown",
     )
     parser.add_argument(
+        "--device-backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="what the shipped device class runs its heads on (onnxruntime: its shipped "
+        "profile, and the class's hardware as much faster as `bench backends` measured)",
+    )
+    parser.add_argument(
         "--slowdown",
         type=float,
         default=DEFAULT_SLOWDOWN,
@@ -137,6 +144,7 @@ def options_from(args: argparse.Namespace) -> ChooserOptions:
         load=args.load,
         rate_hz=args.rate,
         device=args.device,
+        device_backend=args.device_backend,
         slowdown=args.slowdown,
         min_agreement=args.min_agreement,
         codecs=tuple(args.codecs),

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from splitmq.text_table import aligned_rows
 from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
+from splitting.blocks import Blocks
 from splitting.images import augmented_images
+from splitting.partition import SplitModel
 from splitting.profiles import (
     DEFAULT_CODECS,
     DEFAULT_DECISION_CODEC,
@@ -64,6 +67,13 @@ def register(subparsers: Any) -> None:
         "--jpeg-quality", type=jpeg_quality, default=DEFAULT_JPEG_QUALITY, help="JPEG at split 0"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the image augmentation")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="measure the PyTorch model, or its exported build (agreement against PyTorch)",
+    )
+    parser.add_argument("--export-dir", type=Path, default=None, help="where builds are kept")
     parser.add_argument("--save", metavar="PATH", help="also write the full profile as JSON")
     parser.set_defaults(func=run)
 
@@ -83,10 +93,18 @@ def _measure(args: argparse.Namespace) -> ModelProfile:
     model = load_model(args.model, weights=args.weights)
     images = augmented_images(args.images, model.input_size, seed=args.seed)
     quiet = getattr(args, "quiet", False)
+    measured: SplitModel | Blocks = model
+    if args.backend == "onnxruntime":
+        from splitting.onnx_blocks import OnnxBlocks
+        from splitting.onnx_export import ensure_exported
+
+        export = ensure_exported(model, args.export_dir)
+        measured = OnnxBlocks(export, expected_fingerprint=model.fingerprint, threads=args.threads)
     with progress_bar(f"profiling {model.name}", model.n + 1, quiet=quiet) as advance:
         return profile_model(
-            model,
+            measured,
             images,
+            reference=model,
             codec=args.codec,
             jpeg_quality=args.jpeg_quality,
             threads=args.threads,
@@ -107,7 +125,7 @@ def format_profile(profile: ModelProfile) -> str:
         rows.append([str(point.k), point.name, shape, *sizes, f"{point.device_ms:.2f}", mark])
     lines = [
         f"{profile.model}  fingerprint {profile.fingerprint}  host {profile.host}"
-        f"  threads {profile.threads}  torch {profile.torch_version}",
+        f"  threads {profile.threads}  {profile.backend} {profile.backend_version}",
         f"split 0 sends the input as {profile.input_codec}: {profile.input_bytes:,} B"
         + "".join(
             f", as {codec} {size:,} B"

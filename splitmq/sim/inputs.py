@@ -49,8 +49,10 @@ def device_profile(
     codecs: tuple[str, ...] = (),
     input_codec: str | None = None,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    backend: str = "torch",
 ) -> DeviceProfile:
-    """The device: the shipped reference class `device_class` (reproducible anywhere), or with
+    """The device: the shipped reference class `device_class` on `backend` (reproducible
+    anywhere), or with
     `device_class="here"` the model measured on this host with one thread (cached), or the
     profile at `path`; the last two scaled by `slowdown`."""
     try:
@@ -69,6 +71,7 @@ def device_profile(
                 codecs=codecs,
                 input_codec=input_codec,
                 min_agreement=min_agreement,
+                backend=backend,
             )
     except SplittingError as exc:
         raise InputError(str(exc)) from exc
