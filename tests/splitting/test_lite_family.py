@@ -1,5 +1,5 @@
 """EfficientNet-Lite1 and -Lite2: packaged ImageNet weights (never downloaded), a cut that is
-exact at every split, and natural bottlenecks inside the model."""
+exact at every split, and shipped device profiles with natural bottlenecks inside the model."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from efficientnet_lite_pytorch import EfficientNet
 
 from splitmq.cli import main
 from splitting.partition import SplitModel
+from splitting.reference import has_reference, reference_model_profile
 from splitting.registry import load_model
 from splitting.zoo import lite_weights_path
 
@@ -22,6 +23,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 LARGER = ("efficientnet-lite1", "efficientnet-lite2")
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 COFFEE = {"espresso", "cup", "coffee mug"}
+INNER_CODECS = ("int8", "int5", "int4")  # quantized frames: where bottlenecks come from
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +73,18 @@ def test_real_weights_know_a_cat_and_a_coffee_at_both_ends_and_midway(lite: Spli
 def test_every_split_is_exact_on_a_real_image(lite: SplitModel) -> None:
     x = lite.preprocess(lite.prepare_image(skimage.data.chelsea()))
     assert lite.inexact_splits(x) == []
+
+
+def test_the_shipped_profile_has_natural_bottlenecks_inside_the_model(lite: SplitModel) -> None:
+    assert has_reference(lite.name)
+    profile = reference_model_profile(lite.name)
+    assert (profile.model, profile.n, profile.fingerprint) == (lite.name, lite.n, lite.fingerprint)
+    assert profile.images == 61
+    for codec in INNER_CODECS:
+        inner = profile.candidates(codec)[1:-1]
+        assert inner, f"{lite.name}: no natural bottleneck under {codec}"
+        for k in inner:
+            assert profile.agreement_at(k, codec) is not None
 
 
 @pytest.mark.slow  # profiles each model through the CLI
