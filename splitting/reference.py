@@ -1,8 +1,9 @@
 """Profiles shipped inside the package, so that an evaluation gives the same figures anywhere.
 
-- A device profile of the default model (`data/<model>.device.json`): bytes per (split, codec),
-  codec times, head times and top-1 agreement, measured once (host, torch version, images and
-  date inside the file) with `splitmq profile --images 61 --threads 1 --json`.
+- A device profile per real-weight model (`data/<model>.device.json`: efficientnet-lite0, the
+  default, and efficientnet-lite1 and -lite2): bytes per (split, codec), codec times, head times
+  and top-1 agreement, each measured once (host, torch version, images and date inside the
+  file) with `splitmq profile --model <model> --images 61 --threads 1 --repeats 20 --json`.
 - Reference device classes: that measurement's head times scaled so that the whole model takes
   a stated time. A class is a model of a device, not a claim about a particular board.
 - The measured H200 edge-server profile (`data/h200-eager-torch2.11.json`; how it was measured

