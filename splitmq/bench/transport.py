@@ -43,10 +43,11 @@ What made bursts stall or lose messages, and what prevents it here:
 from __future__ import annotations
 
 import contextlib
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -156,6 +157,7 @@ class TransportReport(BenchReport):
     rtt_ms: LatencyStats
     raw_rtt_ms: LatencyStats
     overhead_ratio: Ratio
+    rtt_stages: RttStages
     burst: BurstSummary
     worker: TransportWorker
     frame_bytes: int
@@ -176,7 +178,7 @@ def run_transport_bench(
         )
         _wait_for_worker(observer, options.worker_start_s, worker_exited)
         info = echo_model_info(ECHO_MODEL)
-        rtt = measure_rtt(settings, info, options)
+        rtt, stages = measure_rtt(settings, info, options)
         raw = LatencyStats.of(
             measure_raw_rtt(
                 settings,
@@ -194,6 +196,7 @@ def run_transport_bench(
         rtt_ms=rtt,
         raw_rtt_ms=raw,
         overhead_ratio=Ratio.of(rtt, raw),
+        rtt_stages=stages,
         burst=burst,
         worker=TransportWorker(
             mode=options.worker_mode,
@@ -291,30 +294,71 @@ def _connected_link(settings: BrokerSettings, device_id: str) -> DeviceLink:
 # -- round trip -------------------------------------------------------------------------------
 
 
+class RttStages(StrictModel):
+    """Where a round trip's time goes, each a median over the timed round trips (ms): the
+    device's frame encode and publish call, the worker's own timings from each reply (its
+    queue: the hand-off from paho's thread to the compute thread; decode; tail), and the rest:
+    both trips through the broker, the reply's build and hand-off back to paho's thread, and
+    the device's parse of it."""
+
+    device_encode_ms: float
+    device_publish_ms: float
+    worker_queue_ms: float
+    worker_decode_ms: float
+    worker_compute_ms: float
+    rest_ms: float
+
+
+@dataclass
+class _RoundTrips:
+    samples: list[float] = field(default_factory=list)
+    parts: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, total_ms: float, **parts: float) -> None:
+        self.samples.append(total_ms)
+        for name, ms in parts.items():
+            self.parts.setdefault(name, []).append(ms)
+        self.parts.setdefault("rest_ms", []).append(total_ms - sum(parts.values()))
+
+    def stages(self) -> RttStages:
+        return RttStages(**{name: statistics.median(v) for name, v in self.parts.items()})
+
+
 def measure_rtt(
     settings: BrokerSettings, info: ModelInfo, options: TransportOptions
-) -> LatencyStats:
+) -> tuple[LatencyStats, RttStages]:
     link = _connected_link(settings, "rtt-device")
-    samples: list[float] = []
+    trips = _RoundTrips()
     try:
         for i in range(options.warmup + options.rtt_requests):
             started = link.clock()
             request_id = f"rtt-{i}"
+            frame = _frame(info, request_id, link.device_id)
+            encoded = link.clock()
             pending = link.publish_request(
-                _frame(info, request_id, link.device_id),
+                frame,
                 request_id=request_id,
                 model=info.name,
                 split=ECHO_SPLIT,
                 expiry_s=options.expiry_s,
             )
+            published = link.clock()
             outcome = pending.future.result(timeout=10.0)
-            if outcome.message is None or outcome.message.status != "ok":
+            message = outcome.message
+            if message is None or message.status != "ok" or message.timings is None:
                 raise BenchError(f"round trip {i} failed: {_describe(outcome)}")
             if i >= options.warmup:
-                samples.append((outcome.received_at - started) * 1000.0)
+                trips.add(
+                    (outcome.received_at - started) * 1000.0,
+                    device_encode_ms=(encoded - started) * 1000.0,
+                    device_publish_ms=(published - encoded) * 1000.0,
+                    worker_queue_ms=message.timings.queue_ms,
+                    worker_decode_ms=message.timings.decode_ms,
+                    worker_compute_ms=message.timings.compute_ms,
+                )
     finally:
         link.stop()
-    return LatencyStats.of(samples)
+    return LatencyStats.of(trips.samples), trips.stages()
 
 
 # -- burst ------------------------------------------------------------------------------------
@@ -444,6 +488,7 @@ def format_table(result: TransportReport) -> str:
             _rtt_row("runtime", result.rtt_ms),
             _rtt_row("bare paho", result.raw_rtt_ms),
             f"overhead ratio   {_num(ratio.p50, 8, 2)}          {_num(ratio.p99, 8, 2)}",
+            _stages_line(result.rtt_stages),
             "",
             "burst        devices     sent answered     lost    per_s  max gap ms",
             f"             {burst.devices:7d} {burst.sent:8d} {burst.answered:8d} "
@@ -452,6 +497,14 @@ def format_table(result: TransportReport) -> str:
             f"  targets met: {result.targets.met}",
         ]
     )
+
+
+def _stages_line(stages: RttStages) -> str:
+    parts = ", ".join(
+        f"{name.removesuffix('_ms').replace('_', ' ')} {ms:.3f}"
+        for name, ms in stages.model_dump().items()
+    )
+    return f"round trip p50 by stage, ms: {parts}"
 
 
 def _num(value: float | None, width: int, digits: int) -> str:
