@@ -80,7 +80,9 @@ def backend_speedup(model: str, backend: str) -> float:
     host: the median ratio of the shipped `splitmq bench backends` report (1 for torch)."""
     if backend == "torch":
         return 1.0
-    path = DATA_DIR / f"{model}.backends.json"
+    path = DATA_DIR / f"{model}.backends.json"  # `splitmq bench backends`: onnxruntime's
+    if backend != "onnxruntime":
+        raise ProfileError(f"no shipped speed-up of {backend} for {model!r}: only onnxruntime")
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
         ratio = float(report["local"]["median_ratio"])

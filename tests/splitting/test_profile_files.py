@@ -12,7 +12,7 @@ import pytest
 
 from splitting.errors import ProfileError
 from splitting.profiles import ModelProfile
-from splitting.reference import DATA_DIR, DEFAULT_SERVER_PROFILE
+from splitting.reference import DATA_DIR, DEFAULT_SERVER_PROFILE, device_profile_path
 from splitting.server_profile import ServerProfile
 
 SHIPPED_DEVICE = DATA_DIR / "efficientnet-lite0.device.json"
@@ -33,7 +33,7 @@ def test_the_shipped_device_profile_loads_and_writes_back_the_same_json() -> Non
 @pytest.mark.parametrize("path", sorted(DATA_DIR.glob("*.device.json")), ids=lambda p: p.name)
 def test_every_shipped_device_profile_is_named_for_its_model_and_round_trips(path: Path) -> None:
     profile = ModelProfile.load(path)
-    assert path.name == f"{profile.model}.device.json"
+    assert path == device_profile_path(profile.model, profile.backend)
     assert profile.to_dict() == _shipped(path)
 
 
