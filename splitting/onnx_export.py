@@ -50,7 +50,8 @@ def ensure_exported(model: SplitModel, export_dir: str | Path | None = None) -> 
     """The directory of this model build's export, exported now if it is missing or broken."""
     target = build_dir(model, export_dir)
     with contextlib.suppress(ProfileError):
-        if read_manifest(target).fingerprint == model.fingerprint:
+        manifest = read_manifest(target)
+        if manifest.fingerprint == model.fingerprint and manifest.profile is not None:
             return target
     return export_model(model, target)
 
