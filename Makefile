@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup mosquitto demo test test-fast lint typecheck unit bench bench-codec bench-transport bench-chooser bench-live clean
+.PHONY: setup mosquitto prometheus ha-venv test-ha test-prometheus demo test test-fast lint typecheck unit bench bench-codec bench-transport bench-chooser bench-live clean
 
-setup: $(STAMP) mosquitto
+setup: $(STAMP) mosquitto prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,33 @@ mosquitto:
 	else \
 		echo "mosquitto not found: install it (apt-get install mosquitto / brew install mosquitto / dnf install mosquitto)"; exit 1; \
 	fi
+
+# The Prometheus stage (tests/integrations/test_prometheus_real.py) runs Debian's prometheus and
+# promtool. Installed where apt exists; elsewhere those tests skip and say why.
+prometheus:
+	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then \
+		true; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; } \
+			|| echo "prometheus could not be installed: the Prometheus tests will skip"; \
+	else \
+		echo "prometheus not found: the Prometheus tests will skip (apt-get install prometheus)"; \
+	fi
+
+# The real Home Assistant stage: HA 2025.4.4 in its own venv (Python >= 3.13, built once under
+# HA_VENV, ~3 min and ~820 MB), started headless against real brokers, workers and devices.
+HA_VENV ?= $(HOME)/.cache/splitmq/ha-venv
+
+ha-venv:
+	@HA_VENV=$(HA_VENV) .ci/ha-venv >/dev/null
+
+test-ha: setup ha-venv
+	SPLITMQ_HA_VENV=$(HA_VENV) $(BIN)/pytest -q tests/system/test_homeassistant_real.py
+
+# The real Prometheus stage (prometheus + promtool from the distribution; under 2 minutes).
+test-prometheus: setup
+	$(BIN)/pytest -q tests/system/test_prometheus_real.py
 
 demo: setup
 	$(BIN)/splitmq demo --devices 2 --requests 20

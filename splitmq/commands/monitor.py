@@ -10,6 +10,7 @@ splitmq monitor --config site/users/mon.yaml --port 8883   # broker init's monit
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import threading
@@ -17,10 +18,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.measure import Measurement
 
 from splitmq.monitoring.cli_args import add_watch_arguments, warn_if_no_fleet, watch_target
 from splitmq.monitoring.dashboard import render, snapshot_dict
-from splitmq.monitoring.fleet import FleetWatcher
+from splitmq.monitoring.fleet import FleetSnapshot, FleetWatcher
 from splitmq_base.cli import stop_on_signals
 from splitmq_base.errors import ConfigurationError
 
@@ -58,8 +60,7 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-#: Columns of `--once` output that goes to a pipe or a file (rich would assume 80 and cut every
-#: name in the tables to a few characters).
+#: The least width of `--once` output that goes to a pipe or a file.
 PIPED_WIDTH = 200
 
 
@@ -82,10 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 json.dump(snapshot_dict(snapshot), sys.stdout, indent=2)
                 print()
             else:
-                console = Console()
-                if not console.is_terminal:  # a pipe or a file: no width to fit, cut nothing
-                    console = Console(width=PIPED_WIDTH)
-                console.print(render(snapshot))
+                print_snapshot(snapshot, Console())
             return 0
         warn_if_no_fleet(watcher.snapshot(), target, prog=prog, quiet=args.quiet)
         if args.json:
@@ -94,6 +92,17 @@ def run(args: argparse.Namespace) -> int:
             while not stop.wait(max(0.1, args.refresh)):
                 live.update(render(watcher.snapshot()))
     return 0
+
+
+def print_snapshot(snapshot: FleetSnapshot, console: Console) -> None:
+    """Print the tables; into a pipe or a file as wide as the widest row needs, since there is
+    no width to fit (rich would assume 80 and cut names, which may be 256 characters long)."""
+    tables = render(snapshot)
+    if not console.is_terminal:
+        unbounded = Console(file=io.StringIO(), width=1_000_000)
+        needed = Measurement.get(unbounded, unbounded.options, tables).maximum
+        console = Console(file=console.file, width=max(PIPED_WIDTH, needed))
+    console.print(tables)
 
 
 def _json_lines(watcher: FleetWatcher, stop: threading.Event, refresh_s: float) -> int:

@@ -20,12 +20,13 @@ from prometheus_client.registry import Collector
 from schemas.messages import DeviceStateMessage, LatencyHistogram, TelemetryMessage
 from splitmq.monitoring.fleet import FleetSnapshot, FleetWatcher
 
+# Gauge names carry no `_total` or `_count`: promtool reserves those for counters and histograms.
 BROKER_GAUGES = {
     "clients_connected": ("broker_clients_connected", "clients connected now"),
-    "clients_total": ("broker_clients_total", "clients connected or with a kept session"),
+    "clients_total": ("broker_clients_known", "clients connected or with a kept session"),
     "messages_stored": ("broker_messages_stored", "messages held by the broker"),
-    "retained_messages": ("broker_retained_messages_count", "retained messages"),
-    "subscriptions": ("broker_subscriptions_count", "active subscriptions"),
+    "retained_messages": ("broker_retained_messages", "retained messages"),
+    "subscriptions": ("broker_subscriptions", "active subscriptions"),
     "uptime_seconds": ("broker_uptime_seconds", "seconds since the broker started"),
 }
 BROKER_COUNTERS = {
