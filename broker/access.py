@@ -1,7 +1,7 @@
 """Who may publish and read which topic: the access rules of every role, written once.
 
     rules = role_rules("device", "cam-1", prefix="splitmq")
-    # [TopicRule("splitmq/req/+/+/cam-1", "write"), ..., TopicRule("splitmq/result/cam-1", "read")]
+    # [TopicRule("splitmq/req/+/+/cam-1", "write"), ..., TopicRule("splitmq/result/cam-1/+", ...)]
 
 Both brokers render these rules: the Mosquitto `acl_file` of broker/mosquitto-secure.conf
 (`broker.auth.acl_rules`) and the dynamic-security roles of `splitmq broker init`
