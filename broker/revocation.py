@@ -77,8 +77,11 @@ def revoke_in_file(profile_dir: Path, name: str) -> tuple[str, str]:
     client = next((c for c in config.get("clients", []) if c.get("username") == name), None)
     if client is None:
         raise SecureProfileError(f"{path} has no login {name!r}")
-    # The profile names each role `<role>-<login>`: the role survives in the name once taken.
-    rolename = f"{client.get('textname', 'splitmq ?').split()[-1]}-{name}"
+    # The profile names each role `<role>-<login>` and each client's text "splitmq <role>" (which
+    # still says the role once a first revocation took the role away).
+    held = [r.get("rolename") for r in client.get("roles", []) if isinstance(r, dict)]
+    textname = str(client.get("textname", "")).split()
+    rolename = held[0] if held and held[0] else f"{textname[-1] if textname else 'node'}-{name}"
     client["disabled"] = True
     client["roles"] = []
     try:

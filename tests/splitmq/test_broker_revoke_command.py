@@ -38,6 +38,8 @@ def test_a_revoked_login_is_kicked_refused_and_disabled_in_the_profile(
     stored = json.loads(site.profile.dynsec.read_text())
     w2_entry = next(c for c in stored["clients"] if c["username"] == "w2")
     assert w2_entry["disabled"] is True and w2_entry["roles"] == []
+    # Revoking again changes nothing and still succeeds.
+    assert main(["broker", "init", directory, "--revoke", "w2", "--port", port]) == 0
 
 
 def test_revoking_an_unknown_login_fails_and_names_it(
