@@ -1,7 +1,7 @@
 """Who may publish and read which topic: the access rules of every role, written once.
 
     rules = role_rules("device", "cam-1", prefix="splitmq")
-    # [TopicRule("splitmq/req/+/+/cam-1", "write"), ..., TopicRule("splitmq/result/cam-1", "read")]
+    # [TopicRule("splitmq/req/+/+/cam-1", "write"), ..., TopicRule("splitmq/result/cam-1/+", ...)]
 
 Both brokers render these rules: the Mosquitto `acl_file` of broker/mosquitto-secure.conf
 (`broker.auth.acl_rules`) and the dynamic-security roles of `splitmq broker init`
@@ -14,11 +14,14 @@ login, so a user's login must be its node id.
 - device: writes its own requests (`req/<model>/<k>/<name>`, and direct ones
   `req/<model>/<k>/<name>/<worker>`: the request topic's device level is its login, and the
   worker answers on that device's result topic, so no device can have results sent into
-  another's), its own probes, status, state and discovery config; reads only its own results,
-  the workers' telemetry, the model catalogs and everyone's status.
+  another's), its own probes, status, state and discovery config; reads only its own results
+  (`result/<name>/+`, from every worker), the workers' telemetry, the model catalogs and
+  everyone's status.
 - worker: reads requests, subscribing only through the share group and to those addressed to it
-  by name (`req/+/+/+/<name>`); writes results (to any device: it answers every device), its own
-  telemetry, status and discovery config, and model catalogs.
+  by name (`req/+/+/+/<name>`); writes results to any device but only under its own name
+  (`result/+/<name>`: the device reads the answering worker from that level), its own catalogs
+  (`catalog/+/<name>`), telemetry, status and discovery config. A stolen worker login can
+  therefore answer requests it receives, in its own name only, until it is revoked.
 - monitor: reads everything under the prefix, the broker's `$SYS` statistics and the discovery
   topics; writes nothing.
 - homeassistant: Home Assistant's own login, also what `splitmq homeassistant remove` uses:
@@ -26,6 +29,10 @@ login, so a user's login must be its node id.
   (`<discovery_prefix>/status`) and any node's discovery config (to withdraw one). It cannot
   write the nodes' own status, state or telemetry.
 - admin: reads and writes everything under the prefix (tests, tools).
+- control: the profile's own administrator (`splitmq broker init --revoke`): the
+  dynamic-security plugin's `$CONTROL` topics, and write access under the prefix to clear a
+  revoked worker's retained status, telemetry and catalogs. Its password stays in the profile
+  directory, beside the CA key; no node gets it.
 """
 
 from __future__ import annotations
@@ -41,11 +48,13 @@ from schemas.discovery import (
 )
 from schemas.topics import Topics, check_segment
 
-Role = Literal["device", "worker", "monitor", "homeassistant", "admin"]
+Role = Literal["device", "worker", "monitor", "homeassistant", "admin", "control"]
 Access = Literal["read", "write"]
 DEFAULT_SHARE_GROUP = "splitmq-workers"
 # The broker's own statistics, which only a monitor reads.
 SYS_TOPICS = "$SYS/#"
+# The dynamic-security plugin's command and response topics (Mosquitto 2.0).
+CONTROL_TOPICS = "$CONTROL/dynamic-security/#"
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,13 @@ def role_rules(
             TopicRule(discovery_status_topic(discovery_prefix), "write"),
             TopicRule(discovery_config_all(discovery_prefix), "write"),
         )
+    if role == "control":
+        return (
+            TopicRule(CONTROL_TOPICS, "write"),
+            TopicRule(CONTROL_TOPICS, "read"),
+            TopicRule(topics.everything(), "read"),
+            TopicRule(topics.everything(), "write"),
+        )
     return (TopicRule(topics.everything(), "read"), TopicRule(topics.everything(), "write"))
 
 
@@ -100,7 +116,7 @@ def _device_rules(topics: Topics, user: str, discovery_prefix: str) -> tuple[Top
         TopicRule(topics.requests_from(user), "write"),
         TopicRule(topics.direct_requests_from(user), "write"),
         TopicRule(topics.probe(user), "write"),
-        TopicRule(topics.result(user), "read"),
+        TopicRule(topics.results_for(user), "read"),
         TopicRule(topics.telemetry_all(), "read"),
         TopicRule(topics.catalog_all(), "read"),
         TopicRule(topics.status_all(), "read"),
@@ -119,10 +135,10 @@ def _worker_rules(
     requests = (topics.requests_shared_all(share_group), topics.direct_requests_to(user))
     return (
         TopicRule(topics.requests_all(), "read", subscribe=requests),
-        TopicRule(topics.result_all(), "write"),
+        # Results to every device, but the worker level is its own login.
+        TopicRule(topics.results_from(user), "write"),
         TopicRule(topics.telemetry(user), "write"),
-        # Any model's catalog: the workers of one model share it.
-        TopicRule(topics.catalog_all(), "write"),
+        TopicRule(topics.catalogs_from(user), "write"),
         TopicRule(topics.status(user), "write"),
         TopicRule(topics.status_all(), "read"),
         TopicRule(discovery_config_topic(discovery_prefix, user), "write"),

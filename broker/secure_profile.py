@@ -16,6 +16,7 @@ What it writes into DIR:
 | `users/<name>.yaml`       | that client's `broker:` section: login, password, TLS files  |
 | `users/<name>.password`   | the same password alone, for `broker.password_file`          |
 | `users/<name>.crt/.key`   | a client certificate, for the users that asked for one       |
+| `users/splitmq-control.*` | the profile's own control login, which `--revoke` uses       |
 
 Why Mosquitto's dynamic-security plugin and not an `acl_file`: in Mosquitto 2.0 the ACL file
 is never consulted for SUBSCRIBE (src/security_default.c returns success for every
@@ -27,7 +28,14 @@ user gets a role of its own with its name written out. `use_username_as_clientid
 client id its login, so no one can take over (and kick) another client's session.
 
 The identity rule this relies on: a node's login is its node id (`device_id`, `worker_id`), so
-that its status, telemetry and result topics carry its login.
+that its status, telemetry, catalog and result topics carry its login. With
+`require_client_certs` the certificate is the login (`use_identity_as_username`: its common
+name; the broker then asks for no password), so one node's certificate cannot log in as another
+node, and a certificate from another CA fails the TLS handshake. Without it the broker requests
+no client certificate at all and the password is the identity.
+
+Revoking a login on the running broker (`broker.revocation`, `splitmq broker init DIR --revoke
+NAME`) goes through the plugin's `$CONTROL` topics with the control login.
 
 The certificates need `cryptography` (the `broker` extra, `pip install 'splitmq[broker]'`),
 loaded only when a profile is written (`broker.certificates`).
@@ -52,6 +60,7 @@ from broker.access import DEFAULT_SHARE_GROUP, role_rules
 from broker.errors import BrokerExtraMissingError, SecureProfileError
 from broker.launcher import DEFAULT_CONFIG, broker_account
 from broker.programs import find_program
+from broker.revocation import CONTROL_USER
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from schemas.errors import TopicError
 from schemas.topics import Topics, check_segment
@@ -60,7 +69,7 @@ from splitmq_base.models import StrictModel
 if TYPE_CHECKING:
     from broker.certificates import KeyAndCert
 
-ProfileRole = Literal["device", "worker", "monitor", "homeassistant"]
+ProfileRole = Literal["device", "worker", "monitor", "homeassistant", "control"]
 DEFAULT_TLS_PORT = 8883
 PLUGIN_NAME = "mosquitto_dynamic_security.so"
 # Where distributions put the plugin (Debian/Ubuntu multiarch, Fedora, Homebrew, source builds).
@@ -178,6 +187,8 @@ class ProfileOptions(StrictModel):
                     raise SecureProfileError(str(exc)) from exc
                 if name in roles:
                     raise SecureProfileError(f"user {name!r} is given twice")
+                if name == CONTROL_USER:
+                    raise SecureProfileError(f"{name!r} is the profile's own control login")
                 roles[name] = role
         if not roles:
             raise SecureProfileError(
@@ -186,6 +197,8 @@ class ProfileOptions(StrictModel):
         unknown = sorted(set(self.client_certs) - set(roles))
         if unknown:
             raise SecureProfileError(f"client certificates for unknown users: {', '.join(unknown)}")
+        # The login that revokes the others (broker.revocation); it stays in the profile.
+        roles[CONTROL_USER] = "control"
         return roles
 
 
@@ -369,8 +382,7 @@ cafile {directory / "ca.crt"}
 certfile {directory / "server.crt"}
 keyfile {directory / "server.key"}
 tls_version tlsv1.2
-# Client certificates: {"required (mutual TLS)" if require_client_certs else "optional"}.
-require_certificate {"true" if require_client_certs else "false"}
+{_client_cert_lines(require_client_certs)}
 
 # --- Access -------------------------------------------------------------------------------------
 allow_anonymous false
@@ -382,6 +394,25 @@ plugin {plugin}
 plugin_opt_config_file {directory / "dynamic-security.json"}
 
 {tuning}"""
+
+
+def _client_cert_lines(required: bool) -> str:
+    """The listener's client-certificate lines: with mutual TLS the certificate's common name
+    is the login (the broker ignores the username and password a client sends), so one node's
+    certificate cannot log in as another node."""
+    if not required:
+        return (
+            "# Client certificates: not requested; the password is the identity (a certificate a\n"
+            "# client presents plays no part).\n"
+            "require_certificate false"
+        )
+    return (
+        "# Client certificates: required (mutual TLS), from this profile's CA only, and the\n"
+        "# certificate's common name is the login: no password is asked for, and a client\n"
+        "# cannot name another user than its certificate's.\n"
+        "require_certificate true\n"
+        "use_identity_as_username true"
+    )
 
 
 # How each role uses its users/<name>.yaml (the first lines of the file).
@@ -400,6 +431,10 @@ _USAGE = {
         "# Home Assistant's MQTT login (its integration: this host, port, username, password",
         "# and the CA below), and a config as it is for",
         "#   splitmq homeassistant remove --config {path} NODE...",
+    ),
+    "control": (
+        "# The profile's own administrator: `splitmq broker init DIR --revoke NAME` logs in",
+        "# with it. Give it to no node: it may change every login and clear any topic.",
     ),
 }
 

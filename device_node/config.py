@@ -258,13 +258,13 @@ class DeviceConfig(BaseModel):
     @field_validator("device_id")
     @classmethod
     def _valid_device_id(cls, device_id: str) -> str:
-        Topics().result(device_id)  # schemas.topics owns the segment rules (TopicError)
+        Topics().result_inbox(device_id)  # schemas.topics owns the segment rules (TopicError)
         return device_id
 
     @field_validator("topic_prefix")
     @classmethod
     def _valid_prefix(cls, prefix: str) -> str:
-        Topics(prefix).result("device")
+        Topics(prefix).result_inbox("device")
         return prefix
 
     @property

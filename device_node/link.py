@@ -7,7 +7,10 @@ Requests go out at QoS 1 to `Topics.request(model, k, device_id)` (the topic nam
 so a secure broker lets it publish only its own requests) with MQTT v5 ResponseTopic,
 CorrelationData (a random per-request token, not the guessable request id) and
 MessageExpiryInterval. The time from handing a publish to paho to its PUBACK is an uplink
-sample for the policy. A result is matched to its waiting
+sample for the policy. Results arrive on `<prefix>/result/<device_id>/<worker_id>`: the worker
+level is the answering worker's identity (a secure broker lets a worker login publish only
+there), so a reply whose payload names another worker, or that comes from a worker other than
+the one a direct request went to, is refused as forged. A result is matched to its waiting
 request by CorrelationData; a result nobody waits for (late, after a local fallback, or unknown)
 is counted and dropped, so a request never gets two outcomes. Which workers are alive is the
 `WorkerDirectory`'s (device_node.workers); the connection itself is a `mqtt_session.session`.
@@ -30,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device_node.errors import LinkError, NotConnectedError
-from device_node.pending import Outcome, PendingRequest, reply_mismatch
+from device_node.pending import Outcome, PendingRequest, reply_mismatch, sender_mismatch
 from device_node.records import Fallback
 from device_node.workers import WorkerDirectory, WorkerView
 from mqtt_session.client import BrokerSettings
@@ -84,6 +87,7 @@ class LinkCounters:
     results: int = 0
     late_results: int = 0  # results for a request no longer waited for
     bad_results: int = 0  # unparseable results, and replies that do not fit their request
+    forged_results: int = 0  # replies whose worker is not the one the topic or request names
     probes: int = 0
     refused: int = 0  # PUBACK with a failure reason code
     connects: int = 0
@@ -109,7 +113,8 @@ class DeviceLink:
         self.telemetry_stale_s = telemetry_stale_s
         self.clock = clock
         self.counters = LinkCounters()
-        self.result_topic = self.topics.result(device_id)
+        # The ResponseTopic of every request; workers answer one level below it.
+        self.result_topic = self.topics.result_inbox(device_id)
         self._status_topic = self.topics.status(device_id)
         self._lock = threading.Lock()
         self._pending: dict[str, PendingRequest] = {}
@@ -126,7 +131,7 @@ class DeviceLink:
             status=NodeStatus(self._status_topic, self._status_payload),
             clock=clock,
         )
-        self.session.route(self.result_topic, self._handle_result)
+        self.session.route(self.topics.results_for(device_id), self._handle_result)
         self.session.route(self.topics.telemetry_all(), self.directory.on_telemetry)
         self.session.route(self.topics.status_all(), self.directory.on_status)
         self.session.on_connected(self._on_connected)
@@ -197,7 +202,9 @@ class DeviceLink:
         if not self.connected:
             raise NotConnectedError(f"device {self.device_id}: not connected to the broker")
         now = self.clock()
-        pending = PendingRequest(request_id, model, split, len(frame), now, num_classes=num_classes)
+        pending = PendingRequest(
+            request_id, model, split, len(frame), now, num_classes=num_classes, worker_id=worker_id
+        )
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.result_topic
         props.CorrelationData = pending.token
@@ -305,8 +312,9 @@ class DeviceLink:
     def _handle_result(self, message: mqtt.MQTTMessage) -> None:
         now = self.clock()
         try:
+            sender = self.topics.parse_result(message.topic).worker_id
             result = parse_result(message.payload)
-        except SchemaError as exc:
+        except SchemaError as exc:  # TopicError is one
             self.counters.bad_results += 1
             logger.warning("device %s: malformed result dropped: %s", self.device_id, exc)
             return
@@ -314,6 +322,11 @@ class DeviceLink:
         pending = self._pending_for(correlation)
         if pending is None:
             self.counters.late_results += 1
+            return
+        forged = sender_mismatch(sender, result, pending)
+        if forged is not None:
+            self.counters.forged_results += 1
+            logger.warning("device %s: reply refused: %s", self.device_id, forged)
             return
         problem = reply_mismatch(result, pending)
         if problem is not None:

@@ -41,6 +41,8 @@ class PendingRequest:
     #: The request's CorrelationData: random, so that nobody who reads the device's results
     #: can guess the next one and answer in the worker's place.
     token: bytes = field(default_factory=lambda: secrets.token_bytes(16))
+    #: The worker a direct request was addressed to (None: the shared topic, any worker).
+    worker_id: str | None = None
 
     def settle(self, outcome: Outcome) -> bool:
         """Complete the wait once; later outcomes (a result after a failure) are ignored."""
@@ -67,6 +69,17 @@ def reply_mismatch(result: ResultMessage, pending: PendingRequest) -> str | None
             return f"prediction out of range: class {p.index} of a model with {limit} classes"
         if not 0.0 <= p.score <= 1.0:
             return f"prediction out of range: class {p.index}, score {p.score}"
+    return None
+
+
+def sender_mismatch(sender: str, result: ResultMessage, pending: PendingRequest) -> str | None:
+    """Why a reply published under worker `sender` (the result topic's worker level, which a
+    secure broker ties to the publisher's login) cannot be that worker's answer to `pending`
+    (None: it can). The payload's `worker_id` is free text, so it must agree with the topic."""
+    if result.worker_id != sender:
+        return f"reply published by worker {sender!r} claims to come from {result.worker_id[:80]!r}"
+    if pending.worker_id is not None and sender != pending.worker_id:
+        return f"reply from worker {sender!r} to a request sent to {pending.worker_id!r} only"
     return None
 
 

@@ -10,10 +10,12 @@ broker/mosquitto.conf). Mosquitto 2.0.11 over-delivers once acks flow (see
 edge_worker.batching); the queue then holds the extra requests up to its byte limit rather
 than drop what was delivered.
 
-Replies go to the result topic of the device named in the request topic
-(`<prefix>/result/<device_id>`), so a device the broker lets publish only on its own request
-topics cannot make the worker answer into another device's results (a confused deputy): a
-request whose ResponseTopic names any other topic is refused, unanswered, and counted.
+Replies go to the result topic of the device named in the request topic, under this worker's
+id (`<prefix>/result/<device_id>/<worker_id>`: a secure broker lets a worker login publish only
+there, so the device knows who answered). A device the broker lets publish only on its own
+request topics cannot make the worker answer into another device's results (a confused
+deputy): a request whose ResponseTopic is anything but that device's inbox
+(`<prefix>/result/<device_id>`) is refused, unanswered, and counted.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class InboundRequest(Queued):
     """A request as received: raw frame bytes plus the MQTT v5 properties of its reply."""
 
     payload: bytes
-    response_topic: str | None  # the device's result topic, derived from the request topic
+    response_topic: str | None  # where the reply goes, derived from the request topic
     correlation_data: bytes | None
     expiry_s: int | None  # MessageExpiryInterval left when the broker delivered it
     mid: int
@@ -169,8 +171,9 @@ class WorkerLink:
         self.session.publish(self.topics.telemetry(self.worker_id), payload, retain=True)
 
     def publish_catalog(self, model: str, payload: bytes) -> None:
-        """A model's catalog, retained (it describes the model, so it outlives this worker)."""
-        self.session.publish(self.topics.catalog(model), payload, retain=True)
+        """A model's catalog, retained under this worker's id (a secure broker lets no other
+        login write it, and revoking this one clears it)."""
+        self.session.publish(self.topics.catalog(model, self.worker_id), payload, retain=True)
 
     # -- incoming (network thread: nothing slow here) ---------------------------------------
 
@@ -181,15 +184,15 @@ class WorkerLink:
         correlation = getattr(props, "CorrelationData", None)
         connection = self.session.connection
         try:
-            key, reply_topic = self._request_route(message.topic)
+            key, inbox, reply_topic = self._request_route(message.topic)
         except TopicError as exc:
             self._ack_now(message)
             self._on_unroutable(
                 UnroutableMessage(message.topic, str(exc), response_topic, correlation)
             )
             return
-        if response_topic is not None and response_topic != reply_topic:
-            self._refuse_foreign_reply(message, response_topic, reply_topic, correlation)
+        if response_topic is not None and response_topic != inbox:
+            self._refuse_foreign_reply(message, response_topic, inbox, correlation)
             return
         payload = bytes(message.payload)
         self._sink(
@@ -238,13 +241,16 @@ class WorkerLink:
             )
         )
 
-    def _request_route(self, topic: str) -> tuple[tuple[str, int], str]:
-        """(model, split) of a shared or of this worker's own request topic, and the result
-        topic of the device that sent it."""
+    def _request_route(self, topic: str) -> tuple[tuple[str, int], str, str]:
+        """(model, split) of a shared or of this worker's own request topic, the inbox of the
+        device that sent it (its only acceptable ResponseTopic) and this worker's reply topic
+        for that device."""
         request = self.topics.parse_request(topic)
         if request.worker_id is not None and request.worker_id != self.worker_id:
             raise TopicError(f"topic {topic!r} is another worker's")
-        return (request.model, request.split), self.topics.result(request.device_id)
+        inbox = self.topics.result_inbox(request.device_id)
+        reply = self.topics.result(request.device_id, self.worker_id)
+        return (request.model, request.split), inbox, reply
 
     def _ack_now(self, message: mqtt.MQTTMessage) -> None:
         if message.qos > 0:

@@ -95,7 +95,9 @@ _RESULT_RULES: dict[str, Any] = {
 
 
 class ResultMessage(_Message):
-    """A worker's reply to one request, on the request's ResponseTopic."""
+    """A worker's reply to one request, on `<ResponseTopic>/<worker_id>`: the topic's last
+    level, which a secure broker ties to the publisher's login, is who answered; `worker_id`
+    must equal it (a reply whose `worker_id` differs is refused as forged)."""
 
     model_config = ConfigDict(json_schema_extra=_RESULT_RULES)
 
@@ -104,7 +106,9 @@ class ResultMessage(_Message):
     status: Literal["ok", "error", "expired", "rejected"]
     model: NonEmpty
     split: SplitIndex
-    worker_id: NonEmpty
+    worker_id: NonEmpty = Field(
+        description="the answering worker: must equal the topic's last level"
+    )
     top5: list[Prediction] = Field(default_factory=list, max_length=5)
     timings: ServerTimings | None = None
     error: ErrorInfo | None = None
@@ -382,12 +386,12 @@ class PrepareRecipe(_Message):
 
 
 class ModelCatalogMessage(_Message):
-    """One model as the workers serving it decode it, retained on `<prefix>/catalog/<model>`
-    (every worker republishes it on each connect): enough to build a valid frame of any split
-    from the wire alone."""
+    """One model as a worker serving it decodes it, retained on
+    `<prefix>/catalog/<model>/<worker_id>` (each worker republishes its own on each connect):
+    enough to build a valid frame of any split from the wire alone."""
 
     v: Literal[1] = 1
-    model: Name = Field(description="the model's name (also its topic's last level)")
+    model: Name = Field(description="the model's name (also its topic's model level)")
     fingerprint: Name = Field(description="the frame header's `fingerprint` for this model")
     n: int = Field(ge=1, le=MAX_SPLITS, description="blocks: splits 0..n-1 are sent, n is not")
     splits: list[SplitSpec] = Field(

@@ -4,22 +4,26 @@
 |----------------------------------------|-----------------------|-----|----------|-----------|
 | `<prefix>/req/<model>/<k>/<did>`       | binary frame          | 1   | no       | device    |
 | `<prefix>/req/<model>/<k>/<did>/<wid>` | binary frame          | 1   | no       | device    |
-| `<prefix>/result/<device_id>`          | JSON ResultMessage    | 1   | no       | worker    |
+| `<prefix>/result/<did>/<wid>`          | JSON ResultMessage    | 1   | no       | worker    |
 | `<prefix>/telemetry/<worker_id>`       | JSON TelemetryMessage | 1   | yes      | worker    |
 | `<prefix>/status/<node_id>`            | JSON StatusMessage    | 1   | yes      | both      |
 | `<prefix>/state/<device_id>`           | JSON DeviceStateMsg   | 1   | yes      | device    |
-| `<prefix>/catalog/<model>`             | JSON ModelCatalogMsg  | 1   | yes      | worker    |
+| `<prefix>/catalog/<model>/<wid>`       | JSON ModelCatalogMsg  | 1   | yes      | worker    |
 | `<prefix>/probe/<device_id>`           | filler bytes          | 1   | no       | device    |
 
 A request topic carries the sending device's id (`<did>`, its login on a secure broker), so
 the broker can let each device publish only its own requests, and the worker answers on
-`result(<did>)`, derived from the topic, never on a ResponseTopic anyone can set (a request
-whose ResponseTopic differs from it is refused unanswered). Workers subscribe to requests
+`result(<did>, <wid>)`, derived from the topic, never on a ResponseTopic anyone can set (a request
+whose ResponseTopic is not the device's inbox `result_inbox(<did>)` is refused unanswered).
+The last level of a result topic is the answering worker's id (its login on a secure broker,
+which lets a worker publish results only under its own name): a device takes a result's
+worker from the topic, never from the payload. Workers subscribe to requests
 through `$share/<group>/<prefix>/req/<model>/<k>/+` so several workers share one split; each
 worker also subscribes (plainly) to its own `<prefix>/req/<model>/<k>/+/<worker_id>`, so a
 device can send to the least loaded one. Every worker republishes, on each connect, the retained
 catalog of each model it serves (fingerprint, per-split shapes, dtypes and codecs, split 0's
-prepare recipe), so a client can learn them in-band from `<prefix>/catalog/+`.
+prepare recipe) under its own id, so a client can learn them in-band from
+`<prefix>/catalog/+/+` and pick the catalog of a worker it trusts (one whose status is online).
 
 A request that carries the MQTT v5 user property `EXACT_PROPERTY` (`splitmq-exact: 1`) asks for
 the worker's bit-exact path (batch 1, one thread); a worker that does not know it ignores it.
@@ -74,6 +78,20 @@ class RequestTopic(NamedTuple):
     split: int
     device_id: str
     worker_id: str | None = None
+
+
+class ResultTopic(NamedTuple):
+    """What a result topic says: the device it is for and the worker that answered."""
+
+    device_id: str
+    worker_id: str
+
+
+class CatalogTopic(NamedTuple):
+    """What a catalog topic says: the model and the worker that published it."""
+
+    model: str
+    worker_id: str
 
 
 @dataclass(frozen=True)
@@ -143,13 +161,29 @@ class Topics:
         """Filter for every topic under the prefix: `<prefix>/#`."""
         return self._join("#")
 
-    def result(self, device_id: str) -> str:
-        """Results for one device (its MQTT v5 ResponseTopic): `<prefix>/result/<device_id>`."""
+    def result(self, device_id: str, worker_id: str) -> str:
+        """A worker's results for one device: `<prefix>/result/<device_id>/<worker_id>` (the
+        worker level is what a secure broker checks against the publisher's login)."""
+        return self._join(
+            "result", check_segment(device_id, "device id"), check_segment(worker_id, "worker id")
+        )
+
+    def result_inbox(self, device_id: str) -> str:
+        """A device's MQTT v5 ResponseTopic, the stem of its results: `<prefix>/result/<did>`
+        (each worker answers one level below it, on `result(device_id, worker_id)`)."""
         return self._join("result", check_segment(device_id, "device id"))
 
+    def results_for(self, device_id: str) -> str:
+        """Filter for one device's results from every worker: `<prefix>/result/<did>/+`."""
+        return self._join("result", check_segment(device_id, "device id"), "+")
+
+    def results_from(self, worker_id: str) -> str:
+        """Filter for one worker's results to every device: `<prefix>/result/+/<wid>`."""
+        return self._join("result", "+", check_segment(worker_id, "worker id"))
+
     def result_all(self) -> str:
-        """Filter for every device's results: `<prefix>/result/+`."""
-        return self._join("result", "+")
+        """Filter for every result: `<prefix>/result/+/+`."""
+        return self._join("result", "+", "+")
 
     def telemetry(self, worker_id: str) -> str:
         """A worker's retained telemetry: `<prefix>/telemetry/<worker_id>`."""
@@ -175,13 +209,24 @@ class Topics:
         """Filter for every device's state: `<prefix>/state/+`."""
         return self._join("state", "+")
 
-    def catalog(self, model: str) -> str:
-        """A model's retained catalog (shapes, codecs, fingerprint): `<prefix>/catalog/<model>`."""
-        return self._join("catalog", check_segment(model, "model"))
+    def catalog(self, model: str, worker_id: str) -> str:
+        """A model's retained catalog as one worker publishes it (shapes, codecs, fingerprint):
+        `<prefix>/catalog/<model>/<worker_id>`."""
+        return self._join(
+            "catalog", check_segment(model, "model"), check_segment(worker_id, "worker id")
+        )
+
+    def catalogs_of(self, model: str) -> str:
+        """Filter for every worker's catalog of one model: `<prefix>/catalog/<model>/+`."""
+        return self._join("catalog", check_segment(model, "model"), "+")
+
+    def catalogs_from(self, worker_id: str) -> str:
+        """Filter for one worker's catalogs: `<prefix>/catalog/+/<worker_id>`."""
+        return self._join("catalog", "+", check_segment(worker_id, "worker id"))
 
     def catalog_all(self) -> str:
-        """Filter for every model's catalog: `<prefix>/catalog/+`."""
-        return self._join("catalog", "+")
+        """Filter for every catalog: `<prefix>/catalog/+/+`."""
+        return self._join("catalog", "+", "+")
 
     def probe(self, device_id: str) -> str:
         """Uplink probes (bandwidth measurement, nobody subscribes): `<prefix>/probe/<id>`."""
@@ -201,9 +246,12 @@ class Topics:
             check_segment(model, "model"), int(k), check_segment(device_id, "device id"), worker_id
         )
 
-    def parse_result(self, topic: str) -> str:
-        """`<prefix>/result/<device_id>` -> device_id."""
-        return check_segment(self._levels_after(topic, "result", 1)[0], "device id")
+    def parse_result(self, topic: str) -> ResultTopic:
+        """`<prefix>/result/<device_id>/<worker_id>` -> ResultTopic(device_id, worker_id)."""
+        device_id, worker_id = self._levels_after(topic, "result", 2)
+        return ResultTopic(
+            check_segment(device_id, "device id"), check_segment(worker_id, "worker id")
+        )
 
     def parse_telemetry(self, topic: str) -> str:
         """`<prefix>/telemetry/<worker_id>` -> worker_id."""
@@ -217,9 +265,10 @@ class Topics:
         """`<prefix>/state/<device_id>` -> device_id."""
         return check_segment(self._levels_after(topic, "state", 1)[0], "device id")
 
-    def parse_catalog(self, topic: str) -> str:
-        """`<prefix>/catalog/<model>` -> model."""
-        return check_segment(self._levels_after(topic, "catalog", 1)[0], "model")
+    def parse_catalog(self, topic: str) -> CatalogTopic:
+        """`<prefix>/catalog/<model>/<worker_id>` -> CatalogTopic(model, worker_id)."""
+        model, worker_id = self._levels_after(topic, "catalog", 2)
+        return CatalogTopic(check_segment(model, "model"), check_segment(worker_id, "worker id"))
 
     # Helpers --------------------------------------------------------------------------------
 

@@ -70,17 +70,24 @@ def test_a_device_writes_the_topics_it_publishes_and_no_other_devices() -> None:
     ]
     assert all(_allowed("device", "cam-1", "write", topic) for topic in own)
     others = [topic.replace("cam-1", "cam-2") for topic in own]
-    others += [topics.result("cam-1"), topics.telemetry("w1"), topics.catalog("m")]
+    others += [topics.result("cam-1", "w1"), topics.telemetry("w1"), topics.catalog("m", "w1")]
     assert not any(_allowed("device", "cam-1", "write", topic) for topic in others)
-    assert _allowed("device", "cam-1", "read", topics.result("cam-1"))
-    assert not _allowed("device", "cam-1", "read", topics.result("cam-2"))
+    assert _allowed("device", "cam-1", "read", topics.result("cam-1", "w1"))
+    assert not _allowed("device", "cam-1", "read", topics.result("cam-2", "w1"))
 
 
 def test_a_worker_answers_every_device_but_speaks_only_for_itself() -> None:
     topics = Topics(PREFIX)
-    for topic in (topics.result("cam-7"), topics.telemetry("w1"), topics.catalog("m")):
+    for topic in (topics.result("cam-7", "w1"), topics.telemetry("w1"), topics.catalog("m", "w1")):
         assert _allowed("worker", "w1", "write", topic)
-    for topic in (topics.telemetry("w2"), topics.status("w2"), topics.request("m", 1, "w1")):
+    theirs = [
+        topics.telemetry("w2"),
+        topics.status("w2"),
+        topics.request("m", 1, "w1"),
+        topics.result("cam-7", "w2"),
+        topics.catalog("m", "w2"),
+    ]
+    for topic in theirs:
         assert not _allowed("worker", "w1", "write", topic)
 
 

@@ -50,14 +50,14 @@ class LightDevice:
     ) -> None:
         self.device_id = device_id
         self.topics = topics or Topics()
-        self.result_topic = self.topics.result(device_id)
+        self.result_topic = self.topics.result_inbox(device_id)  # the ResponseTopic
         self._on_reply = on_reply
         self._lock = threading.Condition()
         self.replies: dict[str, Reply] = {}
         self.duplicates = 0
         self.unknown = 0  # replies without a usable CorrelationData
         self.session = MqttSession(settings, client_id=f"light-{device_id}")
-        self.session.route(self.result_topic, self._handle_result)
+        self.session.route(self.topics.results_for(device_id), self._handle_result)
 
     def start(self, *, wait_s: float = 10.0) -> LightDevice:
         self.session.start(wait_s=wait_s)

@@ -18,6 +18,7 @@ from typing import Any
 
 from broker.access import DEFAULT_SHARE_GROUP
 from broker.launcher import MosquittoBroker
+from broker.revocation import revoke_login
 from broker.secure_profile import DEFAULT_TLS_PORT, PLUGIN_NAME, ProfileOptions, init_profile
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from splitmq_base.cli import port_number
@@ -108,11 +109,23 @@ def _add_init_broker(init: argparse.ArgumentParser) -> None:
         "--port",
         dest="init_port",
         type=port_number,
-        default=DEFAULT_TLS_PORT,
-        help=f"port written into each user's broker section (default {DEFAULT_TLS_PORT})",
+        help=f"port written into each user's broker section (default {DEFAULT_TLS_PORT}); "
+        "with --revoke, the running broker's port (default: the profile's)",
     )
     init.add_argument("--plugin", help=f"path of {PLUGIN_NAME} (default: searched)")
     init.add_argument("--force", action="store_true", help="replace an existing profile")
+    init.add_argument(
+        "--revoke",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="instead of writing a profile: revoke this login of the profile in DIR on the "
+        "running broker (at --host/--port, default the profile's), which kicks it, refuses it "
+        "from then on and clears its retained status, telemetry and catalogs (repeatable)",
+    )
+    init.add_argument(
+        "--host", dest="revoke_host", help="with --revoke: the running broker's address"
+    )
 
 
 def _stop_on_signals() -> threading.Event:
@@ -193,8 +206,29 @@ def _follow_log(broker: MosquittoBroker, stop: threading.Event) -> None:
         stop.wait(POLL_S)
 
 
+def run_revoke(args: argparse.Namespace) -> int:
+    """Revoke logins of the profile in DIR on its running broker."""
+    for name in args.revoke:
+        report = revoke_login(
+            args.dir,
+            name,
+            host=args.revoke_host,
+            port=args.init_port,
+            prefix=args.topic_prefix,
+        )
+        print(
+            f"revoked {report.role} {report.name} in {report.seconds * 1000:.0f} ms "
+            f"({', '.join(report.commands)}); retained state replaced: "
+            f"{', '.join(report.cleared) or 'none'}"
+        )
+    return 0
+
+
 def run_init(args: argparse.Namespace) -> int:
     """Write the profile; print where everything is and how to run it."""
+    if args.revoke:
+        return run_revoke(args)
+    args.init_port = args.init_port or DEFAULT_TLS_PORT
     devices, workers, monitors = args.device, args.worker, args.monitor
     homeassistants = args.homeassistant
     if not (devices or workers or monitors or homeassistants):

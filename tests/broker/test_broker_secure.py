@@ -83,7 +83,9 @@ def test_worker_and_device_talk_through_the_acl(secure_broker: MosquittoBroker) 
 
     def on_connect(client: mqtt.Client, *args: object) -> None:
         # Its own results are allowed; other devices' requests are not readable by a device.
-        client.subscribe([(TOPICS.result("cam-1"), 1), (TOPICS.request("echo", 1, "cam-1"), 1)])
+        client.subscribe(
+            [(TOPICS.results_for("cam-1"), 1), (TOPICS.request("echo", 1, "cam-1"), 1)]
+        )
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.startswith(TOPICS.request("echo", 1, "cam-1")):
@@ -109,7 +111,7 @@ def test_worker_and_device_talk_through_the_acl(secure_broker: MosquittoBroker) 
                 split=1,
             )
             props = Properties(PacketTypes.PUBLISH)
-            props.ResponseTopic = TOPICS.result("cam-1")
+            props.ResponseTopic = TOPICS.result_inbox("cam-1")
             props.CorrelationData = b"acl-1"
             device.publish(TOPICS.request("echo", 1, "cam-1"), frame, 1, properties=props)
             assert got.wait(10), "no result through the secure broker"
@@ -135,17 +137,19 @@ def test_the_acl_file_keeps_devices_to_their_own_results_and_status() -> None:
         snoop, victim, worker = probe("cam-1"), probe("cam-2"), probe("worker-1")
         try:
             # Granted (an ACL file never refuses SUBSCRIBE), but nothing is delivered through it.
-            assert snoop.subscribe(TOPICS.result("cam-2"), TOPICS.status_all())[0].startswith(
-                "Granted"
-            )
-            assert victim.subscribe(TOPICS.result("cam-2"))[0].startswith("Granted")
+            assert snoop.subscribe(TOPICS.result("cam-2", "worker-1"), TOPICS.status_all())[
+                0
+            ].startswith("Granted")
+            assert victim.subscribe(TOPICS.result("cam-2", "worker-1"))[0].startswith("Granted")
             assert snoop.publish(TOPICS.status("worker-1"), b"offline") == "Not authorized"
             assert snoop.publish(TOPICS.telemetry("worker-1"), b"{}") == "Not authorized"
-            assert worker.publish(TOPICS.result("cam-2"), b"for cam-2") != "Not authorized"
+            assert (
+                worker.publish(TOPICS.result("cam-2", "worker-1"), b"for cam-2") != "Not authorized"
+            )
             assert worker.publish(TOPICS.status("worker-1"), b"online") != "Not authorized"
-            victim.wait_for(TOPICS.result("cam-2"), b"for cam-2")
+            victim.wait_for(TOPICS.result("cam-2", "worker-1"), b"for cam-2")
             snoop.wait_for(TOPICS.status("worker-1"), b"online")
-            assert snoop.received(TOPICS.result("cam-2")) == []
+            assert snoop.received(TOPICS.result("cam-2", "worker-1")) == []
             assert snoop.received(TOPICS.status("worker-1")) == [b"online"]
         finally:
             for client in (snoop, victim, worker):

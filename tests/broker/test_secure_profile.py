@@ -102,7 +102,7 @@ def test_passwords_are_stored_as_the_plugins_pbkdf2_sha512(tmp_path: Path) -> No
 def test_devices_send_only_their_own_requests_and_workers_read_only_their_group() -> None:
     device = role_acls("cam-1", "device", share_group="g")
     reads = {a["topic"] for a in device if a["acltype"] == "subscribePattern"}
-    assert "splitmq/result/cam-1" in reads
+    assert "splitmq/result/cam-1/+" in reads
     assert not any(topic.startswith("$share") or "result/+" in topic for topic in reads)
     worker = role_acls("w1", "worker", share_group="g")
     subscriptions = {a["topic"] for a in worker if a["acltype"] == "subscribePattern"}

@@ -47,7 +47,7 @@ def test_an_impostor_with_the_workers_client_id_cannot_kick_the_worker(
     worker = _login(site, WORKER, probes)
     impostor = _login(site, DEVICES[0], probes, client_id=WORKER)
     # The impostor's CONNECT is done once its SUBACK is back; the worker must still be on.
-    assert impostor.subscribe(TOPICS.result(DEVICES[0])) == [GRANTED]
+    assert impostor.subscribe(TOPICS.results_for(DEVICES[0])) == [GRANTED]
     assert worker.publish(TOPICS.telemetry(WORKER), b"still here") in ACCEPTED
     assert worker.disconnects == 0
     log = site.broker.log_text()
@@ -77,28 +77,32 @@ def test_a_device_cannot_subscribe_to_another_devices_results(
 ) -> None:
     attacker = _login(site, DEVICES[0], probes)
     stolen = [
-        TOPICS.result(DEVICES[1]),
+        TOPICS.results_for(DEVICES[1]),
+        TOPICS.result(DEVICES[1], WORKER),
+        TOPICS.result_all(),
         f"{TOPICS.prefix}/result/+",
         f"{TOPICS.prefix}/result/#",
         f"{TOPICS.prefix}/#",
         "#",
     ]
     assert attacker.subscribe(*stolen) == [REFUSED] * len(stolen)
-    assert attacker.subscribe(TOPICS.result(DEVICES[0])) == [GRANTED]
+    assert attacker.subscribe(TOPICS.results_for(DEVICES[0])) == [GRANTED]
 
 
 def test_a_device_cannot_publish_results_for_another_device(
     site: SecureSite, probes: list[Probe]
 ) -> None:
     victim = _login(site, DEVICES[1], probes)
-    assert victim.subscribe(TOPICS.result(DEVICES[1])) == [GRANTED]
+    assert victim.subscribe(TOPICS.results_for(DEVICES[1])) == [GRANTED]
     attacker = _login(site, DEVICES[0], probes)
-    assert attacker.publish(TOPICS.result(DEVICES[1]), b"forged") == REFUSED
+    assert attacker.publish(TOPICS.result(DEVICES[1], WORKER), b"forged") == REFUSED
+    assert attacker.publish(TOPICS.result(DEVICES[1], DEVICES[0]), b"forged") == REFUSED
     # The victim receives what a worker sends afterwards, and never the forgery.
     worker = _login(site, WORKER, probes)
-    assert worker.publish(TOPICS.result(DEVICES[1]), b"genuine") in ACCEPTED
-    victim.wait_for(TOPICS.result(DEVICES[1]), b"genuine")
-    assert victim.received(TOPICS.result(DEVICES[1])) == [b"genuine"]
+    assert worker.publish(TOPICS.result(DEVICES[1], WORKER), b"genuine") in ACCEPTED
+    victim.wait_for(TOPICS.result(DEVICES[1], WORKER), b"genuine")
+    assert victim.received(TOPICS.result(DEVICES[1], WORKER)) == [b"genuine"]
+    assert victim.received(TOPICS.result(DEVICES[1], DEVICES[0])) == []
 
 
 # -- requests in another device's name -----------------------------------------------------------
@@ -248,5 +252,5 @@ def test_a_monitor_reads_everything_and_publishes_nothing(
     monitor = _login(site, MONITOR, probes)
     assert monitor.subscribe(f"{TOPICS.prefix}/#", "$SYS/#") == [GRANTED, GRANTED]
     requests = TOPICS.request("echo", 1, DEVICES[0])
-    for topic in (TOPICS.status(WORKER), requests, TOPICS.result(DEVICES[0])):
+    for topic in (TOPICS.status(WORKER), requests, TOPICS.result(DEVICES[0], WORKER)):
         assert monitor.publish(topic, b"x") == REFUSED

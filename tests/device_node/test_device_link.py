@@ -211,11 +211,9 @@ def test_a_reply_naming_a_class_beyond_the_models_count_is_refused(
             )
             props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = message.properties.CorrelationData  # type: ignore[union-attr]
-            responder.publish(
-                message.properties.ResponseTopic,  # type: ignore[union-attr]
-                encode_message(result),
-                properties=props,
-            )
+            # Under the name it gives in the payload, as a worker must (the topic is the proof).
+            reply_topic = Topics().result("dev1", "rogue")
+            responder.publish(reply_topic, encode_message(result), properties=props)
 
     responder.route(Topics().request("echo", 1, "dev1"), answer)
     responder.start(wait_s=5)

@@ -1,5 +1,5 @@
 """The retained model catalog: a client that knows only the topic prefix learns each model's
-fingerprint, per-split shapes, dtypes and codecs from `<prefix>/catalog/+`, and the frames it
+fingerprint, per-split shapes, dtypes and codecs from `<prefix>/catalog/+/+`, and the frames it
 builds from that alone are served."""
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ class Fuzzer:
     def __post_init__(self) -> None:
         self._changed = threading.Condition()
         self.session = MqttSession(self.settings, client_id=DEVICE)
-        self.session.route(TOPICS.result(DEVICE), self._on_result)
+        self.session.route(TOPICS.results_for(DEVICE), self._on_result)
         self.session.start(wait_s=10)
 
     def _on_result(self, message: mqtt.MQTTMessage) -> None:
@@ -216,7 +216,7 @@ class Fuzzer:
             record.sent_at = time.perf_counter()
             self.sent[correlation] = record
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = TOPICS.result(DEVICE)
+        props.ResponseTopic = TOPICS.result_inbox(DEVICE)
         props.CorrelationData = correlation
         props.MessageExpiryInterval = 120
         self.session.publish(TOPICS.request(ECHO.name, split, DEVICE), frame, properties=props)

@@ -21,14 +21,19 @@ def test_builders() -> None:
         topics.request_shared("workers", "resnet18", 0) == "$share/workers/splitmq/req/resnet18/0/+"
     )
     assert topics.request_direct_filter("m", 2, "w1") == "splitmq/req/m/2/+/w1"
-    assert topics.result("cam-1") == "splitmq/result/cam-1"
+    assert topics.result("cam-1", "w1") == "splitmq/result/cam-1/w1"
+    assert topics.result_inbox("cam-1") == "splitmq/result/cam-1"
+    assert topics.results_for("cam-1") == "splitmq/result/cam-1/+"
+    assert topics.results_from("w1") == "splitmq/result/+/w1"
     assert topics.telemetry("w1") == "splitmq/telemetry/w1"
     assert topics.telemetry_all() == "splitmq/telemetry/+"
     assert topics.status("w1") == "splitmq/status/w1"
     assert topics.status_all() == "splitmq/status/+"
     assert topics.probe("cam-1") == "splitmq/probe/cam-1"
-    assert topics.catalog("efficientnet-lite0") == "splitmq/catalog/efficientnet-lite0"
-    assert topics.catalog_all() == "splitmq/catalog/+"
+    assert topics.catalog("efficientnet-lite0", "w1") == "splitmq/catalog/efficientnet-lite0/w1"
+    assert topics.catalogs_of("efficientnet-lite0") == "splitmq/catalog/efficientnet-lite0/+"
+    assert topics.catalogs_from("w1") == "splitmq/catalog/+/w1"
+    assert topics.catalog_all() == "splitmq/catalog/+/+"
 
 
 def test_filters_over_every_model_and_split() -> None:
@@ -38,7 +43,7 @@ def test_filters_over_every_model_and_split() -> None:
     assert topics.direct_requests_from("cam-1") == "site/a/req/+/+/cam-1/+"
     assert topics.requests_shared_all("g") == "$share/g/site/a/req/+/+/+"
     assert topics.direct_requests_to("w1") == "site/a/req/+/+/+/w1"
-    assert topics.result_all() == "site/a/result/+"
+    assert topics.result_all() == "site/a/result/+/+"
     assert topics.everything() == "site/a/#"
     for build in (topics.requests_from, topics.direct_requests_from, topics.direct_requests_to):
         with pytest.raises(TopicError):
@@ -69,8 +74,11 @@ def test_parsers_invert_the_builders() -> None:
         assert topics.parse_request(direct) == (model, k, "cam-1", "w 2")
     assert topics.parse_telemetry(topics.telemetry("gpu-7")) == "gpu-7"
     assert topics.parse_status(topics.status("node é")) == "node é"
-    assert topics.parse_result(topics.result("cam.1")) == "cam.1"
-    assert topics.parse_catalog(topics.catalog("efficientnet-lite0")) == "efficientnet-lite0"
+    assert topics.parse_result(topics.result("cam.1", "w 2")) == ("cam.1", "w 2")
+    assert topics.parse_catalog(topics.catalog("efficientnet-lite0", "w1")) == (
+        "efficientnet-lite0",
+        "w1",
+    )
 
 
 @pytest.mark.parametrize("segment", ["", "a/b", "a+b", "a#", "$x", "nul\x00", None, 7])
@@ -83,11 +91,18 @@ def test_bad_segments(segment: Any) -> None:
         lambda: topics.request_direct("m", 1, "d", segment),
         lambda: topics.request_direct_filter("m", 1, segment),
         lambda: topics.request_shared(segment, "m", 1),
-        lambda: topics.result(segment),
+        lambda: topics.result(segment, "w"),
+        lambda: topics.result("d", segment),
+        lambda: topics.result_inbox(segment),
+        lambda: topics.results_for(segment),
+        lambda: topics.results_from(segment),
         lambda: topics.telemetry(segment),
         lambda: topics.status(segment),
         lambda: topics.probe(segment),
-        lambda: topics.catalog(segment),
+        lambda: topics.catalog(segment, "w"),
+        lambda: topics.catalog("m", segment),
+        lambda: topics.catalogs_of(segment),
+        lambda: topics.catalogs_from(segment),
     ):
         with pytest.raises(TopicError):
             build()
@@ -142,12 +157,29 @@ def test_parse_telemetry_refuses_other_topics(topic: str) -> None:
 
 def test_topic_length_limit() -> None:
     with pytest.raises(TopicError, match="65535"):
-        Topics().result("d" * 70000)
+        Topics().result("d" * 70000, "w")
 
 
 @pytest.mark.parametrize(
-    "topic", ["splitmq/catalog/", "splitmq/catalog/a/b", "splitmq/catalog/+", "splitmq/status/m"]
+    "topic",
+    [
+        "splitmq/catalog/",
+        "splitmq/catalog/a",
+        "splitmq/catalog/a/b/c",
+        "splitmq/catalog/+/w",
+        "splitmq/catalog/m/",
+        "splitmq/status/m",
+    ],
 )
 def test_parse_catalog_refuses_other_topics(topic: str) -> None:
     with pytest.raises(TopicError):
         Topics().parse_catalog(topic)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["splitmq/result/d", "splitmq/result/d/w/x", "splitmq/result/d/", "splitmq/result/+/w"],
+)
+def test_parse_result_refuses_topics_without_one_worker(topic: str) -> None:
+    with pytest.raises(TopicError):
+        Topics().parse_result(topic)

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,11 @@ class SecureSite:
     broker: MosquittoBroker
 
     def settings(self, user: str, **changes: Any) -> BrokerSettings:
-        """The `broker:` section `init` wrote for `user`, pointed at this broker's port."""
+        """The `broker:` section `init` wrote for `user`, pointed at this broker's port (a
+        dict as `tls` in `changes` updates the TLS section; None removes it)."""
         snippet = yaml.safe_load(self.profile.client_file(user).read_text())["broker"]
+        if isinstance(changes.get("tls"), dict):
+            changes["tls"] = {**snippet["tls"], **changes["tls"]}
         snippet.update(host=self.broker.host, port=self.broker.port, **changes)
         return BrokerSettings.model_validate(snippet)
 
@@ -56,18 +60,24 @@ class SecureSite:
         )
 
 
-@pytest.fixture
-def site() -> Iterator[SecureSite]:
+@contextmanager
+def open_site(options: ProfileOptions) -> Iterator[SecureSite]:
+    """A profile written with `options` and a real Mosquitto running it."""
     # Under a directory the broker's unprivileged account can pass (the launcher drops root).
     base = Path(tempfile.mkdtemp(prefix="splitmq-site-"))
     os.chmod(base, 0o711)
     try:
-        options = ProfileOptions(devices=DEVICES, workers=[WORKER], monitors=[MONITOR])
         profile = init_profile(base / "profile", options)
         with MosquittoBroker(config_template=profile.config) as broker:
             yield SecureSite(profile, broker)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def site() -> Iterator[SecureSite]:
+    with open_site(ProfileOptions(devices=DEVICES, workers=[WORKER], monitors=[MONITOR])) as made:
+        yield made
 
 
 class Probe:

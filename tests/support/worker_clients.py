@@ -38,18 +38,21 @@ class Requester:
     settings: BrokerSettings
     device_id: str = "test-device"
     results: dict[str, ResultMessage] = field(default_factory=dict)
+    #: request id -> the worker level of the topic its result came on (the broker-checked one)
+    senders: dict[str, str] = field(default_factory=dict)
     correlations: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition()
         self.session = MqttSession(self.settings, client_id=self.device_id)
-        self.session.route(self.topic, self._on_message)
+        self.session.route(TOPICS.results_for(self.device_id), self._on_message)
         self.client = self.session.client
         self.session.start(wait_s=5)
 
     @property
     def topic(self) -> str:
-        return TOPICS.result(self.device_id)
+        """The device's inbox (its ResponseTopic); workers answer one level below it."""
+        return TOPICS.result_inbox(self.device_id)
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         result = parse_result(msg.payload)
@@ -57,6 +60,7 @@ class Requester:
             # A request sent without properties is answered without CorrelationData.
             self.correlations.append(bytes(getattr(msg.properties, "CorrelationData", b"")))
             self.results[result.request_id] = result
+            self.senders[result.request_id] = TOPICS.parse_result(msg.topic).worker_id
             self._changed.notify_all()
 
     def send(
@@ -132,7 +136,7 @@ def read_catalogs(
     *,
     retained_only: bool = True,
 ) -> dict[str, ModelCatalogMessage]:
-    """What a fresh client subscribing to `<prefix>/catalog/+` receives (with `retained_only`,
+    """What a fresh client subscribing to `<prefix>/catalog/+/+` receives (with `retained_only`,
     asserting that it all came retained)."""
     seen: dict[str, ModelCatalogMessage] = {}
     live: list[str] = []  # topics that arrived not retained
@@ -143,7 +147,7 @@ def read_catalogs(
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if not msg.retain:
             live.append(msg.topic)
-        seen[TOPICS.parse_catalog(msg.topic)] = parse_catalog(msg.payload)
+        seen[TOPICS.parse_catalog(msg.topic).model] = parse_catalog(msg.payload)
         if set(seen) >= expected:
             done.set()
 

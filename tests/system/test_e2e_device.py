@@ -482,7 +482,7 @@ def test_a_forged_result_with_a_guessed_correlation_is_not_taken(
 
             def flood() -> None:
                 while not spam.is_set():
-                    topic = node.config.topics.result("dev1")
+                    topic = node.config.topics.result("dev1", "edge-1")
                     attacker.publish(topic, forged.model_dump_json(), qos=1, properties=props)
                     time.sleep(0.002)
 
