@@ -88,8 +88,17 @@ def _child(node: Any, part: int | str) -> tuple[bool, Any]:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the closest of `choices` to a misspelt `word`, else ''."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    options = sorted(set(choices))
+    close = difflib.get_close_matches(word, options, n=len(options) or 1, cutoff=0.6)
+    if not close:
+        return ""
+    # Equally close names (lite0, lite1, lite2) suggest the first in order, not the last.
+    best = max(_similarity(word, name) for name in close)
+    return f" (did you mean {min(n for n in close if _similarity(word, n) == best)!r}?)"
+
+
+def _similarity(word: str, name: str) -> float:
+    return difflib.SequenceMatcher(None, word, name).ratio()
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

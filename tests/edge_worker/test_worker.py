@@ -329,7 +329,9 @@ def test_link_advertises_receive_maximum_and_acks_manually(
                 link.ack(request)
             acked += len(batch)
         assert sorted(r.payload for r in delivered) == sorted(b"frame-%d" % i for i in range(30))
-        assert all(r.key == ("echo", 1) and r.response_topic == requester.topic for r in delivered)
+        # The reply goes one level below the device's inbox: the worker's own level.
+        reply_topic = TOPICS.result(requester.device_id, "link-test")
+        assert all(r.key == ("echo", 1) and r.response_topic == reply_topic for r in delivered)
         assert {r.correlation_data for r in delivered} == {f"r{i}".encode() for i in range(30)}
     finally:
         link.stop()
