@@ -380,6 +380,38 @@ def build_cases(candidates: int) -> tuple[dict[str, list[tuple[str, bytes]]], li
     return cases, found
 
 
+def gil_held_fraction(codec: str, body: bytes, seconds: float = 1.0) -> dict[str, float]:
+    """How much of a decode thread's time holds the GIL: a pure-Python spinner's pace while the
+    decode thread works, against its pace alone (1 - ratio; 0 = the decode never blocks it)."""
+    quant = {"quality": 90} if codec == "jpeg" else None
+    encoded = EncodedTensor(codec, "uint8", (224, 224, 3), quant, b"", body, "none", len(body))
+
+    def spin(until: float) -> int:
+        count = 0
+        while time.perf_counter() < until:
+            count += 1
+        return count
+
+    alone = spin(time.perf_counter() + seconds)
+    stop = threading.Event()
+    decoded = [0]
+
+    def decode_loop() -> None:
+        while not stop.is_set():
+            decode_tensor(encoded)
+            decoded[0] += 1
+
+    thread = threading.Thread(target=decode_loop)
+    thread.start()
+    shared = spin(time.perf_counter() + seconds)
+    stop.set()
+    thread.join()
+    return {
+        "gil_held_fraction": round(1.0 - shared / alone, 3),
+        "decodes_per_s": round(decoded[0] / seconds, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", help="also write the report here")
@@ -390,12 +422,18 @@ def main(argv: list[str] | None = None) -> int:
         serve(int(args.serve[0]), int(args.serve[1]), float(args.serve[2]))
         return 0
     cases, found = build_cases(args.candidates)
+    image = photo()
+    gil = {
+        codec: gil_held_fraction(codec, bytes(encode_tensor(image, codec).payload))
+        for codec in ("jpeg", "webp")
+    }
     with MosquittoBroker() as broker:
         workers = [run_worker(broker, name, cases) for name in WORKERS]
     report = {
         "bench": "decode_stall",
         "fuzz_candidates": args.candidates,
         "slowest_fuzzed": found,
+        "decode_thread_gil": gil,
         "workers": workers,
         "target": "good request behind each bomb delayed <= 100 ms, 0 lost",
         "met": all(w["worst_good_delay_ms"] <= 100 and w["good_lost"] == 0 for w in workers),
