@@ -54,7 +54,12 @@ BOMB_BYTES = 16 * 1024 * 1024
 BASELINE_REQUESTS = 30
 REPEATS = 3
 SEED = 20261205
-WORKERS = {"max_batch_1": (1, 0.0), "batching_8": (8, 2.0)}
+# (max_batch, max_wait_ms); None = the worker's default for its device (cpu: 8, 0 ms).
+WORKERS: dict[str, tuple[int | None, float | None]] = {
+    "default": (None, None),
+    "max_batch_1": (1, 0.0),
+    "batching_8_wait_5ms": (8, 5.0),
+}
 
 
 def photo(seed: int = 0) -> np.ndarray:
@@ -145,11 +150,11 @@ def frame_with_body(codec: str, body: bytes, request_id: str) -> bytes:
 # -- the worker, in its own process ---------------------------------------------------------
 
 
-def serve(port: int, max_batch: int, max_wait_ms: float) -> None:
+def serve(port: int, max_batch: int | None, max_wait_ms: float | None) -> None:
     """The worker process: an echo runner whose split 0 is a 224x224 image."""
     config = WorkerConfig(
         broker=BrokerSettings(host="127.0.0.1", port=port),
-        worker_id=f"stall-{max_batch}",
+        worker_id="stall-worker",
         models=[ModelEntry(name=MODEL.name)],
         runner="echo",
         device="cpu",
@@ -163,7 +168,7 @@ def serve(port: int, max_batch: int, max_wait_ms: float) -> None:
 
 @contextmanager
 def worker_process(
-    port: int, max_batch: int, max_wait_ms: float
+    port: int, max_batch: int | None, max_wait_ms: float | None
 ) -> Iterator[subprocess.Popen[bytes]]:
     command = [
         sys.executable,
@@ -191,13 +196,14 @@ def worker_process(
 @dataclass
 class Client:
     settings: BrokerSettings
+    device: str = DEVICE
     sent: dict[str, float] = field(default_factory=dict)
     replies: dict[str, tuple[ResultMessage, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition()
-        self.session = MqttSession(self.settings, client_id=DEVICE)
-        self.session.route(TOPICS.result(DEVICE), self._on_result)
+        self.session = MqttSession(self.settings, client_id=self.device)
+        self.session.route(TOPICS.result(self.device), self._on_result)
         self.session.start(wait_s=10)
 
     def _on_result(self, message: mqtt.MQTTMessage) -> None:
@@ -209,11 +215,11 @@ class Client:
 
     def send(self, rid: str, frame: bytes) -> None:
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = TOPICS.result(DEVICE)
+        props.ResponseTopic = TOPICS.result(self.device)
         props.CorrelationData = rid.encode()
         props.MessageExpiryInterval = 120
         self.sent[rid] = time.perf_counter()
-        self.session.publish(TOPICS.request(MODEL.name, 0, DEVICE), frame, properties=props)
+        self.session.publish(TOPICS.request(MODEL.name, 0, self.device), frame, properties=props)
 
     def wait(self, rids: list[str], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -419,7 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(int(args.serve[0]), int(args.serve[1]), float(args.serve[2]))
+        batch, wait_ms = args.serve[1], args.serve[2]
+        serve(
+            int(args.serve[0]),
+            None if batch == "None" else int(batch),
+            None if wait_ms == "None" else float(wait_ms),
+        )
         return 0
     cases, found = build_cases(args.candidates)
     image = photo()
@@ -435,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         "slowest_fuzzed": found,
         "decode_thread_gil": gil,
         "workers": workers,
+        "worker_configs": {name: list(value) for name, value in WORKERS.items()},
         "target": "good request behind each bomb delayed <= 100 ms, 0 lost",
         "met": all(w["worst_good_delay_ms"] <= 100 and w["good_lost"] == 0 for w in workers),
     }

@@ -16,18 +16,26 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
 from broker.launcher import MosquittoBroker
+from edge_worker.config import save_worker_config
+from edge_worker.runner import echo_model_info
 from mqtt_session.client import BrokerSettings
 from schemas.frame import encode_frame
+from schemas.topics import Topics
 from splitmq.bench.decode_stall import Client
-from splitmq.worker_process import ECHO_MODEL, echo_worker_config, worker_process
-
-from edge_worker.runner import echo_model_info
+from splitmq.worker_process import ECHO_MODEL, echo_worker_config
 
 RATE_HZ = 2.0
 DEADLINE_S = 5.0
@@ -35,6 +43,8 @@ FREEZE_AFTER_S = 4.0
 FREEZE_S = 10.0
 RUN_S = 24.0
 RECEIVE_MAXIMA = (64, 1)
+TOPICS = Topics()
+DEVICE = "steady"
 
 
 def _frame(rid: str) -> bytes:
@@ -52,68 +62,81 @@ def _frame(rid: str) -> bytes:
 def run_once(broker: MosquittoBroker, receive_maximum: int) -> dict[str, Any]:
     settings = BrokerSettings(host=broker.host, port=broker.port)
     with ExitStack() as stack:
-        pids = []
-        for name in ("frozen", "live"):
-            config = echo_worker_config(
-                settings, worker_id=f"{name}-{receive_maximum}", max_batch=1,
-                queue_capacity=receive_maximum,
-            )  # fmt: skip
-            stack.enter_context(worker_process(config, quiet=True))
-        time.sleep(6.0)  # both connected and subscribed (warm-up of an echo runner is instant)
-        pids = _worker_pids(receive_maximum)
-        client = Client(settings)
-        client.topic_model = ECHO_MODEL  # type: ignore[attr-defined]
+        processes = {
+            name: stack.enter_context(
+                _worker(settings, f"{name}-{receive_maximum}", receive_maximum)
+            )
+            for name in ("frozen", "live")
+        }
+        client = Client(settings, device=DEVICE)
         try:
-            return _stream(client, pids["frozen"], receive_maximum)
+            _wait_both_serving(client)
+            return _stream(client, processes["frozen"], receive_maximum)
         finally:
+            os.kill(processes["frozen"].pid, signal.SIGCONT)  # stoppable, whatever happened
             client.session.stop()
 
 
-def _worker_pids(receive_maximum: int) -> dict[str, int]:
-    """Worker pids by id, from /proc (each worker's config file names its id)."""
-    found: dict[str, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+@contextmanager
+def _worker(
+    settings: BrokerSettings, worker_id: str, receive_maximum: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`edge-worker` in its own process (its pid is what SIGSTOP needs), stopped at the end."""
+    config = echo_worker_config(
+        settings, worker_id=worker_id, max_batch=1, queue_capacity=receive_maximum
+    )
+    with tempfile.TemporaryDirectory(prefix="splitmq-frozen-") as directory:
+        path = Path(directory) / "worker.yaml"
+        save_worker_config(config, path)
+        command = [sys.executable, "-m", "edge_worker.cli", "--config", str(path), "-q"]
+        process = subprocess.Popen(command)
         try:
-            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if b"edge_worker.cli" not in cmdline:
-            continue
-        config = open(cmdline[cmdline.index(b"--config") + 1], encoding="utf-8").read()
-        for name in ("frozen", "live"):
-            if f"worker_id: {name}-{receive_maximum}" in config:
-                found[name] = int(entry)
-    return found
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
-def _stream(client: Client, frozen_pid: int, receive_maximum: int) -> dict[str, Any]:
-    from schemas.topics import Topics
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
+def _wait_both_serving(client: Client) -> None:
+    """Until two requests in a row were answered: the share group alternates, so both are in."""
+    answered = 0
+    for attempt in range(120):
+        rid = f"ready-{attempt}"
+        _send(client, rid)
+        answered = answered + 1 if client.wait([rid], 0.5) else 0
+        if answered >= 4:
+            return
+    raise RuntimeError("the two workers did not both answer within 60 s")
 
-    topics = Topics()
+
+def _send(client: Client, rid: str) -> None:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = TOPICS.result(DEVICE)
+    props.CorrelationData = rid.encode()
+    client.sent[rid] = time.perf_counter()
+    client.session.publish(TOPICS.request(ECHO_MODEL, 1, DEVICE), _frame(rid), properties=props)
+
+
+def _stream(
+    client: Client, frozen: subprocess.Popen[bytes], receive_maximum: int
+) -> dict[str, Any]:
     rids: list[tuple[str, float]] = []
     started = time.monotonic()
-    frozen = thawed = False
+    frozen_at = thawed_at = None
     i = 0
     while time.monotonic() - started < RUN_S:
         now = time.monotonic() - started
-        if not frozen and now >= FREEZE_AFTER_S:
-            os.kill(frozen_pid, signal.SIGSTOP)
-            frozen = True
-        if frozen and not thawed and now >= FREEZE_AFTER_S + FREEZE_S:
-            os.kill(frozen_pid, signal.SIGCONT)
-            thawed = True
+        if frozen_at is None and now >= FREEZE_AFTER_S:
+            os.kill(frozen.pid, signal.SIGSTOP)
+            frozen_at = now
+        if frozen_at is not None and thawed_at is None and now >= FREEZE_AFTER_S + FREEZE_S:
+            os.kill(frozen.pid, signal.SIGCONT)
+            thawed_at = now
         rid = f"r{receive_maximum}-{i}"
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = topics.result("bomber")
-        props.CorrelationData = rid.encode()
-        client.sent[rid] = time.perf_counter()
-        client.session.publish(
-            topics.request(ECHO_MODEL, 1, "bomber"), _frame(rid), properties=props
-        )
+        _send(client, rid)
         rids.append((rid, now))
         i += 1
         time.sleep(1.0 / RATE_HZ)
