@@ -102,6 +102,7 @@ class EdgeWorker:
         self.decoder = DecodePool(
             config.decode_threads,
             config.decode_budget_ms / 1000.0,
+            max_wait_s=config.decode_max_wait_ms / 1000.0,
             name=f"decode-{config.worker_id}",
         )
         self._catalogs = catalog_payloads(self.runner)
