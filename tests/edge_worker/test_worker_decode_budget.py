@@ -4,6 +4,7 @@ decode is answered decode_timeout and its batch-mates are served without waiting
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 
@@ -14,7 +15,9 @@ from edge_worker.errors import DecodeTimeoutError
 from edge_worker.runner import EchoTailRunner, echo_model_info
 from edge_worker.worker import EdgeWorker
 from mqtt_session.client import BrokerSettings
-from schemas.frame import Frame, peek_header
+from schemas.frame import Frame, encode_frame, peek_header
+from tests.support.frames import build_frame, split_frame
+from tests.support.image_bombs import APP1, BOMB_BYTES, COM, photo, segment_bomb
 from tests.support.scaled_model import worker_config
 from tests.support.worker_clients import Requester, echo_frame
 
@@ -126,3 +129,28 @@ def test_a_slow_decode_is_answered_decode_timeout_and_its_batch_mates_go_on(
         ), "frames were decoded on the compute thread"
         requester.send("echo", 1, echo_frame("after"), "after")
         assert requester.wait(["after"], timeout_s=10)[0].status == "ok"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("segment", [COM, APP1], ids=["com", "app1"])
+def test_a_16_mib_segment_bomb_is_refused_and_the_request_behind_it_served(
+    broker_settings: BrokerSettings, requester: Requester, segment: bytes
+) -> None:
+    info = echo_model_info()
+    jpeg = encode_frame(
+        photo(16), codec="jpeg", request_id="bomb", model=info.name,
+        fingerprint=info.fingerprint, split=0,
+    )  # fmt: skip
+    header, params, body = split_frame(jpeg)
+    bomb = segment_bomb(body, segment, total=BOMB_BYTES - 4096)
+    header["raw_bytes"] = len(bomb)
+    config = worker_config(broker_settings, models=[{"name": "echo"}], max_batch=8)
+    with EdgeWorker(config, EchoTailRunner([info])) as worker:
+        requester.send("echo", 0, build_frame(json.dumps(header), params, bomb), "bomb")
+        requester.send("echo", 0, echo_frame("behind", split=0), "behind")
+        refused, served = requester.wait(["bomb", "behind"], timeout_s=30)
+        assert refused.status == "error" and refused.error is not None
+        assert refused.error.code == "limit_exceeded"
+        assert "marker segments" in refused.error.message
+        assert served.status == "ok"
+        assert worker.decoder.overran == 0

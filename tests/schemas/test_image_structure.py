@@ -141,3 +141,18 @@ def test_an_empty_codec_name_is_an_unknown_codec() -> None:
     with pytest.raises(FrameError) as caught:
         decode_frame(raw)
     assert caught.value.code == "unknown_codec"
+
+
+def test_a_jpeg_with_restart_markers_in_its_scans_passes_the_walk() -> None:
+    body = image_body(IMAGE, "JPEG", quality=90, restart_marker_blocks=1)
+    assert any(bytes([0xFF, 0xD0 + n]) in body for n in range(8)), "no RSTn written"
+    found = jpeg_structure(body)
+    assert (found.width, found.height) == (224, 224)
+    assert decode_tensor(image_tensor("jpeg", body)).shape == IMAGE.shape
+
+
+def test_a_lossy_webp_reads_its_size_from_the_vp8_frame_header() -> None:
+    body = image_body(IMAGE[:, :200], "WEBP", quality=80)
+    assert [fourcc for fourcc, _ in webp_chunks(body)] == [b"VP8 "]
+    found = webp_structure(body)
+    assert (found.width, found.height) == (200, 224)
