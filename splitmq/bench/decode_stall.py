@@ -331,7 +331,7 @@ def _summarise(
 ) -> dict[str, Any]:
     cases = {}
     lost = 0
-    worst = 0.0
+    worst = worst_in_worker = 0.0
     for case, result in results.items():
         delays = []
         for one in result["rounds"]:
@@ -340,6 +340,10 @@ def _summarise(
                 continue
             delays.append(one["good_rtt_ms"] - base)
         worst = max([worst, *delays])
+        in_worker = [
+            t["queue"] + t["decode"] for o in result["rounds"] if (t := o["good_server_ms"])
+        ]
+        worst_in_worker = max([worst_in_worker, *in_worker])
         cases[case] = {
             "good_delay_ms": [round(d, 1) for d in delays],
             "good_server_ms": [one["good_server_ms"] for one in result["rounds"]],
@@ -356,6 +360,7 @@ def _summarise(
         "cases": cases,
         "good_lost": lost,
         "worst_good_delay_ms": round(worst, 1),
+        "worst_good_in_worker_ms": round(worst_in_worker, 1),
         "worker_alive_at_end": alive,
     }
 
@@ -449,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         "worker_configs": {name: list(value) for name, value in WORKERS.items()},
         "target": "good request behind each bomb delayed <= 100 ms, 0 lost",
         "met": all(w["worst_good_delay_ms"] <= 100 and w["good_lost"] == 0 for w in workers),
+        # The good request's own queue + decode time in the worker: what decoding costs it,
+        # without the time the hostile frame's bytes take to reach the worker.
+        "met_in_worker": all(
+            w["worst_good_in_worker_ms"] <= 100 and w["good_lost"] == 0 for w in workers
+        ),
     }
     text = json.dumps(report, indent=2)
     print(text)
