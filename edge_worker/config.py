@@ -195,6 +195,28 @@ class WorkerConfig(BaseModel):
         '"expired" uncomputed (a frozen worker, a resend on reconnect); None = trust only the '
         "time since receipt (FORMAT.md, Deadlines)",
     )
+    decode_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="threads that decode frames off the compute thread (Pillow and zstd "
+        "release the GIL while they work)",
+    )
+    decode_budget_ms: float = Field(
+        100.0,
+        ge=1,
+        le=60_000,
+        description="most CPU time one frame's decoding may use: past it the request is "
+        'answered "error" with code decode_timeout and its batch goes on without it (a good '
+        "224x224 image decodes in about 1 ms; time spent waiting for a core is not counted)",
+    )
+    decode_max_wait_ms: float = Field(
+        2000.0,
+        ge=1,
+        le=600_000,
+        description="most wall time a batch waits for its frames' decoding, however busy the "
+        "machine: a frame still decoding then is answered decode_timeout too",
+    )
     telemetry_interval_s: float = Field(1.0, gt=0, description="periodic telemetry interval")
     telemetry_min_gap_s: float = Field(
         0.1, ge=0, description="least time between two telemetry messages (on-change rate limit)"

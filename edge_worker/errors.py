@@ -53,6 +53,13 @@ class BadInputError(RequestError):
     code = "bad_input"
 
 
+class DecodeTimeoutError(RequestError):
+    """Decoding the frame took over the worker's per-frame budget (`decode_budget_ms`): the
+    request is answered so that its batch-mates are not kept waiting behind it."""
+
+    code = "decode_timeout"
+
+
 class QueueFullError(RequestError):
     """The bounded queue was full (the broker ignored our ReceiveMaximum): rejected, not lost."""
 

@@ -25,6 +25,7 @@ import torch
 from edge_worker.batching import RequestQueue
 from edge_worker.catalog import catalog_payloads
 from edge_worker.config import WorkerConfig
+from edge_worker.decoding import DecodePool, Outcome
 from edge_worker.errors import ComputeError, RequestError, WorkerStateError
 from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, WorkerLink
 from edge_worker.runner import (
@@ -98,6 +99,12 @@ class EdgeWorker:
             config.queue_capacity, config.max_held_bytes
         )
         self._warned_over_capacity = False
+        self.decoder = DecodePool(
+            config.decode_threads,
+            config.decode_budget_ms / 1000.0,
+            max_wait_s=config.decode_max_wait_ms / 1000.0,
+            name=f"decode-{config.worker_id}",
+        )
         self._catalogs = catalog_payloads(self.runner)
         self.stats = WorkerStats(window_s=config.telemetry_interval_s)
         self.link = WorkerLink(
@@ -161,6 +168,7 @@ class EdgeWorker:
             self.queue.close()
             self._compute_thread.join()
             self._compute_thread = None
+            self.decoder.close()
             self._stopped.set()
             raise
         self.telemetry.start()
@@ -182,6 +190,7 @@ class EdgeWorker:
         self.queue.close()
         self._compute_thread.join()
         self._compute_thread = None
+        self.decoder.close()
         self.telemetry.stop()
         if self.announcer is not None:
             self.announcer.cancel()
@@ -277,9 +286,7 @@ class EdgeWorker:
                 self.telemetry.nudge()
 
     def _process(self, batch: Sequence[InboundRequest]) -> None:
-        taken = _Taken(time.monotonic(), time.time())
-        admitted = (self._guarded_admit(request, taken) for request in batch)
-        decoded = [d for d in admitted if d is not None]
+        decoded = self._decode_batch(batch, _Taken(time.monotonic(), time.time()))
         if not decoded:
             return
         model, split = decoded[0].request.key
@@ -311,10 +318,34 @@ class EdgeWorker:
                 LOG.exception("worker %s: reply to one request failed", self.worker_id)
                 self._fail_safely(item.request, ComputeError(f"reply failed: {exc!r}"), None)
 
-    def _guarded_admit(self, request: InboundRequest, taken: _Taken) -> _Decoded | None:
+    def _decode_batch(self, batch: Sequence[InboundRequest], taken: _Taken) -> list[_Decoded]:
+        """The batch's requests decoded on the decode threads, under the per-frame budget;
+        each one that expired, failed or overran is answered here and left out."""
+        fresh = [request for request in batch if self._fresh(request, taken)]
+        outcomes = self.decoder.decode_all(fresh, self._decode_one)
+        admitted = (
+            self._guarded_admit(request, outcome, taken)
+            for request, outcome in zip(fresh, outcomes, strict=True)
+        )
+        return [d for d in admitted if d is not None]
+
+    def _decode_one(self, request: InboundRequest) -> Frame:
+        """On a decode thread: the runner's decoder is thread-safe (per-thread zstd contexts)."""
+        return self.runner.decode(request.payload, request.model, request.split)
+
+    def _fresh(self, request: InboundRequest, taken: _Taken) -> bool:
+        """False (and answered "expired") when the message expiry passed in the queue."""
+        if _expired(request.received, request.expiry_s, taken.monotonic):
+            self._expire(request, None, "message expiry interval passed in the queue")
+            return False
+        return True
+
+    def _guarded_admit(
+        self, request: InboundRequest, outcome: Outcome[Frame], taken: _Taken
+    ) -> _Decoded | None:
         """`_admit`, where anything unforeseen ends this request alone ("internal")."""
         try:
-            return self._admit(request, taken)
+            return self._admit(request, outcome, taken)
         except Exception as exc:
             LOG.exception("worker %s: admitting one request failed", self.worker_id)
             self._fail_safely(request, ComputeError(f"decoding failed: {exc!r}"), None)
@@ -328,23 +359,23 @@ class EdgeWorker:
         except Exception:
             LOG.exception("worker %s: error reply to one request failed", self.worker_id)
 
-    def _admit(self, request: InboundRequest, taken: _Taken) -> _Decoded | None:
-        """Decode and validate one request, or answer it (expired/error) and return None."""
-        if _expired(request.received, request.expiry_s, taken.monotonic):
-            self._expire(request, None, "message expiry interval passed in the queue")
+    def _admit(
+        self, request: InboundRequest, outcome: Outcome[Frame], taken: _Taken
+    ) -> _Decoded | None:
+        """The decoded request, or None once it is answered (error/expired)."""
+        if outcome.error is not None:
+            if not isinstance(outcome.error, (SchemaError, RequestError)):
+                raise outcome.error
+            self._fail_safely(request, outcome.error, None)
             return None
-        started = time.perf_counter()
-        try:
-            frame = self.runner.decode(request.payload, request.model, request.split)
-        except (SchemaError, RequestError) as exc:
-            self._fail_safely(request, exc, None)
-            return None
-        decode_ms = (time.perf_counter() - started) * 1000.0
+        frame = outcome.value
+        assert frame is not None  # an outcome holds a value or an error
         stale = self._staleness(request, frame, taken)
         if stale is not None:
             self._expire(request, frame, stale)
             return None
-        return _Decoded(request, frame, (taken.monotonic - request.received) * 1000.0, decode_ms)
+        queue_ms = (taken.monotonic - request.received) * 1000.0
+        return _Decoded(request, frame, queue_ms, outcome.decode_ms)
 
     def _staleness(self, request: InboundRequest, frame: Frame, taken: _Taken) -> str | None:
         """Why the request is past its deadline (FORMAT.md, Deadlines), or None. The time

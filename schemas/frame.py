@@ -420,7 +420,8 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "model": _text("model", nonempty=True, max_chars=MAX_NAME_CHARS),
     "fingerprint": _text("fingerprint", nonempty=False, max_chars=MAX_NAME_CHARS),
     "split": _count("split"),
-    "codec": _text("codec", nonempty=True, max_chars=MAX_NAME_CHARS),
+    # An empty codec name is an unknown codec (`unknown_codec`, from the layout check).
+    "codec": _text("codec", nonempty=False, max_chars=MAX_NAME_CHARS),
     "dtype": _text("dtype", nonempty=True, max_chars=MAX_NAME_CHARS),
     "shape": _shape,
     "compression": _text("compression", nonempty=True, max_chars=MAX_NAME_CHARS),

@@ -2,8 +2,10 @@
 
 Each malformed frame is a random mutation of a valid one: truncation, bit flips, header JSON
 edits, huge numbers, wrong shapes, bad codecs, oversized frames, broken preambles, garbage,
-and every poison class of tests/support/poison.py. The echo runner still decodes and validates
-every frame; the same decoder in this process is the oracle of what each answer must be:
+every poison class of tests/support/poison.py, and JPEG/WebP bodies at split 0 that are
+corrupted, bloated with empty segments or chunks, or lie about their size. The echo runner
+still decodes and validates every frame; the same decoder in this process is the oracle of
+what each answer must be:
 - every request gets exactly one reply (all name a valid ResponseTopic);
 - a frame the oracle refuses is answered "error" with the oracle's code;
 - a frame that survived its mutation is answered like a good one ("ok");
@@ -36,10 +38,20 @@ from edge_worker.runner import ECHO_TOP5, EchoTailRunner, echo_model_info
 from mqtt_session.client import BrokerSettings
 from mqtt_session.session import MqttSession
 from schemas.errors import SchemaError
-from schemas.frame import PREAMBLE_SIZE, FrameLimits
+from schemas.frame import PREAMBLE_SIZE, FrameLimits, encode_frame
 from schemas.messages import ResultMessage, parse_result
 from schemas.topics import Topics
 from tests.support.frames import build_frame, split_frame
+from tests.support.image_bombs import (
+    APP1,
+    COM,
+    jpeg_claiming,
+    photo,
+    riff,
+    segment_bomb,
+    webp_chunks,
+    webp_claiming,
+)
 from tests.support.poison import POISON, good_frame
 from tests.support.worker_process import worker_process
 
@@ -151,6 +163,37 @@ def garbage(rng: random.Random, rid: str) -> tuple[bytes, int]:
     return rng.randbytes(rng.randrange(0, 600)), rng.choice((0, 1))
 
 
+def image_body(rng: random.Random, rid: str) -> tuple[bytes, int]:
+    """A JPEG or WebP frame at split 0 whose body is corrupted, bloated or lies about its size."""
+    codec = rng.choice(("jpeg", "webp"))
+    image = photo(ECHO.split_shapes[0][0], seed=rng.randrange(1000))
+    frame = encode_frame(
+        image, codec=codec, request_id=rid, model=ECHO.name, fingerprint=ECHO.fingerprint, split=0
+    )
+    header, params, body = split_frame(frame)
+    choice = rng.randrange(5)
+    if choice == 0:
+        data = bytearray(body)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        body = bytes(data)
+    elif choice == 1 and codec == "jpeg":  # a small segment bomb (the frame stays under 64 KiB)
+        body = segment_bomb(body, rng.choice((COM, APP1)), total=rng.randrange(1_000, 60_000))
+    elif choice == 1:
+        body = riff([*webp_chunks(body), *[(b"EXIF", b"x")] * rng.randint(1, 12)])
+    elif choice == 2:
+        top = 65535 if codec == "jpeg" else 16384
+        claim = jpeg_claiming if codec == "jpeg" else webp_claiming
+        body = claim(body, rng.randint(1, top), rng.randint(1, top))
+    elif choice == 3:
+        body = body[: rng.randrange(len(body))]
+    else:
+        at = rng.randrange(len(body))
+        body = body[:at] + rng.randbytes(rng.randint(1, 64)) + body[at:]
+    header["raw_bytes"] = len(body)
+    return build_frame(json.dumps(header), params, body), 0
+
+
 def poison(rng: random.Random, rid: str) -> tuple[bytes, int]:
     build, _ = POISON[rng.choice(sorted(POISON))]
     return build(rid), 1
@@ -167,6 +210,7 @@ MUTATIONS: dict[str, tuple[Callable[[random.Random, str], tuple[bytes, int]], fl
     "bad_preamble": (bad_preamble, 1.0),
     "garbage": (garbage, 0.5),
     "poison": (poison, 1.0),
+    "image_body": (image_body, 1.5),
 }
 
 
