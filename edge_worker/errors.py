@@ -53,6 +53,13 @@ class BadInputError(RequestError):
     code = "bad_input"
 
 
+class PrepareMismatchError(RequestError):
+    """The request says its image was prepared under another recipe version than the worker's
+    (FORMAT.md 11.2): its pixels, and every head output made from them, are not the model's."""
+
+    code = "prepare_mismatch"
+
+
 class QueueFullError(RequestError):
     """The bounded queue was full (the broker ignored our ReceiveMaximum): rejected, not lost."""
 

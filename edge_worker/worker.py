@@ -25,7 +25,12 @@ import torch
 from edge_worker.batching import RequestQueue
 from edge_worker.catalog import catalog_payloads
 from edge_worker.config import WorkerConfig
-from edge_worker.errors import ComputeError, RequestError, WorkerStateError
+from edge_worker.errors import (
+    ComputeError,
+    PrepareMismatchError,
+    RequestError,
+    WorkerStateError,
+)
 from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, WorkerLink
 from edge_worker.runner import (
     Backend,
@@ -47,6 +52,7 @@ from schemas.messages import (
     encode_message,
 )
 from splitmq_base import __version__
+from splitting.pixels import RECIPE_VERSION
 
 LOG = logging.getLogger(__name__)
 FailureStatus = Literal["error", "expired", "rejected"]
@@ -340,6 +346,9 @@ class EdgeWorker:
             self._fail_safely(request, exc, None)
             return None
         decode_ms = (time.perf_counter() - started) * 1000.0
+        if request.prepare_version not in (None, str(RECIPE_VERSION)):
+            self._fail_safely(request, _prepare_mismatch(request.prepare_version), frame)
+            return None
         stale = self._staleness(request, frame, taken)
         if stale is not None:
             self._expire(request, frame, stale)
@@ -447,3 +456,10 @@ def _request_id(request: InboundRequest, frame: Frame | None) -> str:
         text = request.correlation_data[: MAX_ID_CHARS * 4].decode("utf-8", errors="replace")
         return text[:MAX_ID_CHARS]
     return UNKNOWN_REQUEST_ID
+
+
+def _prepare_mismatch(version: str) -> PrepareMismatchError:
+    return PrepareMismatchError(
+        f"image prepared under recipe {version!r}, this worker's is {RECIPE_VERSION}"
+        " (FORMAT.md 11.2): read the catalog again"
+    )
