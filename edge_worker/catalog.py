@@ -12,7 +12,7 @@ from edge_worker.runner import TailRunner, accepted_codecs, split_dtype
 from schemas.errors import MessageError
 from schemas.frame import ModelInfo
 from schemas.messages import ModelCatalogMessage, PrepareRecipe, SplitSpec, encode_message
-from splitting.pixels import CROP_FRACTION
+from splitting.pixels import CROP_FRACTION, RECIPE_VERSION, resize_target
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +38,12 @@ def model_catalog(info: ModelInfo) -> ModelCatalogMessage:
                 )
                 for k in range(info.n)
             ],
-            prepare=PrepareRecipe(size=image[0], crop_fraction=CROP_FRACTION),
+            prepare=PrepareRecipe(
+                size=image[0],
+                crop_fraction=CROP_FRACTION,
+                recipe_version=RECIPE_VERSION,
+                resize_to=resize_target(image[0]),
+            ),
         )
     except ValueError as exc:  # pydantic's ValidationError: a bound the wire cannot carry
         raise MessageError(f"{info.name}: no catalog: {exc}") from None

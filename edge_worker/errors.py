@@ -60,6 +60,13 @@ class DecodeTimeoutError(RequestError):
     code = "decode_timeout"
 
 
+class PrepareMismatchError(RequestError):
+    """The request says its image was prepared under another recipe version than the worker's
+    (FORMAT.md 11.2): its pixels, and every head output made from them, are not the model's."""
+
+    code = "prepare_mismatch"
+
+
 class QueueFullError(RequestError):
     """The bounded queue was full (the broker ignored our ReceiveMaximum): rejected, not lost."""
 

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -34,7 +34,7 @@ from edge_worker.batching import Queued
 from mqtt_session.client import BrokerSettings
 from mqtt_session.session import MqttSession, NodeState, NodeStatus
 from schemas.errors import TopicError
-from schemas.topics import EXACT_PROPERTY, Topics
+from schemas.topics import EXACT_PROPERTY, PREPARE_PROPERTY, Topics
 
 LOG = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class InboundRequest(Queued):
     mid: int
     qos: int
     connection: int  # which connection delivered it (a mid means nothing on another one)
+    # The `splitmq-prepare` property as sent (cut short: it is only compared), or None.
+    prepare_version: str | None = field(default=None, kw_only=True)
 
     @property
     def model(self) -> str:
@@ -208,6 +210,7 @@ class WorkerLink:
                 qos=message.qos,
                 connection=connection,
                 exact=EXACT_PROPERTY in (getattr(props, "UserProperty", None) or ()),
+                prepare_version=_prepare_version(getattr(props, "UserProperty", None)),
             )
         )
 
@@ -255,3 +258,14 @@ class WorkerLink:
     def _ack_now(self, message: mqtt.MQTTMessage) -> None:
         if message.qos > 0:
             self.client.ack(message.mid, message.qos)
+
+
+def _prepare_version(user_properties: object) -> str | None:
+    """The first `splitmq-prepare` value among a message's user properties, at most 32
+    characters (any longer value names no version this worker has)."""
+    if not isinstance(user_properties, list):
+        return None
+    for pair in user_properties:
+        if isinstance(pair, tuple) and len(pair) == 2 and pair[0] == PREPARE_PROPERTY:
+            return str(pair[1])[:32]
+    return None

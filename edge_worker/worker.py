@@ -26,7 +26,12 @@ from edge_worker.batching import RequestQueue
 from edge_worker.catalog import catalog_payloads
 from edge_worker.config import WorkerConfig
 from edge_worker.decoding import DecodePool, Outcome
-from edge_worker.errors import ComputeError, RequestError, WorkerStateError
+from edge_worker.errors import (
+    ComputeError,
+    PrepareMismatchError,
+    RequestError,
+    WorkerStateError,
+)
 from edge_worker.link import InboundRequest, NodeState, UnroutableMessage, WorkerLink
 from edge_worker.runner import (
     Backend,
@@ -48,6 +53,7 @@ from schemas.messages import (
     encode_message,
 )
 from splitmq_base import __version__
+from splitting.pixels import RECIPE_VERSION
 
 LOG = logging.getLogger(__name__)
 FailureStatus = Literal["error", "expired", "rejected"]
@@ -370,6 +376,9 @@ class EdgeWorker:
             return None
         frame = outcome.value
         assert frame is not None  # an outcome holds a value or an error
+        if request.prepare_version not in (None, str(RECIPE_VERSION)):
+            self._fail_safely(request, _prepare_mismatch(request.prepare_version), frame)
+            return None
         stale = self._staleness(request, frame, taken)
         if stale is not None:
             self._expire(request, frame, stale)
@@ -478,3 +487,10 @@ def _request_id(request: InboundRequest, frame: Frame | None) -> str:
         text = request.correlation_data[: MAX_ID_CHARS * 4].decode("utf-8", errors="replace")
         return text[:MAX_ID_CHARS]
     return UNKNOWN_REQUEST_ID
+
+
+def _prepare_mismatch(version: str) -> PrepareMismatchError:
+    return PrepareMismatchError(
+        f"image prepared under recipe {version!r}, this worker's is {RECIPE_VERSION}"
+        " (FORMAT.md 11.2): read the catalog again"
+    )

@@ -340,6 +340,7 @@ MAX_SPLITS = 1024
 MAX_NDIM = 8  # schemas.codecs.DEFAULT_MAX_NDIM, the most dimensions a decoder takes
 MAX_CODECS = 32
 MAX_IMAGE_SIDE = 65535
+MAX_RECIPE_VERSION = 65535
 Dim = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
@@ -362,27 +363,49 @@ class SplitSpec(_Message):
 
 
 class PrepareRecipe(_Message):
-    """How a device turns a photo into split 0's tensor, exactly as `prepare_image` does: the
-    shorter side is resized to `round(size / crop_fraction)` (the other in proportion, each
-    side `max(size, round(side * size / crop_fraction / shorter))`) with `resample`, then the
-    centre `size` x `size` square is cut (left = (W' - size) // 2, top = (H' - size) // 2);
-    gray is repeated to three channels and alpha dropped. The worker normalises; the device
-    sends raw pixels."""
+    """How a device turns a photo into split 0's tensor (FORMAT.md 11.2): gray is repeated to
+    three channels and alpha dropped; the shorter side is resized to `resize_to` (the other to
+    `(2 * side * resize_to + shorter) // (2 * shorter)`) by the integer triangle filter of
+    `recipe_version`, then the centre `size` x `size` square is cut (left = (W' - size) // 2,
+    top = (H' - size) // 2). The worker normalises; the device sends raw pixels."""
 
     size: int = Field(ge=1, le=MAX_IMAGE_SIDE, description="S: the prepared image is S x S")
     crop_fraction: float = Field(gt=0, le=1, description="share of the resized image kept")
+    recipe_version: int = Field(
+        1,
+        ge=1,
+        le=MAX_RECIPE_VERSION,
+        description="the arithmetic of the resize (FORMAT.md 11.2): 2 = the integer triangle "
+        "filter any client reproduces bit for bit; 1 (absent) = Pillow's BILINEAR, reproducible "
+        "only with Pillow. Send only under a version you implement",
+    )
+    resize_to: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_IMAGE_SIDE,
+        description="R: the shorter side's length after the resize, round(size / crop_fraction) "
+        "in integers (required from recipe_version 2)",
+    )
     resize: Literal["shorter_side"] = Field(
-        "shorter_side", description="the shorter side is scaled to size / crop_fraction"
+        "shorter_side", description="the shorter side is scaled to resize_to"
     )
     resample: Literal["bilinear"] = Field(
         "bilinear",
-        description="Pillow's BILINEAR: a triangle filter widened by the scale when shrinking "
-        "(antialiased); another resampler changes pixels, not validity",
+        description="a triangle filter widened by the scale when shrinking (antialiased), in "
+        "the arithmetic recipe_version names",
     )
     crop: Literal["center"] = "center"
     channels: Literal["RGB"] = "RGB"
     layout: Literal["HWC"] = Field("HWC", description="rows, then columns, then R, G, B")
     dtype: Literal["uint8"] = "uint8"
+
+    @model_validator(mode="after")
+    def _resize_covers_the_crop(self) -> PrepareRecipe:
+        if self.recipe_version >= 2 and self.resize_to is None:
+            raise ValueError(f"recipe_version {self.recipe_version} needs resize_to")
+        if self.resize_to is not None and self.resize_to < self.size:
+            raise ValueError(f"resize_to {self.resize_to} is smaller than size {self.size}")
+        return self
 
 
 class ModelCatalogMessage(_Message):

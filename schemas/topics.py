@@ -27,6 +27,8 @@ prepare recipe) under its own id, so a client can learn them in-band from
 
 A request that carries the MQTT v5 user property `EXACT_PROPERTY` (`splitmq-exact: 1`) asks for
 the worker's bit-exact path (batch 1, one thread); a worker that does not know it ignores it.
+A request that carries `PREPARE_PROPERTY` (`splitmq-prepare: <version>`) says under which
+prepare recipe (FORMAT.md 11.2) its image was made; a worker of another version refuses it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ MAX_TOPIC_BYTES = 65535
 _FORBIDDEN = ("/", "+", "#", "\x00")
 #: MQTT v5 user property (name, value) of a request that asks for the bit-exact path.
 EXACT_PROPERTY = ("splitmq-exact", "1")
+#: MQTT v5 user property name whose value is the request's prepare recipe version (decimal).
+PREPARE_PROPERTY = "splitmq-prepare"
 
 
 def check_segment(value: Any, what: str) -> str:

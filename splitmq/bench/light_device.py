@@ -21,7 +21,7 @@ from mqtt_session.client import BrokerSettings
 from mqtt_session.session import MqttSession
 from schemas.errors import SchemaError
 from schemas.messages import ResultMessage, parse_result
-from schemas.topics import EXACT_PROPERTY, Topics
+from schemas.topics import EXACT_PROPERTY, PREPARE_PROPERTY, Topics
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,18 @@ class LightDevice:
         *,
         expiry_s: int = 60,
         exact: bool = False,
+        prepare_version: str | None = None,
     ) -> mqtt.MQTTMessageInfo:
         """Publish one request frame on `topic` (a request topic of `Topics`)."""
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.result_topic
         props.CorrelationData = request_id.encode("utf-8")
         props.MessageExpiryInterval = max(1, expiry_s)
-        if exact:
-            props.UserProperty = [EXACT_PROPERTY]
+        user_properties = [EXACT_PROPERTY] if exact else []
+        if prepare_version is not None:  # the recipe its image was prepared under
+            user_properties.append((PREPARE_PROPERTY, prepare_version))
+        if user_properties:
+            props.UserProperty = user_properties
         return self.session.publish(topic, frame, properties=props)
 
     def wait(self, request_ids: list[str], timeout_s: float) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from broker.launcher import MosquittoBroker
 from edge_worker.config import WorkerConfig
@@ -19,6 +18,7 @@ from schemas.messages import ModelCatalogMessage, PrepareRecipe
 from schemas.topics import Topics
 from splitting.images import sample_images
 from splitting.registry import load_model
+from tests.support.spec_prepare import spec_prepare
 from tests.support.waiting import wait_until
 from tests.support.worker_clients import Requester, read_catalogs
 
@@ -60,13 +60,8 @@ def prepare_by_recipe(image: np.ndarray, recipe: PrepareRecipe) -> np.ndarray:
     """The prepare recipe as a client written from FORMAT.md would code it."""
     assert (recipe.resize, recipe.resample, recipe.crop) == ("shorter_side", "bilinear", "center")
     assert (recipe.channels, recipe.layout, recipe.dtype) == ("RGB", "HWC", "uint8")
-    size = recipe.size
-    height, width = image.shape[:2]
-    scale = size / recipe.crop_fraction / min(height, width)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    resized = Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.array(resized.crop((left, top, left + size, top + size)))
+    assert recipe.recipe_version == 2 and recipe.resize_to is not None
+    return spec_prepare(image, recipe.size, recipe.resize_to)
 
 
 def assert_matches(catalog: ModelCatalogMessage, info: ModelInfo) -> None:

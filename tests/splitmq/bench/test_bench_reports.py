@@ -22,6 +22,7 @@ from splitmq.bench.device_footprint import FootprintReport
 from splitmq.bench.fleet import FleetReport
 from splitmq.bench.grid import GridReport
 from splitmq.bench.live import LiveReport
+from splitmq.bench.prepare import PrepareReport
 from splitmq.bench.report import BenchReport, Provenance, git_commit
 from splitmq.bench.tcp_info import TcpInfoReport
 from splitmq.bench.transport import TransportReport
@@ -56,6 +57,7 @@ REPORTS: dict[str, type[BenchReport]] = {
     "tcp-info": TcpInfoReport,
     "backends": BackendBenchReport,
     "device-footprint": FootprintReport,
+    "prepare": PrepareReport,
 }
 
 
