@@ -318,6 +318,32 @@ def split_dtype(split: int) -> str:
     return "uint8" if split == 0 else "float32"
 
 
+def warm_up_frames(
+    infos: Mapping[str, ModelInfo], served: Mapping[str, Sequence[int]]
+) -> list[tuple[str, int, bytes]]:
+    """(model, split, frame) of every codec a worker decodes, on a blank tensor: split 0's image
+    codecs and one inner split's tensor codecs per model (a codec's setup is per process and
+    thread, not per split)."""
+    frames = []
+    for name, splits in served.items():
+        info = infos[name]
+        inner = [s for s in splits if s > 0][:1]
+        for split in [s for s in splits if s == 0][:1] + inner:
+            dtype = np.uint8 if split == 0 else np.float32
+            blank = np.zeros(info.split_shapes[split], dtype=dtype)
+            for codec in accepted_codecs(split):
+                frame = encode_frame(
+                    blank,
+                    codec=codec,
+                    request_id="warm-up",
+                    model=name,
+                    fingerprint=info.fingerprint,
+                    split=split,
+                )
+                frames.append((name, split, frame))
+    return frames
+
+
 def accepted_codecs(split: int) -> list[str]:
     """Codecs whose decoded dtype `_check_dtype` admits at `split` (the catalog states them)."""
     return [

@@ -39,6 +39,7 @@ from edge_worker.runner import (
     ModelTailRunner,
     TailRunner,
     echo_model_info,
+    warm_up_frames,
 )
 from edge_worker.telemetry import TelemetryReporter, WorkerStats
 from mqtt_session.homeassistant import announce_node
@@ -256,6 +257,8 @@ class EdgeWorker:
     def _warm_up(self) -> None:
         """The runner's warm-up, here on the compute thread: its thread-local setup is paid too."""
         started = time.perf_counter()
+        frames = warm_up_frames(self.runner.model_infos(), self.runner.served())
+        self.decoder.warm_up(lambda: [self.runner.decode(f, m, k) for m, k, f in frames])
         warmed = self.runner.warm_up()
         for model, split in warmed:
             for exact_path in (False, True):
