@@ -140,7 +140,11 @@ class DeviceConfig(BaseModel):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     device_id: str = Field(description="unique device name; also its result topic segment")
     topic_prefix: str = Field(default="splitmq", description="first segment of every topic")
-    model: str = Field(default=DEFAULT_MODEL, description="registered model name")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="registered model name, or a model file: path/to/net.py:factory, a "
+        "TorchScript file, or a build directory written by `splitmq export`",
+    )
     weights: str | None = Field(
         default=None, description="None = model default, 'random', a local file, or a name"
     )

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from splitmq.text_table import aligned_rows
 from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
 from splitting.images import augmented_images
+from splitting.model_files import build_dir
 from splitting.profiles import (
     DEFAULT_CODECS,
     DEFAULT_DECISION_CODEC,
@@ -24,6 +25,10 @@ from splitting.profiles import (
 from splitting.profiling import DEFAULT_PROFILE_IMAGES, DEFAULT_REPEATS, profile_model
 from splitting.registry import DEFAULT_MODEL, load_model
 
+if TYPE_CHECKING:
+    from splitting.onnx_blocks import OnnxBlocks
+    from splitting.partition import SplitModel
+
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -32,7 +37,12 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a registered name (default {DEFAULT_MODEL}), path/to/net.py:factory, a TorchScript"
+        " file or an exported build directory (README: Your own model)",
+    )
     parser.add_argument(
         "--codec",
         default=DEFAULT_DECISION_CODEC,
@@ -80,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> ModelProfile:
-    model = load_model(args.model, weights=args.weights)
+    model = _model(args)
     images = augmented_images(args.images, model.input_size, seed=args.seed)
     quiet = getattr(args, "quiet", False)
     with progress_bar(f"profiling {model.name}", model.n + 1, quiet=quiet) as advance:
@@ -93,6 +103,15 @@ def _measure(args: argparse.Namespace) -> ModelProfile:
             repeats=args.repeats,
             on_split=advance,
         )
+
+
+def _model(args: argparse.Namespace) -> SplitModel | OnnxBlocks:
+    exported = build_dir(args.model)
+    if exported is None:
+        return load_model(args.model, weights=args.weights)
+    from splitting.onnx_blocks import OnnxBlocks
+
+    return OnnxBlocks(exported, threads=args.threads)
 
 
 def format_profile(profile: ModelProfile) -> str:
