@@ -1,7 +1,8 @@
 """`edge-worker` (and `splitmq worker`): run one edge worker until Ctrl-C or SIGTERM.
 
-edge-worker --config configs/worker.example.yaml
+splitmq config example worker > worker.yaml && edge-worker --config worker.yaml
 edge-worker --host 127.0.0.1 --port 18830 --model efficientnet-lite0
+edge-worker --host 127.0.0.1 --model path/to/net.py:build     # your own model (README)
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from splitmq_base.cli import (
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The worker's options; flags override the values of --config."""
-    parser.add_argument("--config", help="worker YAML file (see configs/worker.example.yaml)")
+    parser.add_argument(
+        "--config",
+        help="worker YAML file (an example with every key: splitmq config example worker)",
+    )
     add_connection_arguments(parser)
     # The old spellings, kept working but out of --help.
     parser.add_argument("--broker-host", dest="host", help=argparse.SUPPRESS)
@@ -35,7 +39,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         action="append",
         metavar="NAME",
-        help="model to serve at all its splits (repeatable; replaces the config's models)",
+        help="model to serve at all its splits: a registered name or a model file, net.py:factory"
+        " or TorchScript (repeatable; replaces the config's models)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where tails run")
     parser.add_argument(

@@ -1,7 +1,7 @@
 """Worker configuration: YAML validated into typed objects that reject unknown keys.
 
 `load_worker_config` reports a bad file with its path and every bad key as a dotted path
-(`models.0.splits: ...`). `configs/worker.example.yaml` shows every key. The models are strict
+(`models.0.splits: ...`). `splitmq config example worker` shows every key. The models are strict
 (splitmq_base.configfile.STRICT): `max_batch: true` is refused, not read as 1.
 
 Batching and bit-exactness: a batched CPU convolution or matmul may sum in a different order than

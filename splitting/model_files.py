@@ -46,13 +46,13 @@ def is_model_file(ref: str) -> bool:
     """A `--model` value naming a file or build directory rather than a registered model."""
     if not isinstance(ref, str) or not ref:
         return False
-    path, _ = _split_factory(ref)
+    path, _ = split_factory(ref)
     return path.endswith(".py") or path.endswith(TORCHSCRIPT_SUFFIXES) or _is_build_dir(path)
 
 
 def model_file_name(ref: str) -> str:
     """The wire name of a model file reference (its stem; an exported build's model name)."""
-    path, _ = _split_factory(ref)
+    path, _ = split_factory(ref)
     if _is_build_dir(path):
         return str(_manifest(Path(path)).get("model", ""))
     stem = _UNSAFE.sub("_", Path(path).stem).lstrip("._-")[:64]
@@ -71,7 +71,7 @@ def build_dir(ref: str) -> Path | None:
     return Path(ref) if _is_build_dir(ref) else None
 
 
-def _split_factory(ref: str) -> tuple[str, str | None]:
+def split_factory(ref: str) -> tuple[str, str | None]:
     head, sep, tail = ref.rpartition(":")
     if sep and head.endswith(".py") and tail.isidentifier():
         return head, tail
@@ -97,7 +97,7 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 def spec_from_file(ref: str) -> ModelSpec:
     """The `ModelSpec` of a `.py:factory` or TorchScript reference (named by `model_file_name`)."""
-    path_text, factory_name = _split_factory(ref)
+    path_text, factory_name = split_factory(ref)
     path = Path(path_text)
     if not path.is_file():
         raise ModelRegistrationError(f"model file {path} does not exist")
