@@ -89,16 +89,35 @@ def run(args: argparse.Namespace) -> int:
     worker = EdgeWorker(config)
     stop = stop_on_signals()
     worker.start(wait_s=None)
+    where = config.broker.url  # mqtts:// for TLS
     print(
-        f"worker {config.worker_id} serving {worker.runner.served()} on {config.broker.url} "
-        f"({worker.runner.device}); Ctrl-C stops it",
+        f"worker {config.worker_id}: {served_summary(worker.runner.served())} on"
+        f" {worker.runner.device}; connecting to {where} (Ctrl-C stops it)",
         flush=True,
     )
+    announced = False
     while not stop.wait(0.5):
-        pass
+        if not announced and worker.link.session.connected:
+            announced = True  # once: a reconnect is the session's news, not a new start
+            print(f"worker {config.worker_id} serving on {where}", flush=True)
     worker.stop()
     print(f"worker {config.worker_id} stopped", flush=True)
     return 0
+
+
+def served_summary(served: dict[str, list[int]]) -> str:
+    """`{"lite0": [0, 1, 2, 5]}` -> "lite0 at splits 0-2, 5" (one model per clause)."""
+    return "; ".join(f"{name} at splits {split_ranges(splits)}" for name, splits in served.items())
+
+
+def split_ranges(splits: Sequence[int]) -> str:
+    runs: list[list[int]] = []
+    for k in sorted(splits):
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}" for run in runs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
