@@ -29,7 +29,8 @@ fail() { echo "newcomer: FAIL $1: $2" >&2; exit 1; }
 
 cause() { # the last non-empty line of a log: in this project, an error's one line
     local line
-    line=$(grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1)
+    # make's own closing lines ("make: *** [demo] Error 1") only say that something failed
+    line=$(grep -v -e '^[[:space:]]*$' -e '^make\(\[[0-9]*\]\)\?: ' "$1" 2>/dev/null | tail -n 1)
     echo "${line:-no output} (log: $1)"
 }
 
@@ -82,7 +83,7 @@ if [ "${QUICK:-0}" = 1 ]; then
     BIN="$SRC/.venv/bin"
 else
     step clone git clone --quiet "$SRC" "$CLONE"
-    step make-demo make -C "$CLONE" demo
+    step make-demo make --no-print-directory -C "$CLONE" demo
     start demo-interrupted "$BIN/splitmq" demo --devices 1 --requests 100000
     wait_for demo-interrupted "req " 300
     interrupt demo-interrupted

@@ -22,11 +22,13 @@ def run_worker(*flags: str, for_s: float) -> tuple[str, str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None
+    first = process.stdout.readline()  # the worker is up (Ctrl-C before that is "interrupted")
     time.sleep(for_s)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
-    return out, err
+    return first + out, err
 
 
 def test_it_says_serving_once_connected(broker: MosquittoBroker) -> None:
