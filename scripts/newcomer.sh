@@ -16,6 +16,7 @@ LOGS="$WORK/logs"
 mkdir -p "$LOGS"
 CLONE="$WORK/splitmq"
 BIN="$CLONE/.venv/bin"
+NEED_GB=${NEED_GB:-8}
 declare -A PIDS=()
 
 cleanup() {
@@ -81,13 +82,18 @@ records() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
 # 1. A fresh clone and the first command of the README.
 if [ "${QUICK:-0}" = 1 ]; then
     BIN="$SRC/.venv/bin"
+    step demo "$BIN/splitmq" demo --devices 2 --requests 20 # what `make demo` runs
 else
+    # A fresh venv holds torch with its CUDA libraries: about 6 GB here.
+    free_kb=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
+    [ "$free_kb" -ge $((NEED_GB * 1024 * 1024)) ] ||
+        fail disk "a fresh venv needs about $NEED_GB GB and $WORK has $((free_kb / 1024)) MB free (QUICK=1 reuses this checkout's venv)"
     step clone git clone --quiet "$SRC" "$CLONE"
     step make-demo make --no-print-directory -C "$CLONE" demo
-    start demo-interrupted "$BIN/splitmq" demo --devices 1 --requests 100000
-    wait_for demo-interrupted "req " 300
-    interrupt demo-interrupted
 fi
+start demo-interrupted "$BIN/splitmq" demo --devices 1 --requests 100000
+wait_for demo-interrupted "req " 300
+interrupt demo-interrupted
 
 # 2. By hand: a broker, a worker and a device from the example configs.
 cd "$WORK" || fail setup "cannot enter $WORK"
