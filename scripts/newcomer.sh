@@ -8,6 +8,9 @@
 # KEEP=1 keeps the temporary folder (and every step's log) for a look afterwards; QUICK=1 skips
 # the clone and the demo and runs the rest with this checkout's .venv (for working on it).
 set -u
+# Job control: without it bash starts background commands with SIGINT ignored, and a Ctrl-C
+# sent to them would test nothing.
+set -m
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/splitmq-newcomer-XXXXXX")

@@ -58,3 +58,36 @@ def test_the_profile_header_and_input_codec_are_the_commands() -> None:
     assert profile.input_codec == "webp"
     assert "lossless WebP by default" in README
     assert "sends the JPEG (quality 90)" not in README
+
+
+TRACES = ROOT.parent / "shared" / "traces"
+CHOOSER_COLUMNS = ("oracle", "dynamic", "dynamic_race", "dynamic_race_always",
+                   "dynamic_knows_past", "static_best", "neurosurgeon")  # fmt: skip
+
+
+def readme_chooser_rows() -> dict[str, list[str]]:
+    """The README's chooser table: trace -> its mean latencies, as printed."""
+    rows = {}
+    for line in README.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and (TRACES / f"{cells[0]}.up").is_file():
+            rows[cells[0]] = cells[1:8]
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRACES.is_dir(), reason="the real traces live in ../shared/traces")
+def test_the_chooser_table_is_what_bench_chooser_gives() -> None:
+    rows = readme_chooser_rows()
+    assert len(rows) == 4
+    traces = [arg for name in rows for arg in ("--trace", str(TRACES / f"{name}.up"))]
+    done = subprocess.run(
+        [SPLITMQ, "bench", "chooser", *traces, "--json", "-q"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)["traces"]
+    for name, printed in rows.items():
+        strategies = report[f"{name}.up"]["strategies"]
+        measured = [f"{strategies[column]['mean_ms']:.1f}" for column in CHOOSER_COLUMNS]
+        assert printed == measured, name
