@@ -4,10 +4,9 @@ through a real worker and broker, and what batching changes in the answer."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 
 
 def register(subparsers: Any) -> None:
@@ -27,7 +26,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--requests", type=int, default=240, help="per split and setting")
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--no-mqtt", action="store_true", help="only the in-process part")
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -46,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         torch_threads=args.torch_threads,
     )
     result = run_worker_bench(options)
-    print(format_report(result))
+    if not prints_json(args.json_path):
+        print(format_report(result))
     write_report(result, args.json_path)
     return 0

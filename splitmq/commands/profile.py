@@ -12,6 +12,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from splitmq.reports import add_json_option, prints_json
 from splitmq.text_table import aligned_rows
 from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
 from splitting.images import augmented_images
@@ -49,7 +50,7 @@ def register(subparsers: Any) -> None:
         choices=DEFAULT_CODECS,
         help="the codec whose bytes decide the candidate splits (default %(default)s)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_option(parser, what="profile")
     parser.add_argument(
         "--images",
         type=positive_int,
@@ -82,10 +83,13 @@ def run(args: argparse.Namespace) -> int:
     profile = _measure(args)
     if args.save:
         profile.save(args.save)
-    if args.json:
+    if prints_json(args.json_path):
         print(json.dumps(profile.to_dict(), allow_nan=False))
-    else:
-        print(format_profile(profile))
+        return 0
+    print(format_profile(profile))
+    if args.json_path is not None:
+        profile.save(args.json_path)
+        print(f"  written to {args.json_path}")
     return 0
 
 
