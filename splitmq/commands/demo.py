@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     }
     # Flags left out keep DemoOptions' defaults.
     options = DemoOptions(**{k: v for k, v in given.items() if v is not None})
-    demo_run = run_demo(options)
+    # With the JSON on stdout, the live table and the progress lines go to stderr.
+    demo_run = run_demo(options, out=sys.stderr if prints_json(args.json_path) else None)
     summary = summarize(demo_run)
     if not prints_json(args.json_path):
         print(format_summary(summary))
