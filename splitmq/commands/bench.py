@@ -19,6 +19,7 @@ BENCH_MODULES = (
     "bench_tcp_info",
     "bench_backends",
     "bench_device_footprint",
+    "bench_threads",
 )
 
 
