@@ -243,7 +243,7 @@ class WorkerConfig(BaseModel):
     @field_validator("models")
     @classmethod
     def _distinct_models(cls, models: list[ModelEntry]) -> list[ModelEntry]:
-        names = [entry.name for entry in models]
+        names = [wire_name(entry.name) for entry in models]  # two files may share a stem
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"model listed twice: {', '.join(duplicates)}")

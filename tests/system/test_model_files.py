@@ -180,3 +180,9 @@ def test_a_device_runs_an_exported_build_directory_of_a_model_file(
     assert done.returncode == 0, done.stderr[-2000:]
     (record,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert record["offloaded"] and record["split"] == SPLIT
+
+
+def test_two_model_files_with_one_stem_are_refused_in_a_worker_config(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model listed twice: net"):
+        WorkerConfig(models=[ModelEntry(name=f"{tmp_path}/a/net.py:build"),
+                             ModelEntry(name=f"{tmp_path}/b/net.pt")])  # fmt: skip
