@@ -24,6 +24,7 @@ from splitmq.bench.grid import GridReport
 from splitmq.bench.live import LiveReport
 from splitmq.bench.report import BenchReport, Provenance, git_commit
 from splitmq.bench.tcp_info import TcpInfoReport
+from splitmq.bench.threads import ThreadsReport
 from splitmq.bench.transport import TransportReport
 from splitmq.bench.worker import WorkerReport
 from splitmq.cli import build_parser, main
@@ -56,6 +57,7 @@ REPORTS: dict[str, type[BenchReport]] = {
     "tcp-info": TcpInfoReport,
     "backends": BackendBenchReport,
     "device-footprint": FootprintReport,
+    "threads": ThreadsReport,
 }
 
 
