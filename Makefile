@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup mosquitto prometheus ha-venv test-ha test-prometheus demo test test-fast lint typecheck unit bench bench-codec bench-transport bench-chooser bench-live clean
+.PHONY: setup mosquitto prometheus ha-venv test-ha test-prometheus demo test test-fast newcomer lint typecheck unit bench bench-codec bench-transport bench-chooser bench-live clean
 
 setup: $(STAMP) mosquitto prometheus
 
@@ -55,6 +55,12 @@ test-prometheus: setup
 
 demo: setup
 	$(BIN)/splitmq demo --devices 2 --requests 20
+
+# A newcomer's first hour from a fresh clone of what is committed (its own venv: minutes, so
+# not part of `make test`): make demo, a hand deployment from the example configs, a TLS site
+# from `broker init` with monitor and exporter, Ctrl-C on every command. One line per step.
+newcomer:
+	bash scripts/newcomer.sh
 
 lint: setup
 	$(BIN)/ruff check .

@@ -262,7 +262,18 @@ class MosquittoBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        """mqtts:// when the broker's config gives its listener a certificate."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the running config's listener speaks TLS (it names a certfile)."""
+        if self._workdir is None:
+            return False
+        config = self.config_path
+        text = config.read_text(encoding="utf-8") if config.is_file() else ""
+        return any(line.split()[:1] == ["certfile"] for line in text.splitlines())
 
     @property
     def workdir(self) -> Path:
@@ -428,12 +439,13 @@ class MosquittoBroker:
                     f"mosquitto {describe_exit(code)} while starting on {self.host}:{port}"
                     f"{self._log_tail()}"
                 )
+            # mosquitto logs "running" only once its listeners are open; probing the port
+            # then would cost a TLS listener an "unexpected eof" line in its log at every start.
+            if RUNNING_MARK in self._current_run_log():
+                return
             if accepted_since is None and port_accepts(self.host, port):
                 accepted_since = time.monotonic()
-            if accepted_since is not None and (
-                RUNNING_MARK in self._current_run_log()
-                or time.monotonic() - accepted_since > UNLOGGED_GRACE_S
-            ):
+            if accepted_since is not None and time.monotonic() - accepted_since > UNLOGGED_GRACE_S:
                 return
             time.sleep(0.02)
         self.stop()

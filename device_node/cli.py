@@ -1,5 +1,7 @@
 """`device-node --config FILE` (also `splitmq device --config FILE`): run one device node.
 
+    splitmq config example device > device.yaml && device-node --config device.yaml
+
 Flags override the file's top-level settings for a quick try; the file stays the reference for
 real deployments (broker address, credentials, TLS, topic prefix, ...).
 """
@@ -31,7 +33,12 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="device YAML file")
+    parser.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="device YAML file (an example with every key: splitmq config example device)",
+    )
     parser.add_argument("--device-id", help="override device_id")
     parser.add_argument("--requests", type=int, help="stop after N requests")
     parser.add_argument("--rate", dest="rate_hz", type=float, help="requests per second")

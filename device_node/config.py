@@ -1,6 +1,6 @@
 """Device configuration: YAML validated into typed objects that reject unknown keys.
 
-Every field is documented here and in `configs/device.example.yaml`. `load_device_config`
+Every field is documented here and in `splitmq config example device`. `load_device_config`
 reports a bad file with its path and every bad key as a dotted path (`policy.split: ...`,
 `policy.options.race_above: ...`). The models are strict (splitmq_base.configfile.STRICT).
 """
@@ -140,7 +140,11 @@ class DeviceConfig(BaseModel):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     device_id: str = Field(description="unique device name; also its result topic segment")
     topic_prefix: str = Field(default="splitmq", description="first segment of every topic")
-    model: str = Field(default=DEFAULT_MODEL, description="registered model name")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="registered model name, or a model file: path/to/net.py:factory, a "
+        "TorchScript file, or a build directory written by `splitmq export`",
+    )
     weights: str | None = Field(
         default=None, description="None = model default, 'random', a local file, or a name"
     )
@@ -221,9 +225,10 @@ class DeviceConfig(BaseModel):
         "(default: 3 telemetry intervals + 1 s)",
     )
     torch_threads: int | None = Field(
-        default=None,
+        default=1,
         ge=1,
-        description="intra-op threads of the device's backend (onnxruntime: None = 1)",
+        description="intra-op threads of the device's backend (1, as the demo runs; "
+        "null = torch's default, every core)",
     )
     state_interval_s: float = Field(
         default=2.0,

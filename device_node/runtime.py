@@ -14,6 +14,7 @@ from device_node.errors import ModelMismatchError
 from device_node.node import DeviceNode
 from device_node.policies import PolicyContext, build_policy
 from splitting.blocks import Blocks
+from splitting.model_files import build_dir, wire_name
 from splitting.onnx_blocks import MissingBuildError, OnnxBlocks, find_build
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 def load_device_model(config: DeviceConfig) -> Blocks:
     """The device's model on its configured backend; onnxruntime loads no torch unless this
     device has no exported build yet and torch is there to export one."""
-    if config.backend == "onnxruntime":
+    if config.backend == "onnxruntime" or build_dir(config.model) is not None:
         return OnnxBlocks(exported_build(config), threads=config.torch_threads or 1)
     import torch
 
@@ -42,8 +43,11 @@ def load_device_model(config: DeviceConfig) -> Blocks:
 
 
 def exported_build(config: DeviceConfig) -> Path:
+    given = build_dir(config.model)  # `model:` names the build directory itself
+    if given is not None:
+        return given
     try:
-        return find_build(config.export_dir, config.model, config.build)
+        return find_build(config.export_dir, wire_name(config.model), config.build)
     except MissingBuildError:
         if config.build is not None or importlib.util.find_spec("torch") is None:
             raise
@@ -109,9 +113,9 @@ def build_device(
 ) -> DeviceNode:
     """A DeviceNode (not started) for `config`; `model` lets several devices share weights."""
     model = model or load_device_model(config)
-    if model.name != config.model:
+    if model.name != wire_name(config.model):
         raise ModelMismatchError(
-            f"device {config.device_id} wants {config.model}, given {model.name}"
+            f"device {config.device_id} wants {wire_name(config.model)}, given {model.name}"
         )
     if policy is None:
         policy = build_policy(config.policy, policy_context(config, model, cache_dir=cache_dir))

@@ -1,7 +1,8 @@
 """`edge-worker` (and `splitmq worker`): run one edge worker until Ctrl-C or SIGTERM.
 
-edge-worker --config configs/worker.example.yaml
+splitmq config example worker > worker.yaml && edge-worker --config worker.yaml
 edge-worker --host 127.0.0.1 --port 18830 --model efficientnet-lite0
+edge-worker --host 127.0.0.1 --model path/to/net.py:build     # your own model (README)
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from splitmq_base.cli import (
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The worker's options; flags override the values of --config."""
-    parser.add_argument("--config", help="worker YAML file (see configs/worker.example.yaml)")
+    parser.add_argument(
+        "--config",
+        help="worker YAML file (an example with every key: splitmq config example worker)",
+    )
     add_connection_arguments(parser)
     # The old spellings, kept working but out of --help.
     parser.add_argument("--broker-host", dest="host", help=argparse.SUPPRESS)
@@ -35,7 +39,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         action="append",
         metavar="NAME",
-        help="model to serve at all its splits (repeatable; replaces the config's models)",
+        help="model to serve at all its splits: a registered name or a model file, net.py:factory"
+        " or TorchScript (repeatable; replaces the config's models)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where tails run")
     parser.add_argument(
@@ -84,16 +89,35 @@ def run(args: argparse.Namespace) -> int:
     worker = EdgeWorker(config)
     stop = stop_on_signals()
     worker.start(wait_s=None)
+    where = config.broker.url  # mqtts:// for TLS
     print(
-        f"worker {config.worker_id} serving {worker.runner.served()} on {config.broker.url} "
-        f"({worker.runner.device}); Ctrl-C stops it",
+        f"worker {config.worker_id}: {served_summary(worker.runner.served())} on"
+        f" {worker.runner.device}; connecting to {where} (Ctrl-C stops it)",
         flush=True,
     )
+    announced = False
     while not stop.wait(0.5):
-        pass
+        if not announced and worker.link.session.connected:
+            announced = True  # once: a reconnect is the session's news, not a new start
+            print(f"worker {config.worker_id} serving on {where}", flush=True)
     worker.stop()
     print(f"worker {config.worker_id} stopped", flush=True)
     return 0
+
+
+def served_summary(served: dict[str, list[int]]) -> str:
+    """`{"lite0": [0, 1, 2, 5]}` -> "lite0 at splits 0-2, 5" (one model per clause)."""
+    return "; ".join(f"{name} at splits {split_ranges(splits)}" for name, splits in served.items())
+
+
+def split_ranges(splits: Sequence[int]) -> str:
+    runs: list[list[int]] = []
+    for k in sorted(splits):
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}" for run in runs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

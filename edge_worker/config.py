@@ -1,7 +1,7 @@
 """Worker configuration: YAML validated into typed objects that reject unknown keys.
 
 `load_worker_config` reports a bad file with its path and every bad key as a dotted path
-(`models.0.splits: ...`). `configs/worker.example.yaml` shows every key. The models are strict
+(`models.0.splits: ...`). `splitmq config example worker` shows every key. The models are strict
 (splitmq_base.configfile.STRICT): `max_batch: true` is refused, not read as 1.
 
 Batching and bit-exactness: a batched CPU convolution or matmul may sum in a different order than
@@ -30,6 +30,7 @@ from schemas.topics import Topics, check_segment
 from splitmq_base.configfile import read_yaml_mapping, validate_config
 from splitmq_base.models import STRICT
 from splitmq_base.validation import did_you_mean
+from splitting.model_files import wire_name
 
 DEFAULT_MODEL = "efficientnet-lite0"
 SplitSelection = Literal["candidates", "all"] | list[int]
@@ -63,7 +64,11 @@ class ModelEntry(BaseModel):
 
     model_config = STRICT
 
-    name: str = Field(DEFAULT_MODEL, description="registered model name (splitting.registry)")
+    name: str = Field(
+        DEFAULT_MODEL,
+        description="registered model name (splitting.registry), or a model file: "
+        "path/to/net.py:factory or a TorchScript file (served under the file's stem)",
+    )
     weights: str | None = Field(
         None, description="None = the model's default, 'random', a local file, or a name"
     )
@@ -101,7 +106,9 @@ class ModelEntry(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, name: str) -> str:
-        Topics().request(name, 0, "device")  # schemas.topics owns the segment rules (TopicError)
+        Topics().request(
+            wire_name(name), 0, "device"
+        )  # schemas.topics owns the segment rules (TopicError)
         return name
 
 
@@ -258,7 +265,7 @@ class WorkerConfig(BaseModel):
     @field_validator("models")
     @classmethod
     def _distinct_models(cls, models: list[ModelEntry]) -> list[ModelEntry]:
-        names = [entry.name for entry in models]
+        names = [wire_name(entry.name) for entry in models]  # two files may share a stem
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"model listed twice: {', '.join(duplicates)}")

@@ -187,8 +187,8 @@ class ModelTailRunner(_DecodingRunner):
                 model = load_model(entry.name, weights=entry.weights)
             except SplittingError as exc:
                 raise RunnerError(f"cannot load model {entry.name!r}: {exc}") from exc
-            models[entry.name] = model
-            served[entry.name] = resolve_splits(model, entry)
+            models[model.name] = model  # a model file's wire name, not its path
+            served[model.name] = resolve_splits(model, entry)
         return cls(
             models,
             served,

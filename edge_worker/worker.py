@@ -180,7 +180,7 @@ class EdgeWorker:
             raise
         self.telemetry.start()
         LOG.info(
-            "worker %s serving %s on %s (%s)",
+            "worker %s started: %s on %s (%s); serving once connected",
             self.worker_id,
             self.runner.served(),
             self.config.broker.url,

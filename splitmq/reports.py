@@ -6,6 +6,7 @@ tables), so `p50_ms` means the same thing wherever it appears.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -81,18 +82,44 @@ class Machine(BaseModel):
     date: str = Field(description="local date, YYYY-MM-DD")
 
 
+#: `--json -` (or `--json` alone where a command allows it): the JSON on stdout, no table.
+STDOUT = Path("-")
+
+
+def add_json_option(parser: argparse.ArgumentParser, *, what: str = "results") -> None:
+    """The one `--json` convention: `--json PATH` writes the JSON report to PATH beside the
+    table on stdout; `--json -` or `--json` alone prints only the JSON, on stdout."""
+    parser.add_argument(
+        "--json",
+        dest="json_path",
+        type=Path,
+        nargs="?",
+        const=STDOUT,
+        metavar="PATH",
+        help=f"write the {what} as JSON to PATH; `--json` alone or `--json -`: print the JSON"
+        " on stdout instead of the table",
+    )
+
+
+def prints_json(path: Path | None) -> bool:
+    return path == STDOUT
+
+
 def write_report(
     report: BaseModel | dict[str, Any], path: Path | None, *, what: str = "written"
 ) -> None:
     """Write a command's JSON report (a model's JSON, or a plain dict's) to `path` (None:
-    nowhere) and say where."""
+    nowhere; `-`: stdout) and say where."""
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(report, BaseModel):
         text = report.model_dump_json(indent=1)
     else:
         text = json.dumps(report, indent=1)
+    if path == STDOUT:
+        print(text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
     print(f"  {what} to {path}")
 

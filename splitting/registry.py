@@ -37,6 +37,7 @@ from splitting.errors import (
     WeightsLoadError,
     WeightsUnavailableError,
 )
+from splitting.model_files import build_dir, check_exact, is_model_file, spec_from_file
 from splitting.partition import SplitModel
 from splitting.spec import RANDOM_WEIGHTS, ModelSpec
 from splitting.spec import BlockList as BlockList  # re-exported: plugins and tests import it here
@@ -50,6 +51,7 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_FILE_SPECS: dict[str, ModelSpec] = {}  # by file reference, so a file is read once
 _builtins_registered = False
 
 
@@ -79,7 +81,11 @@ def available_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered name, or of a model file (`net.py:factory`, TorchScript),
+    registered under its wire name on first use (splitting.model_files)."""
     _ensure_builtins()
+    if is_model_file(name):
+        return _file_spec(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -108,7 +114,24 @@ def load_model(name: str = DEFAULT_MODEL, *, weights: str | None = None) -> Spli
     )
     if spec.labels is not None:
         _ = model.labels  # check the label count against the model's outputs now
+    if is_model_file(name):  # a hand-written block list: say where it breaks, in one line
+        check_exact(model)
     return model
+
+
+def _file_spec(ref: str) -> ModelSpec:
+    if build_dir(ref) is not None:
+        raise ModelRegistrationError(
+            f"{ref} is an exported ONNX build: it runs on an onnxruntime device"
+            " (backend: onnxruntime) or in `splitmq profile`, not where torch runs the model"
+        )
+    spec = _FILE_SPECS.get(ref)
+    if spec is None:
+        spec = spec_from_file(ref)
+        _validate_spec(spec)
+        _FILE_SPECS[ref] = spec
+    _REGISTRY[spec.name] = spec  # the wire name: later lookups by name find the same model
+    return spec
 
 
 def seeded_build(build: Callable[[], nn.Module], seed: int) -> nn.Module:

@@ -361,30 +361,10 @@ def _print_trace(name: str, entry: TraceEntry) -> None:
             f"  {strategy:18s} {figures} {s.device_compute_ms or 0.0:9.1f}  {fallbacks:9d}  "
             f"{splits}"
         )
-    print(_targets_line(entry.targets))
-
-
-def _targets_line(t: ChooserTargets) -> str:
-    return (
-        f"  targets: dynamic {t.dynamic_over_oracle_pct:+.1f}% vs oracle, oracle gain "
-        f"{t.oracle_gain_over_static_pct:.1f}% (captured >= 90%: "
-        f"{_yes(t.captured_90pct)}; >= 90% of knowing the past: "
-        f"{_yes(t.captured_90pct_of_knowing_past)}), mean <= static_best: "
-        f"{_yes(t.mean_at_or_below_static_best)}, p95 <= static_best: "
-        f"{_yes(t.p95_at_or_below_static_best)}, mean < neurosurgeon: "
-        f"{_yes(t.mean_below_neurosurgeon)}, race p99 {t.race_p99_over_local:.3f}x "
-        f"local, race mean <= oracle: {_yes(t.race_mean_at_or_below_oracle)} (always: "
-        f"{_yes(t.race_always_mean_at_or_below_oracle)}, p99 "
-        f"{t.race_always_p99_over_local:.3f}x local)"
-    )
 
 
 def _ms(value: float | None) -> str:
     return f"{'-':>8s}" if value is None else f"{value:8.1f}"
-
-
-def _yes(flag: bool | None) -> str:
-    return "n/a" if flag is None else "yes" if flag else "NO"
 
 
 def _share(value: float | None) -> str:

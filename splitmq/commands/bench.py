@@ -20,6 +20,7 @@ BENCH_MODULES = (
     "bench_backends",
     "bench_device_footprint",
     "bench_prepare",
+    "bench_threads",
 )
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 from splitmq_base.cli import positive_int
 from splitting.registry import DEFAULT_MODEL
 
@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--calls", type=positive_int, default=20, help="timed calls per round")
     parser.add_argument("--batch", type=positive_int, default=8, help="the batched tail's size")
     parser.add_argument("--export-dir", type=Path, default=None, help="where builds are kept")
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         export_dir=args.export_dir,
     )
     report = run_backend_bench(options)
-    print(format_report(report))
+    if not prints_json(args.json_path):
+        print(format_report(report))
     write_report(report, args.json_path)
     return 0

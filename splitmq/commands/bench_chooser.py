@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from splitmq.bench.chooser import (
     print_table,
 )
 from splitmq.bench.chooser import __doc__ as chooser_doc
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 from splitmq.sim.inputs import DEFAULT_SERVER_PROFILE, MEASURED_HERE
 from splitmq.sim.runner import ARRIVALS
 from splitmq.sim.scenarios import SCENARIOS
@@ -40,7 +41,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
     parser.add_argument("--load", default=DEFAULT_LOAD, choices=SCENARIOS, help="server load")
-    parser.add_argument("--json", required=True, metavar="OUT", help="where to write results")
+    add_json_option(parser, what="results, development targets included")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, help="requests/s")
     _add_device_flags(parser)
     _add_codec_flags(parser)
@@ -165,11 +166,18 @@ def _path(value: str | None) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plots and importlib.util.find_spec("matplotlib") is None:  # before minutes of work
+        print(
+            "splitmq bench chooser: --plots needs matplotlib: pip install 'splitmq[bench]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         report = bench(options_from(args), quiet=bool(getattr(args, "quiet", False)))
     except SplitmqError as exc:
         print(f"splitmq bench chooser: {exc}", file=sys.stderr)
         return 2
-    print_table(report)
-    write_report(report, Path(args.json))
+    if not prints_json(args.json_path):
+        print_table(report)
+    write_report(report, args.json_path)
     return 0

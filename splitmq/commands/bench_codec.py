@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from splitmq.bench.codec import DEFAULT_BATCH, DEFAULT_INPUTS
 from splitmq.bench.codec import __doc__ as codec_doc
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 from splitmq_base.cli import jpeg_quality, positive_int
 from splitting.profiles import DEFAULT_CODECS, DEFAULT_JPEG_QUALITY
 from splitting.registry import DEFAULT_MODEL
@@ -21,7 +20,7 @@ def register(subparsers: Any) -> None:
         description=codec_doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--json", required=True, metavar="PATH", help="where to write results")
+    add_json_option(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
     parser.add_argument("--weights", default=None, help="default: the model's own")
     parser.add_argument(
@@ -64,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     result = run_codec_bench(options, quiet=bool(getattr(args, "quiet", False)))
-    print(format_table(result))
-    write_report(result, Path(args.json))
+    if not prints_json(args.json_path):
+        print(format_table(result))
+    write_report(result, args.json_path)
     return 0

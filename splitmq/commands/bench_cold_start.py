@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 
 
 def register(subparsers: Any) -> None:
@@ -23,7 +22,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--head-start", type=float, default=1.0, help="worker's lead, seconds")
     parser.add_argument("--busy-cores", type=int, default=0, help="CPU-bound processes beside")
     parser.add_argument("--slowdown", type=float, default=4.0, help="device compute stretch")
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -38,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         slowdown=args.slowdown,
     )
     result = run_cold_start_bench(options)
-    print(format_report(result))
+    if not prints_json(args.json_path):
+        print(format_report(result))
     write_report(result, args.json_path)
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 from splitmq_base.cli import positive_int
 
 
@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--requests", type=positive_int, default=100)
     parser.add_argument("--venv", type=Path, default=None, help="reuse this device venv")
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     report = run_device_footprint(FootprintOptions(requests=args.requests, venv=args.venv))
-    print(format_report(report))
+    if not prints_json(args.json_path):
+        print(format_report(report))
     write_report(report, args.json_path)
     return 0

@@ -4,10 +4,9 @@ devices against one worker; latency as a ratio to a bare paho ping-pong in the s
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 
 
 def register(subparsers: Any) -> None:
@@ -26,7 +25,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--max-held-bytes", type=int, help='the worker\'s bound: past it, "rejected"'
     )
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -41,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         max_held_bytes=args.max_held_bytes,
     )
     result = run_fleet_bench(options)
-    print(format_report(result))
+    if not prints_json(args.json_path):
+        print(format_report(result))
     write_report(result, args.json_path)
     return 0 if result.lost == 0 and result.duplicates == 0 else 1

@@ -8,7 +8,7 @@ from typing import Any
 
 from splitmq.bench.grid import DEFAULT_SLOWDOWN
 from splitmq.bench.grid import __doc__ as grid_doc
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 from splitting.reference import DEFAULT_SERVER_PROFILE
 
 
@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", action="append", required=True, help="repeatable")
-    parser.add_argument("--json", required=True, metavar="OUT", help="where to write results")
+    add_json_option(parser)
     parser.add_argument("--plots", metavar="DIR", help="write a heatmap PNG per model here")
     parser.add_argument(
         "--slowdown",
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         plots=None if args.plots is None else Path(args.plots),
     )
     report = run_grid_bench(options)
-    write_report(report, Path(args.json))
-    print(format_summary(report))
+    write_report(report, args.json_path)
+    if not prints_json(args.json_path):
+        print(format_summary(report))
     return 0

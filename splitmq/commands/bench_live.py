@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from splitmq.reports import add_json_option
 from splitting.traces import DEFAULT_ONE_WAY_MS
 
 DEFAULT_REQUESTS = 100
@@ -52,13 +53,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="reuse the cached device profile (default: measure it again before the run)",
     )
-    parser.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
+    add_json_option(parser, what="report")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from splitmq.bench.live import LiveBenchOptions, format_report, run_bench
-    from splitmq.reports import write_report
+    from splitmq.reports import prints_json, write_report
 
     given: dict[str, Any] = {
         "trace": args.trace,
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     }
     options = LiveBenchOptions(**{k: v for k, v in given.items() if v is not None})
     report = run_bench(options)
-    print(format_report(report))
-    write_report(report, args.json)
+    if not prints_json(args.json_path):
+        print(format_report(report))
+    write_report(report, args.json_path)
     return 0

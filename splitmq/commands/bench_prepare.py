@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 from splitmq_base.cli import positive_int
 
 
@@ -29,7 +28,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-model", action="store_true", help="skip lite0's top-1 agreement (no torch needed)"
     )
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         model=None if args.no_model else "efficientnet-lite0",
     )
     report = run_prepare_bench(options)
-    print(format_report(report))
-    print(report.model_dump_json(indent=1))
+    if not prints_json(args.json_path):
+        print(format_report(report))
     write_report(report, args.json_path)
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 
 
 def register(subparsers: Any) -> None:
@@ -18,7 +17,7 @@ def register(subparsers: Any) -> None:
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -26,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from splitmq.bench.tcp_info import TcpInfoOptions, format_report, run_tcp_info_bench
 
     result = run_tcp_info_bench(TcpInfoOptions())
-    print(format_report(result))
+    if not prints_json(args.json_path):
+        print(format_report(result))
     write_report(result, args.json_path)
     return 0

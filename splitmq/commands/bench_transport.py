@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 from splitmq_base.cli import port_number
 
 
@@ -14,7 +13,7 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "transport", help="round trip and burst over a real Mosquitto (echo tail)"
     )
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    add_json_option(parser)
     parser.add_argument("--rtt-requests", type=int, default=2000, help="timed round trips")
     parser.add_argument("--burst", type=int, default=5000, help="requests in the burst")
     parser.add_argument("--devices", type=int, default=10, help="devices in the burst")
@@ -34,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         burst_devices=args.devices,
     )
     result = run_transport_bench(options, settings=settings)
-    print(format_table(result))
+    if not prints_json(args.json_path):
+        print(format_table(result))
     write_report(result, args.json_path)
     return 0 if result.burst.lost == 0 else 1

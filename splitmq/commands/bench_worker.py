@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--export-dir", type=Path, default=None, help="where builds are kept")
     parser.add_argument("--no-mqtt", action="store_true", help="only the in-process part")
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    add_json_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         export_dir=args.export_dir,
     )
     result = run_worker_bench(options)
-    print(format_report(result))
+    if not prints_json(args.json_path):
+        print(format_report(result))
     write_report(result, args.json_path)
     return 0

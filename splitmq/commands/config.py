@@ -176,16 +176,25 @@ def check_file(path: Path, role_name: str | None = None) -> tuple[str, list[str]
 
 
 def _unknown_models(path: Path, role: Role, config: BaseModel) -> list[str]:
-    """Model names the registry does not know (its names only: nothing is built)."""
+    """Model names the registry does not know (its names only: nothing is built), and model
+    files that are not there."""
+    from splitting.model_files import is_model_file, split_factory
     from splitting.registry import available_models
 
     known = available_models()
-    return [
-        f"{path}: {key}: unknown model {name!r}{did_you_mean(name, known)}; "
-        f"registered: {', '.join(known)}"
-        for key, name in role.models_used(config)
-        if name not in known
-    ]
+    problems = []
+    for key, name in role.models_used(config):
+        if is_model_file(name):
+            if not Path(split_factory(name)[0]).exists():
+                problems.append(
+                    f"{path}: {key}: model file {split_factory(name)[0]} does not exist"
+                )
+        elif name not in known:
+            problems.append(
+                f"{path}: {key}: unknown model {name!r}{did_you_mean(name, known)}; "
+                f"registered: {', '.join(known)}"
+            )
+    return problems
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from device_node.config import TENSOR_CODECS
-from splitmq.reports import write_report
+from splitmq.reports import add_json_option, prints_json, write_report
 from splitmq_base.cli import EXIT_INTERRUPTED, add_verbosity
 
 
@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
         type=int,
         help="torch threads (default 1: devices run as profiled, on one core each)",
     )
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the summary here")
+    add_json_option(parser, what="summary")
     add_verbosity(parser)  # -q: summary only, no live table
     parser.set_defaults(func=run)
 
@@ -70,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
     }
     # Flags left out keep DemoOptions' defaults.
     options = DemoOptions(**{k: v for k, v in given.items() if v is not None})
-    demo_run = run_demo(options)
+    # With the JSON on stdout, the live table and the progress lines go to stderr.
+    demo_run = run_demo(options, out=sys.stderr if prints_json(args.json_path) else None)
     summary = summarize(demo_run)
-    print(format_summary(summary))
+    if not prints_json(args.json_path):
+        print(format_summary(summary))
     write_report(summary, args.json_path, what="summary written")
     if demo_run.interrupted:
         print("splitmq demo: interrupted", file=sys.stderr)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from splitmq.reports import add_json_option, prints_json
 from splitmq.text_table import aligned_rows
 from splitmq_base.cli import jpeg_quality, positive_int, progress_bar
 from splitting.blocks import Blocks
 from splitting.images import augmented_images
-from splitting.partition import SplitModel
+from splitting.model_files import build_dir
+from splitting.onnx_blocks import OnnxBlocks
 from splitting.profiles import (
     DEFAULT_CODECS,
     DEFAULT_DECISION_CODEC,
@@ -27,6 +29,9 @@ from splitting.profiles import (
 from splitting.profiling import DEFAULT_PROFILE_IMAGES, DEFAULT_REPEATS, profile_model
 from splitting.registry import DEFAULT_MODEL, load_model
 
+if TYPE_CHECKING:
+    from splitting.partition import SplitModel
+
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -35,14 +40,19 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a registered name (default {DEFAULT_MODEL}), path/to/net.py:factory, a TorchScript"
+        " file or an exported build directory (README: Your own model)",
+    )
     parser.add_argument(
         "--codec",
         default=DEFAULT_DECISION_CODEC,
         choices=DEFAULT_CODECS,
         help="the codec whose bytes decide the candidate splits (default %(default)s)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_option(parser, what="profile")
     parser.add_argument(
         "--images",
         type=positive_int,
@@ -82,35 +92,52 @@ def run(args: argparse.Namespace) -> int:
     profile = _measure(args)
     if args.save:
         profile.save(args.save)
-    if args.json:
+    if prints_json(args.json_path):
         print(json.dumps(profile.to_dict(), allow_nan=False))
-    else:
-        print(format_profile(profile))
+        return 0
+    print(format_profile(profile))
+    if args.json_path is not None:
+        profile.save(args.json_path)
+        print(f"  written to {args.json_path}")
     return 0
 
 
 def _measure(args: argparse.Namespace) -> ModelProfile:
-    model = load_model(args.model, weights=args.weights)
+    model = _model(args)
+    measured, reference = _on_backend(args, model)
     images = augmented_images(args.images, model.input_size, seed=args.seed)
     quiet = getattr(args, "quiet", False)
-    measured: SplitModel | Blocks = model
-    if args.backend == "onnxruntime":
-        from splitting.onnx_blocks import OnnxBlocks
-        from splitting.onnx_export import ensure_exported
-
-        export = ensure_exported(model, args.export_dir)
-        measured = OnnxBlocks(export, expected_fingerprint=model.fingerprint, threads=args.threads)
     with progress_bar(f"profiling {model.name}", model.n + 1, quiet=quiet) as advance:
         return profile_model(
             measured,
             images,
-            reference=model,
+            reference=reference,
             codec=args.codec,
             jpeg_quality=args.jpeg_quality,
             threads=args.threads,
             repeats=args.repeats,
             on_split=advance,
         )
+
+
+def _on_backend(
+    args: argparse.Namespace, model: SplitModel | OnnxBlocks
+) -> tuple[SplitModel | Blocks, SplitModel | None]:
+    """What is measured, and the PyTorch model its answers are compared with (None: itself)."""
+    if isinstance(model, OnnxBlocks) or args.backend == "torch":
+        return model, None
+    from splitting.onnx_export import ensure_exported
+
+    export = ensure_exported(model, args.export_dir)
+    blocks = OnnxBlocks(export, expected_fingerprint=model.fingerprint, threads=args.threads)
+    return blocks, model
+
+
+def _model(args: argparse.Namespace) -> SplitModel | OnnxBlocks:
+    exported = build_dir(args.model)
+    if exported is None:
+        return load_model(args.model, weights=args.weights)
+    return OnnxBlocks(exported, threads=args.threads)
 
 
 def format_profile(profile: ModelProfile) -> str:

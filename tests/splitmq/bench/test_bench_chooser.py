@@ -75,7 +75,9 @@ def test_bench_writes_every_strategy_for_every_trace(inputs, tmp_path, capsys):
     assert [0, "int8"] in report["settings"]["pairs"]
     assert Path(entry["plot"]).stat().st_size > 10_000
     printed = capsys.readouterr().out
-    assert "synthetic.up" in printed and "dynamic" in printed and "targets" in printed
+    assert "synthetic.up" in printed and "dynamic" in printed
+    # Development targets are the JSON's business; the table shows users the figures only.
+    assert "targets" in entry and "targets" not in printed and ">= 90%" not in printed
 
 
 def test_bench_reports_a_missing_server_profile_clearly(inputs, tmp_path, capsys):

@@ -25,6 +25,7 @@ from splitmq.bench.live import LiveReport
 from splitmq.bench.prepare import PrepareReport
 from splitmq.bench.report import BenchReport, Provenance, git_commit
 from splitmq.bench.tcp_info import TcpInfoReport
+from splitmq.bench.threads import ThreadsReport
 from splitmq.bench.transport import TransportReport
 from splitmq.bench.worker import WorkerReport
 from splitmq.cli import build_parser, main
@@ -58,6 +59,7 @@ REPORTS: dict[str, type[BenchReport]] = {
     "backends": BackendBenchReport,
     "device-footprint": FootprintReport,
     "prepare": PrepareReport,
+    "threads": ThreadsReport,
 }
 
 
