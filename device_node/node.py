@@ -32,7 +32,6 @@ import numpy as np
 from device_node.activity import DeviceActivity
 from device_node.config import DeviceConfig
 from device_node.errors import NotConnectedError
-from device_node.gcwatch import GC_PAUSES
 from device_node.link import DeviceLink
 from device_node.pending import Outcome, PendingRequest, fallback_reason
 from device_node.policies import LockedPolicy
@@ -50,6 +49,7 @@ from schemas.errors import CodecError, SchemaError
 from schemas.frame import SENT_TIMESTAMP, encode_frame
 from schemas.messages import ResultMessage
 from splitmq_base import __version__
+from splitmq_base.gcwatch import GC_PAUSES
 from splitting.blocks import Blocks
 from splitting.policy import Decision, SplitPolicy
 

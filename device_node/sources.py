@@ -30,7 +30,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from device_node.errors import (
     EmptySourceError,
@@ -39,6 +39,7 @@ from device_node.errors import (
     UnknownSourceError,
     UnreadableImageError,
 )
+from splitmq_base.models import STRICT
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +49,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 class SourceConfig(BaseModel):
     """The `source` section of a device configuration."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     kind: str = Field(
         default="samples", description="registered source kind: samples, folder, or your own"
     )
-    path: Path | None = Field(default=None, description="image folder (kind: folder)")
+    path: Path | None = Field(default=None, strict=False, description="image folder (kind: folder)")
     on_unreadable: Literal["skip", "error"] = Field(
         default="skip", description="what a folder source does with a file it cannot decode"
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from edge_worker.errors import DecodeTimeoutError
+from splitmq_base.gcwatch import GC_PAUSES
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,9 +46,13 @@ class _Job(Generic[T, R]):
         self._item = item
         self._clock: int | None = None
         self._cpu_start = 0.0
+        self._thread = 0
+        self._gc_start = 0.0
 
     def run(self) -> tuple[R, float]:
-        clock = time.pthread_getcpuclockid(threading.get_ident())
+        self._thread = threading.get_ident()
+        clock = time.pthread_getcpuclockid(self._thread)
+        self._gc_start = GC_PAUSES.thread_cpu_s(self._thread)
         self._cpu_start = time.clock_gettime(clock)
         self._clock = clock  # set last: cpu_s() reads the start only once the clock is set
         started = time.perf_counter()
@@ -55,13 +60,15 @@ class _Job(Generic[T, R]):
         return value, (time.perf_counter() - started) * 1000.0
 
     def cpu_s(self) -> float:
-        """CPU seconds spent on this decode (0 while it waits for a thread)."""
+        """CPU seconds spent on this decode (0 while it waits for a thread), less what its
+        thread spent in garbage collections meanwhile: those belong to the whole process."""
         if self._clock is None:
             return 0.0
         try:
-            return time.clock_gettime(self._clock) - self._cpu_start
+            spent = time.clock_gettime(self._clock) - self._cpu_start
         except OSError:  # the thread is gone: the job is over
             return 0.0
+        return spent - (GC_PAUSES.thread_cpu_s(self._thread) - self._gc_start)
 
 
 class DecodePool:
@@ -73,6 +80,7 @@ class DecodePool:
         self.budget_s = budget_s
         self.max_wait_s = max_wait_s
         self.threads = threads
+        GC_PAUSES.install()
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self.overran = 0  # decodes answered decode_timeout (their threads still finished them)
 

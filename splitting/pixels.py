@@ -1,7 +1,7 @@
 """Images to model input with numpy only: a device without torch prepares them here.
 
 The PyTorch model (splitting.partition) and the ONNX Runtime path use the same functions, so
-both backends see the same pixels. `prepare_image` is FORMAT.md section 11.1's recipe version
+both backends see the same pixels. `prepare_image` is FORMAT.md section 11.2's recipe version
 `RECIPE_VERSION`, in integer arithmetic, so any client that follows the text gets these very
 bytes: make RGB, resize the shorter side to round(S / 0.875) with an antialiased triangle
 filter, center-crop S x S. The worker then scales to [0, 1] and normalises.
@@ -19,7 +19,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Resize the shorter side to S / 0.875 before the center crop (the usual ImageNet evaluation).
 CROP_FRACTION = 0.875
-# FORMAT.md 11.1's recipe this module implements (1 was Pillow's private BILINEAR arithmetic).
+# FORMAT.md 11.2's recipe this module implements (1 was Pillow's private BILINEAR arithmetic).
 RECIPE_VERSION = 2
 # Fixed-point weights: 22 fraction bits keep 255 * 2**22 + 2**21 inside a signed 32-bit sum.
 WEIGHT_BITS = 22

@@ -117,10 +117,7 @@ def profile_model(
     build is measured against the PyTorch model it came from), else from `model` itself.
     """
     codec_list = checked_codecs(codecs, codec)
-    if input_codec not in INPUT_CODECS:
-        raise ProfileError(f"split-0 codec must be one of {INPUT_CODECS}, got {input_codec!r}")
-    if threads < 1 or repeats < 1:
-        raise ProfileError(f"threads and repeats must be >= 1, got {threads} and {repeats}")
+    _check_settings(input_codec, threads, repeats)
     model = as_blocks(model)
     prepared = prepared_batch(model, images)
     samples = split_samples(
@@ -154,6 +151,13 @@ def profile_model(
         images=len(prepared),
     )
     return profile.with_codec(codec)
+
+
+def _check_settings(input_codec: str, threads: int, repeats: int) -> None:
+    if input_codec not in INPUT_CODECS:
+        raise ProfileError(f"split-0 codec must be one of {INPUT_CODECS}, got {input_codec!r}")
+    if threads < 1 or repeats < 1:
+        raise ProfileError(f"threads and repeats must be >= 1, got {threads} and {repeats}")
 
 
 def _split_points(

@@ -1,4 +1,4 @@
-"""`splitmq bench {codec,transport,chooser}`: benchmarks that print JSON-backed tables."""
+"""`splitmq bench <name>`: every benchmark, each printing a table and writing JSON on request."""
 
 from __future__ import annotations
 

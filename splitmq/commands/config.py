@@ -44,70 +44,76 @@ class Role:
     models_used: Callable[[BaseModel], list[tuple[str, str]]]  # (key path, model name)
 
 
+_GENERATED = "every key with its default\n# (from {model}: `splitmq config example {role}`)"
+_TLS = (
+    "(or {ca_certs: CA file, certfile: client cert, keyfile: its key, insecure: false}: "
+    "TLS; flags --tls-ca/--tls-cert/--tls-key)"
+)
+
+
+def _header(kind: str, model: str, role: str, run: str) -> tuple[str, ...]:
+    return (
+        f"# splitmq {kind}: " + _GENERATED.format(model=model, role=role),
+        f"# Run: {run}. Check: splitmq config check FILE",
+        "",
+    )
+
+
 def _roles() -> dict[str, Role]:
+    return {role.name: role for role in (_device_role(), _worker_role(), _monitor_role())}
+
+
+def _device_role() -> Role:
     # Imported here: the device's and the worker's configs import torch through their packages.
     from device_node.config import DeviceConfig
-    from edge_worker.config import WorkerConfig
-    from mqtt_session.options import ClientConfig
 
     def device_models(config: BaseModel) -> list[tuple[str, str]]:
         assert isinstance(config, DeviceConfig)
         return [("model", config.model)]
 
+    notes = {
+        "device_id": "(required: no default)",
+        "broker.tls": _TLS,
+        "policy.kind": "dynamic (the latency-model chooser), fixed, or a registered kind",
+    }
+    header = _header(
+        "device node", "device_node.config.DeviceConfig", "device", "device-node --config FILE"
+    )
+    return Role(
+        "device", DeviceConfig, DeviceConfig(device_id="camera-1"), header, notes, device_models
+    )
+
+
+def _worker_role() -> Role:
+    from edge_worker.config import WorkerConfig
+
     def worker_models(config: BaseModel) -> list[tuple[str, str]]:
         assert isinstance(config, WorkerConfig)
         return [(f"models.{i}.name", entry.name) for i, entry in enumerate(config.models)]
 
-    generated = "every key with its default\n# (from {model}: `splitmq config example {role}`)"
-    tls = (
-        "(or {ca_certs: CA file, certfile: client cert, keyfile: its key, insecure: false}: "
-        "TLS; flags --tls-ca/--tls-cert/--tls-key)"
+    notes = {"worker_id": "(default when absent: worker-<host name>-<pid>)", "broker.tls": _TLS}
+    header = _header(
+        "edge worker", "edge_worker.config.WorkerConfig", "worker", "edge-worker --config FILE"
     )
-    return {
-        "device": Role(
-            "device",
-            DeviceConfig,
-            DeviceConfig(device_id="camera-1"),
-            (
-                "# splitmq device node: "
-                + generated.format(model="device_node.config.DeviceConfig", role="device"),
-                "# Run: device-node --config FILE. Check: splitmq config check FILE",
-                "",
-            ),
-            {
-                "device_id": "(required: no default)",
-                "broker.tls": tls,
-                "policy.kind": "dynamic (the latency-model chooser), fixed, or a registered kind",
-            },
-            device_models,
-        ),
-        "worker": Role(
-            "worker",
-            WorkerConfig,
-            WorkerConfig(worker_id="worker-1"),
-            (
-                "# splitmq edge worker: "
-                + generated.format(model="edge_worker.config.WorkerConfig", role="worker"),
-                "# Run: edge-worker --config FILE. Check: splitmq config check FILE",
-                "",
-            ),
-            {"worker_id": "(default when absent: worker-<host name>-<pid>)", "broker.tls": tls},
-            worker_models,
-        ),
-        "monitor": Role(
-            "monitor",
-            ClientConfig,
-            ClientConfig(),
-            (
-                "# splitmq monitor/exporter/homeassistant: "
-                + generated.format(model="mqtt_session.options.ClientConfig", role="monitor"),
-                "# Run: splitmq monitor --config FILE. Check: splitmq config check FILE",
-                "",
-            ),
-            {"broker.tls": tls},
-            lambda config: [],
-        ),
-    }
+    return Role(
+        "worker", WorkerConfig, WorkerConfig(worker_id="worker-1"), header, notes, worker_models
+    )
+
+
+def _monitor_role() -> Role:
+    from mqtt_session.options import ClientConfig
+
+    header = _header(
+        "monitor/exporter/homeassistant",
+        "mqtt_session.options.ClientConfig",
+        "monitor",
+        "splitmq monitor --config FILE",
+    )
+    return Role("monitor", ClientConfig, ClientConfig(), header, {"broker.tls": _TLS}, _no_models)
+
+
+def _no_models(config: BaseModel) -> list[tuple[str, str]]:
+    return []
 
 
 def register(subparsers: Any) -> None:

@@ -16,9 +16,9 @@ def test_the_prepare_bench_reports_times_and_pixel_distance_as_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "prepare.json"
-    assert main(["bench", "prepare", "--repeats", "1", "--enlarge", "2", "--no-model"]) == 0
-    printed = capsys.readouterr().out
-    report = PrepareReport.model_validate_json(printed[printed.index("{") :])
+    argv = ["bench", "prepare", "--repeats", "1", "--enlarge", "2", "--no-model"]
+    assert main([*argv, "--json", "-"]) == 0  # the report alone on stdout
+    report = PrepareReport.model_validate_json(capsys.readouterr().out)
     assert set(report.sets) == {"samples", "samples_x2"}
     for photo_set in report.sets.values():
         assert photo_set.photos == report.photos > 0
