@@ -46,6 +46,7 @@ from schemas.errors import FrameError
 from schemas.frame import PREAMBLE, encode_frame
 from schemas.messages import ResultMessage, parse_result
 from schemas.topics import Topics
+from splitmq.bench.report import emit_with_provenance
 
 TOPICS = Topics()
 MODEL = echo_model_info("echo", shapes=((224, 224, 3), (64,)))
@@ -460,11 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             w["worst_good_in_worker_ms"] <= 100 and w["good_lost"] == 0 for w in workers
         ),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text)
+    emit_with_provenance(report, args.json)
     return 0
 
 

@@ -13,7 +13,6 @@ never answered. Run once per worker `queue_capacity` (its MQTT ReceiveMaximum) i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -35,6 +34,7 @@ from mqtt_session.client import BrokerSettings
 from schemas.frame import encode_frame
 from schemas.topics import Topics
 from splitmq.bench.decode_stall import Client
+from splitmq.bench.report import emit_with_provenance
 from splitmq.worker_process import ECHO_MODEL, echo_worker_config
 
 RATE_HZ = 2.0
@@ -181,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_keepalive_s": 2,
         "runs": runs,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text)
+    emit_with_provenance(report, args.json)
     return 0
 
 

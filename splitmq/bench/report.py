@@ -7,6 +7,7 @@ measured on different days or hosts can be compared knowing what produced them.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -61,6 +62,17 @@ class BenchReport(StrictModel):
     """Base of every benchmark's report: its figures plus the common provenance."""
 
     provenance: Provenance
+
+
+def emit_with_provenance(report: dict[str, Any], path: str | None) -> None:
+    """A benchmark run as a script (`python -m splitmq.bench.<name>`): its report with the same
+    provenance block as every other, printed, and written to `path` when given."""
+    settings = {key: value for key, value in report.items() if isinstance(value, int | float)}
+    provenance = Provenance.collect().model_copy(update={"settings": settings})
+    text = json.dumps({**report, "provenance": provenance.model_dump(mode="json")}, indent=2)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n", encoding="utf-8")
 
 
 def git_commit(where: Path = PACKAGE_DIR) -> str | None:

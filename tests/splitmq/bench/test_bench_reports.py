@@ -177,3 +177,16 @@ def test_tcp_info_json_carries_provenance(tmp_path: Path) -> None:
     out = tmp_path / "tcp-info.json"
     assert main(["bench", "tcp-info", "--json", str(out)]) == 0
     assert provenance_of(out)["settings"]["phases"] == [[8.0, 12], [2.0, 8]]
+
+
+def test_a_benchmark_run_as_a_script_reports_the_same_provenance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from splitmq.bench.report import emit_with_provenance
+
+    out = tmp_path / "script.json"
+    emit_with_provenance({"bench": "frozen_worker", "rate_hz": 2.0, "runs": []}, str(out))
+    written = json.loads(out.read_text())
+    assert written == json.loads(capsys.readouterr().out)
+    assert set(written["provenance"]) == PROVENANCE_KEYS
+    assert written["provenance"]["settings"] == {"rate_hz": 2.0}
