@@ -28,6 +28,12 @@ login, so a user's login must be its node id.
   reads what a monitor reads; writes Home Assistant's birth message and last will
   (`<discovery_prefix>/status`) and any node's discovery config (to withdraw one). It cannot
   write the nodes' own status, state or telemetry.
+- bridge: an edge (site) broker's login at the core (`splitmq broker init --bridge`): writes
+  what the edge's devices send (requests, direct ones included, device state, status and
+  probes) and reads what comes back (results at every level, telemetry, catalogs, status). It
+  cannot subscribe to the workers' share group or write results, catalogs or telemetry: workers
+  live on the core only (a `$share` group is per broker). It writes status for any node id, as
+  the core cannot tell which devices sit behind an edge.
 - admin: reads and writes everything under the prefix (tests, tools).
 - control: the profile's own administrator (`splitmq broker init --revoke`): the
   dynamic-security plugin's `$CONTROL` topics, and write access under the prefix to clear a
@@ -48,7 +54,7 @@ from schemas.discovery import (
 )
 from schemas.topics import Topics, check_segment
 
-Role = Literal["device", "worker", "monitor", "homeassistant", "admin", "control"]
+Role = Literal["device", "worker", "bridge", "monitor", "homeassistant", "admin", "control"]
 Access = Literal["read", "write"]
 DEFAULT_SHARE_GROUP = "splitmq-workers"
 # The broker's own statistics, which only a monitor reads.
@@ -91,6 +97,8 @@ def role_rules(
         return _device_rules(topics, user, discovery_prefix)
     if role == "worker":
         return _worker_rules(topics, user, share_group, discovery_prefix)
+    if role == "bridge":
+        return bridge_rules(topics)
     if role in ("monitor", "homeassistant"):
         everything = (topics.everything(), SYS_TOPICS, Topics(discovery_prefix).everything())
         reads = tuple(TopicRule(pattern, "read") for pattern in everything)
@@ -143,4 +151,30 @@ def _worker_rules(
         TopicRule(topics.status_all(), "read"),
         TopicRule(discovery_config_topic(discovery_prefix, user), "write"),
         TopicRule(discovery_status_topic(discovery_prefix), "read"),
+    )
+
+
+def subtree(topics: Topics, kind: str) -> str:
+    """Every topic of one kind, at any depth: `<prefix>/<kind>/#`."""
+    return topics.everything().removesuffix("#") + f"{check_segment(kind, 'topic kind')}/#"
+
+
+def _one_level(topics: Topics, kind: str) -> str:
+    """Every node's topic of one kind: `<prefix>/<kind>/+`."""
+    return subtree(topics, kind).removesuffix("#") + "+"
+
+
+def bridge_rules(topics: Topics) -> tuple[TopicRule, ...]:
+    """An edge broker's rules at the core: out, what devices publish; in, what they read. The
+    read patterns are the bridge's own SUBSCRIBE filters (`broker.bridge_config`), so the
+    plugin's subscribe check and these rules agree; a `$share` filter matches none of them."""
+    return (
+        TopicRule(topics.requests_all(), "write"),
+        TopicRule(topics.device_state_all(), "write"),
+        TopicRule(topics.status_all(), "write"),
+        TopicRule(_one_level(topics, "probe"), "write"),
+        TopicRule(subtree(topics, "result"), "read"),
+        TopicRule(subtree(topics, "telemetry"), "read"),
+        TopicRule(subtree(topics, "catalog"), "read"),
+        TopicRule(subtree(topics, "status"), "read"),
     )
