@@ -24,7 +24,7 @@ from broker.programs import find_program
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from schemas.errors import TopicError
 
-Role = Literal["worker", "device", "admin"]
+Role = Literal["worker", "device", "bridge", "admin"]
 # Where packages put mosquitto_passwd (Debian: /usr/bin) when it is not on PATH.
 BIN_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin", "/usr/sbin", "/usr/local/sbin")
 
@@ -37,8 +37,8 @@ class BrokerUser:
     def __post_init__(self) -> None:
         if not self.password:
             raise AuthFileError("a broker user needs a non-empty password")
-        if self.role not in ("worker", "device", "admin"):
-            raise AuthFileError(f"unknown role {self.role!r}: worker, device or admin")
+        if self.role not in ("worker", "device", "bridge", "admin"):
+            raise AuthFileError(f"unknown role {self.role!r}: worker, device, bridge or admin")
 
 
 @dataclass(frozen=True)

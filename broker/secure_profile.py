@@ -17,6 +17,8 @@ What it writes into DIR:
 | `users/<name>.password`   | the same password alone, for `broker.password_file`          |
 | `users/<name>.crt/.key`   | a client certificate, for the users that asked for one       |
 | `users/splitmq-control.*` | the profile's own control login, which `--revoke` uses       |
+| `bridges/<name>.conf`     | an edge broker's bridge section to this core (`--bridge`)    |
+| `bridges/ca.crt`, `.crt`/`.key` | the CA and, with client certs, the bridge's own pair   |
 
 Why Mosquitto's dynamic-security plugin and not an `acl_file`: in Mosquitto 2.0 the ACL file
 is never consulted for SUBSCRIBE (src/security_default.c returns success for every
@@ -57,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from broker.access import DEFAULT_SHARE_GROUP, role_rules
+from broker.bridge_config import BridgeSpec, parse_core_address, render_bridge
 from broker.errors import BrokerExtraMissingError, SecureProfileError
 from broker.launcher import DEFAULT_CONFIG, broker_account
 from broker.programs import find_program
@@ -69,7 +72,7 @@ from splitmq_base.models import StrictModel
 if TYPE_CHECKING:
     from broker.certificates import KeyAndCert
 
-ProfileRole = Literal["device", "worker", "monitor", "homeassistant", "control"]
+ProfileRole = Literal["device", "worker", "bridge", "monitor", "homeassistant", "control"]
 DEFAULT_TLS_PORT = 8883
 PLUGIN_NAME = "mosquitto_dynamic_security.so"
 # Where distributions put the plugin (Debian/Ubuntu multiarch, Fedora, Homebrew, source builds).
@@ -138,6 +141,12 @@ class ProfileOptions(StrictModel):
         description="logins of Home Assistant (read-only, plus its birth message and the "
         "discovery configs `splitmq homeassistant remove` clears)",
     )
+    bridges: tuple[str, ...] = Field(
+        (), strict=False, description="edge brokers' logins; each gets bridges/<name>.conf"
+    )
+    core_address: str | None = Field(
+        None, description="HOST:PORT the edge brokers bridge to (default: the clients' host:port)"
+    )
     client_certs: tuple[str, ...] = Field(
         (), strict=False, description="the users that also get a TLS client certificate"
     )
@@ -163,6 +172,11 @@ class ProfileOptions(StrictModel):
         """The broker's address in each user's file."""
         return self.server_names[0] if self.server_names else "127.0.0.1"
 
+    @property
+    def bridge_address(self) -> str:
+        """The core's address in each bridge section."""
+        return self.core_address or f"{self.client_host}:{self.port}"
+
     def roles(self) -> dict[str, ProfileRole]:
         """Each login's role; a bad or repeated name, no user at all, or a client certificate
         for an unknown user is a `SecureProfileError`."""
@@ -178,6 +192,7 @@ class ProfileOptions(StrictModel):
             ("worker", self.workers),
             ("monitor", self.monitors),
             ("homeassistant", self.homeassistants),
+            ("bridge", self.bridges),
         ]
         for role, names in given:
             for name in names:
@@ -190,6 +205,8 @@ class ProfileOptions(StrictModel):
                 if name == CONTROL_USER:
                     raise SecureProfileError(f"{name!r} is the profile's own control login")
                 roles[name] = role
+        if self.bridges:
+            parse_core_address(self.bridge_address)
         if not roles:
             raise SecureProfileError(
                 "a profile needs at least one device, worker, monitor or homeassistant user"
@@ -423,6 +440,10 @@ _USAGE = {
     "worker": (
         "# Merge into the worker's config. Its node id must be its login (worker_id: {name}).",
     ),
+    "bridge": (
+        "# An edge broker's login at this core: bridges/{name}.conf holds it as a bridge",
+        "# section. This file serves a client that checks the bridge's view of the core.",
+    ),
     "monitor": (
         "# A config as it is: splitmq monitor --config {path}",
         "#                    splitmq exporter --config {path}",
@@ -529,6 +550,7 @@ def init_profile(directory: Path, options: ProfileOptions) -> SecureProfile:
         )
         paths.config.write_text(text, encoding="utf-8")
         _write_user_files(paths, users.values(), options)
+        _write_bridges(paths, users.values(), options)
         _share_with_broker([paths.server_key, paths.dynsec], paths.directory if created else None)
     except OSError as exc:
         raise SecureProfileError(f"cannot write the profile into {directory}: {exc}") from exc
@@ -603,6 +625,40 @@ def _write_user_files(
         text = _client_yaml(paths.directory, user, options)
         _write_private(paths.users / f"{user.name}.yaml", text.encode())
         _write_private(paths.users / f"{user.name}.password", f"{user.password}\n".encode())
+
+
+def _write_bridges(
+    paths: _ProfilePaths, users: Iterable[ProfileUser], options: ProfileOptions
+) -> None:
+    """bridges/<name>.conf for each bridge login, with the CA and its certificate beside it:
+    the folder an edge broker needs (the .conf holds the password, the .key the key: 0600, or
+    0640 for the `mosquitto` group when written by root, as the broker's own secrets)."""
+    bridges = [user for user in users if user.role == "bridge"]
+    if not bridges:
+        return
+    folder = paths.directory / "bridges"
+    folder.mkdir(exist_ok=True)
+    os.chmod(folder, 0o700)
+    cafile = folder / "ca.crt"
+    _write_cert(cafile, paths.ca_cert.read_bytes())
+    for user in bridges:
+        certfile = keyfile = None
+        if user.certfile is not None and user.keyfile is not None:
+            certfile, keyfile = folder / f"{user.name}.crt", folder / f"{user.name}.key"
+            _write_cert(certfile, user.certfile.read_bytes())
+            _write_private(keyfile, user.keyfile.read_bytes())
+        spec = BridgeSpec(
+            name=user.name,
+            core_address=options.bridge_address,
+            prefix=options.prefix,
+            cafile=cafile.resolve(),
+            password=None if options.require_client_certs else user.password,
+            certfile=certfile.resolve() if certfile else None,
+            keyfile=keyfile.resolve() if keyfile else None,
+        )
+        conf = folder / f"{user.name}.conf"
+        _write_private(conf, render_bridge(spec).encode())
+        _share_with_broker([conf, *([keyfile] if keyfile else [])], folder)
 
 
 def _warnings(directory: Path) -> tuple[str, ...]:

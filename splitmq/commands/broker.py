@@ -78,6 +78,18 @@ def _add_init_users(init: argparse.ArgumentParser) -> None:
         "may clear discovery configs (`splitmq homeassistant remove --config users/NAME.yaml`)",
     )
     init.add_argument(
+        "--bridge",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an edge broker's login; bridges/NAME.conf is its bridge section to this core",
+    )
+    init.add_argument(
+        "--core-address",
+        metavar="HOST:PORT",
+        help="where the edge brokers reach this core (default: the first --san and --port)",
+    )
+    init.add_argument(
         "--client-cert",
         action="append",
         default=[],
@@ -230,14 +242,16 @@ def run_init(args: argparse.Namespace) -> int:
         return run_revoke(args)
     args.init_port = args.init_port or DEFAULT_TLS_PORT
     devices, workers, monitors = args.device, args.worker, args.monitor
-    homeassistants = args.homeassistant
-    if not (devices or workers or monitors or homeassistants):
+    homeassistants, bridges = args.homeassistant, args.bridge
+    if not (devices or workers or monitors or homeassistants or bridges):
         devices, workers, monitors = ["device-1"], ["worker-1"], ["monitor"]
     options = ProfileOptions(
         devices=devices,
         workers=workers,
         monitors=monitors,
         homeassistants=homeassistants,
+        bridges=bridges,
+        core_address=args.core_address,
         client_certs=args.client_cert,
         require_client_certs=args.require_client_certs,
         server_names=args.san,
@@ -253,6 +267,8 @@ def run_init(args: argparse.Namespace) -> int:
     for user in profile.users.values():
         cert = " (with client certificate)" if user.certfile else ""
         print(f"  {user.role:13} {user.name}: {profile.client_file(user.name)}{cert}")
+    for name in bridges:
+        print(f"  edge bridge {name}: {profile.directory / 'bridges' / f'{name}.conf'}")
     print(f"run it: splitmq broker --config {profile.config} --port {args.init_port}")
     print(f"keep {profile.directory / 'ca.key'} offline: it signs the broker's certificates")
     for warning in profile.warnings:
