@@ -57,19 +57,22 @@ def echo_worker_config(
     )
 
 
+Output = int | IO[bytes] | None  # what subprocess.Popen takes for stdout and stderr
+
+
 @contextlib.contextmanager
-def worker_process(
+def worker_popen(
     config: WorkerConfig,
     *,
     env: Mapping[str, str] | None = None,
-    stdout: int | IO[bytes] | None = None,
+    stdout: Output = None,
+    stderr: Output = None,
     quiet: bool = False,
-) -> Iterator[Callable[[], int | None]]:
-    """Run `edge-worker --config <config as YAML>` until the block ends (SIGTERM, then kill).
-
-    Yields a function that gives the process's exit code once it has exited (None while it
-    runs). `env` adds to this process's environment; `quiet` passes `-q`.
-    """
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `edge-worker --config <config as YAML>` until the block ends, then stop it (resumed
+    if frozen, SIGTERM, then kill). Yields the process itself, so a caller can signal it
+    (SIGSTOP to freeze it, SIGKILL to kill it without a goodbye). `env` adds to this process's
+    environment; `quiet` passes `-q`."""
     with tempfile.TemporaryDirectory(prefix="splitmq-worker-") as directory:
         path = Path(directory) / "worker.yaml"
         save_worker_config(config, path)
@@ -78,11 +81,26 @@ def worker_process(
             [*command, "-q"] if quiet else command,
             env={**os.environ, **(env or {})},
             stdout=stdout,
+            stderr=stderr,
         )
         try:
-            yield process.poll
+            yield process
         finally:
             _stop(process)
+
+
+@contextlib.contextmanager
+def worker_process(
+    config: WorkerConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout: Output = None,
+    quiet: bool = False,
+) -> Iterator[Callable[[], int | None]]:
+    """`worker_popen`, yielding only a function that gives the process's exit code once it
+    has exited (None while it runs)."""
+    with worker_popen(config, env=env, stdout=stdout, quiet=quiet) as process:
+        yield process.poll
 
 
 @contextlib.contextmanager
@@ -120,7 +138,11 @@ def wait_until_serving(
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
+    """Resume (a caller may have frozen it), terminate and reap `process`; kill it if SIGTERM
+    is not enough."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
     try:
         process.wait(timeout=STOP_WAIT_S)
     except subprocess.TimeoutExpired:

@@ -25,12 +25,12 @@ from schemas.messages import (
     parse_telemetry,
 )
 from schemas.topics import Topics
+from splitmq.worker_process import worker_popen
 from splitting.images import sample_images
 from splitting.partition import SplitModel
 from splitting.registry import load_model
 from tests.support.waiting import wait_for_retained, wait_until
 from tests.support.worker_clients import Requester, SlowFirstRunner, echo_frame, worker_config
-from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -396,7 +396,7 @@ def test_a_killed_worker_process_leaves_its_last_will(broker_settings: BrokerSet
     config = worker_config(
         broker_settings, worker_id="doomed", models=[{"name": "echo"}], runner="echo"
     )
-    with worker_process(config, quiet=False, stdout=subprocess.DEVNULL) as process:
+    with worker_popen(config, quiet=False, stdout=subprocess.DEVNULL) as process:
 
         def online(payload: bytes) -> bool:
             return bool(payload) and parse_status(payload).state == "online"

@@ -41,6 +41,7 @@ from schemas.errors import SchemaError
 from schemas.frame import PREAMBLE_SIZE, FrameLimits, encode_frame
 from schemas.messages import ResultMessage, parse_result
 from schemas.topics import Topics
+from splitmq.worker_process import worker_popen
 from tests.support.frames import build_frame, split_frame
 from tests.support.image_bombs import (
     APP1,
@@ -53,7 +54,6 @@ from tests.support.image_bombs import (
     webp_claiming,
 )
 from tests.support.poison import POISON, good_frame
-from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -314,7 +314,7 @@ def worker(broker_settings: BrokerSettings, tmp_path: Path) -> Iterator[WorkerPr
     log = tmp_path / "worker.log"
     with (
         log.open("wb") as stderr,
-        worker_process(fuzz_worker(broker_settings), stderr=stderr) as process,
+        worker_popen(fuzz_worker(broker_settings), stderr=stderr, quiet=True) as process,
     ):
         yield WorkerProcess(process, log)
 

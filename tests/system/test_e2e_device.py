@@ -33,12 +33,12 @@ from mqtt_session.client import BrokerSettings
 from schemas.codecs import decode_tensor, encode_tensor
 from schemas.frame import Frame
 from schemas.messages import Prediction, ResultMessage, StatusMessage
+from splitmq.worker_process import worker_popen
 from splitting.partition import SplitModel
 from splitting.policy import FixedSplit
 from splitting.registry import load_model
 from splitting.torch_blocks import TorchBlocks
 from tests.support.waiting import wait_until
-from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -234,7 +234,7 @@ def test_killed_worker_mid_run_falls_back_with_one_record_each(
     broker_settings: BrokerSettings, model: SplitModel, photos: list[SourceImage]
 ) -> None:
     records: list[ResultRecord] = []
-    with worker_process(lite0_worker(broker_settings, "edge-doomed"), quiet=False) as process:
+    with worker_popen(lite0_worker(broker_settings, "edge-doomed"), quiet=False) as process:
         node = make_device(broker_settings, model, deadline_ms=10000, telemetry_stale_s=2.0)
         with node:
             wait_until(lambda: node.link.alive_workers(MODEL, MID_SPLIT), 60, "worker process")

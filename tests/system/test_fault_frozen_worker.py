@@ -19,10 +19,10 @@ from device_node.sources import CyclingSource, sample_source_images
 from device_node.workers import WorkerView
 from edge_worker.config import WorkerConfig, worker_config_from_mapping
 from mqtt_session.client import BrokerSettings
+from splitmq.worker_process import worker_popen
 from splitting.registry import load_model
 from splitting.torch_blocks import TorchBlocks
 from tests.support.waiting import wait_until
-from tests.support.worker_process import worker_process
 
 MODEL = "efficientnet-lite0"
 SPLIT = 13  # a late split: the tail is cheap for the two worker processes on shared cores
@@ -73,8 +73,10 @@ def test_a_frozen_worker_stops_getting_requests_and_every_request_ends_once(
     source = CyclingSource(sample_source_images())
     records: list[ResultRecord] = []
     with ExitStack() as stack:
-        frozen = stack.enter_context(worker_process(lite0_worker(broker_settings, "w-frozen")))
-        stack.enter_context(worker_process(lite0_worker(broker_settings, "w-alive")))
+        frozen = stack.enter_context(
+            worker_popen(lite0_worker(broker_settings, "w-frozen"), quiet=True)
+        )
+        stack.enter_context(worker_popen(lite0_worker(broker_settings, "w-alive"), quiet=True))
         stack.enter_context(node)
         both = lambda: len(node.link.alive_workers(MODEL, SPLIT)) == 2  # noqa: E731
         wait_until(both, 90, "both worker processes")

@@ -24,8 +24,8 @@ from broker.launcher import MosquittoBroker
 from edge_worker.config import ModelEntry, WorkerConfig
 from mqtt_session.client import BrokerSettings
 from schemas.topics import Topics
+from splitmq.worker_process import worker_popen
 from tests.support.waiting import wait_for_retained, wait_until
-from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,9 @@ class Fleet:
             max_batch=1,
             torch_threads=1,
         )
-        self.workers[worker_id] = self._workers.enter_context(worker_process(config, env=ENV))
+        self.workers[worker_id] = self._workers.enter_context(
+            worker_popen(config, env=ENV, quiet=True)
+        )
         # A worker announces itself once warm; the scenarios start from a serving worker.
         settings = BrokerSettings(host=self.broker.host, port=self.broker.port)
         wait_for_retained(settings, Topics().telemetry(worker_id), bool, timeout_s=60)

@@ -17,10 +17,9 @@ from edge_worker.runner import echo_model_info
 from mqtt_session.client import BrokerSettings
 from schemas.frame import SENT_TIMESTAMP, encode_frame
 from schemas.messages import TelemetryMessage
-from splitmq.worker_process import echo_worker_config
+from splitmq.worker_process import echo_worker_config, worker_popen
 from tests.support.waiting import wait_until
 from tests.support.worker_clients import Requester
-from tests.support.worker_process import worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +66,7 @@ def serving_worker(settings: BrokerSettings, worker_id: str) -> WorkerConfig:
 def test_requests_that_expired_while_the_worker_was_frozen_are_not_computed(
     broker_settings: BrokerSettings, requester: Requester, observer: DeviceLink
 ) -> None:
-    with worker_process(serving_worker(broker_settings, "frozen")) as process:
+    with worker_popen(serving_worker(broker_settings, "frozen"), quiet=True) as process:
         wait_until(lambda: observer.alive_workers(ECHO.name, SPLIT), 60, "the worker process")
         requester.send(ECHO.name, SPLIT, frame("before", sent=time.time()), "before")
         assert requester.wait(["before"])[0].status == "ok"
@@ -105,7 +104,7 @@ def test_a_request_resent_long_after_it_was_sent_is_not_computed(
 ) -> None:
     # What paho resends on reconnect is the original frame: its `sent` is as old as the
     # outage, while the broker hands it over fresh, with a full MessageExpiryInterval.
-    with worker_process(serving_worker(broker_settings, "steady")):
+    with worker_popen(serving_worker(broker_settings, "steady"), quiet=True):
         wait_until(lambda: observer.alive_workers(ECHO.name, SPLIT), 60, "the worker process")
         now = time.time()
         requester.send(ECHO.name, SPLIT, frame("resent", sent=now - 17.0), "resent")
