@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -228,13 +229,14 @@ def _tail_times(
             x = model.preprocess(images.astype(np.uint8))
             inputs = model.head_outputs(x, list(range(model.n + 1)))
             tail_ms[f"{DEFAULT_DTYPE}@{size}"] = [
-                _median_ms(lambda k=k, z=inputs[k]: model.tail(z, k), repeats, warmup)
+                median_ms(partial(model.tail, inputs[k], k), repeats, warmup)
                 for k in range(model.n + 1)
             ]
     return tail_ms
 
 
-def _median_ms(run: Any, repeats: int, warmup: int) -> float:
+def median_ms(run: Callable[[], object], repeats: int, warmup: int) -> float:
+    """The median wall time of `repeats` calls of `run`, after `warmup` untimed calls."""
     for _ in range(warmup):
         run()
     times = []

@@ -13,7 +13,6 @@ round so that a busy machine slows both alike; every figure is a ratio of the tw
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from splitting.onnx_blocks import OnnxBlocks
 from splitting.onnx_export import ensure_exported
 from splitting.partition import SplitModel
 from splitting.registry import DEFAULT_MODEL, load_model
+from splitting.server_profile import median_ms
 from splitting.torch_blocks import torch_threads
 
 BACKENDS = ("torch", "onnxruntime")
@@ -102,23 +102,14 @@ def run_backend_bench(options: BackendBenchOptions) -> BackendBenchReport:
         )
 
 
-def _median_ms(call: Callable[[], object], calls: int) -> float:
-    call()  # a first call pays one-time setup that no request pays twice
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(times)
-
-
 def _paired(
     eager: Callable[[], object], onnx: Callable[[], object], options: BackendBenchOptions
 ) -> Paired:
     rounds = []
     for _ in range(options.rounds):
-        eager_ms = _median_ms(eager, options.calls)
-        onnx_ms = _median_ms(onnx, options.calls)
+        # One untimed call first: it pays one-time setup that no request pays twice.
+        eager_ms = median_ms(eager, options.calls, warmup=1)
+        onnx_ms = median_ms(onnx, options.calls, warmup=1)
         rounds.append(Round(torch_ms=eager_ms, onnxruntime_ms=onnx_ms, ratio=eager_ms / onnx_ms))
     return Paired(rounds=rounds, median_ratio=statistics.median(r.ratio for r in rounds))
 
