@@ -157,6 +157,7 @@ class OnnxBlocks:
     ) -> None:
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
+        self._labels = list(self.manifest.labels)  # read per result: built once, not per call
         if expected_fingerprint is not None and self.manifest.fingerprint != expected_fingerprint:
             raise BuildMismatchError(
                 f"{self.directory} is build {self.manifest.fingerprint} of "
@@ -197,7 +198,7 @@ class OnnxBlocks:
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest.labels)
+        return self._labels
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.input_size)
