@@ -1,6 +1,7 @@
-"""A device node installed the way a fleet installs it: `pip install 'splitmq[device]'` into a
-fresh venv, with no torch. It runs an exported build against a real Mosquitto and a real
-PyTorch worker, offloads, runs locally, and gives the unsplit model's answers."""
+"""A device node installed the way a fleet installs it: `pip install --no-compile
+'splitmq[device]'` into a fresh venv, with no torch. It runs an exported build against a real
+Mosquitto and a real PyTorch worker, offloads, runs locally, and gives the unsplit model's
+answers."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def device_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("device-venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", f"{ROOT}[device]"],
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--no-compile", f"{ROOT}[device]"],
         check=True,
         timeout=INSTALL_TIMEOUT_S,
     )
