@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -119,3 +119,35 @@ def issue_cert(
             x509.SubjectAlternativeName([_san_entry(n) for n in names]), critical=False
         )
     return KeyAndCert(key, builder.sign(issuer.key, hashes.SHA256()))
+
+
+def load_pair(cert_pem: bytes, key_pem: bytes) -> KeyAndCert:
+    """A CA read back from the profile's files (to sign its revocation list)."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the profile's CA key is not an EC key")
+    return KeyAndCert(key, x509.load_pem_x509_certificate(cert_pem))
+
+
+def serial_of(cert_pem: bytes) -> int:
+    return x509.load_pem_x509_certificate(cert_pem).serial_number
+
+
+def revoked_serials(crl_pem: bytes) -> set[int]:
+    return {entry.serial_number for entry in x509.load_pem_x509_crl(crl_pem)}
+
+
+def make_crl(ca: KeyAndCert, serials: Iterable[int]) -> bytes:
+    """The CA's revocation list (PEM) naming `serials`. It is valid as long as the CA: an
+    expired list would make OpenSSL refuse every client certificate."""
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(ca.cert.not_valid_after_utc)
+    )
+    for serial in sorted(set(serials)):
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        builder = builder.add_revoked_certificate(entry)
+    return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)

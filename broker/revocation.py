@@ -14,6 +14,11 @@ and the same change is written into dynamic-security.json for the broker's next 
 3. The revoked node's retained messages are replaced: its status says `offline` (so devices
    stop sending to it and fall back at once), its telemetry and its model catalogs are cleared,
    so nothing it published outlives the revocation.
+
+With client certificates the login's certificate also goes into the profile's revocation list
+(crl.pem, signed with ca.key where the profile still holds it), so from the broker's next start
+its TLS handshake fails. Mosquitto 2.0 reads the list at start only (a SIGHUP reloads neither
+CA nor list), which is why the plugin commands above come first.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from schemas.messages import StatusMessage, encode_message
 from schemas.topics import Topics
 
 CONTROL_USER = "splitmq-control"
+CRL_NAME = "crl.pem"  # the CA's revocation list, in profiles with client certificates
 COMMAND_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
 WAIT_S = 5.0
@@ -49,6 +55,7 @@ class RevocationReport:
     commands: list[str] = field(default_factory=list)
     cleared: list[str] = field(default_factory=list)  # retained topics replaced or removed
     seconds: float = 0.0
+    crl: str = "none: the profile has no client certificates"  # what became of crl.pem
 
 
 def control_settings(profile_dir: Path, **changes: Any) -> BrokerSettings:
@@ -92,6 +99,26 @@ def revoke_in_file(profile_dir: Path, name: str) -> tuple[str, str]:
     return rolename.split("-", 1)[0], rolename
 
 
+def revoke_in_crl(profile_dir: Path, name: str) -> str:
+    """Add `name`'s certificate to the profile's revocation list; what was done, in words."""
+    # Here, not at the top: only a profile with certificates needs cryptography (`broker` extra).
+    from broker.certificates import load_pair, make_crl, revoked_serials, serial_of
+
+    directory = Path(profile_dir)
+    crl, key, cert = directory / CRL_NAME, directory / "ca.key", directory / "users" / f"{name}.crt"
+    if not cert.exists():
+        return f"unchanged: {name} has no certificate in the profile"
+    if not key.exists():
+        return f"unchanged: no ca.key in {directory} (kept offline): add {name}'s serial there"
+    try:
+        ca = load_pair((directory / "ca.crt").read_bytes(), key.read_bytes())
+        serials = revoked_serials(crl.read_bytes()) | {serial_of(cert.read_bytes())}
+        crl.write_bytes(make_crl(ca, serials))  # in place: it keeps its mode for the broker
+    except (OSError, ValueError) as exc:
+        raise SecureProfileError(f"cannot update {crl}: {exc}") from exc
+    return f"{name}'s certificate listed in {crl.name} ({len(serials)} in all; from the next start)"
+
+
 def revoke_login(
     profile_dir: Path,
     name: str,
@@ -109,6 +136,8 @@ def revoke_login(
     settings = control_settings(profile_dir, host=host, port=port)
     role, rolename = revoke_in_file(profile_dir, name)
     report = RevocationReport(name, role)
+    if (Path(profile_dir) / CRL_NAME).exists():
+        report.crl = revoke_in_crl(profile_dir, name)
     session = _ControlSession(settings, wait_s)
     try:
         session.start()

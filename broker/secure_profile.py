@@ -16,6 +16,7 @@ What it writes into DIR:
 | `users/<name>.yaml`       | that client's `broker:` section: login, password, TLS files  |
 | `users/<name>.password`   | the same password alone, for `broker.password_file`          |
 | `users/<name>.crt/.key`   | a client certificate, for the users that asked for one       |
+| `crl.pem`                 | with `--require-client-certs`: the CA's revoked certificates |
 | `users/splitmq-control.*` | the profile's own control login, which `--revoke` uses       |
 | `bridges/<name>.conf`     | an edge broker's bridge section to this core (`--bridge`)    |
 | `bridges/ca.crt`, `.crt`/`.key` | the CA and, with client certs, the bridge's own pair   |
@@ -63,7 +64,7 @@ from broker.bridge_config import BridgeSpec, parse_core_address, render_bridge
 from broker.errors import BrokerExtraMissingError, SecureProfileError
 from broker.launcher import DEFAULT_CONFIG, broker_account
 from broker.programs import find_program
-from broker.revocation import CONTROL_USER
+from broker.revocation import CONTROL_USER, CRL_NAME
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from schemas.errors import TopicError
 from schemas.topics import Topics, check_segment
@@ -253,6 +254,10 @@ class _ProfilePaths:
     def config(self) -> Path:
         return self.directory / "mosquitto.conf"
 
+    @property
+    def crl(self) -> Path:
+        return self.directory / CRL_NAME
+
 
 def find_dynsec_plugin() -> str:
     """Path of Mosquitto's dynamic-security plugin (it ships with Mosquitto 2.0)."""
@@ -399,7 +404,7 @@ cafile {directory / "ca.crt"}
 certfile {directory / "server.crt"}
 keyfile {directory / "server.key"}
 tls_version tlsv1.2
-{_client_cert_lines(require_client_certs)}
+{_client_cert_lines(require_client_certs, directory / CRL_NAME)}
 
 # --- Access -------------------------------------------------------------------------------------
 allow_anonymous false
@@ -413,7 +418,7 @@ plugin_opt_config_file {directory / "dynamic-security.json"}
 {tuning}"""
 
 
-def _client_cert_lines(required: bool) -> str:
+def _client_cert_lines(required: bool, crl: Path) -> str:
     """The listener's client-certificate lines: with mutual TLS the certificate's common name
     is the login (the broker ignores the username and password a client sends), so one node's
     certificate cannot log in as another node."""
@@ -428,7 +433,10 @@ def _client_cert_lines(required: bool) -> str:
         "# certificate's common name is the login: no password is asked for, and a client\n"
         "# cannot name another user than its certificate's.\n"
         "require_certificate true\n"
-        "use_identity_as_username true"
+        "use_identity_as_username true\n"
+        "# Certificates of revoked logins (`broker init --revoke`). Mosquitto reads this list at\n"
+        "# start only; the revocation itself acts at once through the plugin.\n"
+        f"crlfile {crl}"
     )
 
 
@@ -580,10 +588,12 @@ def _write_certificates(
     """A new CA, the broker's certificate, and every user with its password and, if asked
     for, its client certificate."""
     # Here, not at the top: only writing a profile needs cryptography (the `broker` extra).
-    from broker.certificates import issue_cert, make_ca
+    from broker.certificates import issue_cert, make_ca, make_crl
 
     ca = make_ca()
     _write_pair(paths.ca_cert, paths.ca_key, ca)
+    if options.require_client_certs:
+        _write_cert(paths.crl, make_crl(ca, ()))
     names = list(dict.fromkeys(["127.0.0.1", "localhost", *options.server_names]))
     common_name = options.server_names[0] if options.server_names else "localhost"
     server = issue_cert(ca, common_name, server=True, names=names)

@@ -231,7 +231,7 @@ def run_revoke(args: argparse.Namespace) -> int:
         print(
             f"revoked {report.role} {report.name} in {report.seconds * 1000:.0f} ms "
             f"({', '.join(report.commands)}); retained state replaced: "
-            f"{', '.join(report.cleared) or 'none'}"
+            f"{', '.join(report.cleared) or 'none'}; revocation list: {report.crl}"
         )
     return 0
 

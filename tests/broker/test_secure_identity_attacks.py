@@ -393,3 +393,21 @@ def test_a_revoked_certificate_holder_still_connects_but_may_do_nothing(
         probe.stop()
     assert joins == [REFUSED, REFUSED]
     assert writes == [REFUSED, REFUSED]
+
+
+
+def test_a_revoked_certificate_fails_the_handshake_from_the_brokers_next_start(
+    cert_site: SecureSite,
+) -> None:
+    report = revoke_login(cert_site.profile.directory, THIEF, port=cert_site.broker.port)
+    assert report.crl.startswith(f"{THIEF}'s certificate listed"), report.crl
+    cert_site.broker.restart()
+    refused = False
+    try:
+        Probe(cert_site.settings(THIEF), THIEF).start().stop()
+    except BrokerConnectError:
+        refused = True
+    owner = Probe(cert_site.settings(OWNER), OWNER).start()  # the list names no one else
+    owner.stop()
+    _figure("revoked_certificate_after_restart", refused=refused)
+    assert refused, "a revoked certificate still completed the TLS handshake"
