@@ -156,7 +156,8 @@ class WorkerConfig(BaseModel):
     backend: Literal["torch", "onnxruntime"] = Field(
         "torch",
         description='what runs the batched tails: "torch" (PyTorch) or "onnxruntime" (the '
-        "model's exported build, exported once per fingerprint into export_dir; CPU only). "
+        "model's exported build, exported once per fingerprint into export_dir; on cuda it "
+        "needs onnxruntime-gpu). "
         "Requests that ask for an exact answer always run on PyTorch",
     )
     export_dir: Path | None = Field(

@@ -27,7 +27,7 @@ from schemas.codecs import FLOAT_DTYPES, REGISTRY
 from schemas.frame import Frame, FrameLimits, ModelInfo, decode_frame, encode_frame
 from schemas.messages import Prediction
 from splitting.errors import SplittingError
-from splitting.onnx_blocks import OnnxBlocks, softmax_top
+from splitting.onnx_blocks import OnnxBlocks, execution_providers, softmax_top
 from splitting.partition import SplitModel
 from splitting.profiles import natural_bottlenecks
 from splitting.torch_blocks import torch_top
@@ -143,8 +143,11 @@ class ModelTailRunner(_DecodingRunner):
                     f"{name} has splits 0..{models[name].n - 1} to serve (split "
                     f"{models[name].n} runs on the device); got {bad}"
                 )
-        if backend == "onnxruntime" and torch.device(device).type != "cpu":
-            raise RunnerError("the onnxruntime backend runs on the CPU; use device: cpu")
+        if backend == "onnxruntime":
+            try:  # before any module moves to a device ONNX Runtime may not reach
+                execution_providers(device)
+            except SplittingError as exc:
+                raise RunnerError(str(exc)) from exc
         # model_info() runs one dry pass on the CPU and caches the block shapes that tail()'s
         # input check uses, so it must happen before the blocks move to another device.
         catalog = {name: model.model_info() for name, model in models.items()}
@@ -168,6 +171,7 @@ class ModelTailRunner(_DecodingRunner):
                     ensure_exported(model, export_dir),
                     expected_fingerprint=model.fingerprint,
                     threads=threads,
+                    device=str(self._device),
                 )
                 for name, model in self._models.items()
             }

@@ -154,6 +154,7 @@ class OnnxBlocks:
         *,
         expected_fingerprint: str | None = None,
         threads: int | None = 1,
+        device: str = "cpu",
     ) -> None:
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
@@ -169,6 +170,7 @@ class OnnxBlocks:
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's own choice
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: its warnings are about graph rewrites
+        self.providers = execution_providers(device)
         self._sessions = [self._session(ort, options, index) for index in range(self.n)]
         self.threads = threads
 
@@ -256,7 +258,7 @@ class OnnxBlocks:
 
     def _session(self, ort: Any, options: Any, index: int) -> tuple[Any, str]:
         path = self._checked(self.manifest.blocks[index])
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=self.providers)
         meta = session.get_modelmeta().custom_metadata_map
         if meta.get(FINGERPRINT_KEY) != self.fingerprint or meta.get(BLOCK_KEY) != str(index):
             raise BuildMismatchError(
@@ -264,6 +266,22 @@ class OnnxBlocks:
                 f" the manifest build {self.fingerprint} block {index}"
             )
         return session, session.get_inputs()[0].name
+
+
+def execution_providers(device: str) -> list[Any]:
+    """ONNX Runtime's providers for a torch-style device name ("cpu", "cuda", "cuda:1"). A GPU
+    needs the onnxruntime-gpu build (it replaces onnxruntime: the two share one module)."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    available = _ort().get_available_providers()
+    if kind != "cuda" or "CUDAExecutionProvider" not in available:
+        raise MissingExtraError(
+            f"device {device!r} with onnxruntime needs its CUDAExecutionProvider (install "
+            f"onnxruntime-gpu in place of onnxruntime); this onnxruntime has {available}"
+        )
+    # The CPU provider takes any node the CUDA one cannot run.
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
 
 
 def softmax_top(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

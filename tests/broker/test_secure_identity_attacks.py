@@ -395,7 +395,6 @@ def test_a_revoked_certificate_holder_still_connects_but_may_do_nothing(
     assert writes == [REFUSED, REFUSED]
 
 
-
 def test_a_revoked_certificate_fails_the_handshake_from_the_brokers_next_start(
     cert_site: SecureSite,
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 
 from edge_worker.config import WorkerConfig
@@ -81,6 +82,12 @@ def test_batched_requests_run_on_onnxruntime_and_exact_ones_on_pytorch(
             assert result.top5[0].score == pytest.approx(reference[0], abs=1e-4)
 
 
-def test_the_onnxruntime_backend_runs_on_the_cpu_only(lite0: SplitModel, tmp_path: Path) -> None:
-    with pytest.raises(RunnerError, match="runs on the CPU"):
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in onnxruntime.get_available_providers(),
+    reason="this onnxruntime has its CUDA provider",
+)
+def test_a_gpu_worker_on_onnxruntime_without_its_cuda_provider_is_refused_by_name(
+    lite0: SplitModel,
+) -> None:
+    with pytest.raises(RunnerError, match="onnxruntime-gpu"):
         ModelTailRunner({MODEL: lite0}, {MODEL: [SPLIT]}, device="cuda", backend="onnxruntime")

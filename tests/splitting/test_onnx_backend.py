@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from splitting.errors import MissingExtraError
 from splitting.images import sample_images
 from splitting.onnx_blocks import MANIFEST, BuildMismatchError, OnnxBlocks, read_manifest
 from splitting.onnx_export import ensure_exported
@@ -138,3 +139,29 @@ def test_the_build_carries_its_own_profile_measured_against_pytorch(blocks: Onnx
     # Lossless frames through the exported build give the PyTorch model's top-1 at every split.
     assert all(s.agreement["lossless"] == 1.0 for s in profile.splits[1 : blocks.n])
     assert profile.splits[0].agreement["webp"] == 1.0
+
+
+def _has_cuda_provider() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+@pytest.mark.skipif(_has_cuda_provider(), reason="this onnxruntime has its CUDA provider")
+def test_a_gpu_without_onnxruntimes_cuda_provider_is_refused_by_name(lite0_export: Path) -> None:
+    with pytest.raises(MissingExtraError, match="onnxruntime-gpu"):
+        OnnxBlocks(lite0_export, device="cuda")
+
+
+@pytest.mark.skipif(not _has_cuda_provider(), reason="needs onnxruntime-gpu and a GPU")
+def test_every_split_on_onnxruntimes_gpu_agrees_with_the_unsplit_model(
+    lite0_export: Path, lite0: SplitModel
+) -> None:
+    gpu = OnnxBlocks(lite0_export, expected_fingerprint=lite0.fingerprint, device="cuda:0")
+    assert gpu.providers[0][0] == "CUDAExecutionProvider"
+    for _, image in sample_images():
+        prepared = lite0.prepare_image(image)
+        reference = lite0.forward(lite0.preprocess(prepared)).numpy()
+        x = gpu.preprocess(prepared)
+        for k in range(lite0.n + 1):
+            assert gpu.tail(gpu.head(x, k), k).argmax() == reference.argmax(), f"split {k}"
