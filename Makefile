@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup mosquitto prometheus ha-venv test-ha test-prometheus demo test test-fast newcomer lint typecheck unit bench bench-codec bench-transport bench-chooser bench-live clean
+.PHONY: setup mosquitto plugin-headers prometheus ha-venv test-ha test-prometheus demo test test-fast newcomer lint typecheck unit bench bench-codec bench-transport bench-chooser bench-live clean
 
-setup: $(STAMP) mosquitto prometheus
+setup: $(STAMP) mosquitto plugin-headers prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,20 @@ mosquitto:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto; \
 	else \
 		echo "mosquitto not found: install it (apt-get install mosquitto / brew install mosquitto / dnf install mosquitto)"; exit 1; \
+	fi
+
+# `broker init --require-client-certs` compiles a small Mosquitto plugin (broker/plugins/cert_login.c)
+# that refuses a login presented with another login's certificate: it needs a C compiler and
+# Mosquitto's and OpenSSL's headers. Without them such profiles fall back and say so.
+plugin-headers:
+	@if command -v cc >/dev/null 2>&1 && [ -f /usr/include/mosquitto_broker.h ] && [ -f /usr/include/mosquitto.h ] && [ -f /usr/include/openssl/x509.h ]; then \
+		true; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends gcc libc6-dev mosquitto-dev libmosquitto-dev libssl-dev; } \
+			|| echo "the certificate-login plugin's headers could not be installed: client-certificate profiles fall back"; \
+	else \
+		echo "no C compiler or Mosquitto headers: client-certificate profiles fall back (see broker/cert_login.py)"; \
 	fi
 
 # The Prometheus stage (tests/integrations/test_prometheus_real.py) runs Debian's prometheus and

@@ -63,12 +63,17 @@ def bridge_topic_lines(prefix: str) -> list[str]:
 
 
 def _login_lines(spec: BridgeSpec) -> list[str]:
-    if spec.certfile is not None and spec.keyfile is not None:
-        # The core takes the certificate's common name as the login; no password is asked for.
-        return [f"bridge_certfile {spec.certfile}", f"bridge_keyfile {spec.keyfile}"]
-    if spec.password is None:
+    has_cert = spec.certfile is not None and spec.keyfile is not None
+    if spec.password is None and not has_cert:
         raise SecureProfileError(f"bridge {spec.name!r} has neither a password nor a certificate")
-    return [f"remote_username {spec.name}", f"remote_password {spec.password}"]
+    # A core with client certificates asks for the certificate of the login's name and then
+    # the password (one that fell back to the certificate's name ignores the password).
+    lines = (
+        [f"bridge_certfile {spec.certfile}", f"bridge_keyfile {spec.keyfile}"] if has_cert else []
+    )
+    if spec.password is not None:
+        lines += [f"remote_username {spec.name}", f"remote_password {spec.password}"]
+    return lines
 
 
 def render_bridge(spec: BridgeSpec) -> str:

@@ -8,9 +8,10 @@ dynamic-security plugin's commands on `$CONTROL/dynamic-security/v1`, which take
 and the same change is written into dynamic-security.json for the broker's next start:
 
 1. `disableClient`: no new password login, and the plugin kicks the connected client.
-2. `removeClientRole`: with client certificates as the identity (`use_identity_as_username`)
-   Mosquitto never asks the plugin for a password, so a disabled login would still connect;
-   without a role every publish and subscription of it is refused.
+2. `removeClientRole`: where a profile fell back to the certificate as the identity
+   (`use_identity_as_username`, no certificate-login plugin) Mosquitto never asks the plugin for
+   a password, so a disabled login would still connect; without a role every publish and
+   subscription of it is refused.
 3. The revoked node's retained messages are replaced: its status says `offline` (so devices
    stop sending to it and fall back at once), its telemetry and its model catalogs are cleared,
    so nothing it published outlives the revocation.

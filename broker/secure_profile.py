@@ -17,6 +17,7 @@ What it writes into DIR:
 | `users/<name>.password`   | the same password alone, for `broker.password_file`          |
 | `users/<name>.crt/.key`   | a client certificate, for the users that asked for one       |
 | `crl.pem`                 | with `--require-client-certs`: the CA's revoked certificates |
+| `splitmq_cert_login.so`   | with `--require-client-certs`: the certificate-login plugin  |
 | `users/splitmq-control.*` | the profile's own control login, which `--revoke` uses       |
 | `bridges/<name>.conf`     | an edge broker's bridge section to this core (`--bridge`)    |
 | `bridges/ca.crt`, `.crt`/`.key` | the CA and, with client certs, the bridge's own pair   |
@@ -32,10 +33,13 @@ client id its login, so no one can take over (and kick) another client's session
 
 The identity rule this relies on: a node's login is its node id (`device_id`, `worker_id`), so
 that its status, telemetry, catalog and result topics carry its login. With
-`require_client_certs` the certificate is the login (`use_identity_as_username`: its common
-name; the broker then asks for no password), so one node's certificate cannot log in as another
-node, and a certificate from another CA fails the TLS handshake. Without it the broker requests
-no client certificate at all and the password is the identity.
+`require_client_certs` a login needs the certificate of its own name and its password: the
+certificate-login plugin (`broker.cert_login`, compiled into the profile) refuses any other
+certificate before dynamic security checks the password, so one node's certificate cannot log
+in as another node; a certificate from another CA fails the TLS handshake. Where the plugin
+cannot be built, the certificate's common name is the login instead (`use_identity_as_username`,
+no password asked), and the profile's warnings say so. Without `require_client_certs` the broker
+requests no client certificate at all and the password is the identity.
 
 Revoking a login on the running broker (`broker.revocation`, `splitmq broker init DIR --revoke
 NAME`) goes through the plugin's `$CONTROL` topics with the control login.
@@ -61,6 +65,7 @@ from pydantic import Field
 
 from broker.access import DEFAULT_SHARE_GROUP, role_rules
 from broker.bridge_config import BridgeSpec, parse_core_address, render_bridge
+from broker.cert_login import CertLoginBuildError, build_cert_login_plugin
 from broker.errors import BrokerExtraMissingError, SecureProfileError
 from broker.launcher import DEFAULT_CONFIG, broker_account
 from broker.programs import find_program
@@ -121,6 +126,9 @@ class SecureProfile:
     dynsec: Path
     users: dict[str, ProfileUser] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # With client certificates: the plugin that binds each certificate to its login (None: it
+    # could not be built, and the certificate's name is the login instead).
+    cert_login: Path | None = None
 
     def client_file(self, name: str) -> Path:
         return self.directory / "users" / f"{name}.yaml"
@@ -388,7 +396,11 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def render_broker_config(
-    profile_dir: Path, *, plugin: str, require_client_certs: bool = False
+    profile_dir: Path,
+    *,
+    plugin: str,
+    require_client_certs: bool = False,
+    cert_login: Path | None = None,
 ) -> str:
     """The profile's mosquitto.conf (a launcher template: `${port}`, `${bind_address}`)."""
     plain = DEFAULT_CONFIG.read_text(encoding="utf-8")
@@ -404,7 +416,7 @@ cafile {directory / "ca.crt"}
 certfile {directory / "server.crt"}
 keyfile {directory / "server.key"}
 tls_version tlsv1.2
-{_client_cert_lines(require_client_certs, directory / CRL_NAME)}
+{_client_cert_lines(require_client_certs, directory / CRL_NAME, cert_login is not None)}
 
 # --- Access -------------------------------------------------------------------------------------
 allow_anonymous false
@@ -412,30 +424,50 @@ allow_anonymous false
 use_username_as_clientid true
 # Users, passwords and one role per user, deny by default. The plugin (unlike acl_file in 2.0)
 # also checks SUBSCRIBE, so a device cannot join the workers' $$share group.
-plugin {plugin}
+{_cert_login_lines(cert_login)}plugin {plugin}
 plugin_opt_config_file {directory / "dynamic-security.json"}
 
 {tuning}"""
 
 
-def _client_cert_lines(required: bool, crl: Path) -> str:
-    """The listener's client-certificate lines: with mutual TLS the certificate's common name
-    is the login (the broker ignores the username and password a client sends), so one node's
-    certificate cannot log in as another node."""
+def _cert_login_lines(cert_login: Path | None) -> str:
+    if cert_login is None:
+        return ""
+    return (
+        "# First: a login must present the certificate of its own name (then its password).\n"
+        f"plugin {cert_login}\n"
+    )
+
+
+def _client_cert_lines(required: bool, crl: Path, bound_by_plugin: bool) -> str:
+    """The listener's client-certificate lines: with mutual TLS one node's certificate cannot
+    log in as another node, refused by the certificate-login plugin where it was built, else
+    by taking the certificate's common name as the login."""
     if not required:
         return (
             "# Client certificates: not requested; the password is the identity (a certificate a\n"
             "# client presents plays no part).\n"
             "require_certificate false"
         )
+    if bound_by_plugin:
+        identity = (
+            "# Client certificates: required (mutual TLS), from this profile's CA only. A login\n"
+            "# needs the certificate of its own name and its password (the plugin below).\n"
+            "require_certificate true\n"
+            "use_identity_as_username false\n"
+        )
+    else:
+        identity = (
+            "# Client certificates: required (mutual TLS), from this profile's CA only, and the\n"
+            "# certificate's common name is the login: no password is asked for, and a client\n"
+            "# cannot name another user than its certificate's.\n"
+            "require_certificate true\n"
+            "use_identity_as_username true\n"
+        )
     return (
-        "# Client certificates: required (mutual TLS), from this profile's CA only, and the\n"
-        "# certificate's common name is the login: no password is asked for, and a client\n"
-        "# cannot name another user than its certificate's.\n"
-        "require_certificate true\n"
-        "use_identity_as_username true\n"
-        "# Certificates of revoked logins (`broker init --revoke`). Mosquitto reads this list at\n"
-        "# start only; the revocation itself acts at once through the plugin.\n"
+        identity
+        + "# Certificates of revoked logins (`broker init --revoke`). Mosquitto reads this "
+        "list at\n# start only; the revocation itself acts at once through dynamic security.\n"
         f"crlfile {crl}"
     )
 
@@ -553,8 +585,12 @@ def init_profile(directory: Path, options: ProfileOptions) -> SecureProfile:
         _make_private_dirs(paths, created)
         users = _write_certificates(paths, options, roles)
         _write_dynsec(paths, users.values(), options)
+        cert_login, fallback = _cert_login(paths, options)
         text = render_broker_config(
-            paths.directory, plugin=plugin, require_client_certs=options.require_client_certs
+            paths.directory,
+            plugin=plugin,
+            require_client_certs=options.require_client_certs,
+            cert_login=cert_login,
         )
         paths.config.write_text(text, encoding="utf-8")
         _write_user_files(paths, users.values(), options)
@@ -570,8 +606,25 @@ def init_profile(directory: Path, options: ProfileOptions) -> SecureProfile:
         server_key=paths.server_key,
         dynsec=paths.dynsec,
         users=users,
-        warnings=_warnings(paths.directory),
+        warnings=_warnings(paths.directory) + fallback,
+        cert_login=cert_login,
     )
+
+
+def _cert_login(
+    paths: _ProfilePaths, options: ProfileOptions
+) -> tuple[Path | None, tuple[str, ...]]:
+    """The certificate-login plugin built into the profile, or None and the warning why not."""
+    if not options.require_client_certs:
+        return None, ()
+    try:
+        return build_cert_login_plugin(paths.directory), ()
+    except CertLoginBuildError as exc:
+        return None, (
+            f"{exc}: so the certificate's name is the login instead (use_identity_as_username), "
+            "and another node's certificate with this node's password connects as that node "
+            "rather than being refused",
+        )
 
 
 def _make_private_dirs(paths: _ProfilePaths, created: bool) -> None:
@@ -662,7 +715,7 @@ def _write_bridges(
             core_address=options.bridge_address,
             prefix=options.prefix,
             cafile=cafile.resolve(),
-            password=None if options.require_client_certs else user.password,
+            password=user.password,
             certfile=certfile.resolve() if certfile else None,
             keyfile=keyfile.resolve() if keyfile else None,
         )

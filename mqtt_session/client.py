@@ -242,11 +242,18 @@ def hopeless(client: mqtt.Client) -> bool:
     return client not in _TLS_CLIENTS and _CLOSED_EARLY.get(client, 0) >= HOPELESS_AFTER
 
 
-def wait_or_give_up(event: threading.Event, client: mqtt.Client, wait_s: float) -> bool:
-    """Wait up to `wait_s` for `event`, but stop early once `client` is `hopeless`."""
+def wait_or_give_up(
+    event: threading.Event,
+    client: mqtt.Client,
+    wait_s: float,
+    refused: threading.Event | None = None,
+) -> bool:
+    """Wait up to `wait_s` for `event`, but stop early once `client` is `hopeless` or the
+    broker `refused` it."""
     deadline = time.monotonic() + wait_s
     while not event.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
-        if hopeless(client) or time.monotonic() >= deadline:
+        gave_up = hopeless(client) or (refused is not None and refused.is_set())
+        if gave_up or time.monotonic() >= deadline:
             return False
     return True
 
@@ -401,14 +408,17 @@ def start_client(client: mqtt.Client, *, wait_s: float | None = 10.0) -> None:
     With `wait_s`, block until the broker has accepted the connection, or stop the thread and
     raise `BrokerConnectError`. Call it after setting `on_connect`: it wraps that callback.
     """
-    accepted = threading.Event()
+    accepted, refused = threading.Event(), threading.Event()
     callback, disconnected = client.on_connect, client.on_disconnect
 
     def on_connect(*args: Any) -> None:
         note_connack(client)
         if callback is not None:
             callback(*args)
-        if not args[3].is_failure:
+        if args[3].is_failure:  # a refused login: trying again gives the same answer
+            _LAST_FAIL[client] = f"the broker refused the connection: {args[3]}"
+            refused.set()
+        else:
             accepted.set()
 
     def on_disconnect(*args: Any) -> None:
@@ -421,15 +431,15 @@ def start_client(client: mqtt.Client, *, wait_s: float | None = 10.0) -> None:
     client.loop_start()
     if wait_s is None:
         return
-    if not wait_or_give_up(accepted, client, wait_s):
+    if not wait_or_give_up(accepted, client, wait_s, refused):
         client.loop_stop()
-        raise BrokerConnectError(connect_failure(client, wait_s))
+        raise BrokerConnectError(connect_failure(client, wait_s, refused.is_set()))
 
 
-def connect_failure(client: mqtt.Client, wait_s: float) -> str:
+def connect_failure(client: mqtt.Client, wait_s: float, refused: bool = False) -> str:
     """The one line that says a client gave up connecting, with the latest attempt's cause."""
     cause = last_connect_error(client)
-    if hopeless(client):
+    if refused or hopeless(client):
         return f"no MQTT connection to the broker at {client.host}:{client.port}: {cause}"
     hint = f"last attempt: {cause}" if cause else "is it running? are the credentials right?"
     return (

@@ -152,7 +152,7 @@ def test_bridge_files_are_private_and_name_the_core_and_every_direction(tmp_path
         assert stat.S_IMODE(conf.stat().st_mode) == 0o600
 
 
-def test_with_client_certificates_the_bridge_presents_one_instead_of_a_password(
+def test_with_client_certificates_the_bridge_presents_its_certificate_and_its_password(
     tmp_path: Path,
 ) -> None:
     options = ProfileOptions(bridges=[BRIDGE], require_client_certs=True, prefix="site/a")
@@ -161,7 +161,9 @@ def test_with_client_certificates_the_bridge_presents_one_instead_of_a_password(
     text = (folder / f"{BRIDGE}.conf").read_text()
     assert f"bridge_certfile {(folder / f'{BRIDGE}.crt').resolve()}" in text
     assert f"bridge_keyfile {(folder / f'{BRIDGE}.key').resolve()}" in text
-    assert "remote_password" not in text and "topic site/a/req/# out 1" in text
+    password = profile.users[BRIDGE].password
+    assert f"remote_username {BRIDGE}" in text and f"remote_password {password}" in text
+    assert "topic site/a/req/# out 1" in text
     # The default core address is the clients' host and port.
     assert "address 127.0.0.1:8883" in text.splitlines()
 

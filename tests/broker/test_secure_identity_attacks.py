@@ -26,6 +26,7 @@ from device_node.link import DeviceLink
 from device_node.pending import Outcome
 from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
+from mqtt_session.client import BrokerSettings
 from mqtt_session.errors import BrokerConnectError
 from schemas.catalogs import trusted_catalogs
 from schemas.frame import peek_header
@@ -324,6 +325,18 @@ def test_revoking_a_stolen_worker_login_stops_its_answers_within_5_s(site: Secur
 def cert_site() -> Iterator[SecureSite]:
     options = ProfileOptions(devices=DEVICES, workers=[OWNER, THIEF], require_client_certs=True)
     with open_site(options) as made:
+        assert made.profile.cert_login is not None, made.profile.warnings  # make setup builds it
+        yield made
+
+
+@pytest.fixture
+def cert_site_without_compiler(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[SecureSite]:
+    """A machine where the certificate-login plugin cannot be built: no C compiler on PATH."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    options = ProfileOptions(devices=DEVICES, workers=[OWNER, THIEF], require_client_certs=True)
+    with open_site(options) as made:
         yield made
 
 
@@ -332,10 +345,39 @@ def _cert(site: SecureSite, user: str) -> dict[str, str]:
     return {"certfile": str(chosen.certfile), "keyfile": str(chosen.keyfile)}
 
 
+def _refusal(settings: BrokerSettings, user: str) -> str | None:
+    """Why the broker refused this login; None if it let it in."""
+    try:
+        Probe(settings, user).start().stop()
+    except BrokerConnectError as exc:
+        return str(exc)
+    return None
+
+
 def test_one_devices_certificate_cannot_log_in_as_another_device(cert_site: SecureSite) -> None:
     # dA's certificate and key with dB's username and password.
-    cross = cert_site.settings("dB", tls=_cert(cert_site, "dA"))
-    probe = Probe(cross, "dB").start()
+    cross = _refusal(cert_site.settings("dB", tls=_cert(cert_site, "dA")), "dB")
+    own_with_wrong_password = _refusal(cert_site.settings("dA", password="not-its-password"), "dA")
+    own = _refusal(cert_site.settings("dA"), "dA")
+    _figure(
+        "cross_certificate_login",
+        cross_refused=cross is not None,
+        own_certificate_wrong_password_refused=own_with_wrong_password is not None,
+        own_login_accepted=own is None,
+    )
+    assert cross is not None and "refused the connection" in cross
+    assert "certificate of another name" in cert_site.broker.log_text()
+    assert own_with_wrong_password is not None, "a certificate alone must not be a login"
+    assert own is None
+
+
+def test_without_the_plugin_a_cross_certificate_login_is_the_certificates_own(
+    cert_site_without_compiler: SecureSite,
+) -> None:
+    site = cert_site_without_compiler
+    assert site.profile.cert_login is None
+    assert any("use_identity_as_username" in w for w in site.profile.warnings)
+    probe = Probe(site.settings("dB", tls=_cert(site, "dA")), "dB").start()
     try:
         as_other = [
             probe.subscribe(TOPICS.results_for("dB"))[0],
@@ -345,13 +387,7 @@ def test_one_devices_certificate_cannot_log_in_as_another_device(cert_site: Secu
         as_itself = probe.subscribe(TOPICS.results_for("dA"))[0]
     finally:
         probe.stop()
-    log = cert_site.broker.log_text()
-    _figure(
-        "cross_certificate_login",
-        actions_as_other=len(as_other),
-        granted_as_other=sum(r != REFUSED for r in as_other),
-        logged_in_as="dA" if "as dA (" in log and "as dB (" not in log else "dB",
-    )
+    log = site.broker.log_text()
     assert as_other == [REFUSED] * len(as_other)
     assert as_itself == "Granted QoS 1"
     assert "as dA (" in log and "as dB (" not in log, "the certificate's name is the login"
@@ -379,13 +415,20 @@ def test_a_certificate_of_a_foreign_ca_or_none_at_all_is_refused(
     assert sorted(refused) == sorted(attempts)
 
 
-def test_a_revoked_certificate_holder_still_connects_but_may_do_nothing(
-    cert_site: SecureSite,
+def test_a_revoked_certificate_holder_is_refused_at_once(cert_site: SecureSite) -> None:
+    revoke_login(cert_site.profile.directory, THIEF, port=cert_site.broker.port)
+    refusal = _refusal(cert_site.settings(THIEF), THIEF)
+    assert refusal is not None and "refused the connection" in refusal
+
+
+def test_without_the_plugin_a_revoked_certificate_holder_connects_but_may_do_nothing(
+    cert_site_without_compiler: SecureSite,
 ) -> None:
     # With the certificate as the identity Mosquitto asks the plugin for no password, so the
     # disabled flag alone would not stop it: the revocation takes its role away too.
-    revoke_login(cert_site.profile.directory, THIEF, port=cert_site.broker.port)
-    probe = Probe(cert_site.settings(THIEF), THIEF).start()
+    site = cert_site_without_compiler
+    revoke_login(site.profile.directory, THIEF, port=site.broker.port)
+    probe = Probe(site.settings(THIEF), THIEF).start()
     try:
         joins = probe.subscribe(TOPICS.request_shared(GROUP, "echo", 1), TOPICS.status_all())
         writes = [probe.publish(TOPICS.result("dA", THIEF)), probe.publish(TOPICS.status(THIEF))]
@@ -401,12 +444,10 @@ def test_a_revoked_certificate_fails_the_handshake_from_the_brokers_next_start(
     report = revoke_login(cert_site.profile.directory, THIEF, port=cert_site.broker.port)
     assert report.crl.startswith(f"{THIEF}'s certificate listed"), report.crl
     cert_site.broker.restart()
-    refused = False
-    try:
-        Probe(cert_site.settings(THIEF), THIEF).start().stop()
-    except BrokerConnectError:
-        refused = True
+    refusal = _refusal(cert_site.settings(THIEF), THIEF)
     owner = Probe(cert_site.settings(OWNER), OWNER).start()  # the list names no one else
     owner.stop()
-    _figure("revoked_certificate_after_restart", refused=refused)
-    assert refused, "a revoked certificate still completed the TLS handshake"
+    in_handshake = refusal is not None and "refused the connection" not in refusal
+    _figure("revoked_certificate_after_restart", refused_in_handshake=in_handshake)
+    # Refused before any login is checked: no CONNACK, the TLS handshake itself failed.
+    assert in_handshake, f"a revoked certificate still completed the TLS handshake: {refusal}"
