@@ -1,4 +1,5 @@
-"""`splitmq bench backends`: eager PyTorch against ONNX Runtime, side by side in one run."""
+"""`splitmq bench backends`: eager PyTorch against ONNX Runtime (and OpenVINO where installed),
+side by side in one run."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--calls", type=positive_int, default=20, help="timed calls per round")
     parser.add_argument("--batch", type=positive_int, default=8, help="the batched tail's size")
     parser.add_argument("--export-dir", type=Path, default=None, help="where builds are kept")
+    parser.add_argument(
+        "--no-openvino",
+        dest="openvino",
+        action="store_false",
+        help="leave OpenVINO out even where it is installed",
+    )
     add_json_option(parser)
     parser.set_defaults(func=run)
 
@@ -38,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         calls=args.calls,
         batch=args.batch,
         export_dir=args.export_dir,
+        openvino=args.openvino,
     )
     report = run_backend_bench(options)
     if not prints_json(args.json_path):
