@@ -378,6 +378,8 @@ class DeviceNode:
                     # The least loaded of several live workers, by their telemetry; else shared.
                     worker_id=self.link.least_loaded_worker(self.model.name, k),
                     num_classes=len(self.model.labels),  # replies name this model's classes only
+                    # Split 0 sends the prepared image itself: say which recipe made it.
+                    prepare_recipe=self.model.prepare_recipe if k == 0 else None,
                 )
             except NotConnectedError:
                 return _NotSent(Fallback.NOT_CONNECTED)
