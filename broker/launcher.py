@@ -42,6 +42,7 @@ from broker.errors import (
     PortInUseError,
 )
 from broker.programs import find_program
+from schemas.frame import DEFAULT_MAX_FRAME_BYTES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PACKAGE_DIR / "mosquitto.conf"
@@ -62,6 +63,23 @@ OWNER_FILE = "owner"
 PR_SET_PDEATHSIG = 1
 # Accounts mosquitto switches to when started as root, in its own order of preference.
 BROKER_ACCOUNTS = ("mosquitto", "nobody")
+# max_packet_size as a multiple of the frame limit. Up to it an oversized frame (a device
+# configured for a larger model, a 16 MiB marker bomb) is read and refused politely: PUBACK
+# 0x95, the sender keeps its connection and whatever it sends next. Only a larger packet costs
+# its sender the connection; the bound keeps the broker from buffering arbitrary sizes.
+PACKET_BOUND_FACTOR = 8
+
+
+def size_limits(max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> dict[str, str]:
+    """The templates' size placeholders for a site whose frames are at most `max_frame_bytes`:
+    `message_size_limit` refuses a larger payload (PUBACK 0x95, nothing forwarded),
+    `max_packet_size` disconnects a client whose packet is larger still."""
+    if max_frame_bytes <= 0:
+        raise BrokerConfigError(f"max_frame_bytes must be positive, got {max_frame_bytes}")
+    return {
+        "message_size_limit": str(max_frame_bytes),
+        "max_packet_size": str(max_frame_bytes * PACKET_BOUND_FACTOR),
+    }
 
 
 def find_mosquitto() -> str:
@@ -213,9 +231,10 @@ class MosquittoBroker:
     """A `mosquitto -c <rendered config>` child process; a context manager.
 
     `port=None` picks a free port (and retries with another if it was taken in between).
-    `substitutions` fills extra placeholders of a custom template. With `users`, the broker
-    runs mosquitto-secure.conf: no anonymous clients, a password file and a per-role ACL written
-    into its temporary directory (broker.auth).
+    `substitutions` fills extra placeholders of a custom template; `max_frame_bytes` (the
+    site's frame limit, as the workers' `frame_limits`) fills the size limits. With `users`, the
+    broker runs mosquitto-secure.conf: no anonymous clients, a password file and a per-role ACL
+    written into its temporary directory (broker.auth).
     """
 
     def __init__(
@@ -229,6 +248,7 @@ class MosquittoBroker:
         startup_timeout_s: float = 10.0,
         users: Mapping[str, BrokerUser] | None = None,
         topic_prefix: str = "splitmq",
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     ) -> None:
         if port == RESERVED_PORT:
             raise BrokerConfigError(
@@ -244,7 +264,8 @@ class MosquittoBroker:
         self._template = Path(config_template) if config_template else default
         self._users = dict(users or {})
         self._topic_prefix = topic_prefix
-        self._substitutions = dict(substitutions or {})
+        self._substitutions = {**size_limits(max_frame_bytes), **(substitutions or {})}
+        self.max_frame_bytes = max_frame_bytes
         self._binary = binary
         self._startup_timeout_s = startup_timeout_s
         self._workdir: tempfile.TemporaryDirectory[str] | None = None

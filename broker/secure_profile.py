@@ -56,6 +56,7 @@ import importlib
 import json
 import os
 import secrets
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,11 +68,12 @@ from broker.access import DEFAULT_SHARE_GROUP, role_rules
 from broker.bridge_config import BridgeSpec, parse_core_address, render_bridge
 from broker.cert_login import CertLoginBuildError, build_cert_login_plugin
 from broker.errors import BrokerExtraMissingError, SecureProfileError
-from broker.launcher import DEFAULT_CONFIG, broker_account
+from broker.launcher import DEFAULT_CONFIG, broker_account, size_limits
 from broker.programs import find_program
 from broker.revocation import CONTROL_USER, CRL_NAME
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
 from schemas.errors import TopicError
+from schemas.frame import DEFAULT_MAX_FRAME_BYTES
 from schemas.topics import Topics, check_segment
 from splitmq_base.models import StrictModel
 
@@ -174,6 +176,12 @@ class ProfileOptions(StrictModel):
         DEFAULT_TLS_PORT, ge=1, le=65535, description="the port in each user's broker section"
     )
     plugin: str | None = Field(None, description="the dynamic-security plugin (else searched)")
+    max_frame_bytes: int = Field(
+        DEFAULT_MAX_FRAME_BYTES,
+        gt=0,
+        description="the site's frame limit, written as the broker's message_size_limit (the "
+        "workers' frame_limits.max_frame_bytes must equal it)",
+    )
     force: bool = Field(False, description="replace an existing profile")
 
     @property
@@ -401,10 +409,13 @@ def render_broker_config(
     plugin: str,
     require_client_certs: bool = False,
     cert_login: Path | None = None,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
 ) -> str:
-    """The profile's mosquitto.conf (a launcher template: `${port}`, `${bind_address}`)."""
+    """The profile's mosquitto.conf (a launcher template: `${port}`, `${bind_address}`); the
+    size limits are written out from `max_frame_bytes`, so the profile keeps its own."""
     plain = DEFAULT_CONFIG.read_text(encoding="utf-8")
     tuning = plain[plain.index(TUNING_MARK) :]
+    tuning = string.Template(tuning).safe_substitute(size_limits(max_frame_bytes))
     directory = profile_dir.resolve()
     return f"""# splitmq secure profile, written by `splitmq broker init`.
 # A launcher template: `splitmq broker --config {directory / "mosquitto.conf"} --port 8883`
@@ -591,6 +602,7 @@ def init_profile(directory: Path, options: ProfileOptions) -> SecureProfile:
             plugin=plugin,
             require_client_certs=options.require_client_certs,
             cert_login=cert_login,
+            max_frame_bytes=options.max_frame_bytes,
         )
         paths.config.write_text(text, encoding="utf-8")
         _write_user_files(paths, users.values(), options)

@@ -19,6 +19,7 @@ from device_node.sources import SourceConfig
 from mqtt_session.client import BrokerSettings
 from schemas.codecs import CODECS, IMAGE_CODECS, INPUT_CODECS
 from schemas.discovery import HomeAssistantSettings
+from schemas.frame import DEFAULT_MAX_FRAME_BYTES
 from schemas.topics import Topics
 from splitmq_base.configfile import read_yaml_mapping, validate_config
 from splitmq_base.models import STRICT
@@ -190,6 +191,12 @@ class DeviceConfig(BaseModel):
     )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality at split 0")
     zstd_level: int = Field(default=1, ge=1, le=22, description="zstd level behind the codec")
+    max_frame_bytes: int = Field(
+        default=DEFAULT_MAX_FRAME_BYTES,
+        gt=0,
+        description="the site's frame limit (the broker's and the workers'): a larger frame is "
+        "never sent, its request runs here (fallback oversized)",
+    )
     policy: PolicyConfig = Field(default_factory=DynamicPolicyConfig)
     deadline_ms: float = Field(
         default=2000.0,

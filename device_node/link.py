@@ -46,7 +46,7 @@ from schemas.messages import (
     encode_message,
     parse_result,
 )
-from schemas.topics import Topics
+from schemas.topics import PREPARE_PROPERTY, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -194,11 +194,14 @@ class DeviceLink:
         expiry_s: float,
         worker_id: str | None = None,
         num_classes: int | None = None,
+        prepare_recipe: int | None = None,
     ) -> PendingRequest:
         """Publish one request frame (to `worker_id`'s own request topic when given, else the
         shared one); raises NotConnectedError (nothing waits) when the link is down, so the
         caller runs the request locally at once instead of losing it. `num_classes`, the
-        model's class count, bounds the class indices a reply may name."""
+        model's class count, bounds the class indices a reply may name. `prepare_recipe`, the
+        FORMAT.md 11.2 version the image was prepared under, goes out as `splitmq-prepare`,
+        so a worker of another version answers `prepare_mismatch` instead of serving it."""
         if not self.connected:
             raise NotConnectedError(f"device {self.device_id}: not connected to the broker")
         now = self.clock()
@@ -209,6 +212,8 @@ class DeviceLink:
         props.ResponseTopic = self.result_topic
         props.CorrelationData = pending.token
         props.MessageExpiryInterval = max(1, math.ceil(expiry_s))
+        if prepare_recipe is not None:
+            props.UserProperty = [(PREPARE_PROPERTY, str(prepare_recipe))]
         with self._lock:
             self._pending[request_id] = pending
         self.observer.on_uplink_sent(len(frame), now)

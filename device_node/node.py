@@ -7,9 +7,11 @@
 2. otherwise head(k) runs here (stretched by `slowdown`), the tensor is encoded into a frame and
    published; the node waits for the result until the deadline;
 3. a result "ok" with predictions is the record; a timeout, an intermediate the codec refuses,
-   an "ok" without predictions, an error/expired/rejected reply, the loss of every
-   worker of the split or a disconnect runs tail(k) here from the intermediate already computed,
-   and the request is withdrawn from the link, so a late reply is dropped, never recorded.
+   a frame over the site's frame limit (never sent), a publish the broker refuses (ended at its
+   PUBACK, not at the deadline), an "ok" without predictions, an error/expired/rejected reply,
+   the loss of every worker of the split or a disconnect runs tail(k) here from the
+   intermediate already computed, and the request is withdrawn from the link, so a late reply
+   is dropped, never recorded.
 """
 
 from __future__ import annotations
@@ -357,6 +359,12 @@ class DeviceNode:
             return _NotSent(Fallback.ENCODE_ERROR, str(exc))
         self._extend_deadline(request, request.head_ms + request.encode_ms)
         self._report_device_time(k, request.head_ms + request.encode_ms, request.representative)
+        limit = self.config.max_frame_bytes
+        if len(frame) > limit:
+            # The broker would refuse it: it would only cost the uplink and the wait.
+            detail = f"frame of {len(frame)} bytes, over the limit of {limit}"
+            logger.warning("request %s: split %d not sent: %s", request.request_id, k, detail)
+            return _NotSent(Fallback.OVERSIZED, detail)
         with gate.lock if gate is not None else contextlib.nullcontext():
             if gate is not None and gate.withdrawn:
                 return _NotSent(Fallback.RACE_WON_HERE)
@@ -370,6 +378,8 @@ class DeviceNode:
                     # The least loaded of several live workers, by their telemetry; else shared.
                     worker_id=self.link.least_loaded_worker(self.model.name, k),
                     num_classes=len(self.model.labels),  # replies name this model's classes only
+                    # Split 0 sends the prepared image itself: say which recipe made it.
+                    prepare_recipe=self.model.prepare_recipe if k == 0 else None,
                 )
             except NotConnectedError:
                 return _NotSent(Fallback.NOT_CONNECTED)

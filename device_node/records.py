@@ -24,6 +24,7 @@ class Fallback(StrEnum):
     REJECTED = "rejected"  # the worker refused it (full queue, unknown split, ...)
     REFUSED = "refused"  # the broker refused the publish (detail: the PUBACK reason code)
     ENCODE_ERROR = "encode_error"  # the codec refused the intermediate (detail: why)
+    OVERSIZED = "oversized"  # the frame is over the site's frame limit, never sent (detail: sizes)
     BAD_REPLY = "bad_reply"  # the worker answered "ok" without any prediction
     RACE_WON_HERE = "race_won_here"  # raced: the device's own tail finished first
 

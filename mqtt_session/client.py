@@ -24,12 +24,14 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from mqtt_session.errors import BrokerConnectError, BrokerSettingsError
@@ -55,6 +57,28 @@ class _SocketlessLoopNoise(logging.Filter):
 
 
 PAHO_LOGGER.addFilter(_SocketlessLoopNoise())
+
+# Mosquitto 2.0 refuses a PUBLISH over its message_size_limit (the site's frame limit) with
+# PUBACK reason code 0x95, "Packet too large", which MQTT 5 lists for CONNACK and DISCONNECT
+# only. paho 2.2 takes such a PUBACK for a protocol error: it drops the connection, resends the
+# message on reconnect and is refused again, forever. Accepting the code in a PUBACK (and a
+# PUBREC, its QoS 2 twin) turns it into the refusal it is: on_publish gets the reason code.
+PACKET_TOO_LARGE = 0x95
+
+
+def _accept_packet_too_large_in_acks() -> None:
+    names = {
+        code: {name: list(packets) for name, packets in by_name.items()}
+        for code, by_name in ReasonCode.names.items()
+    }
+    for packets in names[PACKET_TOO_LARGE].values():
+        for packet in (PacketTypes.PUBACK, PacketTypes.PUBREC):
+            if packet not in packets:
+                packets.append(packet)
+    ReasonCode.names = MappingProxyType(names)
+
+
+_accept_packet_too_large_in_acks()
 
 # QoS 1 publishes a client keeps in flight (sent, PUBACK pending) before paho queues the rest
 # locally. On loopback 20 (paho's default) and 256 gave the same burst throughput (about 2,000

@@ -69,13 +69,20 @@ MAX_DEADLINE_MS = 86_400_000.0  # one day
 # The `timestamps` entry a device sets to its wall clock (Unix seconds) as it publishes: with
 # `deadline_ms` it dates the request's absolute deadline (FORMAT.md, "Deadlines").
 SENT_TIMESTAMP = "sent"
+# The default frame limit (FORMAT.md, "Limits"): every built-in model up to 300 px input sends
+# at most ~3.5 MiB (efficientnet_b3's first split, float32 under the lossless codec), so 4 MiB
+# fits them with room; a site whose models send more raises it, at the worker and the broker.
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+# Room for a frame's preamble, JSON header (every string and the 16 timestamps at their maxima
+# stay under 7 KiB) and codec parameters, in `frame_size_bound`.
+FRAME_OVERHEAD_BOUND = 8 * 1024
 
 
 @dataclass(frozen=True)
 class FrameLimits:
     """What a decoder accepts at most; every declared size is checked before use."""
 
-    max_frame_bytes: int = 16 * 1024 * 1024
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     max_header_bytes: int = 64 * 1024
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
     max_ndim: int = DEFAULT_MAX_NDIM
@@ -189,6 +196,35 @@ def _as_float(value: Any) -> Any:
     """numpy floats and ints become floats; anything else is left for the validator to name."""
     return (
         float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
+    )
+
+
+def zstd_bound(size: int) -> int:
+    """zstd's worst-case output for `size` input bytes (ZSTD_COMPRESSBOUND)."""
+    small = ((128 << 10) - size) >> 11 if size < (128 << 10) else 0
+    return size + (size >> 8) + small
+
+
+def frame_size_bound(shape: tuple[int, ...], itemsize: int) -> int:
+    """The most bytes a frame of one sample of `shape` can take under the zstd-compressed
+    codecs: the lossless codec's zstd of the raw `itemsize`-byte values is the largest body
+    (int8/int5/int4 and fp16 send fewer bytes per value)."""
+    return FRAME_OVERHEAD_BOUND + zstd_bound(itemsize * math.prod(shape))
+
+
+# Split 0's image bound per pixel channel: lossless WebP or JPEG of noise can outgrow the raw
+# bytes, so twice them (an image is never a model's largest split: 3 bytes a pixel against
+# float32 feature maps of tens of channels).
+IMAGE_BYTES_PER_VALUE = 2
+
+
+def largest_frame_bytes(info: ModelInfo) -> int:
+    """The most bytes a frame of `info`'s model can take at any split it sends: the uint8 image
+    at split 0, float32 tensors at the inner splits (split n sends nothing)."""
+    shapes = info.split_shapes[:-1]
+    return max(
+        frame_size_bound(shape, IMAGE_BYTES_PER_VALUE if k == 0 else 4)
+        for k, shape in enumerate(shapes)
     )
 
 

@@ -49,6 +49,12 @@ class Blocks(Protocol):
         """Any uint8 RGB, gray or RGBA image -> uint8 (S, S, 3)."""
         ...
 
+    @property
+    def prepare_recipe(self) -> int:
+        """The FORMAT.md 11.2 recipe version `prepare_image` follows (a request says it in its
+        `splitmq-prepare` property)."""
+        ...
+
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """Prepared uint8 (S, S, 3) or (B, S, S, 3) images -> normalised float32 (B, 3, S, S)."""
         ...

@@ -30,7 +30,7 @@ from pydantic import Field, ValidationError
 
 from splitmq_base.models import StrictModel
 from splitting.errors import InvalidSplitError, MissingExtraError, ProfileError
-from splitting.pixels import normalize, prepare_image
+from splitting.pixels import RECIPE_VERSION, normalize, prepare_image
 from splitting.profiles import ModelProfile
 
 if TYPE_CHECKING:
@@ -204,6 +204,10 @@ class OnnxBlocks:
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.input_size)
+
+    @property
+    def prepare_recipe(self) -> int:
+        return RECIPE_VERSION  # prepare_image is splitting.pixels'
 
     def build_profile(self) -> ModelProfile | None:
         """The profile measured on this build when it was exported (bytes and agreement are

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from splitting.partition import SplitModel
+from splitting.pixels import RECIPE_VERSION
 
 if TYPE_CHECKING:
     from schemas.frame import ModelInfo
@@ -72,6 +73,10 @@ class TorchBlocks:
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         return self.model.prepare_image(image)
+
+    @property
+    def prepare_recipe(self) -> int:
+        return RECIPE_VERSION  # SplitModel.prepare_image is splitting.pixels'
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         return self.model.preprocess(images).numpy()

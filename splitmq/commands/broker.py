@@ -21,7 +21,8 @@ from broker.launcher import MosquittoBroker
 from broker.revocation import revoke_login
 from broker.secure_profile import DEFAULT_TLS_PORT, PLUGIN_NAME, ProfileOptions, init_profile
 from schemas.discovery import DEFAULT_DISCOVERY_PREFIX
-from splitmq_base.cli import port_number
+from schemas.frame import DEFAULT_MAX_FRAME_BYTES
+from splitmq_base.cli import port_number, positive_int
 
 POLL_S = 0.2
 
@@ -41,6 +42,13 @@ def register(subparsers: Any) -> None:
         "--config",
         type=Path,
         help="config template with ${port} and ${bind_address} (default: broker/mosquitto.conf)",
+    )
+    parser.add_argument(
+        "--max-frame-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_FRAME_BYTES,
+        help="the site's frame limit: the broker refuses larger requests (message_size_limit; "
+        "the workers' frame_limits.max_frame_bytes must equal it; default %(default)s)",
     )
     parser.set_defaults(func=run)
     actions = parser.add_subparsers(dest="action", metavar="{init}")
@@ -125,6 +133,14 @@ def _add_init_broker(init: argparse.ArgumentParser) -> None:
         "with --revoke, the running broker's port (default: the profile's)",
     )
     init.add_argument("--plugin", help=f"path of {PLUGIN_NAME} (default: searched)")
+    init.add_argument(
+        "--max-frame-bytes",
+        dest="init_max_frame_bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_FRAME_BYTES,
+        help="the site's frame limit, written into the profile's config as message_size_limit "
+        "(the workers' frame_limits.max_frame_bytes must equal it; default %(default)s)",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing profile")
     init.add_argument(
         "--revoke",
@@ -157,7 +173,12 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "init":
         return run_init(args)
     stop = _stop_on_signals()
-    broker = MosquittoBroker(args.port, host=args.host, config_template=args.config)
+    broker = MosquittoBroker(
+        args.port,
+        host=args.host,
+        config_template=args.config,
+        max_frame_bytes=args.max_frame_bytes,
+    )
     try:
         broker.start()
         print(
@@ -261,6 +282,7 @@ def run_init(args: argparse.Namespace) -> int:
         port=args.init_port,
         plugin=args.plugin,
         force=args.force,
+        max_frame_bytes=args.init_max_frame_bytes,
     )
     profile = init_profile(args.dir, options)
     print(f"secure broker profile written to {profile.directory}")

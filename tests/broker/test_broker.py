@@ -18,6 +18,7 @@ from broker.launcher import (
     port_accepts,
 )
 from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
+from schemas.frame import FrameLimits
 
 pytestmark = pytest.mark.integration
 
@@ -69,9 +70,9 @@ def test_messages_flow_through_the_broker(broker: MosquittoBroker) -> None:
     assert _round_trip(_settings(broker), "t/hello", b"payload") == b"payload"
 
 
-def test_large_frame_passes_max_packet_size(broker: MosquittoBroker) -> None:
-    # A 16 MiB frame (FrameLimits.max_frame_bytes) must fit under max_packet_size.
-    payload = bytes(range(256)) * (16 * 1024 * 1024 // 256)
+def test_frame_at_the_limit_passes(broker: MosquittoBroker) -> None:
+    # A frame of FrameLimits.max_frame_bytes must pass message_size_limit and max_packet_size.
+    payload = bytes(range(256)) * (FrameLimits().max_frame_bytes // 256)
     assert _round_trip(_settings(broker), "t/big", payload) == payload
 
 
@@ -164,12 +165,13 @@ def test_secure_config_has_the_same_tuning() -> None:
     assert secure["allow_anonymous"] == "false"
 
 
-def test_config_sets_what_the_workload_needs() -> None:
-    options = _settings_of(DEFAULT_CONFIG)
+def test_config_sets_what_the_workload_needs(broker: MosquittoBroker) -> None:
+    options = _settings_of(broker.config_path)
     assert options["set_tcp_nodelay"] == "true"
     assert options["persistence"] == "false"
     # The transport benchmark's 5,000-request burst must fit in one worker's broker-side queue.
     assert int(options["max_queued_messages"]) >= 5000
     assert int(options["max_queued_bytes"]) >= 5000 * 16 * 1024
-    # A maximal frame (16 MiB, FrameLimits.max_frame_bytes) plus topic and properties.
-    assert int(options["max_packet_size"]) > 16 * 1024 * 1024
+    # A maximal frame (FrameLimits.max_frame_bytes) passes, plus its topic and properties.
+    assert int(options["message_size_limit"]) == FrameLimits().max_frame_bytes
+    assert int(options["max_packet_size"]) > FrameLimits().max_frame_bytes
