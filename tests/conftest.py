@@ -60,3 +60,18 @@ def lite0_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from splitting.registry import load_model
 
     return ensure_exported(load_model(), tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.fixture
+def changed_build(lite0_export: Path, tmp_path: Path) -> Path:
+    """A copy of the lite0 build whose block_03 file has its last byte changed."""
+    import shutil
+
+    from splitting.onnx_blocks import read_manifest
+
+    copy = Path(shutil.copytree(lite0_export, tmp_path / "build"))
+    block = copy / read_manifest(copy).blocks[3].name
+    data = bytearray(block.read_bytes())
+    data[-1] ^= 0xFF
+    block.write_bytes(bytes(data))
+    return copy
