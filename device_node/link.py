@@ -219,6 +219,7 @@ class DeviceLink:
                 else self.topics.request_direct(model, split, self.device_id, worker_id)
             )
             acked = self.session.publish_acked(topic, frame, properties=props)
+            self.session.flush()  # on its way now, not once paho's network thread wakes
         except BrokerConnectError as exc:
             # paho keeps a QoS 1 message it could not send and resends it on reconnect; the
             # request is withdrawn here, so any result it still produces counts as late.

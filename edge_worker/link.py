@@ -169,6 +169,10 @@ class WorkerLink:
             properties.CorrelationData = correlation_data
         self.session.publish(response_topic, payload, properties=properties)
 
+    def flush(self) -> None:
+        """Write the queued PUBACKs and replies from this thread (see `MqttSession.flush`)."""
+        self.session.flush()
+
     def publish_telemetry(self, payload: bytes) -> None:
         self.session.publish(self.topics.telemetry(self.worker_id), payload, retain=True)
 

@@ -293,6 +293,7 @@ class EdgeWorker:
             except Exception:  # keep serving whatever one batch did
                 LOG.exception("worker %s: batch failed", self.worker_id)
             finally:
+                self.link.flush()  # the batch's PUBACKs and replies, written from here
                 self.stats.batch_finished()
                 self.telemetry.nudge()
 

@@ -33,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from mqtt_session.client import (
     BrokerSettings,
+    FlushingClient,
     WillMessage,
     connect_failure,
     log_connect_fail,
@@ -160,6 +161,7 @@ class MqttSession:
             will=will,
             manual_ack=manual_ack,
             receive_maximum=receive_maximum,
+            flushing=True,
         )
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
@@ -283,6 +285,12 @@ class MqttSession:
         properties: Properties | None = None,
     ) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    def flush(self) -> None:
+        """Write the packets queued so far from this thread, not waiting for paho's network
+        thread to wake (see `FlushingClient`; a no-op on TLS, where that thread writes)."""
+        if isinstance(self.client, FlushingClient):
+            self.client.flush()
 
     def publish_acked(
         self,
