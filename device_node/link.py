@@ -29,8 +29,6 @@ from functools import partial
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from device_node.errors import LinkError, NotConnectedError
 from device_node.pending import Outcome, PendingRequest, reply_mismatch, sender_mismatch
@@ -38,6 +36,7 @@ from device_node.records import Fallback
 from device_node.workers import WorkerDirectory, WorkerView
 from mqtt_session.client import BrokerSettings
 from mqtt_session.errors import BrokerConnectError
+from mqtt_session.properties import publish_properties
 from mqtt_session.session import Ack, MqttSession, NodeState, NodeStatus
 from schemas.errors import SchemaError
 from schemas.messages import (
@@ -205,10 +204,11 @@ class DeviceLink:
         pending = PendingRequest(
             request_id, model, split, len(frame), now, num_classes=num_classes, worker_id=worker_id
         )
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = self.result_topic
-        props.CorrelationData = pending.token
-        props.MessageExpiryInterval = max(1, math.ceil(expiry_s))
+        props = publish_properties(
+            response_topic=self.result_topic,
+            correlation_data=pending.token,
+            expiry_s=max(1, math.ceil(expiry_s)),
+        )
         with self._lock:
             self._pending[request_id] = pending
         self.observer.on_uplink_sent(len(frame), now)
@@ -244,8 +244,7 @@ class DeviceLink:
         to that long for the PUBACK, so that its sample has reached the observer on return."""
         if nbytes <= 0 or not self.connected:
             return False
-        props = Properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = 1
+        props = publish_properties(expiry_s=1)
         self.observer.on_uplink_sent(nbytes, self.clock())
         try:
             acked = self.session.publish_acked(
