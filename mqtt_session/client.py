@@ -352,18 +352,30 @@ class FlushingClient(mqtt.Client):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._write_lock = threading.Lock()
+        # Reentrant: paho writes from inside reconnect() when no network thread runs.
+        self._write_lock = threading.RLock()
 
     def loop_write(self) -> mqtt.MQTTErrorCode:
         with self._write_lock:
             return super().loop_write()
 
-    def flush(self) -> None:
-        """Write what is queued, from this thread. Whatever cannot be written now (no socket,
-        a full send buffer, a broken connection) stays queued for the network thread, which
-        the queueing woke: it handles the error and the reconnect there, as it always does."""
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        # Swapping the socket and the packet queue under the lock: no flush can then write a
+        # packet of the old connection onto the new socket ahead of its CONNECT.
         with self._write_lock:
+            return super().reconnect()
+
+    def flush(self) -> None:
+        """Write what is queued, from this thread, unless paho's thread is writing or
+        (re)connecting: then it writes these too, since queueing them woke it. What cannot be
+        written now (no socket, a full send buffer, a broken connection) stays queued for the
+        network thread, which handles the error and the reconnect as it always does."""
+        if not self._write_lock.acquire(blocking=False):
+            return
+        try:
             self._packet_write()
+        finally:
+            self._write_lock.release()
 
 
 def make_client(
