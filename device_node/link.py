@@ -117,6 +117,8 @@ class DeviceLink:
         self._status_topic = self.topics.status(device_id)
         self._lock = threading.Lock()
         self._pending: dict[str, PendingRequest] = {}
+        # The same waits by CorrelationData token: a result finds its request in one look-up.
+        self._by_token: dict[bytes, PendingRequest] = {}
         self.directory = WorkerDirectory(
             self.topics,
             stale_after_s=telemetry_stale_s,
@@ -210,7 +212,9 @@ class DeviceLink:
             expiry_s=max(1, math.ceil(expiry_s)),
         )
         with self._lock:
+            self._remove(request_id)  # a request id used again: the older wait is dropped
             self._pending[request_id] = pending
+            self._by_token[pending.token] = pending
         self.observer.on_uplink_sent(len(frame), now)
         try:
             topic = (
@@ -236,7 +240,7 @@ class DeviceLink:
     def cancel(self, request_id: str) -> None:
         """Stop waiting for a request: a result that still comes is dropped as late."""
         with self._lock:
-            self._pending.pop(request_id, None)
+            self._remove(request_id)
 
     def publish_probe(self, nbytes: int, *, wait_s: float = 0.0) -> bool:
         """Publish `nbytes` of filler at QoS 1 to this device's probe topic (nobody subscribes:
@@ -342,20 +346,28 @@ class DeviceLink:
         if not correlation:
             return None
         with self._lock:
-            return next((p for p in self._pending.values() if p.token == correlation), None)
+            return self._by_token.get(correlation)
 
     # -- settling waits -------------------------------------------------------------------
 
     def _finish(self, request_id: str, outcome: Outcome) -> bool:
         with self._lock:
-            pending = self._pending.pop(request_id, None)
+            pending = self._remove(request_id)
         return pending is not None and pending.settle(outcome)
+
+    def _remove(self, request_id: str) -> PendingRequest | None:
+        """Stop waiting for `request_id` (hold `_lock`); the wait it was, if any."""
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            self._by_token.pop(pending.token, None)
+        return pending
 
     def _fail_pending(self, reason: Fallback) -> None:
         now = self.clock()
         with self._lock:
             waiting = list(self._pending.values())
             self._pending.clear()
+            self._by_token.clear()
         for pending in waiting:
             pending.settle(Outcome(None, now, reason))
 
