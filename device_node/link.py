@@ -29,8 +29,6 @@ from functools import partial
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from device_node.errors import LinkError, NotConnectedError
 from device_node.pending import Outcome, PendingRequest, reply_mismatch, sender_mismatch
@@ -38,6 +36,7 @@ from device_node.records import Fallback
 from device_node.workers import WorkerDirectory, WorkerView
 from mqtt_session.client import BrokerSettings
 from mqtt_session.errors import BrokerConnectError
+from mqtt_session.properties import publish_properties
 from mqtt_session.session import Ack, MqttSession, NodeState, NodeStatus
 from schemas.errors import SchemaError
 from schemas.messages import (
@@ -118,6 +117,8 @@ class DeviceLink:
         self._status_topic = self.topics.status(device_id)
         self._lock = threading.Lock()
         self._pending: dict[str, PendingRequest] = {}
+        # The same waits by CorrelationData token: a result finds its request in one look-up.
+        self._by_token: dict[bytes, PendingRequest] = {}
         self.directory = WorkerDirectory(
             self.topics,
             stale_after_s=telemetry_stale_s,
@@ -208,14 +209,17 @@ class DeviceLink:
         pending = PendingRequest(
             request_id, model, split, len(frame), now, num_classes=num_classes, worker_id=worker_id
         )
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = self.result_topic
-        props.CorrelationData = pending.token
-        props.MessageExpiryInterval = max(1, math.ceil(expiry_s))
+        props = publish_properties(
+            response_topic=self.result_topic,
+            correlation_data=pending.token,
+            expiry_s=max(1, math.ceil(expiry_s)),
+        )
         if prepare_recipe is not None:
             props.UserProperty = [(PREPARE_PROPERTY, str(prepare_recipe))]
         with self._lock:
+            self._remove(request_id)  # a request id used again: the older wait is dropped
             self._pending[request_id] = pending
+            self._by_token[pending.token] = pending
         self.observer.on_uplink_sent(len(frame), now)
         try:
             topic = (
@@ -224,6 +228,7 @@ class DeviceLink:
                 else self.topics.request_direct(model, split, self.device_id, worker_id)
             )
             acked = self.session.publish_acked(topic, frame, properties=props)
+            self.session.flush()  # on its way now, not once paho's network thread wakes
         except BrokerConnectError as exc:
             # paho keeps a QoS 1 message it could not send and resends it on reconnect; the
             # request is withdrawn here, so any result it still produces counts as late.
@@ -240,7 +245,7 @@ class DeviceLink:
     def cancel(self, request_id: str) -> None:
         """Stop waiting for a request: a result that still comes is dropped as late."""
         with self._lock:
-            self._pending.pop(request_id, None)
+            self._remove(request_id)
 
     def publish_probe(self, nbytes: int, *, wait_s: float = 0.0) -> bool:
         """Publish `nbytes` of filler at QoS 1 to this device's probe topic (nobody subscribes:
@@ -248,8 +253,7 @@ class DeviceLink:
         to that long for the PUBACK, so that its sample has reached the observer on return."""
         if nbytes <= 0 or not self.connected:
             return False
-        props = Properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = 1
+        props = publish_properties(expiry_s=1)
         self.observer.on_uplink_sent(nbytes, self.clock())
         try:
             acked = self.session.publish_acked(
@@ -347,20 +351,28 @@ class DeviceLink:
         if not correlation:
             return None
         with self._lock:
-            return next((p for p in self._pending.values() if p.token == correlation), None)
+            return self._by_token.get(correlation)
 
     # -- settling waits -------------------------------------------------------------------
 
     def _finish(self, request_id: str, outcome: Outcome) -> bool:
         with self._lock:
-            pending = self._pending.pop(request_id, None)
+            pending = self._remove(request_id)
         return pending is not None and pending.settle(outcome)
+
+    def _remove(self, request_id: str) -> PendingRequest | None:
+        """Stop waiting for `request_id` (hold `_lock`); the wait it was, if any."""
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            self._by_token.pop(pending.token, None)
+        return pending
 
     def _fail_pending(self, reason: Fallback) -> None:
         now = self.clock()
         with self._lock:
             waiting = list(self._pending.values())
             self._pending.clear()
+            self._by_token.clear()
         for pending in waiting:
             pending.settle(Outcome(None, now, reason))
 

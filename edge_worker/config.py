@@ -207,14 +207,15 @@ class WorkerConfig(BaseModel):
         2,
         ge=1,
         le=64,
-        description="threads that decode frames off the compute thread (Pillow and zstd "
-        "release the GIL while they work)",
+        description="threads that decode image frames (JPEG, WebP) off the compute thread, "
+        "under `decode_budget_ms` (Pillow releases the GIL while it works); tensor frames "
+        "decode on the compute thread",
     )
     decode_budget_ms: float = Field(
         100.0,
         ge=1,
         le=60_000,
-        description="most CPU time one frame's decoding may use: past it the request is "
+        description="most CPU time one image frame's decoding may use: past it the request is "
         'answered "error" with code decode_timeout and its batch goes on without it (a good '
         "224x224 image decodes in about 1 ms; time spent waiting for a core is not counted)",
     )

@@ -1,7 +1,9 @@
-"""Frame decoding off the compute thread, under a per-frame CPU-time budget.
+"""Image frame decoding off the compute thread, under a per-frame CPU-time budget.
 
-The compute thread hands a batch's frames to a small pool of decode threads and waits for
-them. A frame whose decoding has used more than `budget_s` of its thread's CPU time is answered
+The compute thread hands a batch's image frames (JPEG, WebP: a hostile one can take far longer
+to decode than its size says) to a small pool of decode threads and waits for them; tensor
+frames, whose decoding is linear in their bytes and bounded by the frame limits, it decodes
+itself. A frame whose decoding has used more than `budget_s` of its thread's CPU time is answered
 `decode_timeout` at once (the thread finishes it and throws the result away), so one slow frame
 delays its batch-mates by about the budget, never by its own decoding time. CPU time, not wall
 time, because on a busy machine a good frame can wait for a core or for the GIL far longer than

@@ -27,11 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edge_worker.batching import Queued
 from mqtt_session.client import BrokerSettings
+from mqtt_session.properties import publish_properties
 from mqtt_session.session import MqttSession, NodeState, NodeStatus
 from schemas.errors import TopicError
 from schemas.topics import EXACT_PROPERTY, PREPARE_PROPERTY, Topics
@@ -164,10 +163,12 @@ class WorkerLink:
 
     def reply(self, response_topic: str, correlation_data: bytes | None, payload: bytes) -> None:
         """Publish a result (QoS 1) to the request's ResponseTopic with its CorrelationData."""
-        properties = Properties(PacketTypes.PUBLISH)
-        if correlation_data is not None:
-            properties.CorrelationData = correlation_data
+        properties = publish_properties(correlation_data=correlation_data)
         self.session.publish(response_topic, payload, properties=properties)
+
+    def flush(self) -> None:
+        """Write the queued PUBACKs and replies from this thread (see `MqttSession.flush`)."""
+        self.session.flush()
 
     def publish_telemetry(self, payload: bytes) -> None:
         self.session.publish(self.topics.telemetry(self.worker_id), payload, retain=True)

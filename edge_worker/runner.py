@@ -23,8 +23,15 @@ from edge_worker.errors import (
     SplitNotServedError,
     TopicMismatchError,
 )
-from schemas.codecs import FLOAT_DTYPES, REGISTRY
-from schemas.frame import Frame, FrameLimits, ModelInfo, decode_frame, encode_frame
+from schemas.codecs import FLOAT_DTYPES, IMAGE_CODECS, REGISTRY
+from schemas.frame import (
+    Frame,
+    FrameLimits,
+    ModelInfo,
+    decode_frame,
+    decode_frame_unless,
+    encode_frame,
+)
 from schemas.messages import Prediction
 from splitting.errors import SplittingError
 from splitting.onnx_blocks import OnnxBlocks, execution_providers, softmax_top
@@ -55,6 +62,12 @@ class TailRunner(Protocol):
 
         Raises a `schemas.errors.FrameError` or an `edge_worker.errors.RequestError`.
         """
+        ...
+
+    def decode_in_line(self, payload: bytes, model: str, split: int) -> Frame | None:
+        """`decode` for a frame whose decoding is linear in its bytes and bounded by the frame
+        limits (the tensor codecs), run on the caller's thread; None, with nothing decoded past
+        the header, for an image codec (JPEG, WebP), which `decode` runs under a CPU budget."""
         ...
 
     def run_batch(self, model: str, split: int, frames: Sequence[Frame]) -> list[list[Prediction]]:
@@ -104,7 +117,17 @@ class _DecodingRunner:
         return dict(self._catalog)
 
     def decode(self, payload: bytes, model: str, split: int) -> Frame:
-        frame = decode_frame(payload, limits=self._limits, catalog=self._catalog)
+        return self._checked(
+            decode_frame(payload, limits=self._limits, catalog=self._catalog), model, split
+        )
+
+    def decode_in_line(self, payload: bytes, model: str, split: int) -> Frame | None:
+        frame = decode_frame_unless(
+            payload, IMAGE_CODECS, limits=self._limits, catalog=self._catalog
+        )
+        return None if frame is None else self._checked(frame, model, split)
+
+    def _checked(self, frame: Frame, model: str, split: int) -> Frame:
         header = frame.header
         if (header.model, header.split) != (model, split):
             raise TopicMismatchError(

@@ -259,6 +259,8 @@ class EdgeWorker:
         started = time.perf_counter()
         frames = warm_up_frames(self.runner.model_infos(), self.runner.served())
         self.decoder.warm_up(lambda: [self.runner.decode(f, m, k) for m, k, f in frames])
+        for model, split, frame in frames:  # tensor frames decode on this thread
+            self.runner.decode_in_line(frame, model, split)
         warmed = self.runner.warm_up()
         for model, split in warmed:
             for exact_path in (False, True):
@@ -291,6 +293,7 @@ class EdgeWorker:
             except Exception:  # keep serving whatever one batch did
                 LOG.exception("worker %s: batch failed", self.worker_id)
             finally:
+                self.link.flush()  # the batch's PUBACKs and replies, written from here
                 self.stats.batch_finished()
                 self.telemetry.nudge()
 
@@ -328,15 +331,31 @@ class EdgeWorker:
                 self._fail_safely(item.request, ComputeError(f"reply failed: {exc!r}"), None)
 
     def _decode_batch(self, batch: Sequence[InboundRequest], taken: _Taken) -> list[_Decoded]:
-        """The batch's requests decoded on the decode threads, under the per-frame budget;
-        each one that expired, failed or overran is answered here and left out."""
+        """The batch's requests decoded: tensor frames here (their decoding is linear and
+        bounded by the frame limits; a hand-off to a decode thread and back cost more than
+        it), image frames on the decode threads under the per-frame budget. Each one that
+        expired, failed or overran is answered here and left out."""
         fresh = [request for request in batch if self._fresh(request, taken)]
-        outcomes = self.decoder.decode_all(fresh, self._decode_one)
+        in_line = [self._decode_in_line(request) for request in fresh]
+        deferred = [request for request, done in zip(fresh, in_line, strict=True) if done is None]
+        pooled = iter(self.decoder.decode_all(deferred, self._decode_one) if deferred else ())
+        outcomes = [done if done is not None else next(pooled) for done in in_line]
         admitted = (
             self._guarded_admit(request, outcome, taken)
             for request, outcome in zip(fresh, outcomes, strict=True)
         )
         return [d for d in admitted if d is not None]
+
+    def _decode_in_line(self, request: InboundRequest) -> Outcome[Frame] | None:
+        """A tensor frame's decode on this thread; None for an image frame (not decoded)."""
+        started = time.perf_counter()
+        try:
+            frame = self.runner.decode_in_line(request.payload, request.model, request.split)
+        except Exception as exc:  # handled as the decode pool's outcomes are, in _admit
+            return Outcome(None, exc, 0.0)
+        if frame is None:
+            return None
+        return Outcome(frame, None, (time.perf_counter() - started) * 1000.0)
 
     def _decode_one(self, request: InboundRequest) -> Frame:
         """On a decode thread: the runner's decoder is thread-safe (per-thread zstd contexts)."""

@@ -374,6 +374,41 @@ def connect_properties(
     return props
 
 
+class FlushingClient(mqtt.Client):
+    """A paho client whose queued packets the thread that queued them can write at once
+    (`flush`), rather than only waking paho's network thread through its socket pair and
+    waiting for it to run (a thread hand-off on every reply). paho's writes and these take one
+    lock, so packets never interleave on the socket. Plain TCP only: an SSL socket must not be
+    read on one thread while it is written on another."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Reentrant: paho writes from inside reconnect() when no network thread runs.
+        self._write_lock = threading.RLock()
+
+    def loop_write(self) -> mqtt.MQTTErrorCode:
+        with self._write_lock:
+            return super().loop_write()
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        # Swapping the socket and the packet queue under the lock: no flush can then write a
+        # packet of the old connection onto the new socket ahead of its CONNECT.
+        with self._write_lock:
+            return super().reconnect()
+
+    def flush(self) -> None:
+        """Write what is queued, from this thread, unless paho's thread is writing or
+        (re)connecting: then it writes these too, since queueing them woke it. What cannot be
+        written now (no socket, a full send buffer, a broken connection) stays queued for the
+        network thread, which handles the error and the reconnect as it always does."""
+        if not self._write_lock.acquire(blocking=False):
+            return
+        try:
+            self._packet_write()
+        finally:
+            self._write_lock.release()
+
+
 def make_client(
     settings: BrokerSettings,
     client_id: str,
@@ -385,14 +420,17 @@ def make_client(
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     max_queued: int = DEFAULT_MAX_QUEUED,
     userdata: Any = None,
+    flushing: bool = False,
 ) -> mqtt.Client:
     """A configured MQTT v5 client whose connection starts with `start_client`.
 
     `client_id` is used unless `settings.client_id` overrides it. `manual_ack=True` leaves
     every QoS 1 PUBACK to `client.ack(mid, qos)`; combined with `receive_maximum`, the broker
-    stops delivering once that many messages are unacknowledged.
+    stops delivering once that many messages are unacknowledged. `flushing=True` makes a
+    `FlushingClient` where the connection is plain TCP (`settings.tls` unset).
     """
-    client = mqtt.Client(
+    kind = FlushingClient if flushing and settings.tls is None else mqtt.Client
+    client = kind(
         CallbackAPIVersion.VERSION2,
         client_id=settings.client_id or client_id,
         protocol=mqtt.MQTTv5,

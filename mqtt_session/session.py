@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
@@ -33,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from mqtt_session.client import (
     BrokerSettings,
+    FlushingClient,
     WillMessage,
     connect_failure,
     log_connect_fail,
@@ -116,6 +117,30 @@ class Route:
     topic_filter: str
     handler: MessageHandler
     qos: int = 1
+    levels: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(_unshared(self.topic_filter).split("/")))
+
+    def matches(self, topic: str) -> bool:
+        """Whether `topic` matches the filter (MQTT rules; paho's `topic_matches_sub` builds a
+        matcher tree on every call, several microseconds a message and route)."""
+        return filter_matches(self.levels, topic)
+
+
+def filter_matches(levels: tuple[str, ...], topic: str) -> bool:
+    """Whether `topic` matches a topic filter split into `levels` at "/": "+" is one level,
+    a trailing "#" any number (none included); wildcards in the first level do not match
+    "$" topics."""
+    if topic.startswith("$") and levels[0] in ("+", "#"):
+        return False
+    parts = topic.split("/")
+    for i, level in enumerate(levels):
+        if level == "#":
+            return True
+        if i >= len(parts) or (level != "+" and level != parts[i]):
+            return False
+    return len(parts) == len(levels)
 
 
 class MqttSession:
@@ -160,6 +185,7 @@ class MqttSession:
             will=will,
             manual_ack=manual_ack,
             receive_maximum=receive_maximum,
+            flushing=True,
         )
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
@@ -283,6 +309,12 @@ class MqttSession:
         properties: Properties | None = None,
     ) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    def flush(self) -> None:
+        """Write the packets queued so far from this thread, not waiting for paho's network
+        thread to wake (see `FlushingClient`; a no-op on TLS, where that thread writes)."""
+        if isinstance(self.client, FlushingClient):
+            self.client.flush()
 
     def publish_acked(
         self,
@@ -419,7 +451,7 @@ class MqttSession:
         with self._lock:
             routes = list(self._routes)
         for route in routes:
-            if mqtt.topic_matches_sub(_unshared(route.topic_filter), message.topic):
+            if route.matches(message.topic):
                 route.handler(message)
                 return
 

@@ -21,7 +21,7 @@ import json
 import math
 import numbers
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,7 +251,27 @@ def decode_frame(
     catalog: Mapping[str, ModelInfo] | None = None,
 ) -> Frame:
     """Decode and validate a whole frame; raises a `FrameError` subclass naming the problem."""
+    return _decode_opened(*_open(data, limits, catalog), limits)
+
+
+def decode_frame_unless(
+    data: Buffer,
+    codecs: Collection[str],
+    *,
+    limits: FrameLimits = _DEFAULT_LIMITS,
+    catalog: Mapping[str, ModelInfo] | None = None,
+) -> Frame | None:
+    """`decode_frame`, or None when the validated header names one of `codecs`: then nothing
+    past the header was decoded (the caller decodes it elsewhere, e.g. under a CPU budget)."""
     header, params, payload = _open(data, limits, catalog)
+    if header.codec in codecs:
+        return None
+    return _decode_opened(header, params, payload, limits)
+
+
+def _decode_opened(
+    header: FrameHeader, params: memoryview, payload: memoryview, limits: FrameLimits
+) -> Frame:
     encoded = EncodedTensor(
         codec=header.codec,
         dtype=header.dtype,

@@ -20,7 +20,7 @@ from edge_worker.runner import echo_model_info
 from edge_worker.worker import EdgeWorker
 from mqtt_session.client import BrokerSettings, make_client, start_client, stop_client
 from mqtt_session.session import MqttSession
-from schemas.frame import encode_frame
+from schemas.frame import encode_frame, peek_header
 from schemas.messages import (
     Prediction,
     ResultMessage,
@@ -228,3 +228,44 @@ def test_a_reply_naming_a_class_beyond_the_models_count_is_refused(
         responder.stop()
     assert outcome.message is not None
     assert [p.index for p in outcome.message.top5] == [classes - 1]
+
+
+def test_results_answered_in_reverse_order_each_reach_their_own_request(
+    broker_settings: BrokerSettings,
+) -> None:
+    # A responder that holds every request until all have come, then answers the last first.
+    count = 20
+    responder = MqttSession(broker_settings, client_id="reverse-worker")
+    held: list[mqtt.MQTTMessage] = []
+    reply_topic = Topics().result("dev1", "rev")
+
+    def answer(message: mqtt.MQTTMessage) -> None:
+        held.append(message)
+        if len(held) < count:
+            return
+        for request in reversed(held):
+            request_id = peek_header(request.payload).request_id
+            result = ResultMessage(
+                request_id=request_id, status="ok", model="echo", split=1, worker_id="rev",
+                top5=[Prediction(index=int(request_id[1:]), label="x", score=0.5)],
+            )  # fmt: skip
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = request.properties.CorrelationData  # type: ignore[union-attr]
+            responder.publish(reply_topic, encode_message(result), properties=props)
+
+    responder.route(Topics().request("echo", 1, "dev1"), answer)
+    responder.start(wait_s=5)
+    try:
+        with DeviceLink(broker_settings, "dev1") as link:
+            waits = [
+                link.publish_request(frame(f"r{i}"), request_id=f"r{i}", model="echo", split=1,
+                                     expiry_s=5)
+                for i in range(count)
+            ]  # fmt: skip
+            outcomes = [pending.future.result(timeout=10) for pending in waits]
+            assert link.counters.results == count and link.counters.late_results == 0
+    finally:
+        responder.stop()
+    for i, outcome in enumerate(outcomes):
+        assert outcome.message is not None and outcome.message.request_id == f"r{i}"
+        assert [p.index for p in outcome.message.top5] == [i]

@@ -1,5 +1,7 @@
-"""Decoding runs off the compute thread under a per-frame budget: a frame that takes too long to
-decode is answered decode_timeout and its batch-mates are served without waiting for it."""
+"""Image frames decode off the compute thread under a per-frame budget: a frame that takes too
+long to decode is answered decode_timeout and its batch-mates are served without waiting for it.
+Tensor frames, whose decoding is linear and bounded by the frame limits, decode on the compute
+thread."""
 
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from edge_worker.errors import DecodeTimeoutError
 from edge_worker.runner import EchoTailRunner, echo_model_info
 from edge_worker.worker import EdgeWorker
 from mqtt_session.client import BrokerSettings
-from schemas.frame import Frame, encode_frame, peek_header
+from schemas.frame import Frame, FrameLimits, encode_frame, peek_header
 from tests.support.frames import build_frame, split_frame
-from tests.support.image_bombs import APP1, BOMB_BYTES, COM, photo, segment_bomb
+from tests.support.image_bombs import APP1, COM, photo, segment_bomb
 from tests.support.scaled_model import worker_config
 from tests.support.worker_clients import Requester, echo_frame
 
@@ -35,17 +37,32 @@ def _burn(seconds: float) -> float:
 
 
 class SlowDecodeRunner(EchoTailRunner):
-    """Echo runner whose decoding of a frame with request id "slow" burns SLOW_DECODE_S of CPU."""
+    """Echo runner whose decoding of a frame with request id "slow" burns SLOW_DECODE_S of CPU;
+    it records the threads each decoding path ran on."""
 
     def __init__(self) -> None:
         super().__init__([echo_model_info()])
         self.decode_threads: set[str] = set()
+        self.in_line_threads: set[str] = set()
 
     def decode(self, payload: bytes, model: str, split: int) -> Frame:
         self.decode_threads.add(threading.current_thread().name)
         if peek_header(payload).request_id == "slow":
             _burn(SLOW_DECODE_S)
         return super().decode(payload, model, split)
+
+    def decode_in_line(self, payload: bytes, model: str, split: int) -> Frame | None:
+        self.in_line_threads.add(threading.current_thread().name)
+        return super().decode_in_line(payload, model, split)
+
+
+def webp_frame(request_id: str) -> bytes:
+    """A split-0 request of the echo model as a WebP image (decoded under the budget)."""
+    info = echo_model_info()
+    return encode_frame(
+        photo(info.split_shapes[0][0]), codec="webp", request_id=request_id, model=info.name,
+        fingerprint=info.fingerprint, split=0,
+    )  # fmt: skip
 
 
 def test_the_pool_answers_a_decode_over_its_cpu_budget_and_keeps_the_others() -> None:
@@ -112,10 +129,10 @@ def test_a_slow_decode_is_answered_decode_timeout_and_its_batch_mates_go_on(
     )
     with EdgeWorker(config, runner) as worker:
         sent = time.perf_counter()
-        requester.send("echo", 1, echo_frame("slow"), "slow")
+        requester.send("echo", 0, webp_frame("slow"), "slow")
         good = [f"good-{i}" for i in range(3)]
         for rid in good:
-            requester.send("echo", 1, echo_frame(rid), rid)
+            requester.send("echo", 0, webp_frame(rid), rid)
         results = requester.wait(good, timeout_s=SLOW_DECODE_S)
         good_s = time.perf_counter() - sent
         (slow,) = requester.wait(["slow"], timeout_s=SLOW_DECODE_S)
@@ -126,14 +143,33 @@ def test_a_slow_decode_is_answered_decode_timeout_and_its_batch_mates_go_on(
         assert worker.decoder.overran == 1
         assert runner.decode_threads and not any(
             name.startswith("compute-") for name in runner.decode_threads
-        ), "frames were decoded on the compute thread"
-        requester.send("echo", 1, echo_frame("after"), "after")
+        ), "image frames were decoded on the compute thread"
+        requester.send("echo", 0, webp_frame("after"), "after")
         assert requester.wait(["after"], timeout_s=10)[0].status == "ok"
 
 
 @pytest.mark.integration
+def test_tensor_frames_decode_on_the_compute_thread_and_images_on_the_decode_threads(
+    broker_settings: BrokerSettings, requester: Requester
+) -> None:
+    runner = SlowDecodeRunner()
+    config = worker_config(broker_settings, models=[{"name": "echo"}], max_batch=8)
+    with EdgeWorker(config, runner):
+        runner.decode_threads.clear()  # the warm-up decodes on every decode thread
+        requester.send("echo", 1, echo_frame("tensor"), "tensor")
+        assert requester.wait(["tensor"], timeout_s=10)[0].status == "ok"
+        assert runner.decode_threads == set(), "a tensor frame went to a decode thread"
+        assert {name.split("-")[0] for name in runner.in_line_threads} == {"compute"}
+        requester.send("echo", 0, webp_frame("image"), "image")
+        assert requester.wait(["image"], timeout_s=10)[0].status == "ok"
+        assert runner.decode_threads and not any(
+            name.startswith("compute-") for name in runner.decode_threads
+        )
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("segment", [COM, APP1], ids=["com", "app1"])
-def test_a_16_mib_segment_bomb_is_refused_and_the_request_behind_it_served(
+def test_a_segment_bomb_at_the_frame_limit_is_refused_and_the_request_behind_it_served(
     broker_settings: BrokerSettings, requester: Requester, segment: bytes
 ) -> None:
     info = echo_model_info()
@@ -142,7 +178,8 @@ def test_a_16_mib_segment_bomb_is_refused_and_the_request_behind_it_served(
         fingerprint=info.fingerprint, split=0,
     )  # fmt: skip
     header, params, body = split_frame(jpeg)
-    bomb = segment_bomb(body, segment, total=BOMB_BYTES - 4096)
+    # The largest the broker lets through (a larger one it refuses itself, PUBACK 0x95).
+    bomb = segment_bomb(body, segment, total=FrameLimits().max_frame_bytes - 4096)
     header["raw_bytes"] = len(bomb)
     config = worker_config(broker_settings, models=[{"name": "echo"}], max_batch=8)
     with EdgeWorker(config, EchoTailRunner([info])) as worker:

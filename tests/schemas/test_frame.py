@@ -35,6 +35,7 @@ from schemas.frame import (
     FrameLimits,
     ModelInfo,
     decode_frame,
+    decode_frame_unless,
     encode_frame,
     peek_header,
 )
@@ -145,6 +146,18 @@ def test_peek_header_skips_the_payload() -> None:
     assert header.request_id == "4b1d5f0c9e2a4d1e8f7a6b5c4d3e2f10"
     with pytest.raises(FrameError):
         decode_frame(bytes(raw))
+
+
+def test_decode_frame_unless_leaves_the_named_codecs_undecoded() -> None:
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    jpeg = bytearray(_encode(image, "jpeg", split=0))
+    jpeg[-3] ^= 0xFF  # a body that would not decode: it is never looked at
+    assert decode_frame_unless(bytes(jpeg), ("jpeg", "webp"), catalog=CATALOG) is None
+    raw = _encode(_activation())
+    frame = decode_frame_unless(raw, ("jpeg", "webp"), catalog=CATALOG)
+    assert frame is not None and np.array_equal(frame.tensor, decode_frame(raw).tensor)
+    with pytest.raises(UncataloguedModelError):  # the header is validated either way
+        decode_frame_unless(bytes(jpeg), ("jpeg",), catalog={})
 
 
 # --------------------------------------------------------------------------------------------
