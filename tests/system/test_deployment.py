@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from broker.launcher import find_mosquitto, free_port, port_accepts
+from broker.launcher import find_mosquitto, free_port, port_accepts, size_limits
 from device_node import cli as device_cli
 from edge_worker import cli as worker_cli
 from mqtt_session.client import BrokerSettings
@@ -100,11 +100,15 @@ def test_broker_service_config_runs_in_a_real_mosquitto(tmp_path: Path) -> None:
     service = compose()["services"]["broker"]
     script = service["command"][2].replace("$$", "$")
     substitutions = re.findall(r"-e 's/(\$\{\w+\})/([^/]*)/'", script)
-    assert {name for name, _ in substitutions} == {"${port}", "${bind_address}"}
+    assert dict(substitutions) == {
+        "${port}": "1883",
+        "${bind_address}": "0.0.0.0",
+        **{f"${{{name}}}": value for name, value in size_limits().items()},
+    }
     mounted = service["volumes"][0].split(":")[0]
     text = (ROOT / mounted).read_text(encoding="utf-8")
     port = free_port()
-    local = {"${port}": str(port), "${bind_address}": "127.0.0.1"}
+    local = {**dict(substitutions), "${port}": str(port), "${bind_address}": "127.0.0.1"}
     for name, _ in substitutions:
         text = text.replace(name, local[name])
     assert "${" not in text
