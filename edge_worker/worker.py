@@ -221,9 +221,11 @@ class EdgeWorker:
     # -- network thread -------------------------------------------------------------------------
 
     def _enqueue(self, request: InboundRequest) -> None:
+        rejected = False
         try:
             self.queue.put(request)
         except RequestError as exc:  # QueueFullError, WorkerStoppingError
+            rejected = True
             self.link.ack(request)
             self.stats.count("rejected", key=request.key)
             self._reply_failure(request, "rejected", ErrorInfo(code=exc.code, message=str(exc)))
@@ -235,7 +237,11 @@ class EdgeWorker:
                 self.worker_id,
                 self.queue.capacity,
             )
-        self.telemetry.nudge()
+        # Wake the telemetry thread only for news: a queue shallower than its depth step cannot
+        # differ enough from the last telemetry (the batch's own nudge covers the rest), and a
+        # wake-up per request took a core from the compute thread at the moment it starts.
+        if rejected or len(self.queue) >= self.telemetry.depth_step:
+            self.telemetry.nudge()
 
     def _unroutable(self, message: UnroutableMessage) -> None:
         self.stats.count("errors")
