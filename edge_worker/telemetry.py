@@ -280,6 +280,7 @@ class TelemetryReporter:
         self._seq = 0
         self._last: TelemetryMessage | None = None
         self._last_at = float("-inf")
+        self._checked_at = float("-inf")  # the last on-change look, published or not
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -365,11 +366,15 @@ class TelemetryReporter:
             if now - self._last_at >= self._interval_s:
                 self.publish_now()
             elif woken:
-                if now - self._last_at < self._min_gap_s:
-                    # Rate limit: look again once the gap has passed (keep the wake flag).
-                    self._stopping.wait(self._min_gap_s - (now - self._last_at))
+                # Rate limit on publishing and on looking alike: a look that found nothing worth
+                # publishing still waits out the gap, so a stream of requests wakes this thread
+                # once per gap rather than once per request (a core taken from the compute thread).
+                since = now - max(self._last_at, self._checked_at)
+                if since < self._min_gap_s:
+                    self._stopping.wait(self._min_gap_s - since)  # keep the wake flag
                     continue
                 self._wake.clear()
+                self._checked_at = now
                 if self._changed_significantly():
                     self.publish_now()
 
