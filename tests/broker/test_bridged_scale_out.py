@@ -19,7 +19,7 @@ from broker.launcher import PACKAGE_DIR, MosquittoBroker
 from edge_worker.worker import EdgeWorker
 from mqtt_session.client import BrokerSettings
 from splitmq.bench.light_device import LightDevice
-from tests.support.worker_clients import echo_frame, worker_config
+from tests.support.worker_clients import echo_frame, until_bridged, worker_config
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +47,6 @@ def _edge(core: MosquittoBroker, name: str) -> Iterator[MosquittoBroker]:
 def _echo_worker(settings: BrokerSettings, worker_id: str) -> EdgeWorker:
     config = worker_config(settings, worker_id=worker_id, models=[{"name": "echo"}], runner="echo")
     return EdgeWorker(config)
-
-
-def _until_bridged(device: LightDevice, probe_id: str) -> None:
-    """A bridge subscribes at the core a moment after its broker starts: send probes until one
-    comes back, so the counted requests below never race the bridge's own start."""
-    topic = device.topics.request("echo", 1, device.device_id)
-    for attempt in range(40):
-        rid = f"{probe_id}-{attempt}"
-        device.send(topic, echo_frame(rid), rid)
-        if device.wait([rid], timeout_s=0.5):
-            return
-    raise AssertionError(f"{device.device_id}: nothing came back over the bridge")
 
 
 def _send_burst(devices: list[LightDevice]) -> dict[str, list[str]]:
@@ -89,7 +77,7 @@ def test_two_edges_one_core_two_workers_give_one_result_per_request(
         ]
         try:
             for device in devices:
-                _until_bridged(device, f"{device.device_id}-probe")
+                until_bridged(device, f"{device.device_id}-probe")
             before = {d.device_id: d.duplicates for d in devices}
             sent = _send_burst(devices)
             for device in devices:
@@ -125,7 +113,7 @@ def test_workers_on_both_sides_of_a_bridge_compute_each_request_twice(
     ):
         device = LightDevice(_settings(edge), "a-cam").start()
         try:
-            _until_bridged(device, "a-cam-probe")
+            until_bridged(device, "a-cam-probe")
             topic = device.topics.request("echo", 1, device.device_id)
             ids = [f"twice-{i}" for i in range(20)]
             before = device.duplicates

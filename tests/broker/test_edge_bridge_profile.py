@@ -24,7 +24,7 @@ from mqtt_session.client import BrokerSettings
 from splitmq.bench.light_device import LightDevice
 from splitmq.cli import main as splitmq_main
 from tests.support.secure_site import TOPICS, WORKER, Probe, SecureSite
-from tests.support.worker_clients import echo_frame
+from tests.support.worker_clients import echo_frame, until_bridged
 
 GRANTED = "Granted QoS 1"
 REFUSED = "Not authorized"
@@ -61,18 +61,6 @@ def _edge(core: SecureSite, name: str = BRIDGE) -> Iterator[MosquittoBroker]:
         yield edge
 
 
-def _until_bridged(device: LightDevice, probe_id: str) -> None:
-    """The bridge subscribes at the core a moment after the edge starts: probe until an answer
-    comes back, so the counted requests never race the bridge's start."""
-    topic = device.topics.request("echo", 1, device.device_id)
-    for attempt in range(40):
-        rid = f"{probe_id}-{attempt}"
-        device.send(topic, echo_frame(rid), rid)
-        if device.wait([rid], timeout_s=0.5):
-            return
-    raise AssertionError("nothing came back over the bridge")
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("client_certs", [False, True], ids=["password", "client-cert"])
 def test_requests_at_the_edge_reach_the_cores_share_group_and_results_come_back_once(
@@ -82,7 +70,7 @@ def test_requests_at_the_edge_reach_the_cores_share_group_and_results_come_back_
     with _core(options) as core, EdgeWorker(core.worker_config()), _edge(core) as edge:
         device = LightDevice(BrokerSettings(host=edge.host, port=edge.port), "edge-cam").start()
         try:
-            _until_bridged(device, "warmup")
+            until_bridged(device, "warmup")
             before = device.duplicates
             topic = device.topics.request("echo", 1, device.device_id)
             ids = [f"bridged-{i}" for i in range(8)]

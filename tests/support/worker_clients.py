@@ -26,6 +26,7 @@ from schemas.messages import (
     parse_result,
 )
 from schemas.topics import Topics
+from splitmq.bench.light_device import LightDevice
 
 TOPICS = Topics()
 LITE0 = "efficientnet-lite0"
@@ -174,3 +175,15 @@ def worker_config(settings: BrokerSettings, **overrides: object) -> WorkerConfig
     }
     values.update(overrides)
     return WorkerConfig.model_validate(values)
+
+
+def until_bridged(device: LightDevice, probe_id: str) -> None:
+    """A bridge subscribes at the core a moment after its edge broker starts: send probes until
+    one comes back, so the requests a test counts never race the bridge's own start."""
+    topic = device.topics.request("echo", 1, device.device_id)
+    for attempt in range(40):
+        rid = f"{probe_id}-{attempt}"
+        device.send(topic, echo_frame(rid), rid)
+        if device.wait([rid], timeout_s=0.5):
+            return
+    raise AssertionError(f"{device.device_id}: nothing came back over the bridge")
